@@ -1,0 +1,224 @@
+/* Tape-based autograd with an arena allocator (see graph.h).
+ *
+ * The arena is a list of blocks. When a step needs more than the first block,
+ * further blocks are chained; on reset they are merged into one block of the
+ * total size, so after the first step or two every step fits in one block.
+ */
+#include "nn/graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t size, used;
+    unsigned char *mem;
+} arena_block;
+
+struct nn_graph {
+    arena_block *blocks; /* head is the block being filled */
+    size_t first_size;
+    nn_node **nodes;
+    int n_nodes, cap_nodes;
+    int grad_enabled;
+};
+
+static arena_block *block_new(size_t size)
+{
+    arena_block *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->mem = tensor_aligned_alloc(size);
+    if (!b->mem) {
+        free(b);
+        return NULL;
+    }
+    b->size = size;
+    return b;
+}
+
+static void blocks_free(arena_block *b)
+{
+    while (b) {
+        arena_block *next = b->next;
+        tensor_aligned_free(b->mem);
+        free(b);
+        b = next;
+    }
+}
+
+nn_graph *nn_graph_create(size_t arena_bytes)
+{
+    nn_graph *g = calloc(1, sizeof *g);
+    if (!g) {
+        nn_error(NN_ERR_MEMORY, "nn_graph_create: out of memory");
+        return NULL;
+    }
+    g->first_size = arena_bytes ? arena_bytes : (size_t)1 << 20;
+    g->blocks = block_new(g->first_size);
+    if (!g->blocks) {
+        free(g);
+        nn_error(NN_ERR_MEMORY, "nn_graph_create: out of memory for a %zu-byte arena", arena_bytes);
+        return NULL;
+    }
+    g->grad_enabled = 1;
+    return g;
+}
+
+void nn_graph_free(nn_graph *g)
+{
+    if (!g) return;
+    blocks_free(g->blocks);
+    free(g->nodes);
+    free(g);
+}
+
+void nn_graph_reset(nn_graph *g)
+{
+    g->n_nodes = 0;
+    if (g->blocks->next) {
+        size_t total = 0;
+        for (arena_block *b = g->blocks; b; b = b->next) total += b->size;
+        arena_block *merged = block_new(total);
+        if (merged) {
+            blocks_free(g->blocks);
+            g->blocks = merged;
+        } else {
+            /* Keep the chain; it still works, only less compactly. */
+            for (arena_block *b = g->blocks; b; b = b->next) b->used = 0;
+            return;
+        }
+    }
+    g->blocks->used = 0;
+}
+
+void nn_graph_set_grad_enabled(nn_graph *g, int enabled) { g->grad_enabled = enabled != 0; }
+int nn_graph_grad_enabled(const nn_graph *g) { return g->grad_enabled; }
+
+void *nn_graph_alloc(nn_graph *g, size_t bytes)
+{
+    size_t need = (bytes + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
+    if (need == 0) need = TENSOR_ALIGN;
+    arena_block *b = g->blocks;
+    if (b->size - b->used < need) {
+        size_t size = b->size * 2 > need ? b->size * 2 : need;
+        arena_block *nb = block_new(size);
+        if (!nb) {
+            nn_error(NN_ERR_MEMORY, "nn_graph_alloc: arena out of memory for %zu bytes", bytes);
+            return NULL;
+        }
+        nb->next = b;
+        g->blocks = b = nb;
+    }
+    void *p = b->mem + b->used;
+    b->used += need;
+    return p;
+}
+
+tensor *nn_graph_tensor(nn_graph *g, int rank, const int *shape)
+{
+    size_t size;
+    if (tensor_shape_size(rank, shape, &size, "nn_graph_tensor") != NN_OK) return NULL;
+    tensor *t = nn_graph_alloc(g, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    tensor_set_shape(t, rank, shape);
+    t->data = nn_graph_alloc(g, size * sizeof(float));
+    if (!t->data) return NULL;
+    return t;
+}
+
+tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape)
+{
+    size_t size;
+    if (tensor_shape_size(rank, shape, &size, "nn_graph_view") != NN_OK) return NULL;
+    if (size != src->size) {
+        char a[96], b[96];
+        nn_error(NN_ERR_SHAPE, "view: cannot view %s as %s",
+                 tensor_shape_str(src->rank, src->shape, a, sizeof a),
+                 tensor_shape_str(rank, shape, b, sizeof b));
+        return NULL;
+    }
+    tensor *t = nn_graph_alloc(g, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    tensor_set_shape(t, rank, shape);
+    t->data = src->data;
+    return t;
+}
+
+int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in)
+{
+    if (!g || !g->grad_enabled) return 0;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && (in[i]->flags & TENSOR_REQUIRES_GRAD)) return 1;
+    return 0;
+}
+
+nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
+                         int n_in, nn_backward_fn backward, void *ctx)
+{
+    NN_ASSERT(n_in >= 0 && n_in <= NN_NODE_MAX_INPUTS);
+    if (!nn_graph_needs_grad(g, in, n_in)) return NULL;
+    if (g->n_nodes == g->cap_nodes) {
+        int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
+        nn_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes) return NULL;
+        g->nodes = nodes;
+        g->cap_nodes = cap;
+    }
+    nn_node *n = nn_graph_alloc(g, sizeof *n);
+    if (!n) return NULL;
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->out = out;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    n->n_in = n_in;
+    n->backward = backward;
+    n->ctx = ctx;
+    out->node = n;
+    out->flags |= TENSOR_REQUIRES_GRAD;
+    g->nodes[g->n_nodes++] = n;
+    return n;
+}
+
+static nn_status ensure_grad(nn_graph *g, tensor *t)
+{
+    if (t->grad || !(t->flags & TENSOR_REQUIRES_GRAD)) return NN_OK;
+    if (t->flags & TENSOR_PARAM)
+        return nn_error(NN_ERR_STATE, "nn_graph_backward: a parameter has no grad buffer");
+    t->grad = nn_graph_alloc(g, t->size * sizeof(float));
+    if (!t->grad) return NN_ERR_MEMORY;
+    memset(t->grad, 0, t->size * sizeof(float));
+    return NN_OK;
+}
+
+nn_status nn_graph_backward(nn_graph *g, tensor *loss)
+{
+    if (!g || !loss) return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument");
+    if (loss->size != 1) {
+        char b[96];
+        return nn_error(NN_ERR_SHAPE, "nn_graph_backward: loss must hold one element, got shape %s",
+                        tensor_shape_str(loss->rank, loss->shape, b, sizeof b));
+    }
+    if (!(loss->flags & TENSOR_REQUIRES_GRAD))
+        return nn_error(NN_ERR_STATE, "nn_graph_backward: loss does not depend on anything that "
+                                      "requires a gradient (was the graph recording?)");
+    NN_TRY(ensure_grad(g, loss));
+    loss->grad[0] += 1.0f;
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        nn_node *n = g->nodes[i];
+        if (!n->out->grad) continue; /* not on a path to the loss */
+        for (int k = 0; k < n->n_in; k++) NN_TRY(ensure_grad(g, n->in[k]));
+        n->backward(n);
+    }
+    return NN_OK;
+}
+
+int nn_graph_node_count(const nn_graph *g) { return g->n_nodes; }
+
+size_t nn_graph_arena_bytes(const nn_graph *g)
+{
+    size_t total = 0;
+    for (const arena_block *b = g->blocks; b; b = b->next) total += b->size;
+    return total;
+}

@@ -1,0 +1,80 @@
+/* The autograd graph: a tape of nodes recorded by operations, walked backward.
+ *
+ * An operation computes its output, then calls nn_graph_record() with its
+ * inputs, a backward function and the context that backward needs (a mask,
+ * saved indices). Nodes are kept in the order they were recorded, which is a
+ * topological order, so nn_graph_backward() walks them from last to first.
+ *
+ * Backward functions ADD into the gradients of their inputs (dx += ...),
+ * never assign, so a tensor used twice receives the sum of both uses. A
+ * backward function must skip an input whose grad is NULL (it needs none).
+ *
+ * Memory: every tensor, context and gradient made during a step lives in the
+ * graph's arena and stays valid until nn_graph_reset(), which rewinds the
+ * arena without returning memory, so a training loop allocates nothing after
+ * its first step. Parameters (TENSOR_PARAM) are not in the arena: they keep
+ * their own grad buffers, which backward adds into.
+ *
+ * With gradients disabled (nn_graph_set_grad_enabled(g, 0)) nothing is
+ * recorded and no gradient memory is used: inference mode.
+ * Thread-safety: one graph per thread; the calls themselves may run OpenMP
+ * loops inside.
+ */
+#ifndef NN_GRAPH_H
+#define NN_GRAPH_H
+
+#include <stddef.h>
+
+#include "tensor/tensor.h"
+
+#define NN_NODE_MAX_INPUTS 4
+
+typedef struct nn_node nn_node;
+typedef void (*nn_backward_fn)(nn_node *node);
+
+struct nn_node {
+    const char *op;                    /* operation name, for messages */
+    tensor *out;
+    tensor *in[NN_NODE_MAX_INPUTS];
+    int n_in;
+    nn_backward_fn backward;
+    void *ctx;                         /* op-defined, in the arena */
+    int saves_output;                  /* backward reads out->data */
+};
+
+typedef struct nn_graph nn_graph;
+
+/* A new graph; arena_bytes is the first arena block's size (0: 1 MiB). */
+nn_graph *nn_graph_create(size_t arena_bytes);
+void nn_graph_free(nn_graph *g);
+/* Forgets all nodes and rewinds the arena: every tensor and context made
+ * since the last reset becomes invalid. */
+void nn_graph_reset(nn_graph *g);
+void nn_graph_set_grad_enabled(nn_graph *g, int enabled);
+int nn_graph_grad_enabled(const nn_graph *g);
+
+/* 64-byte aligned memory valid until the next reset; NULL with an error. */
+void *nn_graph_alloc(nn_graph *g, size_t bytes);
+/* An arena tensor (uninitialised data, no grad) valid until the next reset. */
+tensor *nn_graph_tensor(nn_graph *g, int rank, const int *shape);
+/* An arena tensor header over existing storage (a view; never owns data). */
+tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape);
+
+/* Records out = op(in[0..n_in)) if gradients are enabled and any input
+ * requires a gradient; marks out as requiring one. Returns the node, or NULL
+ * when nothing was recorded (which is not an error). */
+nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
+                         int n_in, nn_backward_fn backward, void *ctx);
+/* True when an op on these inputs would be recorded. */
+int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in);
+
+/* d(loss)/d(t) for every recorded t; loss must hold one element. Gradients of
+ * parameters are added to their grad buffers (zero them between steps). */
+nn_status nn_graph_backward(nn_graph *g, tensor *loss);
+
+/* Number of nodes recorded since the last reset. */
+int nn_graph_node_count(const nn_graph *g);
+/* Bytes of arena memory held (all blocks). */
+size_t nn_graph_arena_bytes(const nn_graph *g);
+
+#endif

@@ -1,0 +1,176 @@
+/* Layer lifecycle shared by all types (see layer.h). */
+#include "nn/layer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/registry.h"
+#include "tensor/random.h"
+
+nn_layer *nn_layer_create(const char *type_name, const char *config)
+{
+    const nn_layer_type *type = nn_registry_find(type_name);
+    if (!type) {
+        char known[512] = "";
+        for (int i = 0; i < nn_registry_count(); i++) {
+            size_t len = strlen(known);
+            snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
+                     nn_registry_get(i)->name);
+        }
+        nn_error(NN_ERR_CONFIG, "unknown layer type '%s' (known: %s)", type_name ? type_name : "(null)",
+                 known);
+        return NULL;
+    }
+    nn_layer *l = calloc(1, sizeof *l);
+    if (!l) {
+        nn_error(NN_ERR_MEMORY, "nn_layer_create: out of memory");
+        return NULL;
+    }
+    l->type = type;
+    snprintf(l->name, sizeof l->name, "%s", type->name);
+    if (type->state_size) {
+        l->state = calloc(1, type->state_size);
+        if (!l->state) {
+            free(l);
+            nn_error(NN_ERR_MEMORY, "nn_layer_create: out of memory");
+            return NULL;
+        }
+    }
+    nn_config cfg;
+    nn_status s = nn_config_parse(&cfg, type->name, config);
+    if (s == NN_OK) s = type->parse(l, &cfg);
+    if (s == NN_OK) s = nn_config_finish(&cfg);
+    if (s != NN_OK) {
+        nn_layer_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void nn_layer_free(nn_layer *l)
+{
+    if (!l) return;
+    if (l->type->destroy) l->type->destroy(l);
+    free(l->state);
+    /* Standalone layers own their parameter tensors (nn_layer_alloc_params);
+     * in a model the tensors are views the model frees. */
+    for (int i = 0; i < l->n_params; i++) tensor_free(l->params[i].t);
+    free(l);
+}
+
+nn_status nn_layer_config_string(const nn_layer *l, char *buf, size_t n)
+{
+    nn_config_writer w = {buf, n, 0};
+    if (n) buf[0] = '\0';
+    l->type->write(l, &w);
+    if (w.len >= n)
+        return nn_error(NN_ERR_ARG, "nn_layer_config_string: %s needs %zu bytes, buffer has %zu",
+                        l->name, w.len + 1, n);
+    return NN_OK;
+}
+
+nn_status nn_layer_add_param(nn_layer *l, const char *name, int rank, const int *shape,
+                             nn_init init, int fan_in, int fan_out, int trainable)
+{
+    if (l->n_params == NN_LAYER_MAX_PARAMS)
+        return nn_error(NN_ERR_STATE, "%s: more than %d parameters", l->name, NN_LAYER_MAX_PARAMS);
+    size_t size;
+    NN_TRY(tensor_shape_size(rank, shape, &size, l->name));
+    nn_param *p = &l->params[l->n_params++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->rank = rank;
+    memcpy(p->shape, shape, (size_t)rank * sizeof *shape);
+    p->init = init;
+    p->fan_in = fan_in;
+    p->fan_out = fan_out;
+    p->trainable = trainable;
+    return NN_OK;
+}
+
+size_t nn_layer_param_count(const nn_layer *l, int trainable)
+{
+    size_t total = 0;
+    for (int i = 0; i < l->n_params; i++) {
+        if (l->params[i].trainable != trainable) continue;
+        size_t size = 1;
+        for (int k = 0; k < l->params[i].rank; k++) size *= (size_t)l->params[i].shape[k];
+        total += size;
+    }
+    return total;
+}
+
+nn_status nn_layer_build(nn_layer *l, int in_rank, const int *in_shape)
+{
+    if (l->built)
+        return nn_error(NN_ERR_STATE, "%s: layer is already built", l->name);
+    size_t size;
+    NN_TRY(tensor_shape_size(in_rank, in_shape, &size, l->name));
+    l->in_rank = in_rank;
+    memcpy(l->in_shape, in_shape, (size_t)in_rank * sizeof *in_shape);
+    l->n_params = 0;
+    NN_TRY(l->type->build(l, in_rank, in_shape));
+    NN_ASSERT(l->out_rank >= 1 && l->out_rank < TENSOR_MAX_RANK);
+    l->built = 1;
+    return NN_OK;
+}
+
+void nn_param_init(nn_param *p, tensor_rng *rng)
+{
+    switch (p->init) {
+    case NN_INIT_ZEROS: tensor_fill(p->t, 0.0f); break;
+    case NN_INIT_ONES: tensor_fill(p->t, 1.0f); break;
+    case NN_INIT_GLOROT_UNIFORM: tensor_init_glorot_uniform(p->t, rng, p->fan_in, p->fan_out); break;
+    case NN_INIT_HE_NORMAL: tensor_init_he_normal(p->t, rng, p->fan_in); break;
+    case NN_INIT_HE_UNIFORM: tensor_init_he_uniform(p->t, rng, p->fan_in); break;
+    }
+}
+
+nn_status nn_layer_alloc_params(nn_layer *l, uint64_t rng_seed)
+{
+    if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, rng_seed);
+    for (int i = 0; i < l->n_params; i++) {
+        nn_param *p = &l->params[i];
+        if (p->t) continue;
+        p->t = tensor_zeros(p->rank, p->shape);
+        if (!p->t) return NN_ERR_MEMORY;
+        p->t->flags |= TENSOR_PARAM;
+        if (p->trainable) {
+            p->t->grad = tensor_aligned_alloc(p->t->size * sizeof(float));
+            if (!p->t->grad) return NN_ERR_MEMORY;
+            memset(p->t->grad, 0, p->t->size * sizeof(float));
+            p->t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+        }
+        nn_param_init(p, &rng);
+    }
+    return NN_OK;
+}
+
+nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc)
+{
+    if (x->rank == rank) return NN_OK;
+    char b[96];
+    return nn_error(NN_ERR_SHAPE, "%s: expected input of rank %d %s, got rank %d with shape %s",
+                    l->name, rank, desc, x->rank,
+                    tensor_shape_str(x->rank, x->shape, b, sizeof b));
+}
+
+nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training)
+{
+    if (!l || !g || !x || !y) return nn_error(NN_ERR_ARG, "nn_layer_forward: NULL argument");
+    if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
+    int ok = x->rank == l->in_rank + 1;
+    for (int i = 0; ok && i < l->in_rank; i++) ok = x->shape[i + 1] == l->in_shape[i];
+    if (!ok) {
+        char a[96], b[96];
+        return nn_error(NN_ERR_SHAPE, "%s: expected input of shape (batch, %s), got %s", l->name,
+                        tensor_shape_str(l->in_rank, l->in_shape, a, sizeof a) + 1,
+                        tensor_shape_str(x->rank, x->shape, b, sizeof b));
+    }
+    for (int i = 0; i < l->n_params; i++)
+        if (!l->params[i].t)
+            return nn_error(NN_ERR_STATE, "%s: parameters are not allocated", l->name);
+    return l->type->forward(l, g, x, y, training ? 1 : 0);
+}

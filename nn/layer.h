@@ -1,0 +1,113 @@
+/* What a layer type provides, and the per-instance layer record.
+ *
+ * A layer type is one file in layers/ that exports a `const nn_layer_type`
+ * and is listed once in nn/registry.c. Its hooks:
+ *   parse   read the config keys into l->state (allocated zeroed, state_size
+ *           bytes); runs at creation, so bad configs fail early.
+ *   write   write the config back as "key=value ..." (the round trip through
+ *           parse gives an equal layer); resolved defaults are written too.
+ *   build   given the per-sample input shape (no batch axis), set the
+ *           per-sample output shape and declare parameters with
+ *           nn_layer_add_param. Runs once, when the model is built.
+ *   forward y = f(x) on a batch (axis 0 is the batch); record a graph node
+ *           whose backward adds into x->grad and the parameters' grads.
+ *   destroy optional: release memory the layer allocated itself.
+ * Shapes passed to build exclude the batch axis, as in Keras.
+ *
+ * Parameters live in the model's blocks (nn/model.h); a layer reaches them as
+ * l->params[i].t, valid after the model is built. Stochastic layers draw from
+ * the counter-based generator keyed by (l->seed, l->calls, index) and
+ * increment l->calls once per training forward.
+ */
+#ifndef NN_LAYER_H
+#define NN_LAYER_H
+
+#include <stdint.h>
+
+#include "nn/config.h"
+#include "nn/graph.h"
+
+#define NN_LAYER_MAX_PARAMS 4
+#define NN_NAME_LEN 32
+
+typedef struct nn_layer nn_layer;
+
+typedef enum nn_init {
+    NN_INIT_ZEROS,
+    NN_INIT_ONES,
+    NN_INIT_GLOROT_UNIFORM,
+    NN_INIT_HE_NORMAL,
+    NN_INIT_HE_UNIFORM
+} nn_init;
+
+typedef struct nn_param {
+    char name[NN_NAME_LEN];   /* "kernel", "bias", "moving_mean", ... */
+    tensor *t;                /* owned by the model; NULL until built */
+    int rank, shape[TENSOR_MAX_RANK];
+    nn_init init;
+    int fan_in, fan_out;
+    int trainable;            /* 0: a buffer such as batchnorm's moving mean */
+} nn_param;
+
+typedef struct nn_layer_type {
+    const char *name;
+    const char *summary;      /* one line: what the layer does */
+    size_t state_size;
+    nn_status (*parse)(nn_layer *l, nn_config *cfg);
+    void (*write)(const nn_layer *l, nn_config_writer *w);
+    nn_status (*build)(nn_layer *l, int in_rank, const int *in_shape);
+    nn_status (*forward)(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training);
+    void (*destroy)(nn_layer *l);
+    /* For the generic gradient check: a config and a per-sample input shape. */
+    const char *test_config;
+    int test_rank;
+    int test_shape[TENSOR_MAX_RANK];
+} nn_layer_type;
+
+struct nn_layer {
+    const nn_layer_type *type;
+    char name[NN_NAME_LEN];   /* unique in its model, e.g. "conv2d_1" */
+    void *state;              /* type-defined, owned by the layer */
+    int in_rank, in_shape[TENSOR_MAX_RANK];   /* per sample */
+    int out_rank, out_shape[TENSOR_MAX_RANK]; /* per sample */
+    nn_param params[NN_LAYER_MAX_PARAMS];
+    int n_params;
+    uint64_t seed;            /* for stochastic layers */
+    int seed_fixed;           /* seed came from the config; the model keeps it */
+    uint64_t calls;           /* training forwards done so far */
+    int built;
+};
+
+/* Creates a layer of the registered type `type_name` from config text.
+ * Errors: unknown type (the message lists the known ones), bad config. */
+nn_layer *nn_layer_create(const char *type_name, const char *config);
+void nn_layer_free(nn_layer *l);
+/* Writes the layer's config (as parse reads it) into buf; returns NN_OK or an
+ * error if it does not fit. */
+nn_status nn_layer_config_string(const nn_layer *l, char *buf, size_t n);
+/* Runs build; used by the model and by tests that use a layer on its own.
+ * Parameters declared here are allocated and initialised by the caller
+ * (nn_model_build, or nn_layer_alloc_params for a standalone layer). */
+nn_status nn_layer_build(nn_layer *l, int in_rank, const int *in_shape);
+/* Standalone use: gives each parameter its own zeroed tensor with a grad
+ * buffer, initialised from rng_seed. Freed by nn_layer_free. */
+nn_status nn_layer_alloc_params(nn_layer *l, uint64_t rng_seed);
+/* Runs forward after checking that x's per-sample shape is the built one.
+ * training is 0 or 1 here (the model resolves its default). */
+nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training);
+
+/* Fills p->t from its init rule, drawing from rng. */
+struct tensor_rng;
+void nn_param_init(nn_param *p, struct tensor_rng *rng);
+
+/* For build hooks: declares a parameter. */
+nn_status nn_layer_add_param(nn_layer *l, const char *name, int rank, const int *shape,
+                             nn_init init, int fan_in, int fan_out, int trainable);
+/* Element count of the declared parameters (trainable or not). */
+size_t nn_layer_param_count(const nn_layer *l, int trainable);
+
+/* For forward hooks: checks that x has rank `rank` (batch included) and
+ * reports "layer: expected input of rank R (shape desc), got shape (...)". */
+nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc);
+
+#endif

@@ -1,0 +1,50 @@
+/* The layer table. Adding a layer type: write layers/<name>.c exporting
+ * nn_layer_<name>, and add one line here. */
+#include "nn/registry.h"
+
+#include <string.h>
+
+extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_layer_dropout;
+
+static const nn_layer_type *const builtin[] = {
+    &nn_layer_dense,
+    &nn_layer_relu,
+    &nn_layer_flatten,
+    &nn_layer_dropout,
+};
+
+#define N_BUILTIN ((int)(sizeof builtin / sizeof builtin[0]))
+#define MAX_USER 32
+
+static const nn_layer_type *user[MAX_USER];
+static int n_user;
+
+int nn_registry_count(void) { return N_BUILTIN + n_user; }
+
+const nn_layer_type *nn_registry_get(int i)
+{
+    if (i < 0 || i >= N_BUILTIN + n_user) return NULL;
+    return i < N_BUILTIN ? builtin[i] : user[i - N_BUILTIN];
+}
+
+const nn_layer_type *nn_registry_find(const char *name)
+{
+    if (!name) return NULL;
+    for (int i = 0; i < nn_registry_count(); i++)
+        if (!strcmp(nn_registry_get(i)->name, name)) return nn_registry_get(i);
+    return NULL;
+}
+
+nn_status nn_registry_add(const nn_layer_type *type)
+{
+    if (!type || !type->name || !type->parse || !type->write || !type->build || !type->forward)
+        return nn_error(NN_ERR_ARG, "nn_registry_add: the type needs a name and the parse, write, "
+                                    "build and forward hooks");
+    if (nn_registry_find(type->name))
+        return nn_error(NN_ERR_ARG, "nn_registry_add: a layer type named '%s' already exists",
+                        type->name);
+    if (n_user == MAX_USER)
+        return nn_error(NN_ERR_STATE, "nn_registry_add: at most %d user layer types", MAX_USER);
+    user[n_user++] = type;
+    return NN_OK;
+}

@@ -1,0 +1,19 @@
+/* The table of layer types, looked up by name.
+ * The table is static and read-only: safe to use from any thread. */
+#ifndef NN_REGISTRY_H
+#define NN_REGISTRY_H
+
+#include "nn/layer.h"
+
+/* The type registered under name, or NULL (no error is recorded). */
+const nn_layer_type *nn_registry_find(const char *name);
+/* Number of built-in types, and the i-th one. */
+int nn_registry_count(void);
+const nn_layer_type *nn_registry_get(int i);
+/* Adds a user-defined type (for example a user's own convolution) to a
+ * process-wide list searched after the built-in table. The type must stay
+ * valid for the life of the process. Errors: NULL or missing hooks, a name
+ * that is already taken, the list full. Not thread-safe: register at start. */
+nn_status nn_registry_add(const nn_layer_type *type);
+
+#endif

@@ -1,0 +1,3 @@
+#include "nn/nn.h"
+
+const char *nn_version(void) { return NN_VERSION_STRING; }
