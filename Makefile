@@ -26,7 +26,7 @@ HEADERS := $(wildcard tensor/*.h nn/*.h layers/*.h optim/*.h)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all lib test run-tests asan deps mnist bench clean examples
+.PHONY: all lib test run-tests asan deps mnist bench clean examples mnist-data
 all: $(LIB) $(EXAMPLES)
 lib: $(LIB)
 examples: $(EXAMPLES)
@@ -75,3 +75,24 @@ asan: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# Benchmarks: `make bench` runs every tests/bench/bench_*.c; `make bench-NAME`
+# runs one, then its PyTorch counterpart tests/bench/torch_NAME.py when
+# Debian's python3-torch is installed (skipped with a message otherwise).
+PYTHON ?= /usr/bin/python3
+bench: $(patsubst tests/bench/bench_%.c,bench-%,$(wildcard tests/bench/bench_*.c))
+bench-%: $(BUILD)/bench/bench_%
+	$<
+	@if [ -f tests/bench/torch_$*.py ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) tests/bench/torch_$*.py; \
+	  else echo "skipped tests/bench/torch_$*.py: PyTorch (python3-torch) is not installed"; fi; fi
+
+# MNIST: fetched once into .cache/ (git-ignored), checked by MD5.
+MNIST_DIR := .cache/mnist
+mnist-data:
+	@sh examples/fetch_mnist.sh $(MNIST_DIR)
+
+mnist: deps
+	@$(MAKE) --no-print-directory mnist-data
+	@$(MAKE) --no-print-directory $(BUILD)/examples/mnist
+	$(BUILD)/examples/mnist --data $(MNIST_DIR) $(ARGS)

@@ -8,6 +8,7 @@
  *   nn/model.h     sequential models, training step, summary
  *   optim/optim.h  SGD and Adam(W)
  *   nn/threads.h   the shared OpenMP/OpenBLAS thread count
+ *   nn/format.h    image data format (channels_last / channels_first) default
  */
 #ifndef NN_NN_H
 #define NN_NN_H
@@ -26,6 +27,7 @@
 #include "nn/registry.h"
 #include "nn/model.h"
 #include "nn/threads.h"
+#include "nn/format.h"
 #include "optim/optim.h"
 
 /* The library's version string, e.g. "0.1.0". */
