@@ -6,6 +6,7 @@
 #   make bench    benchmarks (tests/bench/)
 #   make deps     install missing Debian packages with apt-get
 
+SHELL   := /bin/bash
 CC      ?= gcc
 BUILD   ?= build
 PKGS    := openblas cmocka zlib libcjson libpng
@@ -96,3 +97,34 @@ mnist: deps
 	@$(MAKE) --no-print-directory mnist-data
 	@$(MAKE) --no-print-directory $(BUILD)/examples/mnist
 	$(BUILD)/examples/mnist --data $(MNIST_DIR) $(ARGS)
+
+# Fuzzing (libFuzzer, clang): `make fuzz` runs every tests/fuzz/fuzz_*.c for
+# FUZZ_RUNS executions each, starting from its committed seed corpus in
+# tests/fuzz/corpus/NAME (copied, so the committed corpus is not changed);
+# FUZZ_TIME=S bounds each harness by seconds instead (the CI budget).
+FUZZ_DEBS := clang libclang-rt-14-dev libomp-dev
+FUZZ_RUNS ?= 200000
+FUZZ_TIME ?=
+FUZZERS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+.PHONY: fuzz fuzz-deps fuzz-run
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEBS="$(FUZZ_DEBS)"
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-unknown-pragmas" fuzz-run
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
+
+fuzz-run: $(FUZZERS)
+	@for f in $(FUZZERS); do name=$${f#build/fuzz/fuzz_}; \
+	  work=build/fuzz/corpus-$$name; rm -rf $$work; mkdir -p $$work; \
+	  cp tests/fuzz/corpus/$$name/* $$work/ 2>/dev/null; \
+	  echo "== fuzz $$name"; \
+	  OMP_NUM_THREADS=1 ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
+	    $$f $$work -runs=$(FUZZ_RUNS) $(if $(FUZZ_TIME),-max_total_time=$(FUZZ_TIME)) \
+	    -max_len=4096 -rss_limit_mb=4096 -malloc_limit_mb=4096 -print_final_stats=1 2>&1 \
+	    | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-|Done" ; \
+	  [ $${PIPESTATUS[0]} = 0 ] || { echo "fuzz $$name FAILED"; exit 1; }; \
+	done; echo "ALL FUZZERS PASSED"
