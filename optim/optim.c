@@ -102,6 +102,8 @@ nn_status optim_step(optim *o, float *w, const float *g, size_t n)
                         o->n, n);
     if (!o->n) {
         size_t count = optim_state_count(o, n);
+        if (n > SIZE_MAX / 2 / sizeof(float))
+            return nn_error(NN_ERR_ARG, "optim_step: %zu parameters is too many", n);
         if (count) {
             o->state = tensor_aligned_alloc(count * sizeof(float));
             if (!o->state) return NN_ERR_MEMORY;
