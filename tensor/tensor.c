@@ -7,6 +7,11 @@
 
 void *tensor_aligned_alloc(size_t bytes)
 {
+    /* Rounding up must not wrap a huge request around to a small block. */
+    if (bytes > SIZE_MAX - TENSOR_ALIGN) {
+        nn_error(NN_ERR_MEMORY, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
     size_t rounded = (bytes + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
     if (rounded == 0) rounded = TENSOR_ALIGN;
     void *p = aligned_alloc(TENSOR_ALIGN, rounded);
