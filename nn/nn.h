@@ -28,6 +28,7 @@
 #include "nn/model.h"
 #include "nn/threads.h"
 #include "nn/format.h"
+#include "nn/npy.h"
 #include "optim/optim.h"
 
 /* The library's version string, e.g. "0.1.0". */
