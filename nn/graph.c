@@ -6,6 +6,7 @@
  */
 #include "nn/graph.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,11 @@ struct nn_graph {
     nn_node **nodes;
     int n_nodes, cap_nodes;
     int grad_enabled;
+    /* A node that could not be recorded (no memory) would silently cut the
+     * gradient path; the failure is kept here and reported by backward. */
+    nn_status record_error;
+    char record_msg[160];
+    int backward_done; /* backward has run since the last reset */
 };
 
 static arena_block *block_new(size_t size)
@@ -75,6 +81,8 @@ void nn_graph_free(nn_graph *g)
 void nn_graph_reset(nn_graph *g)
 {
     g->n_nodes = 0;
+    g->record_error = NN_OK;
+    g->backward_done = 0;
     if (g->blocks->next) {
         size_t total = 0;
         for (arena_block *b = g->blocks; b; b = b->next) total += b->size;
@@ -129,6 +137,10 @@ tensor *nn_graph_tensor(nn_graph *g, int rank, const int *shape)
 
 tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape)
 {
+    if (!src) {
+        nn_error(NN_ERR_ARG, "nn_graph_view: src is NULL");
+        return NULL;
+    }
     size_t size;
     if (tensor_shape_size(rank, shape, &size, "nn_graph_view") != NN_OK) return NULL;
     if (size != src->size) {
@@ -154,6 +166,16 @@ int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in)
     return 0;
 }
 
+static nn_node *record_failed(nn_graph *g, const char *op)
+{
+    if (g->record_error == NN_OK) {
+        g->record_error = NN_ERR_MEMORY;
+        snprintf(g->record_msg, sizeof g->record_msg,
+                 "nn_graph_backward: out of memory recording '%s' in the forward pass", op);
+    }
+    return NULL;
+}
+
 nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
                          int n_in, nn_backward_fn backward, void *ctx)
 {
@@ -162,12 +184,12 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
     if (g->n_nodes == g->cap_nodes) {
         int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
         nn_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
-        if (!nodes) return NULL;
+        if (!nodes) return record_failed(g, op);
         g->nodes = nodes;
         g->cap_nodes = cap;
     }
     nn_node *n = nn_graph_alloc(g, sizeof *n);
-    if (!n) return NULL;
+    if (!n) return record_failed(g, op);
     memset(n, 0, sizeof *n);
     n->op = op;
     n->out = out;
@@ -200,9 +222,14 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
         return nn_error(NN_ERR_SHAPE, "nn_graph_backward: loss must hold one element, got shape %s",
                         tensor_shape_str(loss->rank, loss->shape, b, sizeof b));
     }
+    if (g->record_error != NN_OK) return nn_error(g->record_error, "%s", g->record_msg);
+    if (g->backward_done)
+        return nn_error(NN_ERR_STATE, "nn_graph_backward: backward already ran on this graph; "
+                                      "reset it first (to combine losses, add them with nn_op_add)");
     if (!(loss->flags & TENSOR_REQUIRES_GRAD))
         return nn_error(NN_ERR_STATE, "nn_graph_backward: loss does not depend on anything that "
                                       "requires a gradient (was the graph recording?)");
+    g->backward_done = 1;
     NN_TRY(ensure_grad(g, loss));
     loss->grad[0] += 1.0f;
     for (int i = g->n_nodes - 1; i >= 0; i--) {

@@ -69,7 +69,9 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
 int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in);
 
 /* d(loss)/d(t) for every recorded t; loss must hold one element. Gradients of
- * parameters are added to their grad buffers (zero them between steps). */
+ * parameters are added to their grad buffers (zero them between steps).
+ * Runs once per reset (a second call is an error: it would add the
+ * intermediate gradients twice); an op that failed to record reports here. */
 nn_status nn_graph_backward(nn_graph *g, tensor *loss);
 
 /* Number of nodes recorded since the last reset. */

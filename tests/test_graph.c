@@ -1,0 +1,398 @@
+/* The autograd tape and its arena (nn/graph.h).
+ *
+ * Gradients here are checked against exact hand-computed values (small
+ * integers and halves, which float represents exactly), so equality is
+ * exact. The order in which backward functions run is logged by a test op.
+ * The last test trains a small MLP for 3,000 steps and checks that the arena
+ * does not grow after a warm-up; it prints the resident set size before and
+ * after (run it under valgrind or ASan for leaks).
+ * Not covered here: the numerical gradients of layers (test_gradcheck.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+/* --- a logging test op: y = k * x, backward logs its id ------------------ */
+
+static int order_log[16], n_logged;
+
+typedef struct {
+    int id;
+    float k;
+} scale_ctx;
+
+static void scale_backward(nn_node *n)
+{
+    const scale_ctx *c = n->ctx;
+    if (n_logged < 16) order_log[n_logged++] = c->id;
+    tensor *x = n->in[0];
+    if (!x->grad) return;
+    for (size_t i = 0; i < x->size; i++) x->grad[i] += c->k * n->out->grad[i];
+}
+
+static tensor *scale_op(nn_graph *g, tensor *x, float k, int id)
+{
+    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
+    scale_ctx *c = nn_graph_alloc(g, sizeof *c);
+    assert_non_null(y);
+    assert_non_null(c);
+    c->id = id;
+    c->k = k;
+    for (size_t i = 0; i < x->size; i++) y->data[i] = k * x->data[i];
+    nn_graph_record(g, "scale", y, &x, 1, scale_backward, c);
+    return y;
+}
+
+/* A leaf that requires a gradient, with its own grad buffer. */
+static tensor *leaf(int n, const float *values)
+{
+    tensor *t = tensor_create(1, &n);
+    memcpy(t->data, values, (size_t)n * sizeof(float));
+    t->grad = tensor_aligned_alloc((size_t)n * sizeof(float));
+    memset(t->grad, 0, (size_t)n * sizeof(float));
+    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    return t;
+}
+
+static tensor *constant(int n, const float *values)
+{
+    tensor *t = tensor_create(1, &n);
+    memcpy(t->data, values, (size_t)n * sizeof(float));
+    return t;
+}
+
+static void assert_floats(const float *got, const float *want, int n, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i])
+            fail_msg("%s[%d] = %.9g, expected %.9g", what, i, (double)got[i], (double)want[i]);
+}
+
+static void test_reverse_order(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float av[3] = {1, 2, 3}, wv[3] = {1, -1, 2};
+    tensor *a = leaf(3, av), *w = constant(3, wv);
+    n_logged = 0;
+    tensor *b = scale_op(g, a, 2.0f, 1);
+    tensor *c = scale_op(g, b, 3.0f, 2);
+    tensor *d = scale_op(g, c, 0.5f, 3);
+    tensor *loss;
+    assert_ok(nn_op_weighted_sum(g, d, w, &loss));
+    assert_int_equal(nn_graph_node_count(g), 4);
+    assert_true(loss->data[0] == 3.0f * (1 - 2 + 6)); /* 2*3*0.5 = 3 */
+    assert_ok(nn_graph_backward(g, loss));
+    assert_int_equal(n_logged, 3);
+    assert_int_equal(order_log[0], 3);
+    assert_int_equal(order_log[1], 2);
+    assert_int_equal(order_log[2], 1);
+    const float want[3] = {3, -3, 6}; /* dL/da = 3 w */
+    assert_floats(a->grad, want, 3, "a.grad");
+    /* Intermediate gradients are there too: dL/dc = 0.5 w. */
+    const float want_c[3] = {0.5f, -0.5f, 1};
+    assert_floats(c->grad, want_c, 3, "c.grad");
+    tensor_free(a);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+/* L = sum(w * (a*a + a)): a is used three times; dL/da = w (2a + 1). The
+ * leaf's grad starts non-zero, so this also checks that backward adds. */
+static void test_accumulates(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float av[3] = {1, 2, 3}, wv[3] = {1, 2, 0.5f};
+    tensor *a = leaf(3, av), *w = constant(3, wv);
+    const float start[3] = {100, 200, 300};
+    memcpy(a->grad, start, sizeof start);
+    tensor *sq, *s, *loss;
+    assert_ok(nn_op_mul(g, a, a, &sq));
+    assert_ok(nn_op_add(g, sq, a, &s));
+    assert_ok(nn_op_weighted_sum(g, s, w, &loss));
+    assert_true(loss->data[0] == 2 + 2 * 6 + 0.5f * 12);
+    assert_ok(nn_graph_backward(g, loss));
+    const float want[3] = {100 + 3, 200 + 10, 300 + 3.5f};
+    assert_floats(a->grad, want, 3, "a.grad");
+
+    /* A diamond: b = 2a and c = 3a meet again in d = b + c: dL/da = 5 w. */
+    nn_graph_reset(g);
+    memset(a->grad, 0, 3 * sizeof(float));
+    n_logged = 0;
+    tensor *b = scale_op(g, a, 2.0f, 1), *c = scale_op(g, a, 3.0f, 2), *d;
+    assert_ok(nn_op_add(g, b, c, &d));
+    assert_ok(nn_op_weighted_sum(g, d, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    const float want5[3] = {5, 10, 2.5f};
+    assert_floats(a->grad, want5, 3, "a.grad (diamond)");
+    assert_int_equal(n_logged, 2);
+    assert_int_equal(order_log[0], 2); /* recorded last, runs first */
+
+    /* Two steps without zeroing add up (the model zeroes between steps). */
+    nn_graph_reset(g);
+    b = scale_op(g, a, 2.0f, 1);
+    c = scale_op(g, a, 3.0f, 2);
+    assert_ok(nn_op_add(g, b, c, &d));
+    assert_ok(nn_op_weighted_sum(g, d, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    const float want10[3] = {10, 20, 5};
+    assert_floats(a->grad, want10, 3, "a.grad (two steps)");
+
+    /* mul's second input: L = sum(w * a * x) with x constant. */
+    nn_graph_reset(g);
+    memset(a->grad, 0, 3 * sizeof(float));
+    const float xv[3] = {4, -1, 0.25f};
+    tensor *x = constant(3, xv), *p;
+    assert_ok(nn_op_mul(g, x, a, &p));
+    assert_ok(nn_op_weighted_sum(g, p, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    const float want_x[3] = {4, -2, 0.125f};
+    assert_floats(a->grad, want_x, 3, "a.grad (mul)");
+    assert_null(x->grad); /* a constant gets no gradient */
+    tensor_free(x);
+    tensor_free(a);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+static void test_off_path_node_skipped(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float av[3] = {1, 2, 3}, wv[3] = {2, 4, 8};
+    tensor *a = leaf(3, av), *w = constant(3, wv);
+    n_logged = 0;
+    tensor *unused = scale_op(g, a, 10.0f, 7);   /* not on the path to the loss */
+    tensor *unused2 = scale_op(g, unused, 1.0f, 8);
+    tensor *loss;
+    assert_ok(nn_op_weighted_sum(g, a, w, &loss));
+    assert_int_equal(nn_graph_node_count(g), 3);
+    assert_ok(nn_graph_backward(g, loss));
+    assert_int_equal(n_logged, 0);
+    assert_null(unused->grad);
+    assert_null(unused2->grad);
+    assert_floats(a->grad, wv, 3, "a.grad");
+    tensor_free(a);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+static void test_no_grad_mode(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float av[3] = {1, 2, 3}, wv[3] = {1, 1, 1};
+    tensor *a = leaf(3, av), *w = constant(3, wv);
+    nn_graph_set_grad_enabled(g, 0);
+    assert_false(nn_graph_grad_enabled(g));
+    assert_false(nn_graph_needs_grad(g, &a, 1));
+    tensor *sq, *loss;
+    assert_ok(nn_op_mul(g, a, a, &sq));
+    assert_ok(nn_op_weighted_sum(g, sq, w, &loss));
+    assert_true(loss->data[0] == 14.0f); /* the forward still computes */
+    assert_int_equal(nn_graph_node_count(g), 0);
+    assert_null(sq->node);
+    assert_int_equal(nn_graph_backward(g, loss), NN_ERR_STATE);
+    assert_error_contains("nn_graph_backward: loss does not depend on anything that requires a gradient");
+    const float zero[3] = {0, 0, 0};
+    assert_floats(a->grad, zero, 3, "a.grad");
+
+    /* Back on: the same ops record; inputs that need no gradient do not. */
+    nn_graph_reset(g);
+    nn_graph_set_grad_enabled(g, 1);
+    tensor *c = constant(3, av), *cc;
+    assert_ok(nn_op_mul(g, c, c, &cc));
+    assert_int_equal(nn_graph_node_count(g), 0);
+    assert_ok(nn_op_mul(g, a, c, &cc));
+    assert_int_equal(nn_graph_node_count(g), 1);
+    tensor_free(c);
+    tensor_free(a);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+static void test_backward_errors(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float av[3] = {1, 2, 3}, wv[3] = {1, 1, 1};
+    tensor *a = leaf(3, av), *w = constant(3, wv);
+    tensor *sq, *loss;
+    assert_ok(nn_op_mul(g, a, a, &sq));
+    assert_int_equal(nn_graph_backward(g, sq), NN_ERR_SHAPE);
+    assert_error_contains("nn_graph_backward: loss must hold one element, got shape (3,)");
+    assert_int_equal(nn_graph_backward(g, NULL), NN_ERR_ARG);
+    assert_int_equal(nn_graph_backward(NULL, sq), NN_ERR_ARG);
+    assert_ok(nn_op_weighted_sum(g, sq, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    const float once[3] = {2, 4, 6};
+    assert_floats(a->grad, once, 3, "a.grad");
+    /* A second backward on the same tape would add the stale intermediate
+     * gradients again; it is refused and changes nothing. */
+    assert_int_equal(nn_graph_backward(g, loss), NN_ERR_STATE);
+    assert_error_contains("backward already ran on this graph; reset it first");
+    assert_floats(a->grad, once, 3, "a.grad after a refused backward");
+    nn_graph_reset(g);
+    assert_ok(nn_op_mul(g, a, a, &sq));
+    assert_ok(nn_op_weighted_sum(g, sq, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    const float twice[3] = {4, 8, 12};
+    assert_floats(a->grad, twice, 3, "a.grad after reset");
+    tensor_free(a);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+static void test_arena_tensors(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(4096);
+    assert_non_null(g);
+    assert_int_equal(nn_graph_arena_bytes(g), 4096);
+    int shape[2] = {10, 100};
+    size_t after_second = 0;
+    for (int step = 0; step < 50; step++) {
+        nn_graph_reset(g);
+        /* 12 tensors of 4000 bytes: more than the first block. */
+        for (int k = 0; k < 12; k++) {
+            tensor *t = nn_graph_tensor(g, 2, shape);
+            assert_non_null(t);
+            assert_int_equal((uintptr_t)t->data % TENSOR_ALIGN, 0);
+            assert_null(t->grad);
+            tensor_fill(t, (float)k); /* the whole extent is ours */
+        }
+        void *p = nn_graph_alloc(g, 1);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % TENSOR_ALIGN, 0);
+        if (step == 1) after_second = nn_graph_arena_bytes(g);
+        if (step > 1) assert_int_equal(nn_graph_arena_bytes(g), after_second);
+    }
+    assert_true(after_second >= 12 * 4000);
+    /* Views share storage and have no grad of their own. */
+    nn_graph_reset(g);
+    tensor *t = nn_graph_tensor(g, 2, shape);
+    int flat[1] = {1000}, wrong[1] = {999};
+    tensor *v = nn_graph_view(g, t, 1, flat);
+    assert_ptr_equal(v->data, t->data);
+    assert_null(nn_graph_view(g, t, 1, wrong));
+    assert_error_contains("cannot view (10, 100) as (999,)");
+    assert_null(nn_graph_tensor(g, 0, shape));
+    assert_error_contains("nn_graph_tensor: rank 0");
+    nn_graph_free(g);
+    nn_graph_free(NULL);
+}
+
+/* Resident set size in KiB, from /proc/self/statm (pages). */
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void test_arena_reused_over_training(void **state)
+{
+    (void)state;
+    enum { BATCH = 64, FEATURES = 16, CLASSES = 4, STEPS = 3000, WARMUP = 5 };
+    nn_model *m = nn_model_create(11);
+    assert_ok(nn_model_add_spec(m, "dense units=32 activation=relu\n"
+                                   "dense units=32\nrelu\ndropout rate=0.1\n"
+                                   "dense units=4\n"));
+    int in_shape[1] = {FEATURES};
+    assert_ok(nn_model_build(m, 1, in_shape));
+    optim *opt = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0);
+    int xs[2] = {BATCH, FEATURES};
+    tensor *x = tensor_create(2, xs);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 5);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    int labels[BATCH];
+    for (int i = 0; i < BATCH; i++) labels[i] = (x->data[i * FEATURES] > 0) + 2 * (x->data[i * FEATURES + 1] > 0);
+    float loss = 0, first_loss = 0;
+    size_t arena = 0;
+    int nodes = 0;
+    long rss_start = 0;
+    for (int step = 0; step < STEPS; step++) {
+        assert_ok(nn_model_train_step(m, opt, x, labels, &loss, NULL));
+        if (step == 0) first_loss = loss;
+        if (step == WARMUP) {
+            arena = nn_graph_arena_bytes(nn_model_graph(m));
+            nodes = nn_graph_node_count(nn_model_graph(m));
+            rss_start = rss_kib();
+        } else if (step > WARMUP) {
+            size_t now = nn_graph_arena_bytes(nn_model_graph(m));
+            if (now != arena) fail_msg("step %d: arena grew from %zu to %zu bytes", step, arena, now);
+            assert_int_equal(nn_graph_node_count(nn_model_graph(m)), nodes);
+        }
+    }
+    long rss_end = rss_kib();
+    printf("    arena %zu bytes, %d nodes per step; RSS %ld KiB after %d steps, %ld KiB after %d "
+           "(%+ld KiB); loss %.3f -> %.3f\n",
+           arena, nodes, rss_start, WARMUP + 1, rss_end, STEPS, rss_end - rss_start,
+           (double)first_loss, (double)loss);
+    assert_true(nodes >= 6);
+    assert_true(loss < first_loss); /* and it did train */
+    /* Under valgrind, statm describes valgrind's own process. */
+    const char *preload = getenv("LD_PRELOAD");
+    if (!(preload && strstr(preload, "vgpreload")) && rss_end - rss_start > 2048)
+        fail_msg("resident memory grew by %ld KiB over %d steps", rss_end - rss_start, STEPS);
+    tensor_free(x);
+    optim_free(opt);
+    nn_model_free(m);
+}
+
+/* A step bigger than the first arena block (1 MiB) chains blocks; the reset
+ * after it merges them, and from then on the arena stays the same size. */
+static void test_arena_grows_once(void **state)
+{
+    (void)state;
+    enum { BATCH = 256, FEATURES = 8, WIDTH = 256, STEPS = 8 };
+    nn_model *m = nn_model_create(12);
+    assert_ok(nn_model_add_spec(m, "dense units=256 activation=relu\ndropout rate=0.2\n"
+                                   "dense units=256\nrelu\ndense units=3\n"));
+    int in_shape[1] = {FEATURES};
+    assert_ok(nn_model_build(m, 1, in_shape));
+    optim *opt = optim_sgd_create(0.01f, 0.9f, 0, 0.0f);
+    int xs[2] = {BATCH, FEATURES};
+    tensor *x = tensor_create(2, xs);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 6);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    int labels[BATCH];
+    for (int i = 0; i < BATCH; i++) labels[i] = i % 3;
+    const size_t first = nn_graph_arena_bytes(nn_model_graph(m));
+    size_t after_reset = 0;
+    for (int step = 0; step < STEPS; step++) {
+        assert_ok(nn_model_train_step(m, opt, x, labels, NULL, NULL));
+        size_t now = nn_graph_arena_bytes(nn_model_graph(m));
+        if (step == 0) assert_true(now > first); /* the activations did not fit */
+        if (step == 1) after_reset = now;
+        if (step > 1 && now != after_reset)
+            fail_msg("step %d: arena %zu bytes, %zu after the first reset", step, now, after_reset);
+    }
+    assert_true(after_reset >= (size_t)4 * BATCH * WIDTH * sizeof(float));
+    printf("    arena: %zu bytes at creation, %zu from step 2 on\n", first, after_reset);
+    tensor_free(x);
+    optim_free(opt);
+    nn_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reverse_order),
+        cmocka_unit_test(test_accumulates),
+        cmocka_unit_test(test_off_path_node_skipped),
+        cmocka_unit_test(test_no_grad_mode),
+        cmocka_unit_test(test_backward_errors),
+        cmocka_unit_test(test_arena_tensors),
+        cmocka_unit_test(test_arena_reused_over_training),
+        cmocka_unit_test(test_arena_grows_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
