@@ -176,17 +176,24 @@ nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
     char tmp[NN_CONFIG_VALUE_LEN];
     snprintf(tmp, sizeof tmp, "%s", v);
     int n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(tmp, ",x", &save); tok; tok = strtok_r(NULL, ",x", &save)) {
+    /* Split by hand rather than with strtok, which would skip empty items
+     * and so accept "3,,3" or a trailing comma. */
+    for (char *tok = tmp, *end;; tok = end + 1) {
+        end = tok + strcspn(tok, ",x");
+        const int last = *end == '\0';
+        *end = '\0';
         long x;
         if (n == count)
             return nn_error(NN_ERR_CONFIG, "%s: %s takes at most %d values, but got '%s'",
                             c->layer, key, count, v);
+        if (!*tok)
+            return nn_error(NN_ERR_CONFIG, "%s: %s has an empty item in '%s'", c->layer, key, v);
         NN_TRY(parse_long(c, key, tok, &x));
         if (x < lo || x > hi)
             return nn_error(NN_ERR_CONFIG, "%s: %s values must be between %d and %d, but got '%s'",
                             c->layer, key, lo, hi, v);
         out[n++] = (int)x;
+        if (last) break;
     }
     if (n == 1)
         for (int i = 1; i < count; i++) out[i] = out[0];

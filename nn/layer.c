@@ -164,9 +164,13 @@ nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int 
     int ok = x->rank == l->in_rank + 1;
     for (int i = 0; ok && i < l->in_rank; i++) ok = x->shape[i + 1] == l->in_shape[i];
     if (!ok) {
-        char a[96], b[96];
-        return nn_error(NN_ERR_SHAPE, "%s: expected input of shape (batch, %s), got %s", l->name,
-                        tensor_shape_str(l->in_rank, l->in_shape, a, sizeof a) + 1,
+        char a[96] = "(batch", b[96];
+        for (int i = 0; i < l->in_rank; i++) {
+            size_t len = strlen(a);
+            snprintf(a + len, sizeof a - len, ", %d", l->in_shape[i]);
+        }
+        strncat(a, ")", sizeof a - strlen(a) - 1);
+        return nn_error(NN_ERR_SHAPE, "%s: expected input of shape %s, got %s", l->name, a,
                         tensor_shape_str(x->rank, x->shape, b, sizeof b));
     }
     for (int i = 0; i < l->n_params; i++)
