@@ -30,6 +30,8 @@
 #include "nn/format.h"
 #include "nn/npy.h"
 #include "optim/optim.h"
+#include "nn/idx.h"
+#include "nn/checkpoint.h"
 
 /* The library's version string, e.g. "0.1.0". */
 const char *nn_version(void);

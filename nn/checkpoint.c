@@ -1,0 +1,584 @@
+/* Checkpoint writer and reader (format in checkpoint.h).
+ * The file is assembled in memory and written with one fwrite, and read
+ * whole before it is checked: checkpoints of the models nn trains are a few
+ * megabytes, and having all bytes at hand makes "verify everything, then
+ * copy" simple. Deliberately omitted: reading older format versions (there
+ * are none yet), partial loads (a subset of layers), memory-mapped reads. */
+#include "nn/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static const char ckpt_magic[8] = {'N', 'N', 'C', 'K', 'P', 'T', '\0', '\n'};
+#define PREFIX_LEN 32 /* magic, version, reserved, file size, header length */
+
+enum { OPT_NONE = 0, OPT_SGD = 1, OPT_ADAM = 2 };
+static const char *const opt_names[] = {"none", "sgd", "adam"};
+
+/* ---- writing: a growing byte buffer -------------------------------------- */
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    int failed;
+} wbuf;
+
+static void w_bytes(wbuf *b, const void *src, size_t n)
+{
+    if (b->failed) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+static void w_u32(wbuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    w_bytes(b, x, 4);
+}
+
+static void w_u64(wbuf *b, uint64_t v)
+{
+    w_u32(b, (uint32_t)v);
+    w_u32(b, (uint32_t)(v >> 32));
+}
+
+static void w_f32(wbuf *b, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    w_u32(b, v);
+}
+
+static void w_f32s(wbuf *b, const float *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) w_f32(b, f[i]);
+}
+
+static void w_str(wbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    w_u32(b, (uint32_t)n);
+    w_bytes(b, s, n);
+}
+
+static void put_u64_at(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ---- reading: a bounds-checked cursor ------------------------------------ */
+
+typedef struct {
+    const uint8_t *p;
+    size_t len, pos;
+    const char *path;
+    int failed;
+} rbuf;
+
+static int r_need(rbuf *r, size_t n)
+{
+    if (r->failed) return 0;
+    if (n > r->len - r->pos) {
+        nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %zu bytes needed at offset %zu, the "
+                 "section has %zu", r->path, n, r->pos, r->len - r->pos);
+        r->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static uint32_t r_u32(rbuf *r)
+{
+    if (!r_need(r, 4)) return 0;
+    const uint8_t *x = r->p + r->pos;
+    r->pos += 4;
+    return (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24;
+}
+
+static uint64_t r_u64(rbuf *r)
+{
+    uint64_t lo = r_u32(r);
+    return lo | (uint64_t)r_u32(r) << 32;
+}
+
+static float r_f32(rbuf *r)
+{
+    uint32_t v = r_u32(r);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+static void r_f32s(rbuf *r, float *dst, size_t n)
+{
+    if (!r_need(r, n * 4)) return;
+    for (size_t i = 0; i < n; i++) dst[i] = r_f32(r);
+}
+
+/* A string into dst (NUL-terminated); longer than cap-1 is malformed. */
+static void r_str(rbuf *r, char *dst, size_t cap)
+{
+    uint32_t n = r_u32(r);
+    dst[0] = '\0';
+    if (r->failed) return;
+    if (n >= cap) {
+        nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: string of %u bytes at offset %zu "
+                 "(at most %zu)", r->path, n, r->pos - 4, cap - 1);
+        r->failed = 1;
+        return;
+    }
+    if (!r_need(r, n)) return;
+    memcpy(dst, r->p + r->pos, n);
+    dst[n] = '\0';
+    r->pos += n;
+}
+
+/* ---- saving --------------------------------------------------------------- */
+
+static int opt_kind(const optim *o)
+{
+    if (!o) return OPT_NONE;
+    return o->kind == OPTIM_ADAM ? OPT_ADAM : OPT_SGD;
+}
+
+/* fsync the directory holding path, so the rename itself is durable. */
+static nn_status sync_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return nn_error(NN_ERR_IO, "%s: cannot open directory %s to sync it: %s", path, dir,
+                        strerror(errno));
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    /* Some file systems cannot sync a directory; the data itself is synced. */
+    if (rc != 0 && err != EINVAL && err != ENOTSUP)
+        return nn_error(NN_ERR_IO, "%s: fsync of directory %s failed: %s", path, dir, strerror(err));
+    return NN_OK;
+}
+
+static nn_status write_file(const char *path, const uint8_t *data, size_t len)
+{
+    char tmp[4200];
+    int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (k < 0 || (size_t)k >= sizeof tmp)
+        return nn_error(NN_ERR_ARG, "nn_checkpoint_save: path too long: %s", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return nn_error(NN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    nn_status s = NN_OK;
+    if (fwrite(data, 1, len, f) != len || fflush(f) != 0)
+        s = nn_error(NN_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    else if (fsync(fileno(f)) != 0)
+        s = nn_error(NN_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (fclose(f) != 0 && s == NN_OK)
+        s = nn_error(NN_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    if (s == NN_OK && rename(tmp, path) != 0)
+        s = nn_error(NN_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+    if (s != NN_OK) {
+        remove(tmp);
+        return s;
+    }
+    return sync_dir(path);
+}
+
+nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *opt,
+                             const void *extra, size_t extra_len)
+{
+    if (!path || !m || (!extra && extra_len))
+        return nn_error(NN_ERR_ARG, "nn_checkpoint_save: NULL argument");
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_save: build the model first");
+    if (opt && opt->n && opt->n != m->n_params)
+        return nn_error(NN_ERR_STATE, "nn_checkpoint_save: the optimizer holds state for %zu "
+                        "parameters, the model has %zu", opt->n, m->n_params);
+    const int kind = opt_kind(opt);
+    const size_t opt_count = opt && opt->n ? optim_state_count(opt, opt->n) : 0;
+    wbuf b = {0};
+    w_bytes(&b, ckpt_magic, 8);
+    w_u32(&b, NN_CHECKPOINT_VERSION);
+    w_u32(&b, 0);
+    w_u64(&b, 0); /* file size, patched below */
+    w_u64(&b, 0); /* header length, patched below */
+
+    w_u64(&b, m->seed);
+    w_u32(&b, (uint32_t)m->in_rank);
+    for (int i = 0; i < m->in_rank; i++) w_u32(&b, (uint32_t)m->in_shape[i]);
+    w_u32(&b, (uint32_t)m->n_layers);
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer *l = m->layers[i];
+        char cfg[512];
+        nn_status s = nn_layer_config_string(l, cfg, sizeof cfg);
+        if (s != NN_OK) {
+            free(b.p);
+            return s;
+        }
+        w_str(&b, l->type->name);
+        w_str(&b, l->name);
+        w_str(&b, cfg);
+        w_u32(&b, (uint32_t)l->n_params);
+        for (int k = 0; k < l->n_params; k++) {
+            const nn_param *p = &l->params[k];
+            w_str(&b, p->name);
+            w_u32(&b, (uint32_t)p->trainable);
+            w_u32(&b, (uint32_t)p->rank);
+            for (int d = 0; d < p->rank; d++) w_u32(&b, (uint32_t)p->shape[d]);
+        }
+    }
+    w_u64(&b, m->n_params);
+    w_u64(&b, m->n_buffers);
+    w_u32(&b, (uint32_t)kind);
+    w_u64(&b, opt_count);
+    w_u64(&b, extra_len);
+    const size_t header_len = b.len - PREFIX_LEN;
+
+    w_f32s(&b, m->params, m->n_params);
+    w_f32s(&b, m->buffers, m->n_buffers);
+    for (int i = 0; i < m->n_layers; i++) {
+        w_u64(&b, m->layers[i]->seed);
+        w_u64(&b, m->layers[i]->calls);
+    }
+    if (opt) {
+        w_f32(&b, opt->lr);
+        w_f32(&b, opt->momentum);
+        w_u32(&b, (uint32_t)opt->nesterov);
+        w_f32(&b, opt->beta1);
+        w_f32(&b, opt->beta2);
+        w_f32(&b, opt->eps);
+        w_f32(&b, opt->weight_decay);
+        w_u32(&b, (uint32_t)opt->decoupled);
+        w_u64(&b, opt->t);
+        w_u64(&b, opt->n);
+        w_f32s(&b, opt->state, opt_count);
+    }
+    w_bytes(&b, extra, extra_len);
+    w_u32(&b, 0); /* CRC, patched below */
+    if (b.failed) {
+        free(b.p);
+        return nn_error(NN_ERR_MEMORY, "nn_checkpoint_save: out of memory for %s", path);
+    }
+    put_u64_at(b.p + 16, b.len);
+    put_u64_at(b.p + 24, header_len);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 24; off < b.len - 4;) {
+        size_t n = b.len - 4 - off > (1u << 30) ? (1u << 30) : b.len - 4 - off;
+        crc = crc32(crc, b.p + off, (uInt)n);
+        off += n;
+    }
+    for (int i = 0; i < 4; i++) b.p[b.len - 4 + i] = (uint8_t)(crc >> (8 * i));
+    nn_status s = write_file(path, b.p, b.len);
+    free(b.p);
+    return s;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+static nn_status read_all(const char *path, uint8_t **data, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return nn_error(NN_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return nn_error(NN_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) {
+        fclose(f);
+        return nn_error(NN_ERR_MEMORY, "%s: out of memory for %zu bytes", path, n);
+    }
+    size_t got = fread(p, 1, n, f);
+    int err = ferror(f);
+    fclose(f);
+    if (err || got != n) {
+        free(p);
+        return nn_error(NN_ERR_IO, "%s: read error after %zu of %zu bytes", path, got, n);
+    }
+    *data = p;
+    *len = n;
+    return NN_OK;
+}
+
+/* Writes into out the space-separated tokens of a that are not in b. */
+static void tokens_missing(const char *a, const char *b, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    const char *p = a;
+    while (*p) {
+        while (*p == ' ') p++;
+        const char *e = p;
+        while (*e && *e != ' ') e++;
+        size_t n = (size_t)(e - p);
+        int found = 0;
+        for (const char *q = b; *q && !found;) {
+            while (*q == ' ') q++;
+            const char *qe = q;
+            while (*qe && *qe != ' ') qe++;
+            found = (size_t)(qe - q) == n && !memcmp(p, q, n);
+            q = qe;
+        }
+        if (n && !found && used < cap) {
+            int k = snprintf(out + used, cap - used, "%s%.*s", used ? " " : "", (int)n, p);
+            if (k > 0) used += (size_t)k;
+        }
+        p = e;
+    }
+}
+
+static char *shape_str(int rank, const int *shape, char *buf, size_t n)
+{
+    return tensor_shape_str(rank, shape, buf, n);
+}
+
+typedef struct {
+    uint64_t seed, n_params, n_buffers, opt_count, extra_len;
+    int kind;
+} ckpt_header;
+
+/* Reads the header section and checks it against m. */
+static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
+{
+    const char *path = r->path;
+    h->seed = r_u64(r);
+    uint32_t in_rank = r_u32(r);
+    if (r->failed) return NN_ERR_FORMAT;
+    if (in_rank < 1 || in_rank > TENSOR_MAX_RANK)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u", path, in_rank);
+    int in_shape[TENSOR_MAX_RANK];
+    for (uint32_t d = 0; d < in_rank; d++) in_shape[d] = (int)r_u32(r);
+    if (r->failed) return NN_ERR_FORMAT;
+    int same = (int)in_rank == m->in_rank;
+    for (uint32_t d = 0; same && d < in_rank; d++) same = in_shape[d] == m->in_shape[d];
+    if (!same) {
+        char a[96], b[96];
+        return nn_error(NN_ERR_SHAPE, "%s: checkpoint was made for input shape %s, the model is "
+                        "built for %s", path, shape_str((int)in_rank, in_shape, a, sizeof a),
+                        shape_str(m->in_rank, m->in_shape, b, sizeof b));
+    }
+    uint32_t n_layers = r_u32(r);
+    if (r->failed) return NN_ERR_FORMAT;
+    if ((int)n_layers != m->n_layers)
+        return nn_error(NN_ERR_SHAPE, "%s: checkpoint has %u layers, the model has %d", path,
+                        n_layers, m->n_layers);
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer *l = m->layers[i];
+        char type[NN_NAME_LEN + 32], name[NN_NAME_LEN + 32], cfg[512], mcfg[512];
+        r_str(r, type, sizeof type);
+        r_str(r, name, sizeof name);
+        r_str(r, cfg, sizeof cfg);
+        uint32_t n_params = r_u32(r);
+        if (r->failed) return NN_ERR_FORMAT;
+        NN_TRY(nn_layer_config_string(l, mcfg, sizeof mcfg));
+        if (strcmp(type, l->type->name))
+            return nn_error(NN_ERR_SHAPE, "%s: layer %d: checkpoint has %s %s, model has %s %s", path,
+                            i, type, cfg, l->type->name, mcfg);
+        if (strcmp(cfg, mcfg)) {
+            char only_ck[256], only_m[256];
+            tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
+            tokens_missing(mcfg, cfg, only_m, sizeof only_m);
+            return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s, model has %s %s",
+                            path, i, l->name, type, only_ck[0] ? only_ck : "(no such key)", type,
+                            only_m[0] ? only_m : "(no such key)");
+        }
+        if ((int)n_params != l->n_params)
+            return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %u parameter tensors, "
+                            "model has %d", path, i, l->name, n_params, l->n_params);
+        for (int k = 0; k < l->n_params; k++) {
+            const nn_param *p = &l->params[k];
+            char pname[NN_NAME_LEN + 32];
+            r_str(r, pname, sizeof pname);
+            uint32_t trainable = r_u32(r), rank = r_u32(r);
+            if (r->failed) return NN_ERR_FORMAT;
+            if (rank < 1 || rank > TENSOR_MAX_RANK)
+                return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: layer %d tensor %s has "
+                                "rank %u", path, i, pname, rank);
+            int shape[TENSOR_MAX_RANK];
+            for (uint32_t d = 0; d < rank; d++) shape[d] = (int)r_u32(r);
+            if (r->failed) return NN_ERR_FORMAT;
+            int ok = !strcmp(pname, p->name) && (int)trainable == p->trainable &&
+                     (int)rank == p->rank;
+            for (uint32_t d = 0; ok && d < rank; d++) ok = shape[d] == p->shape[d];
+            if (!ok) {
+                char a[96], b[96];
+                return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s %s, model "
+                                "has %s %s %s", path, i, l->name, trainable ? "parameter" : "buffer",
+                                pname, shape_str((int)rank, shape, a, sizeof a),
+                                p->trainable ? "parameter" : "buffer", p->name,
+                                shape_str(p->rank, p->shape, b, sizeof b));
+            }
+        }
+    }
+    h->n_params = r_u64(r);
+    h->n_buffers = r_u64(r);
+    uint32_t kind = r_u32(r);
+    h->opt_count = r_u64(r);
+    h->extra_len = r_u64(r);
+    if (r->failed) return NN_ERR_FORMAT;
+    if (h->n_params != m->n_params || h->n_buffers != m->n_buffers)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %llu parameters and %llu buffer "
+                        "values, the tensors listed add up to %zu and %zu", path,
+                        (unsigned long long)h->n_params, (unsigned long long)h->n_buffers,
+                        m->n_params, m->n_buffers);
+    if (kind > OPT_ADAM)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: optimizer kind %u", path, kind);
+    h->kind = (int)kind;
+    if (r->pos != r->len)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %zu unread bytes at the end of "
+                        "the header", path, r->len - r->pos);
+    return NN_OK;
+}
+
+/* Checks data[0..len) against m and opt, then copies it in; nothing is
+ * changed unless every check passes. */
+static nn_status load_image(const char *path, const uint8_t *data, size_t len, nn_model *m,
+                            optim *opt, void *extra, size_t extra_cap, size_t *extra_len)
+{
+    if (len < 8 || memcmp(data, ckpt_magic, 8))
+        return nn_error(NN_ERR_FORMAT, "%s: not an nn checkpoint (bad magic at offset 0)", path);
+    if (len < PREFIX_LEN + 4)
+        return nn_error(NN_ERR_FORMAT, "%s: truncated: %zu bytes, a checkpoint has at least %d",
+                        path, len, PREFIX_LEN + 4);
+    rbuf r = {data, len, 8, path, 0};
+    uint32_t version = r_u32(&r);
+    if (version != NN_CHECKPOINT_VERSION)
+        return nn_error(NN_ERR_FORMAT, "%s: checkpoint format version %u at offset 8; this build "
+                        "reads version %u", path, version, NN_CHECKPOINT_VERSION);
+    r.pos = 16;
+    uint64_t file_size = r_u64(&r), header_len = r_u64(&r);
+    if (file_size != len)
+        return nn_error(NN_ERR_FORMAT, "%s: %s: the header at offset 16 says %llu bytes, the file "
+                        "has %zu", path, file_size > len ? "truncated" : "trailing data",
+                        (unsigned long long)file_size, len);
+    r.pos = len - 4;
+    uint32_t stored = r_u32(&r);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 24; off < len - 4;) {
+        size_t n = len - 4 - off > (1u << 30) ? (1u << 30) : len - 4 - off;
+        crc = crc32(crc, data + off, (uInt)n);
+        off += n;
+    }
+    if ((uint32_t)crc != stored)
+        return nn_error(NN_ERR_FORMAT, "%s: CRC-32 mismatch: stored 0x%08x at offset %zu, computed "
+                        "0x%08x: the file is corrupted", path, stored, len - 4, (unsigned)crc);
+    if (header_len > len - 4 - PREFIX_LEN)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: header length %llu", path,
+                        (unsigned long long)header_len);
+    rbuf hr = {data + PREFIX_LEN, (size_t)header_len, 0, path, 0};
+    ckpt_header h = {0};
+    NN_TRY(check_header(&hr, m, &h));
+
+    /* The payload's size follows from the header; check it before reading. */
+    const size_t payload_len = len - 4 - PREFIX_LEN - (size_t)header_len;
+    const uint64_t opt_fields = h.kind != OPT_NONE ? 8 * 4 + 8 + 8 : 0;
+    const uint64_t want = 4 * (h.n_params + h.n_buffers) + 16 * (uint64_t)m->n_layers + opt_fields +
+                          4 * h.opt_count + h.extra_len;
+    if (want != payload_len)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: the header describes %llu payload "
+                        "bytes, the file holds %zu", path, (unsigned long long)want, payload_len);
+    if (opt && h.kind == OPT_NONE)
+        return nn_error(NN_ERR_STATE, "%s: checkpoint has no optimizer state (saved without one); "
+                        "load it without an optimizer", path);
+    if (opt && h.kind != opt_kind(opt))
+        return nn_error(NN_ERR_STATE, "%s: checkpoint has optimizer %s, the run uses %s", path,
+                        opt_names[h.kind], opt_names[opt_kind(opt)]);
+    if (extra && h.extra_len > extra_cap)
+        return nn_error(NN_ERR_ARG, "%s: the training-state blob has %llu bytes, the buffer %zu",
+                        path, (unsigned long long)h.extra_len, extra_cap);
+
+    rbuf p = {data + PREFIX_LEN + header_len, payload_len, 0, path, 0};
+    const size_t layers_at = 4 * (size_t)(h.n_params + h.n_buffers);
+    const size_t extra_at = p.len - (size_t)h.extra_len;
+    optim o = {0};
+    float *new_state = NULL;
+    if (h.kind != OPT_NONE) {
+        p.pos = layers_at + 16 * (size_t)m->n_layers;
+        o.kind = h.kind == OPT_ADAM ? OPTIM_ADAM : OPTIM_SGD;
+        o.lr = r_f32(&p);
+        o.momentum = r_f32(&p);
+        o.nesterov = (int)r_u32(&p);
+        o.beta1 = r_f32(&p);
+        o.beta2 = r_f32(&p);
+        o.eps = r_f32(&p);
+        o.weight_decay = r_f32(&p);
+        o.decoupled = (int)r_u32(&p);
+        o.t = r_u64(&p);
+        o.n = (size_t)r_u64(&p);
+        const size_t expect = o.n ? optim_state_count(&o, o.n) : 0;
+        if (o.n && o.n != m->n_params)
+            return nn_error(NN_ERR_FORMAT, "%s: optimizer state is for %zu parameters, the model "
+                            "has %zu", path, o.n, m->n_params);
+        if (expect != h.opt_count)
+            return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %llu optimizer state values, "
+                            "%s over %zu parameters needs %zu", path,
+                            (unsigned long long)h.opt_count, opt_names[h.kind], o.n, expect);
+        if (opt && h.opt_count) {
+            new_state = tensor_aligned_alloc((size_t)h.opt_count * sizeof(float));
+            if (!new_state) return NN_ERR_MEMORY;
+            r_f32s(&p, new_state, (size_t)h.opt_count);
+        }
+    }
+
+    /* Everything is checked: from here on nothing can fail. */
+    p.pos = 0;
+    r_f32s(&p, m->params, m->n_params);
+    r_f32s(&p, m->buffers, m->n_buffers);
+    for (int i = 0; i < m->n_layers; i++) {
+        m->layers[i]->seed = r_u64(&p);
+        m->layers[i]->calls = r_u64(&p);
+    }
+    NN_ASSERT(!p.failed);
+    m->seed = h.seed;
+    if (opt) {
+        opt->lr = o.lr;
+        opt->momentum = o.momentum;
+        opt->nesterov = o.nesterov;
+        opt->beta1 = o.beta1;
+        opt->beta2 = o.beta2;
+        opt->eps = o.eps;
+        opt->weight_decay = o.weight_decay;
+        opt->decoupled = o.decoupled;
+        opt->t = o.t;
+        opt->n = o.n;
+        tensor_aligned_free(opt->state);
+        opt->state = new_state;
+    }
+    if (extra) memcpy(extra, p.p + extra_at, (size_t)h.extra_len);
+    if (extra_len) *extra_len = (size_t)h.extra_len;
+    return NN_OK;
+}
+
+nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *extra,
+                             size_t extra_cap, size_t *extra_len)
+{
+    if (!path || !m) return nn_error(NN_ERR_ARG, "nn_checkpoint_load: NULL argument");
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_load: build the model first");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    NN_TRY(read_all(path, &data, &len));
+    nn_status s = load_image(path, data, len, m, opt, extra, extra_cap, extra_len);
+    free(data);
+    return s;
+}
