@@ -29,6 +29,7 @@
 #include "nn/threads.h"
 #include "nn/format.h"
 #include "nn/npy.h"
+#include "nn/safetensors.h"
 #include "optim/optim.h"
 #include "nn/idx.h"
 #include "nn/checkpoint.h"
