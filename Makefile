@@ -21,6 +21,7 @@ SRC     := $(wildcard tensor/*.c nn/*.c layers/*.c optim/*.c)
 OBJ     := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libnn.a
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 HEADERS := $(wildcard tensor/*.h nn/*.h layers/*.h optim/*.h)
@@ -63,7 +64,7 @@ deps:
 
 # Each suite runs from the repository root (fixtures are read from tests/).
 run-tests: $(TESTS) $(EXAMPLES)
-	@fail=0; for t in $(TESTS); do echo "== $$t"; $$t || fail=1; done; \
+	@fail=0; for t in $(TESTS) $(SCRIPT_TESTS); do echo "== $$t"; $$t || fail=1; done; \
 	if [ $$fail = 0 ]; then echo "ALL TEST SUITES PASSED"; else echo "SOME TEST SUITES FAILED"; exit 1; fi
 
 test: deps
@@ -128,3 +129,68 @@ fuzz-run: $(FUZZERS)
 	    | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-|Done" ; \
 	  [ $${PIPESTATUS[0]} = 0 ] || { echo "fuzz $$name FAILED"; exit 1; }; \
 	done; echo "ALL FUZZERS PASSED"
+
+# Installing nn as a library. `make install PREFIX=/usr/local` (DESTDIR=...
+# stages into a package root) installs the headers with the source layout
+# (PREFIX/include/{nn,tensor,optim,layers}/, so `#include "nn/nn.h"` works
+# with -IPREFIX/include), libnn.a, the shared libnn.so.X.Y.Z with its soname
+# link libnn.so.X and the libnn.so link, and nn.pc for pkg-config.
+# `make uninstall` with the same PREFIX/DESTDIR removes those files again.
+# The version has one source, the NN_VERSION_* macros of nn/nn.h; the soname
+# carries the major version only (see the README's versioning policy).
+# The shared library is built from its own -fPIC objects in $(BUILD)/pic, so
+# the static library's objects are not changed by it.
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+NN_VERSION_MAJOR := $(shell sed -n 's/^.define NN_VERSION_MAJOR  *\([0-9][0-9]*\).*/\1/p' nn/nn.h)
+NN_VERSION_MINOR := $(shell sed -n 's/^.define NN_VERSION_MINOR  *\([0-9][0-9]*\).*/\1/p' nn/nn.h)
+NN_VERSION_PATCH := $(shell sed -n 's/^.define NN_VERSION_PATCH  *\([0-9][0-9]*\).*/\1/p' nn/nn.h)
+NN_VERSION := $(NN_VERSION_MAJOR).$(NN_VERSION_MINOR).$(NN_VERSION_PATCH)
+NN_SONAME  := libnn.so.$(NN_VERSION_MAJOR)
+NN_SHLIB   := $(BUILD)/libnn.so.$(NN_VERSION)
+PIC_OBJ    := $(SRC:%.c=$(BUILD)/pic/%.o)
+# What the library itself links against: the build's packages minus cmocka.
+# The objects are compiled by gcc with -fopenmp, so they call libgomp.
+NN_LIB_PKGS := $(filter-out cmocka,$(PKGS))
+NN_LIB_LIBS := $(shell pkg-config --libs $(NN_LIB_PKGS) 2>/dev/null) -lgomp -lm
+NN_HEADER_DIRS := $(sort $(dir $(HEADERS)))
+
+.PHONY: shared install uninstall
+shared: $(NN_SHLIB)
+
+$(BUILD)/pic/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+# --no-undefined: a missing dependency fails here, not in a user's link.
+$(NN_SHLIB): $(PIC_OBJ)
+	@test -n "$(NN_VERSION_MAJOR)" -a -n "$(NN_VERSION_MINOR)" -a -n "$(NN_VERSION_PATCH)" || \
+	  { echo "cannot read NN_VERSION_MAJOR/MINOR/PATCH from nn/nn.h"; exit 1; }
+	$(CC) -shared -Wl,-soname,$(NN_SONAME) -Wl,--no-undefined -Wl,--as-needed -o $@ $^ \
+	  $(LDFLAGS) $(NN_LIB_LIBS)
+
+install: $(LIB) $(NN_SHLIB)
+	install -d $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(NN_HEADER_DIRS)) \
+	  $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	@for h in $(HEADERS); do install -m 644 $$h $(DESTDIR)$(INCLUDEDIR)/$$h || exit 1; done
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libnn.a
+	install -m 755 $(NN_SHLIB) $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION)
+	ln -sf libnn.so.$(NN_VERSION) $(DESTDIR)$(LIBDIR)/$(NN_SONAME)
+	ln -sf $(NN_SONAME) $(DESTDIR)$(LIBDIR)/libnn.so
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: nn' \
+	  'Description: small deep-learning framework in C (conv2d, SpatialDropout2D, dense, Adam)' \
+	  'Version: $(NN_VERSION)' \
+	  'Requires.private: $(NN_LIB_PKGS)' \
+	  'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} -lnn' \
+	  'Libs.private: -lgomp -lm' > $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
+	@echo "installed nn $(NN_VERSION) into $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(HEADERS))
+	rm -f $(DESTDIR)$(LIBDIR)/libnn.a $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION) \
+	  $(DESTDIR)$(LIBDIR)/$(NN_SONAME) $(DESTDIR)$(LIBDIR)/libnn.so $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
+	@rmdir $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(NN_HEADER_DIRS)) 2>/dev/null || true
