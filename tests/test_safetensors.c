@@ -480,19 +480,27 @@ static int have_torch_python(void)
     return access("/usr/bin/python3", X_OK) == 0 && access("tests/torch_roundtrip.py", R_OK) == 0;
 }
 
-static void torch_case(const char *spec_path, nn_data_format fmt)
+/* Exports a model built from spec_path (a file) or spec (text) for input
+ * (H, W, C) in format fmt, runs the script on it and compares. */
+static void torch_case(const char *tag, const char *spec_path, const char *spec, const int hwc[3],
+                       int classes, nn_data_format fmt)
 {
+    if (!have_torch_python()) {
+        printf("    skipped: /usr/bin/python3 or tests/torch_roundtrip.py not found\n");
+        skip();
+    }
     assert_ok(nn_set_image_data_format(fmt));
     nn_model *m = nn_model_create(2024);
-    assert_ok(nn_model_load_spec(m, spec_path));
-    const int shape_last[3] = {28, 28, 1}, shape_first[3] = {1, 28, 28};
-    const int *shape = fmt == NN_CHANNELS_LAST ? shape_last : shape_first;
+    if (spec_path) assert_ok(nn_model_load_spec(m, spec_path));
+    else assert_ok(nn_model_add_spec(m, spec));
+    const int chw[3] = {hwc[2], hwc[0], hwc[1]};
+    const int *shape = fmt == NN_CHANNELS_LAST ? hwc : chw;
     assert_ok(nn_model_build(m, 3, shape));
     tensor *x = random_input(16, 3, shape, 9);
-    train(m, x, 10, 3);
+    train(m, x, classes, 3);
     tensor *y = predict(m, x);
     char sub[64];
-    snprintf(sub, sizeof sub, "torch_%s", nn_data_format_name(fmt));
+    snprintf(sub, sizeof sub, "%s, %s", tag, nn_data_format_name(fmt));
     assert_ok(nn_safetensors_save(m, path_of("model.safetensors")));
     assert_ok(nn_npy_save(path_of("inputs.npy"), x));
     assert_ok(nn_npy_save(path_of("logits.npy"), y));
@@ -536,36 +544,52 @@ static void torch_case(const char *spec_path, nn_data_format fmt)
     tensor_free(y);
     tensor_free(x);
     nn_model_free(m);
-    nn_reset_image_data_format();
-    nn_set_image_data_format(NN_CHANNELS_LAST);
+    assert_ok(nn_set_image_data_format(NN_CHANNELS_LAST));
 }
 
-static void test_torch_channels_last(void **state)
+/* The MNIST network of examples/mnist_cnn.txt: conv2d, maxpool2d,
+ * spatial_dropout2d, flatten, dense, dropout. */
+static const int mnist_hwc[3] = {28, 28, 1};
+
+static void test_torch_mnist_channels_last(void **state)
 {
     (void)state;
-    if (!have_torch_python()) {
-        printf("    skipped: /usr/bin/python3 or tests/torch_roundtrip.py not found\n");
-        skip();
-    }
-    if (!nn_registry_find("conv2d") || !nn_registry_find("maxpool2d")) {
-        printf("    skipped: conv2d/maxpool2d not registered yet\n");
-        skip();
-    }
-    torch_case("examples/mnist_cnn.txt", NN_CHANNELS_LAST);
+    torch_case("mnist_cnn", "examples/mnist_cnn.txt", NULL, mnist_hwc, 10, NN_CHANNELS_LAST);
 }
 
-static void test_torch_channels_first(void **state)
+static void test_torch_mnist_channels_first(void **state)
 {
     (void)state;
-    if (!have_torch_python()) {
-        printf("    skipped: /usr/bin/python3 or tests/torch_roundtrip.py not found\n");
-        skip();
-    }
-    if (!nn_registry_find("conv2d") || !nn_registry_find("maxpool2d")) {
-        printf("    skipped: conv2d/maxpool2d not registered yet\n");
-        skip();
-    }
-    torch_case("examples/mnist_cnn.txt", NN_CHANNELS_FIRST);
+    torch_case("mnist_cnn", "examples/mnist_cnn.txt", NULL, mnist_hwc, 10, NN_CHANNELS_FIRST);
+}
+
+/* Odd sizes, strides, 'same' padding (odd totals, so the extra row and
+ * column go bottom/right), dilation, no bias, average pooling, and batchnorm
+ * whose moving statistics are non-trainable tensors in the file. */
+static const char *const mixed_spec =
+    "conv2d filters=6 kernel_size=3 strides=2 padding=same activation=relu\n"
+    "batchnorm\n"
+    "avgpool2d pool_size=2 strides=1 padding=same\n"
+    "spatial_dropout2d rate=0.3\n"
+    "conv2d filters=5 kernel_size=2 dilation_rate=2 use_bias=false\n"
+    "maxpool2d pool_size=3 strides=2 padding=same\n"
+    "flatten\n"
+    "dense units=12 activation=relu\n"
+    "batchnorm\n"
+    "dropout rate=0.2\n"
+    "dense units=4\n";
+static const int mixed_hwc[3] = {15, 15, 3};
+
+static void test_torch_mixed_channels_last(void **state)
+{
+    (void)state;
+    torch_case("mixed", NULL, mixed_spec, mixed_hwc, 4, NN_CHANNELS_LAST);
+}
+
+static void test_torch_mixed_channels_first(void **state)
+{
+    (void)state;
+    torch_case("mixed", NULL, mixed_spec, mixed_hwc, 4, NN_CHANNELS_FIRST);
 }
 
 int main(void)
@@ -575,8 +599,10 @@ int main(void)
         cmocka_unit_test(test_file_layout),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_mutations),
-        cmocka_unit_test(test_torch_channels_last),
-        cmocka_unit_test(test_torch_channels_first),
+        cmocka_unit_test(test_torch_mnist_channels_last),
+        cmocka_unit_test(test_torch_mnist_channels_first),
+        cmocka_unit_test(test_torch_mixed_channels_last),
+        cmocka_unit_test(test_torch_mixed_channels_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

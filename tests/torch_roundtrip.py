@@ -20,8 +20,9 @@ input is permuted to NCHW on entry and back to NHWC before flatten, so the
 flattened features come in nn's (H, W, C) order.
 Exit status: 0 when the logits agree or when numpy/torch is missing (it then
 prints "skipped: ..."), 1 on a mismatch or an unusable file.
-Supported layer types: conv2d, maxpool2d, avgpool2d, relu, flatten, dense,
-dropout, spatial_dropout2d (the dropouts are the identity in eval mode).
+Supported layer types: conv2d, maxpool2d, avgpool2d, batchnorm (on (N, C) or
+images), relu, flatten, dense, dropout, spatial_dropout2d (the dropouts are the
+identity in eval mode).
 """
 import json
 import os
@@ -163,16 +164,32 @@ def main():
         elif kind in ("maxpool2d", "avgpool2d"):
             ph, pw = pair(cfg.get("pool_size", "2"))
             sh, sw = pair(cfg.get("strides", cfg.get("pool_size", "2")))
+            pads = (0, 0, 0, 0)
             if cfg.get("padding", "valid") == "same":
                 t, bo = same_padding(x.shape[2], ph, sh, 1)
                 l, r = same_padding(x.shape[3], pw, sw, 1)
-                if kind == "maxpool2d":
-                    x = F.pad(x, (l, r, t, bo), value=float("-inf"))
-                else:
-                    fail("%s: avgpool2d padding=same is not handled here" % name)
-            pool = F.max_pool2d if kind == "maxpool2d" else F.avg_pool2d
-            x = pool(x, (ph, pw), stride=(sh, sw))
+                pads = (l, r, t, bo)
+            if kind == "maxpool2d":
+                x = F.max_pool2d(F.pad(x, pads, value=float("-inf")), (ph, pw), stride=(sh, sw))
+            else:
+                # Keras averages over the window's elements inside the input:
+                # divide the padded window sums by the count of real elements.
+                ones = F.pad(torch.ones_like(x[:, :1]), pads)
+                x = (F.avg_pool2d(F.pad(x, pads), (ph, pw), stride=(sh, sw))
+                     / F.avg_pool2d(ones, (ph, pw), stride=(sh, sw)))
             extra = set(cfg) - {"pool_size", "strides", "padding"} - ignored
+        elif kind == "batchnorm":
+            if x.dim() not in (2, 4):
+                fail("%s: batchnorm on rank-%d input is not handled here" % (name, x.dim()))
+            if x.dim() == 4 and cfg.get("data_format") != fmt:
+                fail("%s: data_format %r differs from the model's %r" % (name, cfg.get("data_format"), fmt))
+            c = x.shape[1]
+            gamma = param(name + ".gamma", (c,)) if cfg.get("scale", "true") == "true" else None
+            beta = param(name + ".beta", (c,)) if cfg.get("center", "true") == "true" else None
+            mean = param(name + ".moving_mean", (c,))
+            var = param(name + ".moving_variance", (c,))
+            x = F.batch_norm(x, mean, var, gamma, beta, training=False, eps=float(cfg["epsilon"]))
+            extra = set(cfg) - {"momentum", "epsilon", "center", "scale"} - ignored
         elif kind in ("dropout", "spatial_dropout2d"):
             extra = set(cfg) - ignored  # eval mode: the identity
         elif kind == "relu":
