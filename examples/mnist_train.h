@@ -1,0 +1,368 @@
+/* The MNIST training loop, shared by examples/mnist.c and the test suite
+ * tests/test_mnist_train.c (which runs it on a tiny synthetic set), so the
+ * loop the test checks is the loop the program runs.
+ *
+ * One epoch: shuffle the training indices with the seeded tensor_rng, train
+ * on batches (the last one may be smaller), then evaluate the test set in
+ * eval mode (no dropout). After every epoch: a line of text, a JSON Lines
+ * log record and a checkpoint, all optional.
+ *
+ * Learning rate: lr_e = lr * decay^e in epoch e (0-based), PyTorch's
+ * StepLR(step_size=1, gamma=decay). It depends only on the epoch number, so
+ * resuming at an epoch boundary continues the same schedule whatever the
+ * total number of epochs.
+ *
+ * Resumable state: everything a run needs to continue bit for bit is in the
+ * checkpoint: the model and optimizer (nn/checkpoint.h) and this loop's
+ * mnist_state (epochs done, the data-order generator, the schedule and the
+ * batch size), stored as the checkpoint's blob. Layers' call counters are in
+ * the checkpoint, so dropout masks continue too.
+ *
+ * Determinism: everything that the log records except the timings depends
+ * only on the seed and the data: shuffling is sequential on one thread, the
+ * losses are summed in a fixed order in double.
+ *
+ * Deliberately omitted: validation splits, early stopping, data
+ * augmentation, mid-epoch checkpoints.
+ */
+#ifndef NN_EXAMPLES_MNIST_TRAIN_H
+#define NN_EXAMPLES_MNIST_TRAIN_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nn/nn.h"
+
+typedef struct mnist_config {
+    int epochs;            /* total, counting epochs done before a resume */
+    int batch;
+    float lr, lr_decay;    /* base learning rate, factor per epoch */
+    uint64_t seed;         /* model init, dropout and data order */
+    int progress;          /* redraw a progress bar in place (a terminal) */
+    int verbose;           /* one line per epoch */
+    FILE *out;             /* where lines go */
+    FILE *log;             /* JSON Lines, or NULL */
+    const char *save_path; /* checkpoint after every epoch, or NULL */
+} mnist_config;
+
+/* The loop's own state, saved in the checkpoint's blob. */
+typedef struct mnist_state {
+    uint32_t epoch;        /* epochs completed */
+    tensor_rng order;      /* data-order generator for the next epoch */
+    float lr, lr_decay;
+    uint32_t batch;
+    uint32_t n_train;      /* training images used (after --limit) */
+    uint64_t seed;
+} mnist_state;
+
+#define MNIST_STATE_MAGIC 0x4d4e5354u /* "MNST" */
+#define MNIST_STATE_VERSION 1u
+#define MNIST_STATE_BYTES (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 8)
+
+typedef struct mnist_metrics {
+    double loss, acc;      /* mean loss per image, fraction correct */
+    int correct, n;
+    double seconds;
+} mnist_metrics;
+
+/* What a run did, for the final report. */
+typedef struct mnist_result {
+    int epoch;             /* last epoch completed (1-based count) */
+    float lr;              /* its learning rate */
+    mnist_metrics train, test; /* of the last epoch */
+    double train_seconds, eval_seconds, wall_seconds;
+    long long train_images, eval_images;
+} mnist_result;
+
+static double mnist_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void mnist_state_init(mnist_state *st, const mnist_config *cfg, int n_train)
+{
+    memset(st, 0, sizeof *st);
+    /* A stream of its own, so the data order does not shift when the
+     * model's initialisation draws change. */
+    tensor_rng_seed(&st->order, tensor_hash3(cfg->seed, 0x6f72646572ull, 0));
+    st->lr = cfg->lr;
+    st->lr_decay = cfg->lr_decay;
+    st->batch = (uint32_t)cfg->batch;
+    st->n_train = (uint32_t)n_train;
+    st->seed = cfg->seed;
+}
+
+static void mnist_put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t mnist_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint32_t mnist_f2u(float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    return v;
+}
+static float mnist_u2f(uint32_t v)
+{
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+/* Little-endian, fixed layout, so a checkpoint moves between machines. */
+static void mnist_state_pack(const mnist_state *st, uint8_t buf[MNIST_STATE_BYTES])
+{
+    uint8_t *p = buf;
+    mnist_put32(p, MNIST_STATE_MAGIC), p += 4;
+    mnist_put32(p, MNIST_STATE_VERSION), p += 4;
+    mnist_put32(p, st->epoch), p += 4;
+    for (int i = 0; i < 4; i++) {
+        mnist_put32(p, (uint32_t)st->order.s[i]), p += 4;
+        mnist_put32(p, (uint32_t)(st->order.s[i] >> 32)), p += 4;
+    }
+    mnist_put32(p, mnist_f2u(st->lr)), p += 4;
+    mnist_put32(p, mnist_f2u(st->lr_decay)), p += 4;
+    mnist_put32(p, st->batch), p += 4;
+    mnist_put32(p, st->n_train), p += 4;
+    mnist_put32(p, (uint32_t)st->seed), p += 4;
+    mnist_put32(p, (uint32_t)(st->seed >> 32)), p += 4;
+}
+
+static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t len,
+                                    const char *path)
+{
+    if (len != MNIST_STATE_BYTES || mnist_get32(buf) != MNIST_STATE_MAGIC)
+        return nn_error(NN_ERR_FORMAT, "%s: the checkpoint holds no MNIST training state (a "
+                        "%zu-byte blob); use --load for weights only", path, len);
+    if (mnist_get32(buf + 4) != MNIST_STATE_VERSION)
+        return nn_error(NN_ERR_FORMAT, "%s: MNIST training state version %u, expected %u", path,
+                        mnist_get32(buf + 4), MNIST_STATE_VERSION);
+    const uint8_t *p = buf + 8;
+    st->epoch = mnist_get32(p), p += 4;
+    for (int i = 0; i < 4; i++) {
+        st->order.s[i] = mnist_get32(p) | (uint64_t)mnist_get32(p + 4) << 32;
+        p += 8;
+    }
+    st->lr = mnist_u2f(mnist_get32(p)), p += 4;
+    st->lr_decay = mnist_u2f(mnist_get32(p)), p += 4;
+    st->batch = mnist_get32(p), p += 4;
+    st->n_train = mnist_get32(p), p += 4;
+    st->seed = mnist_get32(p) | (uint64_t)mnist_get32(p + 4) << 32;
+    return NN_OK;
+}
+
+static float mnist_epoch_lr(const mnist_state *st, int epoch)
+{
+    return (float)((double)st->lr * pow((double)st->lr_decay, (double)epoch));
+}
+
+/* A batch tensor over buf: (n, per-sample input shape of m). */
+static void mnist_batch_tensor(tensor *x, float *buf, const nn_model *m, int n)
+{
+    int shape[TENSOR_MAX_RANK];
+    shape[0] = n;
+    for (int i = 0; i < m->in_rank; i++) shape[i + 1] = m->in_shape[i];
+    memset(x, 0, sizeof *x);
+    x->data = buf;
+    NN_ASSERT(tensor_set_shape(x, m->in_rank + 1, shape) == NN_OK);
+}
+
+/* Test-set loss and accuracy in eval mode, in batches of `batch`. */
+static nn_status mnist_evaluate(nn_model *m, const uint8_t *images, const uint8_t *labels, int n,
+                                int batch, mnist_metrics *res)
+{
+    size_t pixels = 1;
+    for (int i = 0; i < m->in_rank; i++) pixels *= (size_t)m->in_shape[i];
+    float *buf = tensor_aligned_alloc((size_t)batch * pixels * sizeof(float));
+    int *lab = malloc((size_t)batch * sizeof *lab);
+    if (!buf || !lab) {
+        tensor_aligned_free(buf);
+        free(lab);
+        return nn_error(NN_ERR_MEMORY, "mnist_evaluate: out of memory");
+    }
+    const double t0 = mnist_now();
+    double loss = 0.0;
+    int correct = 0;
+    nn_status s = NN_OK;
+    for (int start = 0; start < n && s == NN_OK; start += batch) {
+        const int b = n - start < batch ? n - start : batch;
+        nn_idx_to_float(buf, images + (size_t)start * pixels, (size_t)b * pixels, 1.0f / 255.0f);
+        for (int i = 0; i < b; i++) lab[i] = labels[start + i];
+        tensor x;
+        mnist_batch_tensor(&x, buf, m, b);
+        double batch_loss;
+        int batch_correct;
+        s = nn_model_predict(m, &x, lab, NULL, &batch_loss, &batch_correct);
+        loss += batch_loss;
+        correct += batch_correct;
+    }
+    tensor_aligned_free(buf);
+    free(lab);
+    if (s != NN_OK) return s;
+    res->n = n;
+    res->correct = correct;
+    res->loss = loss / n;
+    res->acc = (double)correct / n;
+    res->seconds = mnist_now() - t0;
+    return NN_OK;
+}
+
+static void mnist_progress(const mnist_config *cfg, int epoch, int done, int total, double loss,
+                           int correct, int seen, double elapsed)
+{
+    char bar[31];
+    const int width = 30, fill = total ? (int)((long long)done * width / total) : width;
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = '\0';
+    const double rate = elapsed > 0 ? seen / elapsed : 0.0;
+    const double eta = done ? elapsed * (total - done) / done : 0.0;
+    fprintf(cfg->out, "\r\033[Kepoch %d/%d [%s] %d/%d  loss %.4f  acc %.4f  %.0f img/s  ETA %d:%02d",
+            epoch, cfg->epochs, bar, done, total, seen ? loss / seen : 0.0,
+            seen ? (double)correct / seen : 0.0, rate, (int)eta / 60, (int)eta % 60);
+    fflush(cfg->out);
+}
+
+/* One JSON object per line; the timing keys come last. */
+static void mnist_log_line(FILE *log, int final, int epoch, float lr, const mnist_metrics *train,
+                           const mnist_metrics *test, double seconds, double train_ips,
+                           double eval_ips)
+{
+    if (!log) return;
+    fprintf(log, "{%s\"epoch\": %d, \"lr\": %.9g, \"train_loss\": %.9g, \"train_acc\": %.9g, "
+            "\"test_loss\": %.9g, \"test_acc\": %.9g, \"seconds\": %.3f, \"images_per_sec\": %.1f, "
+            "\"eval_images_per_sec\": %.1f}\n", final ? "\"final\": true, " : "", epoch,
+            (double)lr, train->loss, train->acc, test->loss, test->acc, seconds, train_ips, eval_ips);
+    fflush(log);
+}
+
+/* Trains epochs st->epoch .. cfg->epochs-1 on the first st->n_train images
+ * of data, evaluating on the whole test set after each. A non-finite loss
+ * stops the run with NN_ERR_NUMERIC and a message naming the epoch and the
+ * batch; the checkpoint of the last completed epoch is left as it was. */
+static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
+                             const mnist_config *cfg, mnist_state *st, mnist_result *res)
+{
+    const int n = (int)st->n_train, B = (int)st->batch;
+    size_t pixels = 1;
+    for (int i = 0; i < m->in_rank; i++) pixels *= (size_t)m->in_shape[i];
+    if (pixels != (size_t)data->rows * (size_t)data->cols)
+        return nn_error(NN_ERR_SHAPE, "mnist_train: the model takes %zu values per sample, the "
+                        "images have %dx%d", pixels, data->rows, data->cols);
+    if (n < 1 || n > data->n_train || B < 1)
+        return nn_error(NN_ERR_ARG, "mnist_train: %d training images of %d, batch %d", n,
+                        data->n_train, B);
+    int *order = malloc((size_t)n * sizeof *order);
+    int *lab = malloc((size_t)B * sizeof *lab);
+    float *buf = tensor_aligned_alloc((size_t)B * pixels * sizeof(float));
+    nn_status s = NN_OK;
+    if (!order || !lab || !buf) s = nn_error(NN_ERR_MEMORY, "mnist_train: out of memory");
+    memset(res, 0, sizeof *res);
+    const double run_start = mnist_now();
+    const int batches = (n + B - 1) / B;
+    for (int epoch = (int)st->epoch; s == NN_OK && epoch < cfg->epochs; epoch++) {
+        const float lr = mnist_epoch_lr(st, epoch);
+        s = optim_set_lr(opt, lr);
+        if (s != NN_OK) break;
+        /* A fresh permutation each epoch from the running generator: the
+         * generator's state is all a resume needs to continue the order. */
+        for (int i = 0; i < n; i++) order[i] = i;
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)tensor_rng_below(&st->order, (uint32_t)i + 1);
+            int t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        const double t0 = mnist_now();
+        double loss_sum = 0.0, last_draw = 0.0;
+        int correct = 0, seen = 0;
+        for (int k = 0; k < batches; k++) {
+            const int start = k * B, b = n - start < B ? n - start : B;
+            for (int i = 0; i < b; i++) {
+                const int idx = order[start + i];
+                nn_idx_to_float(buf + (size_t)i * pixels, data->train_images + (size_t)idx * pixels,
+                                pixels, 1.0f / 255.0f);
+                lab[i] = data->train_labels[idx];
+            }
+            tensor x;
+            mnist_batch_tensor(&x, buf, m, b);
+            float loss = 0.0f;
+            int right = 0;
+            s = nn_model_train_step(m, opt, &x, lab, &loss, &right);
+            if (s == NN_OK && !isfinite(loss)) s = NN_ERR_NUMERIC;
+            if (s != NN_OK) {
+                char msg[400];
+                snprintf(msg, sizeof msg, "%s", nn_last_error());
+                if (cfg->progress) fprintf(cfg->out, "\n");
+                if (s == NN_ERR_NUMERIC)
+                    nn_error(s, "epoch %d, batch %d of %d: the loss is not finite (%s); stopped. %s",
+                             epoch + 1, k + 1, batches, msg[0] ? msg : "NaN or Inf",
+                             cfg->save_path ? "The checkpoint of the last completed epoch is kept."
+                                            : "");
+                else
+                    nn_error(s, "epoch %d, batch %d: %s", epoch + 1, k + 1, msg);
+                break;
+            }
+            loss_sum += (double)loss * b;
+            correct += right;
+            seen += b;
+            if (cfg->progress) {
+                const double now = mnist_now();
+                if (now - last_draw > 0.1 || k + 1 == batches) {
+                    mnist_progress(cfg, epoch + 1, k + 1, batches, loss_sum, correct, seen, now - t0);
+                    last_draw = now;
+                }
+            }
+        }
+        if (s != NN_OK) break;
+        const double train_seconds = mnist_now() - t0;
+        mnist_metrics train = {loss_sum / n, (double)correct / n, correct, n, train_seconds};
+        mnist_metrics test;
+        s = mnist_evaluate(m, data->test_images, data->test_labels, data->n_test, B, &test);
+        if (s != NN_OK) break;
+        st->epoch = (uint32_t)epoch + 1;
+        res->epoch = epoch + 1;
+        res->lr = lr;
+        res->train = train;
+        res->test = test;
+        res->train_seconds += train_seconds;
+        res->eval_seconds += test.seconds;
+        res->train_images += n;
+        res->eval_images += test.n;
+        const double train_ips = n / train_seconds, eval_ips = test.n / test.seconds;
+        if (cfg->progress) fprintf(cfg->out, "\r\033[K");
+        if (cfg->verbose) {
+            fprintf(cfg->out, "epoch %2d/%d  lr %.3g  loss %.4f  acc %.2f%%  test_loss %.4f  "
+                    "test_acc %.2f%%  %.1f s  train %.0f img/s  eval %.0f img/s\n", epoch + 1,
+                    cfg->epochs, (double)lr, train.loss, 100.0 * train.acc, test.loss,
+                    100.0 * test.acc, train_seconds + test.seconds, train_ips, eval_ips);
+            fflush(cfg->out);
+        }
+        mnist_log_line(cfg->log, 0, epoch + 1, lr, &train, &test, train_seconds + test.seconds,
+                       train_ips, eval_ips);
+        if (cfg->save_path) {
+            uint8_t blob[MNIST_STATE_BYTES];
+            mnist_state_pack(st, blob);
+            s = nn_checkpoint_save(cfg->save_path, m, opt, blob, sizeof blob);
+        }
+    }
+    res->wall_seconds = mnist_now() - run_start;
+    if (s == NN_OK && res->epoch)
+        mnist_log_line(cfg->log, 1, res->epoch, res->lr, &res->train, &res->test, res->wall_seconds,
+                       res->train_images / res->train_seconds, res->eval_images / res->eval_seconds);
+    free(order);
+    free(lab);
+    tensor_aligned_free(buf);
+    return s;
+}
+
+#endif

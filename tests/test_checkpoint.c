@@ -1,0 +1,468 @@
+/* Checkpoints: a round trip gives bit-identical predictions and training
+ * continues identically; a mismatching network is refused with a message
+ * naming the difference; truncated, corrupted (a flipped byte: CRC), wrong
+ * magic or version files are refused with the model, the optimizer and the
+ * blob untouched (compared with memcmp against snapshots); the write leaves
+ * no temporary file behind. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/nn_test_ckpt_XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+    return 0;
+}
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+#define SPEC "flatten\ndense units=8 activation=relu\ndropout rate=0.25\ndense units=3\n"
+#define BATCH 6
+
+static nn_model *make_model(const char *spec, uint64_t seed)
+{
+    nn_model *m = nn_model_create(seed);
+    assert_non_null(m);
+    assert_ok(nn_model_add_spec(m, spec));
+    const int shape[2] = {4, 3};
+    assert_ok(nn_model_build(m, 2, shape));
+    return m;
+}
+
+static tensor *make_batch(int *labels)
+{
+    const int shape[3] = {BATCH, 4, 3};
+    tensor *x = tensor_create(3, shape);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 5);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    for (int i = 0; i < BATCH; i++) labels[i] = i % 3;
+    return x;
+}
+
+static void train(nn_model *m, optim *o, tensor *x, const int *labels, int steps)
+{
+    for (int i = 0; i < steps; i++) assert_ok(nn_model_train_step(m, o, x, labels, NULL, NULL));
+}
+
+/* Everything a failed load must not change. */
+typedef struct {
+    float *params, *state;
+    size_t n_params, n_state;
+    uint64_t calls[NN_MODEL_MAX_LAYERS], seeds[NN_MODEL_MAX_LAYERS], model_seed;
+    optim opt;
+} snapshot;
+
+static void snap(snapshot *s, const nn_model *m, const optim *o)
+{
+    s->n_params = m->n_params;
+    s->params = malloc(m->n_params * sizeof(float));
+    memcpy(s->params, m->params, m->n_params * sizeof(float));
+    s->n_state = optim_state_count(o, o->n);
+    s->state = malloc((s->n_state ? s->n_state : 1) * sizeof(float));
+    if (s->n_state) memcpy(s->state, o->state, s->n_state * sizeof(float));
+    for (int i = 0; i < m->n_layers; i++) {
+        s->calls[i] = m->layers[i]->calls;
+        s->seeds[i] = m->layers[i]->seed;
+    }
+    s->model_seed = m->seed;
+    s->opt = *o;
+}
+
+static void assert_unchanged(const snapshot *s, const nn_model *m, const optim *o)
+{
+    assert_int_equal(m->n_params, s->n_params);
+    assert_memory_equal(m->params, s->params, s->n_params * sizeof(float));
+    assert_ptr_equal(o->state, s->opt.state);
+    if (s->n_state) assert_memory_equal(o->state, s->state, s->n_state * sizeof(float));
+    assert_true(o->lr == s->opt.lr && o->beta1 == s->opt.beta1 && o->beta2 == s->opt.beta2 &&
+                o->eps == s->opt.eps && o->momentum == s->opt.momentum &&
+                o->weight_decay == s->opt.weight_decay);
+    assert_int_equal(o->t, s->opt.t);
+    assert_int_equal(o->n, s->opt.n);
+    for (int i = 0; i < m->n_layers; i++) {
+        assert_int_equal(m->layers[i]->calls, s->calls[i]);
+        assert_int_equal(m->layers[i]->seed, s->seeds[i]);
+    }
+    assert_int_equal(m->seed, s->model_seed);
+}
+
+static void snap_free(snapshot *s)
+{
+    free(s->params);
+    free(s->state);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*len);
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+static void write_bytes(const char *path, const uint8_t *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *a = make_model(SPEC, 1);
+    optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    train(a, oa, x, labels, 5);
+    const char blob[] = "epoch=3 rng=12345";
+    assert_ok(nn_checkpoint_save(path_of("a.ckpt"), a, oa, blob, sizeof blob));
+
+    /* A fresh model with other initial weights, a fresh optimizer. */
+    nn_model *b = make_model(SPEC, 99);
+    optim *ob = optim_adam_create(5e-1f, 0.5f, 0.9f, 1e-3f, 0.0f, 0);
+    assert_memory_not_equal(a->params, b->params, a->n_params * sizeof(float));
+    char got[64] = "";
+    size_t got_len = 0;
+    assert_ok(nn_checkpoint_load(path_of("a.ckpt"), b, ob, got, sizeof got, &got_len));
+    assert_int_equal(got_len, sizeof blob);
+    assert_string_equal(got, blob);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    assert_int_equal(ob->t, 5);
+    assert_true(ob->lr == oa->lr && ob->beta1 == oa->beta1 && ob->beta2 == oa->beta2 &&
+                ob->eps == oa->eps);
+    assert_int_equal(ob->n, oa->n);
+    assert_memory_equal(ob->state, oa->state, 2 * oa->n * sizeof(float));
+    for (int i = 0; i < a->n_layers; i++) {
+        assert_int_equal(b->layers[i]->calls, a->layers[i]->calls);
+        assert_int_equal(b->layers[i]->seed, a->layers[i]->seed);
+    }
+    assert_int_equal(a->layers[2]->calls, 5); /* the dropout counted its forwards */
+
+    /* Identical predictions, bit for bit. */
+    tensor *ya, *yb;
+    assert_ok(nn_model_predict(a, x, NULL, &ya, NULL, NULL));
+    const size_t ny = ya->size; /* ya lives in a's arena until its next step */
+    float *pa = malloc(ny * sizeof(float));
+    memcpy(pa, ya->data, ny * sizeof(float));
+    assert_ok(nn_model_predict(b, x, NULL, &yb, NULL, NULL));
+    assert_int_equal(yb->size, ny);
+    assert_memory_equal(pa, yb->data, ny * sizeof(float));
+    /* And training continues identically (optimizer moments, dropout masks). */
+    train(a, oa, x, labels, 3);
+    train(b, ob, x, labels, 3);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    assert_memory_equal(ob->state, oa->state, 2 * oa->n * sizeof(float));
+
+    /* Weights only: no optimizer, no blob. */
+    nn_model *c = make_model(SPEC, 7);
+    assert_ok(nn_checkpoint_load(path_of("a.ckpt"), c, NULL, NULL, 0, NULL));
+    assert_ok(nn_model_predict(c, x, NULL, &yb, NULL, NULL));
+    assert_memory_equal(pa, yb->data, ny * sizeof(float));
+
+    free(pa);
+    nn_model_free(a);
+    nn_model_free(b);
+    nn_model_free(c);
+    optim_free(oa);
+    optim_free(ob);
+    tensor_free(x);
+}
+
+static void test_sgd_and_no_optimizer(void **state)
+{
+    (void)state;
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *a = make_model(SPEC, 1);
+    optim *oa = optim_sgd_create(0.1f, 0.9f, 1, 0.0f);
+    train(a, oa, x, labels, 2);
+    assert_ok(nn_checkpoint_save(path_of("sgd.ckpt"), a, oa, NULL, 0));
+    nn_model *b = make_model(SPEC, 2);
+    optim *ob = optim_sgd_create(0.5f, 0.5f, 0, 0.0f);
+    assert_ok(nn_checkpoint_load(path_of("sgd.ckpt"), b, ob, NULL, 0, NULL));
+    assert_true(ob->momentum == 0.9f && ob->nesterov == 1 && ob->lr == 0.1f);
+    assert_memory_equal(ob->state, oa->state, oa->n * sizeof(float));
+    /* An Adam run cannot resume from an SGD checkpoint. */
+    optim *adam = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    snapshot s;
+    snap(&s, b, adam);
+    assert_int_equal(nn_checkpoint_load(path_of("sgd.ckpt"), b, adam, NULL, 0, NULL), NN_ERR_STATE);
+    assert_error_contains("checkpoint has optimizer sgd, the run uses adam");
+    assert_unchanged(&s, b, adam);
+    snap_free(&s);
+    /* Saved without an optimizer: loads for weights only, refused for a resume. */
+    assert_ok(nn_checkpoint_save(path_of("noopt.ckpt"), a, NULL, NULL, 0));
+    snap(&s, b, ob);
+    assert_int_equal(nn_checkpoint_load(path_of("noopt.ckpt"), b, ob, NULL, 0, NULL), NN_ERR_STATE);
+    assert_error_contains("no optimizer state");
+    assert_unchanged(&s, b, ob);
+    snap_free(&s);
+    assert_ok(nn_checkpoint_load(path_of("noopt.ckpt"), b, NULL, NULL, 0, NULL));
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    /* An optimizer that has not stepped yet round-trips as "no state". */
+    optim *fresh = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    assert_ok(nn_checkpoint_save(path_of("fresh.ckpt"), a, fresh, NULL, 0));
+    assert_ok(nn_checkpoint_load(path_of("fresh.ckpt"), b, adam, NULL, 0, NULL));
+    assert_int_equal(adam->n, 0);
+    assert_null(adam->state);
+    assert_int_equal(adam->t, 0);
+    optim_free(fresh);
+    optim_free(adam);
+    nn_model_free(a);
+    nn_model_free(b);
+    optim_free(oa);
+    optim_free(ob);
+    tensor_free(x);
+}
+
+/* Loads path into a model of `spec` and expects refusal with `msg`, with
+ * the model and optimizer untouched. */
+static void expect_refused(const char *path, const char *spec, nn_status want, const char *msg,
+                           const char *msg2)
+{
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *m = nn_model_create(3);
+    assert_ok(nn_model_add_spec(m, spec));
+    const int shape[2] = {4, 3};
+    assert_ok(nn_model_build(m, 2, shape));
+    optim *o = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    if (m->n_params) train(m, o, x, labels, 2); /* give the optimizer state to protect */
+    snapshot s;
+    snap(&s, m, o);
+    char blob[64];
+    memset(blob, 0x5a, sizeof blob);
+    nn_status st = nn_checkpoint_load(path, m, o, blob, sizeof blob, NULL);
+    if (st != want)
+        fail_msg("status %s, expected %s (%s)", nn_status_str(st), nn_status_str(want), nn_last_error());
+    assert_error_contains(msg);
+    if (msg2) assert_error_contains(msg2);
+    assert_unchanged(&s, m, o);
+    for (size_t i = 0; i < sizeof blob; i++) assert_int_equal((uint8_t)blob[i], 0x5a);
+    snap_free(&s);
+    nn_model_free(m);
+    optim_free(o);
+    tensor_free(x);
+}
+
+static void save_reference(const char *name)
+{
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *a = make_model(SPEC, 1);
+    optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    train(a, oa, x, labels, 3);
+    assert_ok(nn_checkpoint_save(path_of(name), a, oa, "blob", 4));
+    nn_model_free(a);
+    optim_free(oa);
+    tensor_free(x);
+}
+
+static void test_mismatching_network(void **state)
+{
+    (void)state;
+    save_reference("ref.ckpt");
+    const char *p = path_of("ref.ckpt");
+    expect_refused(p, "flatten\ndense units=16 activation=relu\ndropout rate=0.25\ndense units=3\n",
+                   NN_ERR_SHAPE, "layer 1 (dense_1): checkpoint has dense units=8, model has dense units=16",
+                   NULL);
+    expect_refused(p, "flatten\ndense units=8\ndropout rate=0.25\ndense units=3\n", NN_ERR_SHAPE,
+                   "checkpoint has dense activation=relu, model has dense activation=linear", NULL);
+    expect_refused(p, "flatten\ndense units=8 activation=relu\ndropout rate=0.5\ndense units=3\n",
+                   NN_ERR_SHAPE, "layer 2 (dropout_1): checkpoint has dropout rate=0.25", "rate=0.5");
+    expect_refused(p, "flatten\ndense units=8 activation=relu\nrelu\ndense units=3\n", NN_ERR_SHAPE,
+                   "layer 2: checkpoint has dropout rate=0.25, model has relu", NULL);
+    expect_refused(p, "flatten\ndense units=8 activation=relu\ndense units=3\n", NN_ERR_SHAPE,
+                   "checkpoint has 4 layers, the model has 3", NULL);
+    /* Same layers, other input shape: the kernel's shape differs. */
+    int labels[BATCH];
+    (void)labels;
+    nn_model *m = nn_model_create(3);
+    assert_ok(nn_model_add_spec(m, SPEC));
+    const int shape[2] = {3, 4};
+    assert_ok(nn_model_build(m, 2, shape));
+    float *before = malloc(m->n_params * sizeof(float));
+    memcpy(before, m->params, m->n_params * sizeof(float));
+    assert_int_equal(nn_checkpoint_load(p, m, NULL, NULL, 0, NULL), NN_ERR_SHAPE);
+    assert_error_contains("checkpoint was made for input shape (4, 3), the model is built for (3, 4)");
+    assert_memory_equal(before, m->params, m->n_params * sizeof(float));
+    free(before);
+    nn_model_free(m);
+}
+
+static void test_corrupted_files(void **state)
+{
+    (void)state;
+    save_reference("ref.ckpt");
+    size_t len;
+    uint8_t *good = read_file(path_of("ref.ckpt"), &len);
+    uint8_t *b = malloc(len + 8);
+    const char *bad = path_of("bad.ckpt");
+
+    /* Truncated at every kind of place: inside the prefix, the header, the
+     * payload, and one byte short. */
+    const size_t cuts[] = {0, 5, 20, 40, 100, len / 2, len - 5, len - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        write_bytes(bad, good, cuts[k]);
+        expect_refused(bad, SPEC, NN_ERR_FORMAT, "bad.ckpt", cuts[k] < 8 ? "bad magic" : "truncated");
+    }
+    /* Trailing bytes. */
+    memcpy(b, good, len);
+    memcpy(b + len, "garbage!", 8);
+    write_bytes(bad, b, len + 8);
+    expect_refused(bad, SPEC, NN_ERR_FORMAT, "trailing data", NULL);
+    /* One flipped bit anywhere after the size fields is caught by the CRC:
+     * in the header (a layer config), in the parameters, in the optimizer
+     * state, in the blob, in the CRC itself. */
+    const size_t flips[] = {40, 90, len / 3, len / 2, len - 6, len - 2};
+    for (size_t k = 0; k < sizeof flips / sizeof flips[0]; k++) {
+        memcpy(b, good, len);
+        b[flips[k]] ^= 0x10;
+        write_bytes(bad, b, len);
+        expect_refused(bad, SPEC, NN_ERR_FORMAT, "CRC-32 mismatch", "corrupted");
+    }
+    /* Wrong magic, wrong version. */
+    memcpy(b, good, len);
+    b[0] = 'X';
+    write_bytes(bad, b, len);
+    expect_refused(bad, SPEC, NN_ERR_FORMAT, "not an nn checkpoint (bad magic at offset 0)", NULL);
+    memcpy(b, good, len);
+    b[8] = 2;
+    write_bytes(bad, b, len);
+    expect_refused(bad, SPEC, NN_ERR_FORMAT, "checkpoint format version 2 at offset 8",
+                   "this build reads version 1");
+    /* Missing file. */
+    expect_refused(path_of("absent.ckpt"), SPEC, NN_ERR_IO, "cannot open checkpoint", NULL);
+    /* A blob larger than the caller's buffer. */
+    nn_model *m = make_model(SPEC, 3);
+    float *before = malloc(m->n_params * sizeof(float));
+    memcpy(before, m->params, m->n_params * sizeof(float));
+    char small[2] = {1, 2};
+    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), m, NULL, small, sizeof small, NULL),
+                     NN_ERR_ARG);
+    assert_error_contains("blob has 4 bytes, the buffer 2");
+    assert_memory_equal(before, m->params, m->n_params * sizeof(float));
+    assert_int_equal(small[0], 1);
+    free(before);
+    nn_model_free(m);
+    free(good);
+    free(b);
+}
+
+static int count_entries(void)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+static void test_atomic_write(void **state)
+{
+    (void)state;
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *a = make_model(SPEC, 1);
+    optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    assert_ok(nn_checkpoint_save(path_of("x.ckpt"), a, oa, NULL, 0));
+    assert_int_equal(count_entries(), 1); /* no x.ckpt.tmp.<pid> left */
+    size_t len1, len2;
+    uint8_t *first = read_file(path_of("x.ckpt"), &len1);
+    /* Saving over an existing file replaces it whole. */
+    train(a, oa, x, labels, 2);
+    assert_ok(nn_checkpoint_save(path_of("x.ckpt"), a, oa, NULL, 0));
+    assert_int_equal(count_entries(), 1);
+    uint8_t *second = read_file(path_of("x.ckpt"), &len2);
+    assert_true(len2 > len1); /* now with Adam's moments */
+    /* Saving is deterministic: the same state gives the same bytes. */
+    assert_ok(nn_checkpoint_save(path_of("y.ckpt"), a, oa, NULL, 0));
+    size_t len3;
+    uint8_t *third = read_file(path_of("y.ckpt"), &len3);
+    assert_int_equal(len2, len3);
+    assert_memory_equal(second, third, len2);
+    /* A failing save (no such directory) leaves nothing behind and says why. */
+    char p[300];
+    snprintf(p, sizeof p, "%s/no/such/dir/z.ckpt", dir);
+    assert_int_equal(nn_checkpoint_save(p, a, oa, NULL, 0), NN_ERR_IO);
+    assert_error_contains("cannot create");
+    assert_int_equal(count_entries(), 2);
+    /* A directory where the file should go: the rename fails, the
+     * temporary file is removed. */
+    assert_int_equal(mkdir(path_of("d.ckpt"), 0700), 0);
+    char inner[300];
+    snprintf(inner, sizeof inner, "%s/d.ckpt/keep", dir);
+    write_bytes(inner, (const uint8_t *)"k", 1);
+    assert_int_equal(nn_checkpoint_save(path_of("d.ckpt"), a, oa, NULL, 0), NN_ERR_IO);
+    assert_error_contains("cannot rename");
+    assert_int_equal(count_entries(), 3);
+    unlink(inner);
+    rmdir(path_of("d.ckpt"));
+    /* Unbuilt model and NULL arguments are errors, not crashes. */
+    nn_model *u = nn_model_create(1);
+    assert_int_equal(nn_checkpoint_save(path_of("u.ckpt"), u, NULL, NULL, 0), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_load(path_of("x.ckpt"), u, NULL, NULL, 0, NULL), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_save(NULL, a, NULL, NULL, 0), NN_ERR_ARG);
+    assert_int_equal(nn_checkpoint_save(path_of("v.ckpt"), a, NULL, NULL, 3), NN_ERR_ARG);
+    nn_model_free(u);
+    free(first);
+    free(second);
+    free(third);
+    nn_model_free(a);
+    optim_free(oa);
+    tensor_free(x);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sgd_and_no_optimizer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mismatching_network, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupted_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_atomic_write, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

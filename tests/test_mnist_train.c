@@ -1,0 +1,418 @@
+/* The MNIST training loop (examples/mnist_train.h) on a tiny synthetic set,
+ * so the suite needs no download: the loss falls; "train 2 epochs, save,
+ * resume in a fresh process state, train 2 more" gives the same checkpoint
+ * bytes, weights and log as 4 epochs straight; 1 and 2 threads give the
+ * same run; a non-finite loss stops the run naming epoch and batch and keeps
+ * the last good checkpoint. The network is a small copy of the default one
+ * (conv2d, maxpool2d, spatial_dropout2d, dense, dropout), so the dropout
+ * counters and the optimizer state both take part in the resume. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#include "examples/mnist_train.h"
+
+#define SPEC                                                                                       \
+    "conv2d filters=8 kernel_size=3 activation=relu\n"                                             \
+    "maxpool2d pool_size=2\n"                                                                      \
+    "spatial_dropout2d rate=0.25\n"                                                                \
+    "flatten\n"                                                                                    \
+    "dense units=32 activation=relu\n"                                                             \
+    "dropout rate=0.25\n"                                                                          \
+    "dense units=10\n"
+
+static char dir[64];
+static nn_mnist data;
+static int threads_at_start;
+
+/* 8x8 images: class k < 8 lights row k, 8 and 9 light columns 2 and 5; a
+ * lit pixel is on with probability 3/4; noise elsewhere. Learnable, but not
+ * in one step. */
+static void make_split(uint8_t **images, uint8_t **labels, int n, tensor_rng *rng)
+{
+    *images = malloc((size_t)n * 64);
+    *labels = malloc((size_t)n);
+    for (int i = 0; i < n; i++) {
+        const int k = (int)tensor_rng_below(rng, 10);
+        (*labels)[i] = (uint8_t)k;
+        uint8_t *img = *images + (size_t)i * 64;
+        for (int p = 0; p < 64; p++) {
+            const int r = p / 8, c = p % 8;
+            const int lit = k < 8 ? r == k : c == (k == 8 ? 2 : 5);
+            img[p] = lit && tensor_rng_below(rng, 4) ? (uint8_t)(160 + tensor_rng_below(rng, 96))
+                                                     : (uint8_t)tensor_rng_below(rng, 110);
+        }
+    }
+}
+
+static int setup_group(void **state)
+{
+    (void)state;
+    threads_at_start = nn_get_threads();
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 2024);
+    data.rows = data.cols = 8;
+    data.n_train = 960;
+    data.n_test = 300;
+    make_split(&data.train_images, &data.train_labels, data.n_train, &rng);
+    make_split(&data.test_images, &data.test_labels, data.n_test, &rng);
+    return 0;
+}
+
+static int teardown_group(void **state)
+{
+    (void)state;
+    nn_mnist_free(&data);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/nn_test_mnist_XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+    nn_set_threads(threads_at_start);
+    return 0;
+}
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static nn_model *make_model(uint64_t seed)
+{
+    nn_model *m = nn_model_create(seed);
+    assert_non_null(m);
+    assert_ok(nn_model_add_spec(m, SPEC));
+    const int shape[3] = {8, 8, 1};
+    assert_ok(nn_model_build(m, 3, shape));
+    return m;
+}
+
+static optim *make_adam(float lr)
+{
+    optim *o = optim_adam_create(lr, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    assert_non_null(o);
+    return o;
+}
+
+static mnist_config make_config(int epochs, FILE *log, const char *save)
+{
+    mnist_config c = {.epochs = epochs, .batch = 32, .lr = 1e-2f, .lr_decay = 0.7f, .seed = 11,
+                      .progress = 0, .verbose = 0, .out = stdout, .log = log, .save_path = save};
+    return c;
+}
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*len + 1);
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
+/* The log without the "final" records and without the timing keys (which
+ * come last on each line): what must be identical between runs. */
+static char *log_without_timings(const char *path)
+{
+    size_t len;
+    char *text = (char *)read_all(path, &len);
+    char *out = calloc(len + 1, 1);
+    size_t used = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "\"final\"")) continue;
+        char *t = strstr(line, ", \"seconds\"");
+        assert_non_null(t);
+        used += (size_t)sprintf(out + used, "%.*s\n", (int)(t - line), line);
+    }
+    free(text);
+    return out;
+}
+
+/* train_loss of each epoch record (not the final one), in order. */
+static int train_losses(const char *path, double *loss, int max)
+{
+    size_t len;
+    char *text = (char *)read_all(path, &len);
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n")) {
+        const char *p = strstr(line, "\"train_loss\": ");
+        assert_non_null(p);
+        if (!strstr(line, "\"final\"")) loss[n++] = strtod(p + 14, NULL);
+    }
+    free(text);
+    return n;
+}
+
+static void test_loss_falls(void **state)
+{
+    (void)state;
+    nn_model *m = make_model(11);
+    optim *o = make_adam(3e-3f);
+    FILE *log = fopen(path_of("log.jsonl"), "w");
+    mnist_config cfg = make_config(4, log, NULL);
+    mnist_state st;
+    mnist_state_init(&st, &cfg, data.n_train);
+    mnist_metrics before;
+    assert_ok(mnist_evaluate(m, data.test_images, data.test_labels, data.n_test, 64, &before));
+    mnist_result res;
+    assert_ok(mnist_train(m, o, &data, &cfg, &st, &res));
+    fclose(log);
+    double loss[8];
+    assert_int_equal(train_losses(path_of("log.jsonl"), loss, 8), 4);
+    for (int e = 1; e < 4; e++)
+        if (!(loss[e] < loss[e - 1])) fail_msg("train loss rose: epoch %d %g -> %g", e, loss[e - 1], loss[e]);
+    if (!(loss[3] < 0.5 * loss[0])) fail_msg("train loss %g -> %g: not halved", loss[0], loss[3]);
+    /* Chance is 10%; an untrained network scores about that. */
+    assert_true(before.acc < 0.3);
+    if (!(res.test.acc > 0.9)) fail_msg("test accuracy %g after 4 epochs", res.test.acc);
+    assert_true(res.test.loss < before.loss);
+    assert_int_equal(res.epoch, 4);
+    assert_int_equal(st.epoch, 4);
+    assert_true(res.lr == (float)((double)1e-2f * pow((double)0.7f, 3.0))); /* StepLR, epoch 3 */
+    assert_int_equal(res.train_images, 4 * data.n_train);
+    nn_model_free(m);
+    optim_free(o);
+}
+
+static void test_resume_bit_exact(void **state)
+{
+    (void)state;
+    /* Straight: 4 epochs, checkpoint after each. */
+    nn_model *a = make_model(11);
+    optim *oa = make_adam(3e-3f);
+    FILE *la = fopen(path_of("a.jsonl"), "w");
+    mnist_config ca = make_config(4, la, path_of("a.ckpt"));
+    mnist_state sa;
+    mnist_state_init(&sa, &ca, data.n_train);
+    mnist_result ra;
+    assert_ok(mnist_train(a, oa, &data, &ca, &sa, &ra));
+    fclose(la);
+
+    /* Split: 2 epochs, stop, drop everything. */
+    nn_model *b = make_model(11);
+    optim *ob = make_adam(3e-3f);
+    FILE *lb = fopen(path_of("b.jsonl"), "w");
+    mnist_config cb = make_config(2, lb, path_of("b.ckpt"));
+    mnist_state sb;
+    mnist_state_init(&sb, &cb, data.n_train);
+    mnist_result rb;
+    assert_ok(mnist_train(b, ob, &data, &cb, &sb, &rb));
+    fclose(lb);
+    nn_model_free(b);
+    optim_free(ob);
+
+    /* Resume into objects built differently (other init seed, other lr, a
+     * state that says nothing): the checkpoint must supply all of it. */
+    b = make_model(12345);
+    ob = make_adam(0.5f);
+    memset(&sb, 0, sizeof sb);
+    uint8_t blob[MNIST_STATE_BYTES];
+    size_t blob_len = 0;
+    assert_ok(nn_checkpoint_load(path_of("b.ckpt"), b, ob, blob, sizeof blob, &blob_len));
+    assert_ok(mnist_state_unpack(&sb, blob, blob_len, "b.ckpt"));
+    assert_int_equal(sb.epoch, 2);
+    lb = fopen(path_of("b.jsonl"), "a");
+    cb = make_config(4, lb, path_of("b.ckpt"));
+    assert_ok(mnist_train(b, ob, &data, &cb, &sb, &rb));
+    fclose(lb);
+
+    assert_int_equal(a->n_params, b->n_params);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    assert_int_equal(oa->t, ob->t);
+    assert_memory_equal(oa->state, ob->state, 2 * oa->n * sizeof(float));
+    for (int i = 0; i < a->n_layers; i++) assert_int_equal(a->layers[i]->calls, b->layers[i]->calls);
+    /* Dropout layers counted every training batch of all 4 epochs. */
+    assert_int_equal(a->layers[2]->calls, 4 * (data.n_train / 32));
+    size_t na, nb;
+    uint8_t *fa = read_all(path_of("a.ckpt"), &na), *fb = read_all(path_of("b.ckpt"), &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(fa, fb, na);
+    char *ta = log_without_timings(path_of("a.jsonl")), *tb = log_without_timings(path_of("b.jsonl"));
+    assert_string_equal(ta, tb);
+    assert_non_null(strstr(ta, "\"epoch\": 4,"));
+    assert_true(ra.test.acc == rb.test.acc && ra.test.loss == rb.test.loss);
+
+    free(ta);
+    free(tb);
+    free(fa);
+    free(fb);
+    nn_model_free(a);
+    nn_model_free(b);
+    optim_free(oa);
+    optim_free(ob);
+}
+
+/* A resume that forgets one piece of state diverges from the straight run:
+ * shows that each piece the checkpoint carries is needed. */
+static void test_resume_needs_all_state(void **state)
+{
+    (void)state;
+    nn_model *a = make_model(11);
+    optim *oa = make_adam(3e-3f);
+    mnist_config ca = make_config(3, NULL, NULL);
+    mnist_state sa;
+    mnist_state_init(&sa, &ca, data.n_train);
+    mnist_result r;
+    assert_ok(mnist_train(a, oa, &data, &ca, &sa, &r));
+
+    for (int variant = 0; variant < 3; variant++) {
+        nn_model *b = make_model(11);
+        optim *ob = make_adam(3e-3f);
+        mnist_config cb = make_config(2, NULL, path_of("v.ckpt"));
+        mnist_state sb;
+        mnist_state_init(&sb, &cb, data.n_train);
+        assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
+        uint8_t blob[MNIST_STATE_BYTES];
+        size_t blob_len;
+        nn_model_free(b);
+        optim_free(ob);
+        b = make_model(11);
+        ob = make_adam(3e-3f);
+        assert_ok(nn_checkpoint_load(path_of("v.ckpt"), b, ob, blob, sizeof blob, &blob_len));
+        assert_ok(mnist_state_unpack(&sb, blob, blob_len, "v.ckpt"));
+        if (variant == 0) tensor_rng_seed(&sb.order, 1);      /* data order lost */
+        if (variant == 1) b->layers[2]->calls = 0;            /* dropout counter lost */
+        if (variant == 2) memset(ob->state, 0, 2 * ob->n * sizeof(float)); /* Adam moments lost */
+        cb = make_config(3, NULL, NULL);
+        assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
+        if (!memcmp(a->params, b->params, a->n_params * sizeof(float)))
+            fail_msg("variant %d: a resume without that state still matched", variant);
+        nn_model_free(b);
+        optim_free(ob);
+    }
+    nn_model_free(a);
+    optim_free(oa);
+}
+
+static void test_threads_invariant(void **state)
+{
+    (void)state;
+    nn_model *m[2];
+    for (int k = 0; k < 2; k++) {
+        assert_ok(nn_set_threads(k + 1));
+        m[k] = make_model(11);
+        optim *o = make_adam(3e-3f);
+        FILE *log = fopen(path_of(k ? "t2.jsonl" : "t1.jsonl"), "w");
+        mnist_config cfg = make_config(2, log, NULL);
+        mnist_state st;
+        mnist_state_init(&st, &cfg, data.n_train);
+        mnist_result res;
+        assert_ok(mnist_train(m[k], o, &data, &cfg, &st, &res));
+        fclose(log);
+        optim_free(o);
+    }
+    assert_memory_equal(m[0]->params, m[1]->params, m[0]->n_params * sizeof(float));
+    char *a = log_without_timings(path_of("t1.jsonl")), *b = log_without_timings(path_of("t2.jsonl"));
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    nn_model_free(m[0]);
+    nn_model_free(m[1]);
+}
+
+static void test_nan_stops_and_keeps_checkpoint(void **state)
+{
+    (void)state;
+    nn_model *m = make_model(11);
+    optim *o = make_adam(3e-3f);
+    mnist_config cfg = make_config(1, NULL, path_of("good.ckpt"));
+    mnist_state st;
+    mnist_state_init(&st, &cfg, data.n_train);
+    mnist_result res;
+    assert_ok(mnist_train(m, o, &data, &cfg, &st, &res));
+    size_t n_before, n_after;
+    uint8_t *before = read_all(path_of("good.ckpt"), &n_before);
+    /* Epoch 2 with an absurd learning rate: the weights blow up after the
+     * first step and the second batch's loss is not finite. */
+    st.lr = 1e30f;
+    FILE *log = fopen(path_of("nan.jsonl"), "w");
+    cfg = make_config(3, log, path_of("good.ckpt"));
+    nn_status s = mnist_train(m, o, &data, &cfg, &st, &res);
+    fclose(log);
+    assert_int_equal(s, NN_ERR_NUMERIC);
+    assert_error_contains("epoch 2, batch 2 of 30");
+    assert_error_contains("not finite");
+    assert_error_contains("last completed epoch is kept");
+    assert_int_equal(st.epoch, 1);
+    uint8_t *after = read_all(path_of("good.ckpt"), &n_after);
+    assert_int_equal(n_before, n_after);
+    assert_memory_equal(before, after, n_before);
+    size_t log_len;
+    char *text = (char *)read_all(path_of("nan.jsonl"), &log_len);
+    assert_int_equal(log_len, 0); /* no epoch completed, no final record */
+    free(text);
+    free(before);
+    free(after);
+    nn_model_free(m);
+    optim_free(o);
+}
+
+static void test_state_blob(void **state)
+{
+    (void)state;
+    mnist_config cfg = make_config(3, NULL, NULL);
+    mnist_state a, b;
+    mnist_state_init(&a, &cfg, 777);
+    a.epoch = 5;
+    tensor_rng_next(&a.order);
+    uint8_t buf[MNIST_STATE_BYTES];
+    mnist_state_pack(&a, buf);
+    memset(&b, 0, sizeof b);
+    assert_ok(mnist_state_unpack(&b, buf, sizeof buf, "x"));
+    assert_int_equal(b.epoch, 5);
+    assert_memory_equal(b.order.s, a.order.s, sizeof a.order.s);
+    assert_true(b.lr == a.lr && b.lr_decay == a.lr_decay);
+    assert_int_equal(b.batch, 32);
+    assert_int_equal(b.n_train, 777);
+    assert_int_equal(b.seed, 11);
+    assert_int_equal(mnist_state_unpack(&b, buf, 7, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("x.ckpt: the checkpoint holds no MNIST training state");
+    buf[4] = 9;
+    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("version 9");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_blob),
+        cmocka_unit_test_setup_teardown(test_loss_falls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_bit_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_needs_all_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_invariant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nan_stops_and_keeps_checkpoint, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, setup_group, teardown_group);
+}
