@@ -1,0 +1,166 @@
+/* Training-step benchmark of the default MNIST network (examples/mnist_cnn.txt).
+ *
+ * For 1 and 2 threads: training images/s (forward, loss, backward, Adam step
+ * at batch 128) and evaluation images/s (eval-mode forward without gradient
+ * recording), medians over repetitions; achieved GFLOP/s from the network's
+ * multiply-adds (a training step counted as 3x the forward's FLOPs, as is
+ * usual); and, in the same run, cblas_sgemm's rate on a 2048^3 product as the
+ * machine's reference. Peak resident memory is read after the training runs,
+ * before the sgemm reference allocates its matrices.
+ * Data: the real MNIST training images when .cache/mnist holds them (so the
+ * ReLU sparsity is realistic), else seeded noise. One JSON object per line,
+ * also appended to build/bench/train.jsonl for tests/bench/torch_train.py. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "nn/idx.h"
+#include "nn/nn.h"
+
+#define BATCH 128
+#define STEPS 8   /* training steps per repetition */
+#define REPS 7
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Forward FLOPs per sample: 2 * kernel elements * output positions for every
+ * layer with a "kernel" parameter (dense and conv2d). */
+static double forward_flops(const nn_model *m)
+{
+    double total = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer *l = m->layers[i];
+        for (int k = 0; k < l->n_params; k++) {
+            if (strcmp(l->params[k].name, "kernel")) continue;
+            const nn_param *p = &l->params[k];
+            double kernel = (double)p->t->size;
+            int units = p->shape[p->rank - 1];
+            double out = 1;
+            for (int d = 0; d < l->out_rank; d++) out *= l->out_shape[d];
+            total += 2.0 * kernel * (out / units);
+        }
+    }
+    return total;
+}
+
+static double sgemm_gflops(void)
+{
+    const int n = 2048;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+          *c = malloc(sizeof(float) * n * n);
+    for (long i = 0; i < (long)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double t[5];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        t[r] = now() - t0;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * n * n / median(t, 5) * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    const char *spec = argc > 1 ? argv[1] : "examples/mnist_cnn.txt";
+    nn_mnist data = {0};
+    int real = nn_mnist_load(".cache/mnist", &data) == NN_OK;
+    const int n_images = real ? data.n_train : 4096;
+    float *pixels = malloc(sizeof(float) * (size_t)n_images * 784);
+    int *labels = malloc(sizeof(int) * (size_t)n_images);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 1);
+    for (long i = 0; i < (long)n_images * 784; i++)
+        pixels[i] = real ? data.train_images[i] / 255.0f : tensor_rng_uniform(&rng);
+    for (int i = 0; i < n_images; i++) labels[i] = real ? data.train_labels[i] : (int)tensor_rng_below(&rng, 10);
+    nn_mnist_free(&data);
+
+    FILE *log = NULL;
+    if (system("mkdir -p build/bench") == 0) log = fopen("build/bench/train.jsonl", "w");
+    double flops = 0;
+    int in_shape[3] = {28, 28, 1};
+    for (int threads = 1; threads <= 2; threads++) {
+        if (nn_set_threads(threads) != NN_OK) return 1;
+        nn_model *m = nn_model_create(42);
+        optim *opt = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+        if (!m || !opt || nn_model_load_spec(m, spec) != NN_OK || nn_model_build(m, 3, in_shape) != NN_OK) {
+            fprintf(stderr, "bench_train: %s\n", nn_last_error());
+            return 1;
+        }
+        flops = forward_flops(m);
+        int shape[4] = {BATCH, 28, 28, 1};
+        long offset = 0;
+        double train_t[REPS], eval_t[REPS];
+        for (int r = -1; r < REPS; r++) { /* r = -1 warms up */
+            double t0 = now();
+            for (int s = 0; s < STEPS; s++) {
+                if (offset + BATCH > n_images) offset = 0;
+                tensor *x = tensor_wrap(pixels + offset * 784, 4, shape);
+                float loss;
+                if (nn_model_train_step(m, opt, x, labels + offset, &loss, NULL) != NN_OK) {
+                    fprintf(stderr, "bench_train: %s\n", nn_last_error());
+                    return 1;
+                }
+                tensor_free(x);
+                offset += BATCH;
+            }
+            if (r >= 0) train_t[r] = now() - t0;
+            t0 = now();
+            for (int s = 0; s < STEPS; s++) {
+                tensor *x = tensor_wrap(pixels + (long)s * BATCH * 784, 4, shape);
+                tensor *logits;
+                if (nn_model_predict(m, x, NULL, &logits, NULL, NULL) != NN_OK) return 1;
+                tensor_free(x);
+            }
+            if (r >= 0) eval_t[r] = now() - t0;
+        }
+        double train_ips = STEPS * BATCH / median(train_t, REPS);
+        double eval_ips = STEPS * BATCH / median(eval_t, REPS);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        char line[512];
+        snprintf(line, sizeof line,
+                 "{\"side\":\"nn\",\"threads\":%d,\"batch\":%d,\"data\":\"%s\",\"train_images_per_sec\":%.1f,"
+                 "\"eval_images_per_sec\":%.1f,\"train_gflops\":%.2f,\"peak_rss_mb\":%.1f,"
+                 "\"mflop_per_train_image\":%.1f}",
+                 threads, BATCH, real ? "mnist" : "noise", train_ips, eval_ips,
+                 train_ips * 3 * flops * 1e-9, ru.ru_maxrss / 1024.0, 3 * flops * 1e-6);
+        puts(line);
+        if (log) fprintf(log, "%s\n", line);
+        fflush(stdout);
+        optim_free(opt);
+        nn_model_free(m);
+    }
+    for (int threads = 1; threads <= 2; threads++) {
+        nn_set_threads(threads);
+        char line[256];
+        snprintf(line, sizeof line, "{\"side\":\"nn\",\"op\":\"sgemm\",\"n\":2048,\"threads\":%d,\"gflops\":%.1f}",
+                 threads, sgemm_gflops());
+        puts(line);
+        if (log) fprintf(log, "%s\n", line);
+    }
+    if (log) fclose(log);
+    free(pixels);
+    free(labels);
+    return 0;
+}
