@@ -59,7 +59,8 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 mkdir -p "$tmp/src" "$tmp/out_shared" "$tmp/out_static"
 cp tests/install/hello.c "$tmp/src/"
 cd "$tmp/src"
-# shellcheck disable=SC2046,SC2086  # pkg-config output is meant to be split
+# pkg-config's output is meant to be split into words.
+# shellcheck disable=SC2046,SC2086
 $CC -std=c11 -Wall -Wextra -Werror $san_cflags hello.c -o hello_shared \
     $(pkg-config --cflags --libs nn) $san_ldflags || fail "shared build of hello.c failed"
 # -l:libnn.a picks the archive where -lnn would pick libnn.so.
@@ -99,8 +100,9 @@ cd - >/dev/null
 # 3. DESTDIR staging.
 stage=$tmp/stage
 run_make install DESTDIR="$stage" PREFIX=/opt/nn-test
-[ -f "$stage/opt/nn-test/include/nn/nn.h" ] && [ -f "$stage/opt/nn-test/lib/libnn.a" ] ||
-    fail "DESTDIR install did not stage under $stage/opt/nn-test"
+for f in include/nn/nn.h lib/libnn.a "lib/libnn.so.$version"; do
+    [ -f "$stage/opt/nn-test/$f" ] || fail "DESTDIR install did not stage $f under $stage/opt/nn-test"
+done
 grep -qx "prefix=/opt/nn-test" "$stage/opt/nn-test/lib/pkgconfig/nn.pc" ||
     fail "nn.pc under DESTDIR does not name the real prefix /opt/nn-test"
 
