@@ -31,6 +31,7 @@
 #include "nn/npy.h"
 #include "nn/safetensors.h"
 #include "optim/optim.h"
+#include "layers/spatial_dropout.h"
 #include "nn/idx.h"
 #include "nn/checkpoint.h"
 

@@ -5,12 +5,16 @@
 #include <string.h>
 
 extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_layer_dropout;
+extern const nn_layer_type nn_layer_spatial_dropout1d, nn_layer_spatial_dropout2d, nn_layer_spatial_dropout3d;
 
 static const nn_layer_type *const builtin[] = {
     &nn_layer_dense,
     &nn_layer_relu,
     &nn_layer_flatten,
     &nn_layer_dropout,
+    &nn_layer_spatial_dropout1d,
+    &nn_layer_spatial_dropout2d,
+    &nn_layer_spatial_dropout3d,
 };
 
 #define N_BUILTIN ((int)(sizeof builtin / sizeof builtin[0]))

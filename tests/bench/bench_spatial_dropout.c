@@ -1,0 +1,227 @@
+/* Benchmark of the spatial dropout kernels (layers/spatial_dropout.h)
+ * against memcpy of the same bytes, timed in the same run.
+ *
+ * For each shape (N, C, H, W), data format, thread count (1, 2) and cache
+ * case, it prints one JSON object per line with the median over many
+ * repetitions of:
+ *   fwd_ms    nn_spatial_dropout_forward (mask drawn, y written), rate 0.25
+ *   bwd_ms    nn_spatial_dropout_backward (dx += dy * mask * s)
+ *   copy_ms   memcpy of the same bytes split over the same threads
+ *   copy1_ms  one plain memcpy call (one thread)
+ * Cache cases: "warm" repeats each operation on the same buffers (whatever
+ * fits stays in cache); "flushed" writes a 96 MiB buffer before every timed
+ * repetition, so every operand starts in memory.
+ * The lines also go to spatial_dropout.jsonl next to the binary (written to
+ * a temporary file, then renamed), where tests/bench/torch_spatial_dropout.py
+ * reads them to print PyTorch's times and ratios.
+ *
+ * Usage: bench_spatial_dropout [--reps R] [--out FILE]
+ * Not measured here: the graph/layer overhead (a few allocations from the
+ * arena per call) and the mask-less inference path (the identity). */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nn/nn.h"
+
+#define FLUSH_BYTES ((size_t)96 << 20)
+#define MAX_REPS 1000
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static unsigned char *flush_buf;
+static unsigned flush_round;
+
+/* Evicts the operands: writing more than the last-level cache holds. */
+static void flush_caches(void)
+{
+    memset(flush_buf, (int)(++flush_round & 0xff), FLUSH_BYTES);
+}
+
+/* memcpy split over the current OpenMP team, as the kernels split work. */
+static void copy_parallel(float *dst, const float *src, size_t n)
+{
+    #pragma omp parallel
+    {
+        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        const size_t q = n / nt, rem = n % nt;
+        const size_t i0 = t * q + (t < rem ? t : rem), len = q + (t < rem);
+        memcpy(dst + i0, src + i0, len * sizeof(float));
+    }
+}
+
+typedef struct {
+    int N, C, H, W;
+} shape4;
+
+enum { OP_FWD, OP_BWD, OP_COPY, OP_COPY1, N_OPS };
+
+typedef struct {
+    float *x, *y, *dy, *dx;
+    uint8_t *mask;
+    int N, C;
+    long spatial;
+    size_t total;
+    nn_data_format fmt;
+    float rate;
+    uint64_t call;
+} bench_case;
+
+static void run_op(bench_case *b, int op)
+{
+    nn_status s = NN_OK;
+    switch (op) {
+    case OP_FWD:
+        s = nn_spatial_dropout_forward(b->y, b->mask, b->x, b->N, b->C, b->spatial, b->fmt,
+                                       b->rate, 1234, b->call++);
+        break;
+    case OP_BWD:
+        s = nn_spatial_dropout_backward(b->dx, b->mask, b->dy, b->N, b->C, b->spatial, b->fmt,
+                                        b->rate);
+        break;
+    case OP_COPY: copy_parallel(b->y, b->x, b->total); break;
+    case OP_COPY1: memcpy(b->y, b->x, b->total * sizeof(float)); break;
+    }
+    if (s != NN_OK) {
+        fprintf(stderr, "bench_spatial_dropout: %s\n", nn_last_error());
+        exit(1);
+    }
+}
+
+/* Median time of op over reps; flushed or warm (after one untimed call). */
+static double time_op(bench_case *b, int op, int reps, int flushed)
+{
+    double t[MAX_REPS];
+    if (!flushed) run_op(b, op);
+    for (int r = 0; r < reps; r++) {
+        if (flushed) flush_caches();
+        double t0 = now_ms();
+        run_op(b, op);
+        t[r] = now_ms() - t0;
+    }
+    return median(t, reps);
+}
+
+static float *alloc_floats(size_t n)
+{
+    float *p = tensor_aligned_alloc(n * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "bench_spatial_dropout: %s\n", nn_last_error());
+        exit(1);
+    }
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    int reps = 60;
+    char out_path[1024];
+    const char *slash = strrchr(argv[0], '/');
+    snprintf(out_path, sizeof out_path, "%.*sspatial_dropout.jsonl",
+             slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) snprintf(out_path, sizeof out_path, "%s", argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--reps R] [--out FILE]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > MAX_REPS) {
+        fprintf(stderr, "bench_spatial_dropout: --reps must be between 1 and %d\n", MAX_REPS);
+        return 2;
+    }
+    char tmp_path[1100];
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", out_path);
+    FILE *out = fopen(tmp_path, "w");
+    if (!out) {
+        perror(tmp_path);
+        return 1;
+    }
+    flush_buf = malloc(FLUSH_BYTES);
+    if (!flush_buf) return 1;
+    memset(flush_buf, 1, FLUSH_BYTES);
+
+    static const shape4 shapes[] = {{128, 32, 26, 26}, {128, 64, 24, 24}, {32, 256, 14, 14}, {8, 64, 112, 112}};
+    static const int threads[] = {1, 2};
+    const float rate = 0.25f;
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 1);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const shape4 sh = shapes[si];
+        bench_case b = {0};
+        b.N = sh.N;
+        b.C = sh.C;
+        b.spatial = (long)sh.H * sh.W;
+        b.total = (size_t)sh.N * sh.C * (size_t)b.spatial;
+        b.rate = rate;
+        b.x = alloc_floats(b.total);
+        b.y = alloc_floats(b.total);
+        b.dy = alloc_floats(b.total);
+        b.dx = alloc_floats(b.total);
+        b.mask = malloc((size_t)sh.N * sh.C);
+        if (!b.mask) return 1;
+        for (size_t i = 0; i < b.total; i++) {
+            b.x[i] = tensor_rng_normal(&rng);
+            b.dy[i] = tensor_rng_normal(&rng);
+            b.dx[i] = 0.0f;
+            b.y[i] = 0.0f;
+        }
+        for (int fi = 0; fi < 2; fi++) {
+            b.fmt = fi == 0 ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST;
+            for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+                if (nn_set_threads(threads[ti]) != NN_OK) return 1;
+                for (int flushed = 0; flushed < 2; flushed++) {
+                    double ms[N_OPS];
+                    const int r = flushed ? (reps + 1) / 2 : reps;
+                    for (int op = 0; op < N_OPS; op++) ms[op] = time_op(&b, op, r, flushed);
+                    char line[512];
+                    snprintf(line, sizeof line,
+                             "{\"op\": \"spatial_dropout\", \"shape\": [%d, %d, %d, %d], "
+                             "\"data_format\": \"%s\", \"threads\": %d, \"rate\": %.2f, "
+                             "\"cache\": \"%s\", \"reps\": %d, \"bytes\": %zu, "
+                             "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"copy_ms\": %.4f, "
+                             "\"copy1_ms\": %.4f, \"fwd_over_copy\": %.3f, \"bwd_over_copy\": %.3f}",
+                             sh.N, sh.C, sh.H, sh.W, nn_data_format_name(b.fmt), threads[ti],
+                             (double)rate, flushed ? "flushed" : "warm", r,
+                             b.total * sizeof(float), ms[OP_FWD], ms[OP_BWD], ms[OP_COPY],
+                             ms[OP_COPY1], ms[OP_FWD] / ms[OP_COPY], ms[OP_BWD] / ms[OP_COPY]);
+                    puts(line);
+                    fflush(stdout);
+                    fprintf(out, "%s\n", line);
+                }
+            }
+        }
+        tensor_aligned_free(b.x);
+        tensor_aligned_free(b.y);
+        tensor_aligned_free(b.dy);
+        tensor_aligned_free(b.dx);
+        free(b.mask);
+    }
+    free(flush_buf);
+    if (fclose(out) != 0 || rename(tmp_path, out_path) != 0) {
+        perror(out_path);
+        return 1;
+    }
+    fprintf(stderr, "bench_spatial_dropout: wrote %s\n", out_path);
+    return 0;
+}
