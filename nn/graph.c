@@ -104,6 +104,11 @@ int nn_graph_grad_enabled(const nn_graph *g) { return g->grad_enabled; }
 
 void *nn_graph_alloc(nn_graph *g, size_t bytes)
 {
+    /* Rounding up must not wrap a huge request around to a small block. */
+    if (bytes > SIZE_MAX - TENSOR_ALIGN) {
+        nn_error(NN_ERR_MEMORY, "nn_graph_alloc: arena out of memory for %zu bytes", bytes);
+        return NULL;
+    }
     size_t need = (bytes + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
     if (need == 0) need = TENSOR_ALIGN;
     arena_block *b = g->blocks;
@@ -160,7 +165,7 @@ tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape)
 
 int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in)
 {
-    if (!g || !g->grad_enabled) return 0;
+    if (!g || !g->grad_enabled || !in) return 0;
     for (int i = 0; i < n_in; i++)
         if (in[i] && (in[i]->flags & TENSOR_REQUIRES_GRAD)) return 1;
     return 0;
@@ -179,7 +184,17 @@ static nn_node *record_failed(nn_graph *g, const char *op)
 nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
                          int n_in, nn_backward_fn backward, void *ctx)
 {
-    NN_ASSERT(n_in >= 0 && n_in <= NN_NODE_MAX_INPUTS);
+    /* Custom ops call this too: a bad call is reported now and by backward
+     * (a node left out would silently cut the gradient path). */
+    if (g && (n_in < 0 || n_in > NN_NODE_MAX_INPUTS || !out || !backward || (n_in && !in))) {
+        nn_error(NN_ERR_ARG, "nn_graph_record: '%s' has %d inputs, at most %d, and needs an "
+                 "output and a backward function", op ? op : "(null)", n_in, NN_NODE_MAX_INPUTS);
+        if (g->record_error == NN_OK) {
+            g->record_error = NN_ERR_ARG;
+            snprintf(g->record_msg, sizeof g->record_msg, "%s", nn_last_error());
+        }
+        return NULL;
+    }
     if (!nn_graph_needs_grad(g, in, n_in)) return NULL;
     if (g->n_nodes == g->cap_nodes) {
         int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;

@@ -106,11 +106,21 @@ nn_status nn_layer_build(nn_layer *l, int in_rank, const int *in_shape)
         return nn_error(NN_ERR_STATE, "%s: layer is already built", l->name);
     size_t size;
     NN_TRY(tensor_shape_size(in_rank, in_shape, &size, l->name));
+    char b[96];
+    /* A batch adds an axis: per-sample shapes have at most TENSOR_MAX_RANK - 1. */
+    if (in_rank >= TENSOR_MAX_RANK)
+        return nn_error(NN_ERR_SHAPE, "%s: per-sample input %s has rank %d; at most %d leaves "
+                        "room for the batch axis", l->name, tensor_shape_str(in_rank, in_shape, b,
+                        sizeof b), in_rank, TENSOR_MAX_RANK - 1);
     l->in_rank = in_rank;
     memcpy(l->in_shape, in_shape, (size_t)in_rank * sizeof *in_shape);
     l->n_params = 0;
     NN_TRY(l->type->build(l, in_rank, in_shape));
-    NN_ASSERT(l->out_rank >= 1 && l->out_rank < TENSOR_MAX_RANK);
+    /* Checked, not asserted: user-registered types have build hooks too. */
+    if (l->out_rank < 1 || l->out_rank >= TENSOR_MAX_RANK)
+        return nn_error(NN_ERR_SHAPE, "%s: the %s build hook gave an output of rank %d for input "
+                        "%s (must be 1..%d)", l->name, l->type->name, l->out_rank,
+                        tensor_shape_str(in_rank, in_shape, b, sizeof b), TENSOR_MAX_RANK - 1);
     l->built = 1;
     return NN_OK;
 }

@@ -54,6 +54,10 @@ nn_status nn_model_add(nn_model *m, const char *type, const char *config)
 nn_status nn_model_add_spec(nn_model *m, const char *text)
 {
     if (!m || !text) return nn_error(NN_ERR_ARG, "nn_model_add_spec: NULL argument");
+    /* All or nothing: a bad line removes the lines before it again, so a
+     * corrected spec can be added to the same model. */
+    const int n_before = m->n_layers;
+    nn_status st = NN_OK;
     int line_no = 0;
     const char *p = text;
     while (*p) {
@@ -61,9 +65,11 @@ nn_status nn_model_add_spec(nn_model *m, const char *text)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         line_no++;
         char line[512];
-        if (len >= sizeof line)
-            return nn_error(NN_ERR_CONFIG, "model spec line %d: longer than %zu characters", line_no,
-                            sizeof line - 1);
+        if (len >= sizeof line) {
+            st = nn_error(NN_ERR_CONFIG, "model spec line %d: longer than %zu characters", line_no,
+                          sizeof line - 1);
+            break;
+        }
         memcpy(line, p, len);
         line[len] = '\0';
         char *hash = strchr(line, '#');
@@ -77,13 +83,16 @@ nn_status nn_model_add_spec(nn_model *m, const char *text)
             if (nn_model_add(m, type, s) != NN_OK) {
                 char msg[512];
                 snprintf(msg, sizeof msg, "%s", nn_last_error());
-                return nn_error(NN_ERR_CONFIG, "model spec line %d: %s", line_no, msg);
+                st = nn_error(NN_ERR_CONFIG, "model spec line %d: %s", line_no, msg);
+                break;
             }
         }
         p += len;
         if (*p == '\n') p++;
     }
-    return NN_OK;
+    if (st != NN_OK)
+        while (m->n_layers > n_before) nn_layer_free(m->layers[--m->n_layers]);
+    return st;
 }
 
 nn_status nn_model_load_spec(nn_model *m, const char *path)

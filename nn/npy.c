@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
@@ -398,6 +399,23 @@ nn_status nn_npy_load(const char *path, tensor **out)
     }
     s = check_info(&info, path, &elements);
     if (s != NN_OK) goto done;
+    /* A header may promise far more data than the file holds: compare with
+     * the file's size before allocating (a pipe is checked as it is read). */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size >= off &&
+        (size_t)st.st_size - off != elements * sizeof(float)) {
+        char b[96];
+        const size_t bytes = elements * sizeof(float), held = (size_t)st.st_size - off;
+        tensor_shape_str(info.rank, info.shape, b, sizeof b);
+        if (held < bytes)
+            s = nn_error(NN_ERR_FORMAT, "%s: shape %s needs %zu data bytes at offset %zu, but the "
+                         "file has %zu (truncated)", path, b, bytes, off, held);
+        else
+            s = nn_error(NN_ERR_FORMAT, "%s: shape %s needs %zu data bytes at offset %zu, but the "
+                         "file has more (trailing bytes at offset %zu)", path, b, bytes, off,
+                         off + bytes);
+        goto done;
+    }
     t = tensor_create(info.rank, info.shape);
     if (!t) {
         s = NN_ERR_MEMORY;

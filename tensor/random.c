@@ -40,6 +40,7 @@ float tensor_rng_normal(tensor_rng *r)
 
 uint32_t tensor_rng_below(tensor_rng *r, uint32_t n)
 {
+    if (n == 0) return 0; /* no valid answer; never divide by zero */
     uint64_t m = (uint64_t)(uint32_t)tensor_rng_next(r) * n;
     uint32_t low = (uint32_t)m;
     if (low < n) {

@@ -25,7 +25,7 @@ uint64_t tensor_rng_next(tensor_rng *r);
 float tensor_rng_uniform(tensor_rng *r);
 /* Standard normal (Box-Muller). */
 float tensor_rng_normal(tensor_rng *r);
-/* Uniform integer in [0, n), n > 0, without modulo bias. */
+/* Uniform integer in [0, n), n > 0, without modulo bias (0 when n is 0). */
 uint32_t tensor_rng_below(tensor_rng *r, uint32_t n);
 
 /* SplitMix64's finaliser: a bijective 64-bit mix. */
