@@ -20,7 +20,8 @@ set logscale y
 set format y "%g"
 set xlabel "epoch"
 set xtics 1 out nomirror
-set offsets 0.2, 0.2, 0, 0
+set autoscale xfix
+set offsets 0.3, 0.3, 0, 0
 set ylabel "cross-entropy loss (log scale)"
 set key bottom left box opaque
 set grid ytics mytics xtics lc rgb "#dddddd"
