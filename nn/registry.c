@@ -6,6 +6,7 @@
 
 extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_layer_dropout;
 extern const nn_layer_type nn_layer_spatial_dropout1d, nn_layer_spatial_dropout2d, nn_layer_spatial_dropout3d;
+extern const nn_layer_type nn_layer_conv2d, nn_layer_maxpool2d, nn_layer_avgpool2d, nn_layer_global_avgpool2d, nn_layer_batchnorm;
 
 static const nn_layer_type *const builtin[] = {
     &nn_layer_dense,
@@ -15,6 +16,11 @@ static const nn_layer_type *const builtin[] = {
     &nn_layer_spatial_dropout1d,
     &nn_layer_spatial_dropout2d,
     &nn_layer_spatial_dropout3d,
+    &nn_layer_conv2d,
+    &nn_layer_maxpool2d,
+    &nn_layer_avgpool2d,
+    &nn_layer_global_avgpool2d,
+    &nn_layer_batchnorm,
 };
 
 #define N_BUILTIN ((int)(sizeof builtin / sizeof builtin[0]))

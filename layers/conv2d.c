@@ -1,0 +1,227 @@
+/* conv2d: 2-D convolution (cross-correlation, as Keras and PyTorch compute it)
+ *   y = act(conv(x, kernel) + bias)
+ * x (N, H, W, C) channels_last or (N, C, H, W) channels_first; y likewise
+ * with F = filters channels and (OH, OW) from the padding rule.
+ *
+ * Config: filters (required), kernel_size (required, "3" or "3,3"), strides
+ * (1), padding valid | same (valid), dilation_rate (1), use_bias (true),
+ * activation linear | relu (linear), data_format (the framework default).
+ * padding=same is Keras's: OH = ceil(H / stride), with the odd row or column
+ * of padding at the bottom/right as TensorFlow puts it (PyTorch pads both
+ * sides equally, so the two differ when the total padding is odd).
+ *
+ * Parameters: "kernel" (KH, KW, C, F) -- Keras's layout, for both data
+ * formats (PyTorch's weight is the (F, C, KH, KW) permutation of it) -- and
+ * "bias" (F). Init: glorot_uniform with fan_in = KH*KW*C, fan_out = KH*KW*F;
+ * bias zeros.
+ *
+ * Computation: register-blocked GEMM tiles reading NHWC tensors directly
+ * (layers/conv_gemm.c, passes in layers/conv_core.c); NHWC is the fast
+ * path. channels_first input is transposed to NHWC, run through the same
+ * core, and the output transposed back, so both formats give the same
+ * numbers for the same kernel. The bias and ReLU are applied in registers
+ * before the output is stored; backward masks dy by y > 0, as dense does.
+ * Results are bit-identical for any thread count.
+ * Memory: padded copies and backward's buffers come from the graph arena,
+ * valid until the next reset; all of them are taken in forward (sized for
+ * the gradients that will be needed), so backward cannot fail.
+ *
+ * Omits: groups / depthwise, causal or explicit integer padding, other
+ * activations (use a separate layer), kernel/bias regularizers.
+ */
+#include <string.h>
+
+#include "layers/conv_core.h"
+#include "nn/format.h"
+#include "nn/layer.h"
+
+typedef struct {
+    int filters, kernel[2], strides[2], dilation[2], padding, use_bias, activation;
+    nn_data_format format;
+    nn_conv_geom geom; /* set by build */
+} conv2d_state;
+
+/* What backward needs; lives in the graph arena. */
+typedef struct {
+    const conv2d_state *s;
+    nn_conv_work w;  /* the forward's padded input and the backward's buffers */
+    float *y_nhwc;   /* channels_first: NHWC output, reused for dz */
+    float *dx_nhwc;  /* channels_first with dx: NHWC dx */
+} conv2d_ctx;
+
+static const char *const activations[] = {"linear", "relu", NULL};
+
+static nn_status conv2d_parse(nn_layer *l, nn_config *c)
+{
+    conv2d_state *s = l->state;
+    static const int one[2] = {1, 1};
+    NN_TRY(nn_config_get_int(c, "filters", &s->filters, 0, 1, 1, 1 << 20));
+    NN_TRY(nn_config_get_ints(c, "kernel_size", s->kernel, 2, NULL, 1, 1, 4096));
+    NN_TRY(nn_config_get_ints(c, "strides", s->strides, 2, one, 0, 1, 4096));
+    NN_TRY(nn_config_get_choice(c, "padding", &s->padding, NN_PAD_VALID, nn_conv_paddings));
+    NN_TRY(nn_config_get_ints(c, "dilation_rate", s->dilation, 2, one, 0, 1, 4096));
+    NN_TRY(nn_config_get_bool(c, "use_bias", &s->use_bias, 1));
+    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, 0, activations));
+    return nn_config_get_data_format(c, &s->format);
+}
+
+static void conv2d_write(const nn_layer *l, nn_config_writer *w)
+{
+    const conv2d_state *s = l->state;
+    nn_config_write(w, "filters", "%d", s->filters);
+    nn_config_write(w, "kernel_size", "%d,%d", s->kernel[0], s->kernel[1]);
+    nn_config_write(w, "strides", "%d,%d", s->strides[0], s->strides[1]);
+    nn_config_write(w, "padding", "%s", nn_conv_paddings[s->padding]);
+    nn_config_write(w, "dilation_rate", "%d,%d", s->dilation[0], s->dilation[1]);
+    nn_config_write(w, "use_bias", "%s", s->use_bias ? "true" : "false");
+    nn_config_write(w, "activation", "%s", activations[s->activation]);
+    nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
+}
+
+static nn_status conv2d_build(nn_layer *l, int in_rank, const int *in_shape)
+{
+    conv2d_state *s = l->state;
+    const int cf = s->format == NN_CHANNELS_FIRST;
+    nn_conv_geom *g = &s->geom;
+    memset(g, 0, sizeof *g);
+    NN_TRY(nn_conv_image_shape(l->name, in_rank, in_shape, cf, &g->H, &g->W, &g->C));
+    g->KH = s->kernel[0];
+    g->KW = s->kernel[1];
+    g->SH = s->strides[0];
+    g->SW = s->strides[1];
+    g->DH = s->dilation[0];
+    g->DW = s->dilation[1];
+    NN_TRY(nn_conv_geom_init(g, s->padding, l->name));
+    const int F = s->filters;
+    const long fan = (long)g->KH * g->KW;
+    if (fan * g->C > (1L << 30) || fan * F > (1L << 30))
+        return nn_error(NN_ERR_SHAPE, "%s: kernel %dx%dx%dx%d is too large", l->name, g->KH, g->KW,
+                        g->C, F);
+    int kshape[4] = {g->KH, g->KW, g->C, F};
+    NN_TRY(nn_layer_add_param(l, "kernel", 4, kshape, NN_INIT_GLOROT_UNIFORM, (int)(fan * g->C),
+                              (int)(fan * F), 1));
+    if (s->use_bias) NN_TRY(nn_layer_add_param(l, "bias", 1, &F, NN_INIT_ZEROS, 0, 0, 1));
+    l->out_rank = 3;
+    l->out_shape[0] = cf ? F : g->OH;
+    l->out_shape[1] = cf ? g->OH : g->OW;
+    l->out_shape[2] = cf ? g->OW : F;
+    return NN_OK;
+}
+
+static void conv2d_backward(nn_node *n)
+{
+    conv2d_ctx *c = n->ctx;
+    const conv2d_state *s = c->s;
+    const nn_conv_geom *g = &s->geom;
+    tensor *x = n->in[0], *k = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL, *y = n->out;
+    const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
+    const size_t P = (size_t)g->OH * g->OW;
+    /* dz = dy * relu'(y), in place: every consumer of y has run its backward
+     * already, so nothing reads y->grad after this. */
+    float *dz = y->grad;
+    if (s->activation == 1) {
+        const float *yd = y->data;
+        #pragma omp parallel for schedule(static) if (y->size > 65536)
+        for (size_t i = 0; i < y->size; i++)
+            if (!(yd[i] > 0.0f)) dz[i] = 0.0f;
+    }
+    if (cf) {
+        nn_conv_to_nhwc(c->y_nhwc, dz, N, F, (int)P, 0);
+        dz = c->y_nhwc;
+    }
+    /* Forward reserved the dx buffers only when x required a gradient; a
+     * leaf may carry a grad buffer without asking for one. */
+    float *dx = NULL;
+    if (x->grad && (c->w.dzs || c->w.dcol)) dx = cf ? c->dx_nhwc : x->grad;
+    if (dx && cf) memset(dx, 0, x->size * sizeof *dx);
+    float *dk = k->grad && c->w.part ? k->grad : NULL;
+    float *db = b && b->grad && c->w.db ? b->grad : NULL;
+    nn_conv_backward(dx, dk, db, dz, k->data, g, N, F, &c->w);
+    if (dx && cf) nn_conv_to_nchw(x->grad, dx, N, g->C, g->H * g->W, 1);
+}
+
+/* n floats from the arena, or NULL when n is 0; *failed is set on error. */
+static void *arena(nn_graph *g, size_t n, size_t elem, int *failed)
+{
+    if (!n) return NULL;
+    void *p = nn_graph_alloc(g, n * elem);
+    if (!p) *failed = 1;
+    return p;
+}
+
+static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
+{
+    (void)training;
+    const conv2d_state *s = l->state;
+    const nn_conv_geom *g = &s->geom;
+    const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
+    const size_t P = (size_t)g->OH * g->OW;
+    int shape[4] = {N, g->OH, g->OW, F};
+    if (cf) {
+        shape[1] = F;
+        shape[2] = g->OH;
+        shape[3] = g->OW;
+    }
+    tensor *k = l->params[0].t, *b = s->use_bias ? l->params[1].t : NULL;
+    tensor *in[3] = {x, k, b};
+    const int n_in = b ? 3 : 2;
+    const int record = nn_graph_needs_grad(gr, in, n_in);
+    const int need_dx = record && (x->flags & TENSOR_REQUIRES_GRAD);
+    const int need_dk = record && (k->flags & TENSOR_REQUIRES_GRAD);
+    const int need_db = record && b && (b->flags & TENSOR_REQUIRES_GRAD);
+    nn_conv_sizes z;
+    nn_conv_work_sizes(&z, g, N, F, need_dx, need_dk, need_db);
+    int failed = 0;
+    tensor *y = nn_graph_tensor(gr, 4, shape);
+    conv2d_ctx *c = arena(gr, 1, sizeof *c, &failed);
+    if (!y || failed) return NN_ERR_MEMORY;
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    nn_conv_work *w = &c->w;
+    w->xp = arena(gr, z.xp, sizeof(float), &failed);
+    w->kp = arena(gr, z.kp, sizeof(float), &failed);
+    w->bp = arena(gr, z.bp, sizeof(float), &failed);
+    w->dzp = arena(gr, z.dzp, sizeof(float), &failed);
+    w->part = arena(gr, z.part, sizeof(float), &failed);
+    w->dzs = arena(gr, z.dzs, sizeof(float), &failed);
+    w->kt = arena(gr, z.kt, sizeof(float), &failed);
+    w->dcol = arena(gr, z.dcol, sizeof(float), &failed);
+    w->db = arena(gr, z.db, sizeof(double), &failed);
+    const float *xd = x->data;
+    float *yd = y->data;
+    if (cf) {
+        float *xn = arena(gr, x->size, sizeof(float), &failed);
+        c->y_nhwc = arena(gr, y->size, sizeof(float), &failed);
+        if (need_dx) c->dx_nhwc = arena(gr, x->size, sizeof(float), &failed);
+        if (failed) return NN_ERR_MEMORY;
+        nn_conv_to_nhwc(xn, x->data, N, g->C, g->H * g->W, 0);
+        xd = xn;
+        yd = c->y_nhwc;
+    }
+    if (failed) return NN_ERR_MEMORY;
+    nn_conv_forward(yd, xd, k->data, b ? b->data : NULL, s->activation == 1, g, N, F, w);
+    if (cf) nn_conv_to_nchw(y->data, yd, N, F, (int)P, 0);
+    if (record) {
+        nn_node *node = nn_graph_record(gr, "conv2d", y, in, n_in, conv2d_backward, c);
+        if (node) node->saves_output = s->activation == 1;
+    }
+    *out = y;
+    return NN_OK;
+}
+
+const nn_layer_type nn_layer_conv2d = {
+    .name = "conv2d",
+    .summary = "2-D convolution: y = act(conv(x, kernel) + bias)",
+    .state_size = sizeof(conv2d_state),
+    .parse = conv2d_parse,
+    .write = conv2d_write,
+    .build = conv2d_build,
+    .forward = conv2d_forward,
+    /* Linear: each kernel weight feeds every output position, so with ReLU
+     * too many finite-difference points straddle a kink; the PyTorch
+     * fixtures in tests/test_conv.c check the ReLU path. */
+    .test_config = "filters=3 kernel_size=3,2 strides=2,1 padding=same dilation_rate=1 "
+                   "data_format=channels_first",
+    .test_rank = 3,
+    .test_shape = {2, 5, 4},
+};

@@ -1,0 +1,416 @@
+/* conv_core: window geometry, layout transposes and padded copies, the
+ * convolution's buffers and passes, col2im, deterministic per-channel sums
+ * and the pooling config (see conv_core.h). The GEMM tiles themselves are in
+ * conv_gemm.c.
+ *
+ * The passes of one convolution, NHWC, T = KH*KW*C:
+ *   forward   xp = x with its padding (a copy only when there is padding);
+ *             y = act(tiles(xp, k) + b), bias and ReLU applied to the tile
+ *             in registers before the single store
+ *   dbias     per-channel sums of dz over fixed row blocks
+ *   dkernel   dk (T, F) += sum over pixels of xp-window (T) x dz (F), in
+ *             fixed groups of output rows combined in group order
+ *   dx        stride 1: the correlation of dz, zero-padded by the window
+ *             less the forward padding, with the flipped kernel -- the same
+ *             tiles as forward; other strides: dcol = dz k^T in chunks of
+ *             samples (at most 8 MB), gathered into dx by col2im
+ * Vector loads need rows whose length is a multiple of the vector width, so
+ * a filter count F that is not gets zero-padded copies of the kernel (and of
+ * dz for dkernel); the extra columns are never stored.
+ */
+#include "layers/conv_core.h"
+
+#include <string.h>
+
+const char *const nn_conv_paddings[] = {"valid", "same", NULL};
+/* Elements per block of the per-channel sums: fixed, never derived from the
+ * thread count, which keeps the summation order (and result) fixed. */
+#define NN_SUM_BLOCK 16384
+/* Below this many elements a loop runs on one thread. */
+#define NN_PAR_MIN 32768
+
+nn_status nn_conv_geom_init(nn_conv_geom *g, int padding, const char *who)
+{
+    const long ekh = (long)(g->KH - 1) * g->DH + 1, ekw = (long)(g->KW - 1) * g->DW + 1;
+    if (padding == NN_PAD_SAME) {
+        g->OH = (g->H + g->SH - 1) / g->SH;
+        g->OW = (g->W + g->SW - 1) / g->SW;
+        long th = (long)(g->OH - 1) * g->SH + ekh - g->H;
+        long tw = (long)(g->OW - 1) * g->SW + ekw - g->W;
+        g->PT = th > 0 ? (int)(th / 2) : 0;
+        g->PL = tw > 0 ? (int)(tw / 2) : 0;
+        g->Hp = g->H + (th > 0 ? (int)th : 0);
+        g->Wp = g->W + (tw > 0 ? (int)tw : 0);
+        return NN_OK;
+    }
+    if (g->H < ekh || g->W < ekw)
+        return nn_error(NN_ERR_SHAPE,
+                        "%s: input %dx%d is smaller than the %ldx%ld window (kernel %dx%d, "
+                        "dilation %dx%d) with padding=valid; use padding=same or a smaller "
+                        "kernel",
+                        who, g->H, g->W, ekh, ekw, g->KH, g->KW, g->DH, g->DW);
+    g->OH = (int)((g->H - ekh) / g->SH + 1);
+    g->OW = (int)((g->W - ekw) / g->SW + 1);
+    g->PT = g->PL = 0;
+    g->Hp = g->H;
+    g->Wp = g->W;
+    return NN_OK;
+}
+
+nn_status nn_conv_image_shape(const char *layer, int in_rank, const int *in_shape,
+                              int channels_first, int *H, int *W, int *C)
+{
+    if (in_rank != 3) {
+        char b[96];
+        return nn_error(NN_ERR_SHAPE,
+                        "%s: expected a per-sample input of rank 3 %s (a batch of rank 4), "
+                        "got %s",
+                        layer, channels_first ? "(channels, height, width)" : "(height, width, channels)",
+                        tensor_shape_str(in_rank, in_shape, b, sizeof b));
+    }
+    *C = channels_first ? in_shape[0] : in_shape[2];
+    *H = channels_first ? in_shape[1] : in_shape[0];
+    *W = channels_first ? in_shape[2] : in_shape[1];
+    return NN_OK;
+}
+
+/* ---- layout transposes: (N, A, B) -> (N, B, A), 32x32 tiles ---- */
+
+#define TILE 32
+
+static void transpose_batched(float *dst, const float *src, int N, int A, int B, int add)
+{
+    const size_t plane = (size_t)A * B;
+    if (A == 1 || B == 1) {
+        /* Transposing a vector moves nothing. */
+        const size_t total = plane * (size_t)N;
+        #pragma omp parallel for schedule(static) if (total > NN_PAR_MIN)
+        for (size_t i = 0; i < total; i++) dst[i] = add ? dst[i] + src[i] : src[i];
+        return;
+    }
+    const int tb = (B + TILE - 1) / TILE;
+    #pragma omp parallel for collapse(2) schedule(static) if (plane * (size_t)N > NN_PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < tb; t++) {
+            const float *s = src + (size_t)n * plane;
+            float *d = dst + (size_t)n * plane;
+            const int b0 = t * TILE, b1 = b0 + TILE < B ? b0 + TILE : B;
+            for (int a0 = 0; a0 < A; a0 += TILE) {
+                const int a1 = a0 + TILE < A ? a0 + TILE : A;
+                for (int b = b0; b < b1; b++) {
+                    float *dr = d + (size_t)b * A;
+                    if (add)
+                        for (int a = a0; a < a1; a++) dr[a] += s[(size_t)a * B + b];
+                    else
+                        for (int a = a0; a < a1; a++) dr[a] = s[(size_t)a * B + b];
+                }
+            }
+        }
+}
+
+void nn_conv_to_nhwc(float *dst, const float *src, int N, int C, int HW, int add)
+{
+    transpose_batched(dst, src, N, C, HW, add);
+}
+
+void nn_conv_to_nchw(float *dst, const float *src, int N, int C, int HW, int add)
+{
+    transpose_batched(dst, src, N, HW, C, add);
+}
+
+/* ---- padded copies ---- */
+
+void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, int N, int C, int oh,
+                 int ow)
+{
+    /* Columns of dst that come from src: v in [v0, v1). */
+    const int v0 = ow > 0 ? ow : 0, v1 = Ws + ow < Wd ? Ws + ow : Wd;
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)N * Hd * Wd * C > NN_PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int u = 0; u < Hd; u++) {
+            float *d = dst + ((size_t)n * Hd + u) * Wd * C;
+            const int su = u - oh;
+            if (su < 0 || su >= Hs || v1 <= v0) {
+                memset(d, 0, (size_t)Wd * C * sizeof *d);
+                continue;
+            }
+            const float *s = src + (((size_t)n * Hs + su) * Ws + (v0 - ow)) * C;
+            memset(d, 0, (size_t)v0 * C * sizeof *d);
+            memcpy(d + (size_t)v0 * C, s, (size_t)(v1 - v0) * C * sizeof *d);
+            memset(d + (size_t)v1 * C, 0, (size_t)(Wd - v1) * C * sizeof *d);
+        }
+}
+
+/* dst (rows, ldd) = src (rows, cols), zero in columns [cols, ldd). */
+static void pad_cols(float *dst, int ldd, const float *src, size_t rows, int cols)
+{
+    #pragma omp parallel for schedule(static) if (rows * (size_t)ldd > NN_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(dst + r * ldd, src + r * cols, (size_t)cols * sizeof *dst);
+        memset(dst + r * ldd + cols, 0, (size_t)(ldd - cols) * sizeof *dst);
+    }
+}
+
+/* ---- the convolution: buffers, forward, backward ---- */
+
+/* Upper bound of one chunk of dx columns on the strided path. */
+#define NN_CONV_CHUNK_BYTES ((size_t)8 << 20)
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+static int is_padded(const nn_conv_geom *g)
+{
+    return g->PT || g->PL || g->Hp != g->H || g->Wp != g->W;
+}
+
+static size_t dcol_chunk(const nn_conv_geom *g, int N)
+{
+    const size_t per = (size_t)g->OH * g->OW * g->KH * g->KW * g->C * sizeof(float);
+    size_t chunk = per ? NN_CONV_CHUNK_BYTES / per : (size_t)N;
+    if (chunk < 1) chunk = 1; /* one sample's columns may exceed the bound */
+    if (chunk > (size_t)N) chunk = (size_t)N;
+    return chunk;
+}
+
+void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
+                        int need_dk, int need_db)
+{
+    const int VLw = nn_conv_vector_width(), Fp = round_up(F, VLw);
+    const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
+    memset(s, 0, sizeof *s);
+    if (is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
+    if (F != Fp) s->kp = T * Fp;
+    s->bp = (size_t)Fp;
+    if (need_dk) {
+        if (F != Fp) s->dzp = (size_t)N * P * Fp;
+        s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
+    }
+    if (need_dx) {
+        if (g->SH == 1 && g->SW == 1) {
+            s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
+            s->kt = (size_t)g->KH * g->KW * F * round_up(g->C, VLw);
+        } else {
+            s->kt = (size_t)F * round_up((int)T, VLw);
+            s->dcol = dcol_chunk(g, N) * P * T;
+        }
+    }
+    if (need_db) s->db = nn_conv_sum_scratch((size_t)N * P, F, 1);
+}
+
+void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
+                     const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+{
+    const int Fp = round_up(F, nn_conv_vector_width());
+    const size_t T = (size_t)g->KH * g->KW * g->C;
+    w->x = x;
+    if (is_padded(g)) {
+        nn_conv_pad(w->xp, g->Hp, g->Wp, x, g->H, g->W, N, g->C, g->PT, g->PL);
+        w->x = w->xp;
+    }
+    const float *kp = k;
+    if (F != Fp) {
+        pad_cols(w->kp, Fp, k, T, F);
+        kp = w->kp;
+    }
+    if (b) {
+        memcpy(w->bp, b, (size_t)F * sizeof *b);
+        memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
+    }
+    if (N == 0 || g->OH == 0 || g->OW == 0) return;
+    nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
+}
+
+void nn_conv_backward(float *dx, float *dk, float *db, const float *dz, const float *k,
+                      const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+{
+    const int VLw = nn_conv_vector_width(), Fp = round_up(F, VLw);
+    const int C = g->C, KH = g->KH, KW = g->KW;
+    const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
+    if (N == 0 || P == 0) return;
+    if (db) {
+        nn_conv_channel_sums(w->db, dz, NULL, NULL, NULL, (size_t)N * P, F, 1, w->db);
+        for (int f = 0; f < F; f++) db[f] += (float)w->db[f];
+    }
+    if (dk && T) {
+        const float *dzk = dz;
+        if (F != Fp) {
+            pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);
+            dzk = w->dzp;
+        }
+        nn_conv_backward_kernel(dk, w->x, g->Hp, g->Wp, dzk, F != Fp ? Fp : F, g, N, F, w->part,
+                                nn_conv_dk_groups(g, N, F));
+    }
+    if (!dx || !T) return;
+    if (g->SH == 1 && g->SW == 1) {
+        /* Stride 1: dx is the correlation of dz, padded by the window less
+         * the forward's padding, with the flipped kernel. */
+        const int Cp = round_up(C, VLw);
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++)
+                for (int f = 0; f < F; f++) {
+                    float *row = w->kt + ((size_t)(kh * KW + kw) * F + f) * Cp;
+                    const float *src = k + (size_t)((KH - 1 - kh) * KW + (KW - 1 - kw)) * C * F + f;
+                    for (int c = 0; c < C; c++) row[c] = src[(size_t)c * F];
+                    for (int c = C; c < Cp; c++) row[c] = 0.0f;
+                }
+        const int Hs = g->H + (KH - 1) * g->DH, Ws = g->W + (KW - 1) * g->DW;
+        nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
+                    (KW - 1) * g->DW - g->PL);
+        nn_conv_backward_input_direct(dx, w->dzs, w->kt, Cp, g, N, F);
+        return;
+    }
+    /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
+     * gathered back into dx. */
+    const int Tp = round_up((int)T, VLw);
+    for (int f = 0; f < F; f++)
+        for (size_t t = 0; t < (size_t)Tp; t++) w->kt[(size_t)f * Tp + t] = t < T ? k[t * F + f] : 0.0f;
+    const size_t in_per = (size_t)g->H * g->W * C;
+    const int chunk = (int)dcol_chunk(g, N);
+    for (int n0 = 0; n0 < N; n0 += chunk) {
+        const int nb = N - n0 < chunk ? N - n0 : chunk;
+        nn_conv_backward_cols(w->dcol, dz + (size_t)n0 * P * F, w->kt, Tp, (size_t)nb * P, F, (int)T);
+        nn_conv_col2im(dx + (size_t)n0 * in_per, w->dcol, g, nb, 1);
+    }
+}
+
+/* ---- col2im ---- */
+
+void nn_conv_col2im(float *dx, const float *col, const nn_conv_geom *g, int nb, int add)
+{
+    const int H = g->H, W = g->W, C = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW;
+    const size_t K = (size_t)KH * KW * C;
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)nb * OH * OW * K > NN_PAR_MIN)
+    for (int n = 0; n < nb; n++)
+        for (int ih = 0; ih < H; ih++) {
+            float *restrict dxr = dx + ((size_t)n * H + ih) * W * C;
+            if (!add) memset(dxr, 0, (size_t)W * C * sizeof *dxr);
+            for (int kh = 0; kh < KH; kh++) {
+                const int t = ih + g->PT - kh * g->DH;
+                if (t < 0 || t % g->SH) continue;
+                const int oh = t / g->SH;
+                if (oh >= OH) continue;
+                const float *colr = col + ((size_t)n * OH + oh) * OW * K + (size_t)kh * KW * C;
+                for (int iw = 0; iw < W; iw++) {
+                    float *restrict d = dxr + (size_t)iw * C;
+                    for (int kw = 0; kw < KW; kw++) {
+                        const int u = iw + g->PL - kw * g->DW;
+                        if (u < 0 || u % g->SW) continue;
+                        const int ow = u / g->SW;
+                        if (ow >= OW) continue;
+                        const float *restrict s = colr + (size_t)ow * K + (size_t)kw * C;
+                        for (int c = 0; c < C; c++) d[c] += s[c];
+                    }
+                }
+            }
+        }
+}
+
+/* ---- deterministic per-channel sums ---- */
+
+static size_t sum_rows_per_block(int C, size_t inner)
+{
+    const size_t per = (size_t)C * inner;
+    const size_t r = per ? NN_SUM_BLOCK / per : 1;
+    return r ? r : 1;
+}
+
+size_t nn_conv_sum_scratch(size_t outer, int C, size_t inner)
+{
+    const size_t rpb = sum_rows_per_block(C, inner);
+    const size_t blocks = (outer + rpb - 1) / rpb;
+    return (blocks ? blocks : 1) * (size_t)(C > 0 ? C : 1);
+}
+
+void nn_conv_channel_sums(double *out, const float *a, const float *sa, const float *b,
+                          const float *sb, size_t outer, int C, size_t inner, double *part)
+{
+    const size_t rpb = sum_rows_per_block(C, inner);
+    const size_t blocks = (outer + rpb - 1) / rpb;
+    #pragma omp parallel for schedule(static) if (outer * (size_t)C * inner > NN_PAR_MIN)
+    for (size_t blk = 0; blk < blocks; blk++) {
+        double *restrict p = part + blk * C;
+        for (int c = 0; c < C; c++) p[c] = 0.0;
+        const size_t o1 = (blk + 1) * rpb < outer ? (blk + 1) * rpb : outer;
+        for (size_t o = blk * rpb; o < o1; o++) {
+            const float *ar = a + o * C * inner, *br = b ? b + o * C * inner : NULL;
+            if (inner == 1) {
+                /* Channels-last: the channel loop is the contiguous one. */
+                if (br)
+                    for (int c = 0; c < C; c++)
+                        p[c] += ((double)ar[c] - (sa ? sa[c] : 0.0f)) *
+                                ((double)br[c] - (sb ? sb[c] : 0.0f));
+                else if (sa)
+                    for (int c = 0; c < C; c++) p[c] += (double)ar[c] - sa[c];
+                else
+                    for (int c = 0; c < C; c++) p[c] += ar[c];
+                continue;
+            }
+            for (int c = 0; c < C; c++) {
+                const float *ap = ar + (size_t)c * inner, *bp = br ? br + (size_t)c * inner : NULL;
+                const double sac = sa ? sa[c] : 0.0, sbc = sb ? sb[c] : 0.0;
+                double s = 0.0;
+                if (bp)
+                    for (size_t i = 0; i < inner; i++) s += (ap[i] - sac) * (bp[i] - sbc);
+                else
+                    for (size_t i = 0; i < inner; i++) s += ap[i] - sac;
+                p[c] += s;
+            }
+        }
+    }
+    /* Blocks combine in index order; out may alias part (row 0 is read
+     * before it is written). */
+    for (int c = 0; c < C; c++) {
+        double s = blocks ? part[c] : 0.0;
+        for (size_t blk = 1; blk < blocks; blk++) s += part[blk * C + c];
+        out[c] = s;
+    }
+}
+
+/* ---- pooling config ---- */
+
+nn_status nn_pool_parse(nn_pool_state *s, nn_config *c)
+{
+    static const int two[2] = {2, 2};
+    NN_TRY(nn_config_get_ints(c, "pool_size", s->pool, 2, two, 0, 1, 4096));
+    NN_TRY(nn_config_get_ints(c, "strides", s->strides, 2, s->pool, 0, 1, 4096));
+    NN_TRY(nn_config_get_choice(c, "padding", &s->padding, NN_PAD_VALID, nn_conv_paddings));
+    return nn_config_get_data_format(c, &s->format);
+}
+
+void nn_pool_write(const nn_pool_state *s, nn_config_writer *w)
+{
+    nn_config_write(w, "pool_size", "%d,%d", s->pool[0], s->pool[1]);
+    nn_config_write(w, "strides", "%d,%d", s->strides[0], s->strides[1]);
+    nn_config_write(w, "padding", "%s", nn_conv_paddings[s->padding]);
+    nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
+}
+
+nn_status nn_pool_build(nn_layer *l, nn_pool_state *s, int in_rank, const int *in_shape)
+{
+    const int cf = s->format == NN_CHANNELS_FIRST;
+    nn_conv_geom *g = &s->geom;
+    memset(g, 0, sizeof *g);
+    NN_TRY(nn_conv_image_shape(l->name, in_rank, in_shape, cf, &g->H, &g->W, &g->C));
+    g->KH = s->pool[0];
+    g->KW = s->pool[1];
+    g->SH = s->strides[0];
+    g->SW = s->strides[1];
+    g->DH = g->DW = 1;
+    NN_TRY(nn_conv_geom_init(g, s->padding, l->name));
+    l->out_rank = 3;
+    l->out_shape[0] = cf ? g->C : g->OH;
+    l->out_shape[1] = cf ? g->OH : g->OW;
+    l->out_shape[2] = cf ? g->OW : g->C;
+    return NN_OK;
+}
+
+nn_conv_geom nn_pool_kernel_geom(const nn_pool_state *s, int N, int *planes)
+{
+    nn_conv_geom g = s->geom;
+    *planes = N;
+    if (s->format == NN_CHANNELS_FIRST) {
+        *planes = N * g.C;
+        g.C = 1;
+    }
+    return g;
+}

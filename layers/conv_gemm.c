@@ -1,0 +1,335 @@
+/* conv_gemm: the convolution's arithmetic as register-blocked GEMM tiles
+ * that read their operands straight from NHWC tensors (an implicit GEMM:
+ * no column matrix is built). See conv_core.h for the shapes.
+ *
+ * Every product here has the form
+ *     out[r][f] (+)= sum_t a[r][t] * b[t][f]
+ * where row r is a pixel (forward, dx) or a kernel row (dkernel), f runs
+ * over whole vectors, and a[r][t] is read as a broadcast from the tensor
+ * itself. A tile keeps R rows x V vectors of accumulators in registers
+ * (6 x 4 x 16 floats with AVX-512: 24 of the 32 registers) while t runs
+ * over the whole reduction, so every loaded vector of b feeds R FMAs and
+ * every broadcast V. The reduction is walked in "segments" (one per kernel
+ * row, or per kernel element with dilation): inside a segment both operands
+ * are contiguous.
+ *
+ * Why not im2col + cblas_sgemm: the column matrix costs a write and a read
+ * of KH*KW times the input, and OpenBLAS splits long reductions (dkernel's
+ * sum over all pixels) into blocks whose size depends on the thread count,
+ * so its results change with OMP_NUM_THREADS. Here each output element is
+ * summed by one thread in an order fixed by the shapes alone; dkernel's sum
+ * over pixels runs in fixed groups of rows combined in group order.
+ *
+ * Vector width: 16 floats with AVX-512, 8 with AVX, 4 otherwise, through
+ * GCC/Clang vector extensions (no intrinsics), so -march decides.
+ */
+#include <string.h>
+
+#include "layers/conv_core.h"
+
+/* acc += a * b must compile to one FMA: -std=c11 (ISO mode) makes GCC keep
+ * the multiply and the add apart, which costs half the throughput. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#if defined(__AVX512F__)
+#define VL 16
+#define VMAX 4 /* vectors per tile; rows per tile from tile_rows() */
+#elif defined(__AVX__)
+#define VL 8
+#define VMAX 2
+#else
+#define VL 4
+#define VMAX 2
+#endif
+#define RMAX 8
+
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef int vi __attribute__((vector_size(VL * sizeof(int))));
+
+#define UNROLL _Pragma("GCC unroll 8")
+#define INLINE static inline __attribute__((always_inline))
+
+/* Rows per tile for V vectors: as many accumulators as the registers hold
+ * next to V loaded vectors and one broadcast. */
+INLINE int tile_rows(int V)
+{
+#if VL == 16
+    return V == 4 ? 6 : 8;
+#else
+    return V == 2 ? 6 : 8;
+#endif
+}
+
+INLINE vf vload(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+int nn_conv_vector_width(void) { return VL; }
+
+/* The reduction of one tile: nkh x nkw segments of `run` elements; segment
+ * (i, j) starts at a + i*ah + j*aw in a and at row i*bh + j*bw of b. */
+typedef struct {
+    int nkh, nkw, run;
+    size_t ah, aw, bh, bw;
+} segs;
+
+/* out[r][f] for r < rr, f < nvalid of a tile of R rows x V vectors:
+ *   t = sum over segments and j of a[r*pstride + off + j] * b[(row + j)*ldb]
+ *   then + bias, ReLU, or + out (add), and stored (ld ldo). */
+INLINE void tile(float *restrict out, size_t ldo, int rr, int nvalid, const float *restrict a,
+                 size_t pstride, const segs *s, const float *restrict b, size_t ldb,
+                 const float *restrict bias, int relu, int add, const int R, const int V)
+{
+    vf acc[RMAX][VMAX];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+    for (int i = 0; i < s->nkh; i++)
+        for (int k = 0; k < s->nkw; k++) {
+            const float *restrict as = a + i * s->ah + k * s->aw;
+            const float *restrict bs = b + (i * s->bh + k * s->bw) * ldb;
+            for (int j = 0; j < s->run; j++) {
+                vf bv[VMAX];
+                UNROLL for (int v = 0; v < V; v++) bv[v] = vload(bs + (size_t)j * ldb + v * VL);
+                UNROLL for (int r = 0; r < R; r++) {
+                    if (r < rr) {
+                        const vf x = (vf){0} + as[r * pstride + j];
+                        UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
+                    }
+                }
+            }
+        }
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r >= rr) break;
+        float *o = out + r * ldo;
+        UNROLL for (int v = 0; v < V; v++) {
+            vf t = acc[r][v];
+            if (bias) t += vload(bias + v * VL);
+            if (relu) t = (vf)((vi)t & (t > (vf){0}));
+            const int left = nvalid - v * VL;
+            if (left >= VL) {
+                if (add) t += vload(o + v * VL);
+                vstore(o + v * VL, t);
+            } else {
+                /* The last vector of a width that is not a multiple of VL. */
+                float part[VL];
+                vstore(part, t);
+                for (int e = 0; e < left; e++) o[v * VL + e] = add ? o[v * VL + e] + part[e] : part[e];
+            }
+        }
+    }
+}
+
+/* Runs a row of `rows` tiles of one column group: rows spaced pstride in a
+ * and ldo in out; V vectors wide (nvalid columns valid). */
+static void tile_row(float *out, size_t ldo, int rows, int nvalid, const float *a, size_t pstride,
+                     const segs *s, const float *b, size_t ldb, const float *bias, int relu, int add)
+{
+    const int V = (nvalid + VL - 1) / VL;
+    const int R = tile_rows(V);
+    for (int r0 = 0; r0 < rows; r0 += R) {
+        const int rr = rows - r0 < R ? rows - r0 : R;
+        float *o = out + (size_t)r0 * ldo;
+        const float *ar = a + (size_t)r0 * pstride;
+        /* Full tiles get the constant row count, so the row test folds away. */
+#define TILE(RR, VV) tile(o, ldo, RR, nvalid, ar, pstride, s, b, ldb, bias, relu, add, tile_rows(VV), VV)
+        switch (V) {
+#if VMAX >= 4
+        case 4: if (rr == tile_rows(4)) TILE(tile_rows(4), 4); else TILE(rr, 4); break;
+        case 3: if (rr == tile_rows(3)) TILE(tile_rows(3), 3); else TILE(rr, 3); break;
+#endif
+        case 2: if (rr == tile_rows(2)) TILE(tile_rows(2), 2); else TILE(rr, 2); break;
+        default: if (rr == tile_rows(1)) TILE(tile_rows(1), 1); else TILE(rr, 1); break;
+        }
+#undef TILE
+    }
+}
+
+/* Column groups of at most VMAX vectors over `cols` columns. */
+static int col_groups(int cols) { return (cols + VMAX * VL - 1) / (VMAX * VL); }
+
+static segs window_segs(const nn_conv_geom *g, int rowlen, int ch)
+{
+    /* Over an (.., rowlen, ch) NHWC image: with dilation 1 along W a kernel
+     * row's KW*ch elements are contiguous. */
+    segs s;
+    s.nkh = g->KH;
+    s.ah = (size_t)g->DH * rowlen * ch;
+    s.bh = (size_t)g->KW * ch;
+    if (g->DW == 1) {
+        s.nkw = 1;
+        s.run = g->KW * ch;
+        s.aw = s.bw = 0;
+    } else {
+        s.nkw = g->KW;
+        s.run = ch;
+        s.aw = (size_t)g->DW * ch;
+        s.bw = (size_t)ch;
+    }
+    return s;
+}
+
+void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float *kp, int ldk,
+                          const float *bp, int relu, const nn_conv_geom *g, int N, int F)
+{
+    const int C = g->C, OH = g->OH, OW = g->OW, groups = col_groups(F);
+    const segs s = window_segs(g, Wp, C);
+    const long rows = (long)N * OH;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (long q = 0; q < rows; q++)
+        for (int cg = 0; cg < groups; cg++) {
+            const long n = q / OH, oh = q % OH;
+            const int fo = cg * VMAX * VL, nvalid = F - fo < VMAX * VL ? F - fo : VMAX * VL;
+            const float *xr = xp + ((size_t)n * Hp + (size_t)oh * g->SH) * Wp * C;
+            tile_row(y + (size_t)q * OW * F + fo, (size_t)F, OW, nvalid, xr, (size_t)g->SW * C, &s,
+                     kp + fo, (size_t)ldk, bp ? bp + fo : NULL, relu, 0);
+        }
+}
+
+void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt, int ldk,
+                                   const nn_conv_geom *g, int N, int F)
+{
+    /* dx is a stride-1 convolution of the spatially padded dz with the
+     * flipped, transposed kernel: the forward's tiles with C and F swapped. */
+    const int H = g->H, W = g->W, C = g->C, groups = col_groups(C);
+    const int Hs = H + (g->KH - 1) * g->DH, Ws = W + (g->KW - 1) * g->DW;
+    const segs s = window_segs(g, Ws, F);
+    const long rows = (long)N * H;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (long q = 0; q < rows; q++)
+        for (int cg = 0; cg < groups; cg++) {
+            const long n = q / H, ih = q % H;
+            const int co = cg * VMAX * VL, nvalid = C - co < VMAX * VL ? C - co : VMAX * VL;
+            const float *ar = dzs + ((size_t)n * Hs + ih) * Ws * F;
+            tile_row(dx + (size_t)q * W * C + co, (size_t)C, W, nvalid, ar, (size_t)F, &s, kt + co,
+                     (size_t)ldk, NULL, 0, 1);
+        }
+}
+
+void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,
+                           int T)
+{
+    /* dcol (M, T) = dz (M, F) kernel^T: one segment, the F channels. */
+    const segs s = {1, 1, F, 0, 0, 0, 0};
+    const int groups = col_groups(T);
+    const long blocks = (long)((M + 63) / 64);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (long bk = 0; bk < blocks; bk++)
+        for (int cg = 0; cg < groups; cg++) {
+            const size_t p0 = (size_t)bk * 64;
+            const int rows = M - p0 < 64 ? (int)(M - p0) : 64;
+            const int to = cg * VMAX * VL, nvalid = T - to < VMAX * VL ? T - to : VMAX * VL;
+            tile_row(dcol + p0 * T + to, (size_t)T, rows, nvalid, dz + p0 * F, (size_t)F, &s,
+                     kt2 + to, (size_t)ldk, NULL, 0, 0);
+        }
+}
+
+/* ---- dkernel ---- */
+
+/* part[r][f] += sum over pixels of x[pixel][r] * dz[pixel][f] for rows
+ * q in [q0, q1): the R x V tile of kernel rows j0.. and columns fo... */
+INLINE void dk_tile(float *restrict part, size_t ldp, int rr, const float *restrict xseg,
+                    const float *restrict dz, size_t ldz, const nn_conv_geom *g, int Hp, int Wp,
+                    long q0, long q1, const int R, const int V)
+{
+    const int OH = g->OH, OW = g->OW, C = g->C;
+    const size_t px = (size_t)g->SW * C;
+    vf acc[RMAX][VMAX];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+    for (long q = q0; q < q1; q++) {
+        const long n = q / OH, oh = q % OH;
+        const float *restrict xr = xseg + ((size_t)n * Hp + (size_t)oh * g->SH) * Wp * C;
+        const float *restrict dr = dz + (size_t)q * OW * ldz;
+        for (int ow = 0; ow < OW; ow++) {
+            vf bv[VMAX];
+            UNROLL for (int v = 0; v < V; v++) bv[v] = vload(dr + (size_t)ow * ldz + v * VL);
+            UNROLL for (int r = 0; r < R; r++) {
+                if (r < rr) {
+                    const vf x = (vf){0} + xr[ow * px + r];
+                    UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
+                }
+            }
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r >= rr) break;
+        UNROLL for (int v = 0; v < V; v++) {
+            float *p = part + r * ldp + v * VL;
+            vstore(p, vload(p) + acc[r][v]);
+        }
+    }
+}
+
+/* Output rows per pass over a group, so a group's dz and x rows stay in L1
+ * and L2 while every tile of a segment sweeps them. */
+#define DK_ROWS 4
+
+int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F)
+{
+    /* Fixed by the shapes alone: up to 16 groups of output rows, fewer when
+     * their partial sums (T x Fp each) would pass 16 MB. */
+    const size_t t = (size_t)g->KH * g->KW * g->C * (size_t)((F + VL - 1) / VL * VL);
+    const long rows = (long)N * g->OH;
+    long G = t ? (long)(((size_t)4 << 20) / t) : 1;
+    if (G > 16) G = 16;
+    if (G > rows) G = rows;
+    return G < 1 ? 1 : (int)G;
+}
+
+void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
+                             const nn_conv_geom *g, int N, int F, float *part, int G)
+{
+    const int C = g->C, KW = g->KW, Fp = (F + VL - 1) / VL * VL;
+    const size_t T = (size_t)g->KH * KW * C;
+    const long rows = (long)N * g->OH;
+    /* Segments: a kernel row (dilation 1 along W) or one kernel element. */
+    const int nkw = g->DW == 1 ? 1 : KW, run = g->DW == 1 ? KW * C : C;
+    const int nseg = g->KH * nkw, items = G * nseg, groups = col_groups(F);
+    #pragma omp parallel for schedule(static)
+    for (int it = 0; it < items; it++) {
+        const int gi = it / nseg, sg = it % nseg, kh = sg / nkw, kw = sg % nkw;
+        const long q0 = rows * gi / G, q1 = rows * (gi + 1) / G;
+        const size_t t0 = (size_t)kh * KW * C + (size_t)kw * C;
+        float *pg = part + (size_t)gi * T * Fp + t0 * Fp;
+        memset(pg, 0, (size_t)run * Fp * sizeof *pg);
+        const float *xseg = xp + (size_t)kh * g->DH * Wp * C + (size_t)kw * g->DW * C;
+        for (long qb = q0; qb < q1; qb += DK_ROWS) {
+            const long qe = qb + DK_ROWS < q1 ? qb + DK_ROWS : q1;
+            for (int cg = 0; cg < groups; cg++) {
+                const int fo = cg * VMAX * VL;
+                const int V = ((F - fo < VMAX * VL ? F - fo : VMAX * VL) + VL - 1) / VL;
+                const int R = tile_rows(V);
+                for (int j0 = 0; j0 < run; j0 += R) {
+                    const int rr = run - j0 < R ? run - j0 : R;
+                    float *p = pg + (size_t)j0 * Fp + fo;
+#define DK(RR, VV) dk_tile(p, (size_t)Fp, RR, xseg + j0, dz + fo, (size_t)ldz, g, Hp, Wp, qb, qe, \
+                           tile_rows(VV), VV)
+                    switch (V) {
+#if VMAX >= 4
+                    case 4: if (rr == tile_rows(4)) DK(tile_rows(4), 4); else DK(rr, 4); break;
+                    case 3: if (rr == tile_rows(3)) DK(tile_rows(3), 3); else DK(rr, 3); break;
+#endif
+                    case 2: if (rr == tile_rows(2)) DK(tile_rows(2), 2); else DK(rr, 2); break;
+                    default: if (rr == tile_rows(1)) DK(tile_rows(1), 1); else DK(rr, 1); break;
+                    }
+#undef DK
+                }
+            }
+        }
+    }
+    /* Groups combine in order, so the sum is the same for any thread count. */
+    #pragma omp parallel for schedule(static) if (T * (size_t)F * G > 32768)
+    for (size_t t = 0; t < T; t++)
+        for (int f = 0; f < F; f++) {
+            float s = part[t * Fp + f];
+            for (int gi = 1; gi < G; gi++) s += part[((size_t)gi * T + t) * Fp + f];
+            dk[t * F + f] += s;
+        }
+}

@@ -1,0 +1,139 @@
+/* maxpool2d: the maximum over each pool_size window, per channel.
+ * x (N, H, W, C) channels_last or (N, C, H, W) channels_first.
+ * Config: pool_size (2), strides (pool_size), padding valid | same (valid),
+ * data_format (the framework default). With padding=same (Keras's: output
+ * ceil(in / stride), the odd padding row/column at the bottom/right) the
+ * padded positions never win, as if they held -inf.
+ *
+ * Forward saves, per output element, the int32 position ih*W + iw of the
+ * winner inside its (H, W) plane; backward sends dy there (dx += dy at the
+ * arg-max). The first maximum wins a tie and a NaN wins over numbers, as in
+ * PyTorch. channels_first runs the channels_last kernel on N*C samples of
+ * one channel (each (H, W) plane is contiguous), so there is no transpose.
+ * Parallel over samples: windows of one sample may overlap, samples never
+ * do, so backward's scatter is race-free and in a fixed order.
+ *
+ * Omits: dilation, ceil_mode, returning the indices to the caller.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "layers/conv_core.h"
+
+typedef struct {
+    const nn_pool_state *s;
+    int32_t *idx; /* (planes, OH, OW, C) */
+} maxpool2d_ctx;
+
+/* y (NP, OH, OW, C) = max over windows of x (NP, H, W, C); idx likewise. */
+static void maxpool_forward(float *y, int32_t *idx, const float *x, const nn_conv_geom *g, int NP)
+{
+    const int H = g->H, W = g->W, C = g->C, OH = g->OH, OW = g->OW;
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * OH * OW * C > 32768)
+    for (int n = 0; n < NP; n++)
+        for (int oh = 0; oh < OH; oh++) {
+            const float *xn = x + (size_t)n * H * W * C;
+            const int h0 = oh * g->SH - g->PT;
+            const int khs = h0 < 0 ? -h0 : 0, khe = H - h0 < g->KH ? H - h0 : g->KH;
+            for (int ow = 0; ow < OW; ow++) {
+                const int w0 = ow * g->SW - g->PL;
+                const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < g->KW ? W - w0 : g->KW;
+                const size_t o = (((size_t)n * OH + oh) * OW + ow) * C;
+                float *restrict yo = y + o;
+                int32_t *restrict io = idx + o;
+                const int32_t first = (h0 + khs) * W + (w0 + kws);
+                for (int c = 0; c < C; c++) {
+                    yo[c] = -INFINITY;
+                    io[c] = first;
+                }
+                for (int kh = khs; kh < khe; kh++)
+                    for (int kw = kws; kw < kwe; kw++) {
+                        const int32_t pos = (h0 + kh) * W + (w0 + kw);
+                        const float *restrict xp = xn + (size_t)pos * C;
+                        for (int c = 0; c < C; c++) {
+                            const float v = xp[c];
+                            if (v > yo[c] || v != v) {
+                                yo[c] = v;
+                                io[c] = pos;
+                            }
+                        }
+                    }
+            }
+        }
+}
+
+/* dx (NP, H, W, C) += dy (NP, OH, OW, C) routed to idx. */
+static void maxpool_backward_kernel(float *dx, const float *dy, const int32_t *idx,
+                                    const nn_conv_geom *g, int NP)
+{
+    const int C = g->C;
+    const size_t per_out = (size_t)g->OH * g->OW, per_in = (size_t)g->H * g->W * C;
+    #pragma omp parallel for schedule(static) if ((size_t)NP * per_out * C > 32768)
+    for (int n = 0; n < NP; n++) {
+        float *dxn = dx + (size_t)n * per_in;
+        const size_t o0 = (size_t)n * per_out * C;
+        for (size_t p = 0; p < per_out; p++)
+            for (int c = 0; c < C; c++) {
+                const size_t o = o0 + p * C + c;
+                dxn[(size_t)idx[o] * C + c] += dy[o];
+            }
+    }
+}
+
+static nn_status maxpool2d_parse(nn_layer *l, nn_config *c)
+{
+    return nn_pool_parse(l->state, c);
+}
+
+static void maxpool2d_write(const nn_layer *l, nn_config_writer *w)
+{
+    nn_pool_write(l->state, w);
+}
+
+static nn_status maxpool2d_build(nn_layer *l, int in_rank, const int *in_shape)
+{
+    return nn_pool_build(l, l->state, in_rank, in_shape);
+}
+
+static void maxpool2d_backward(nn_node *n)
+{
+    const maxpool2d_ctx *c = n->ctx;
+    tensor *x = n->in[0];
+    if (!x->grad) return;
+    int planes;
+    const nn_conv_geom g = nn_pool_kernel_geom(c->s, x->shape[0], &planes);
+    maxpool_backward_kernel(x->grad, n->out->grad, c->idx, &g, planes);
+}
+
+static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
+{
+    (void)training;
+    const nn_pool_state *s = l->state;
+    int shape[4] = {x->shape[0], l->out_shape[0], l->out_shape[1], l->out_shape[2]};
+    tensor *y = nn_graph_tensor(gr, 4, shape);
+    if (!y) return NN_ERR_MEMORY;
+    maxpool2d_ctx *c = nn_graph_alloc(gr, sizeof *c);
+    int32_t *idx = nn_graph_alloc(gr, y->size * sizeof(int32_t));
+    if (!c || !idx) return NN_ERR_MEMORY;
+    int planes;
+    const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
+    maxpool_forward(y->data, idx, x->data, &g, planes);
+    c->s = s;
+    c->idx = idx;
+    nn_graph_record(gr, "maxpool2d", y, &x, 1, maxpool2d_backward, c);
+    *out = y;
+    return NN_OK;
+}
+
+const nn_layer_type nn_layer_maxpool2d = {
+    .name = "maxpool2d",
+    .summary = "2-D max pooling over pool_size windows",
+    .state_size = sizeof(nn_pool_state),
+    .parse = maxpool2d_parse,
+    .write = maxpool2d_write,
+    .build = maxpool2d_build,
+    .forward = maxpool2d_forward,
+    .test_config = "pool_size=3 strides=2 padding=same data_format=channels_last",
+    .test_rank = 3,
+    .test_shape = {6, 5, 2},
+};

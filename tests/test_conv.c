@@ -1,0 +1,739 @@
+/* The convolution stack: conv2d, maxpool2d, avgpool2d, global_avgpool2d and
+ * batchnorm against PyTorch 1.13 references (tests/fixtures/conv, written by
+ * tests/gen_conv_fixtures.py), plus format agreement, thread-count
+ * invariance, the tiled kernels against a direct loop on larger shapes, and
+ * config/shape errors.
+ *
+ * Tolerance of every fixture comparison (forward, dx, parameter gradients,
+ * moving statistics), both must hold:
+ *   elementwise  |got - ref| <= 1e-4 * |ref| + 1e-5 * max|ref|
+ *   norm-wise    ||got - ref|| / ||ref|| < 1e-4
+ * The small absolute floor (relative to the array's largest value) covers
+ * outputs that are sums of terms cancelling to near zero, whose float32
+ * error is relative to the terms, not to the result. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "layers/conv_core.h"
+#include "test_util.h"
+
+#define FX_DIR "tests/fixtures/conv/"
+#define FX_MAX_ARRAYS 16
+
+typedef struct {
+    char name[48];
+    int rank, shape[TENSOR_MAX_RANK];
+    size_t size;
+    float *data;
+    int used;
+} fx_array;
+
+typedef struct {
+    char file[128];
+    char layer[32], config[256];
+    int training;
+    fx_array arr[FX_MAX_ARRAYS];
+    int n;
+} fx_case;
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+/* Copies the rest of the line after *p (trimmed) into out. */
+static void rest_of_line(char **p, char *out, size_t n)
+{
+    char *s = *p;
+    while (*s == ' ' || *s == '\t') s++;
+    char *e = s;
+    while (*e && *e != '\n' && *e != '\r') e++;
+    char *t = e;
+    while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
+    snprintf(out, n, "%.*s", (int)(t - s), s);
+    *p = e;
+}
+
+static void fx_free(fx_case *c)
+{
+    for (int i = 0; i < c->n; i++) free(c->arr[i].data);
+    c->n = 0;
+}
+
+static void fx_load(fx_case *c, const char *file)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->file, sizeof c->file, "%s", file);
+    char path[256];
+    snprintf(path, sizeof path, FX_DIR "%s", file);
+    char *buf = read_all(path, NULL);
+    if (!buf) fail_msg("%s: cannot read fixture (run tests from the repository root)", path);
+    char *p = buf;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p) break;
+        if (*p == '#') {
+            while (*p && *p != '\n') p++;
+            continue;
+        }
+        char word[16];
+        int len = 0;
+        while (*p && *p != ' ' && *p != '\n' && len < 15) word[len++] = *p++;
+        word[len] = '\0';
+        if (!strcmp(word, "layer")) {
+            rest_of_line(&p, c->layer, sizeof c->layer);
+        } else if (!strcmp(word, "config")) {
+            rest_of_line(&p, c->config, sizeof c->config);
+        } else if (!strcmp(word, "training")) {
+            c->training = (int)strtol(p, &p, 10);
+        } else if (!strcmp(word, "array")) {
+            if (c->n == FX_MAX_ARRAYS) fail_msg("%s: more than %d arrays", path, FX_MAX_ARRAYS);
+            fx_array *a = &c->arr[c->n++];
+            int consumed = 0;
+            if (sscanf(p, " %47s %d%n", a->name, &a->rank, &consumed) != 2 || a->rank < 1 ||
+                a->rank > TENSOR_MAX_RANK)
+                fail_msg("%s: bad array header at offset %ld", path, (long)(p - buf));
+            p += consumed;
+            a->size = 1;
+            for (int i = 0; i < a->rank; i++) {
+                a->shape[i] = (int)strtol(p, &p, 10);
+                a->size *= (size_t)a->shape[i];
+            }
+            a->data = malloc((a->size ? a->size : 1) * sizeof(float));
+            for (size_t i = 0; i < a->size; i++) {
+                char *end;
+                a->data[i] = strtof(p, &end);
+                if (end == p)
+                    fail_msg("%s: array %s: value %zu missing at offset %ld", path, a->name, i,
+                             (long)(p - buf));
+                p = end;
+            }
+        } else {
+            fail_msg("%s: unknown keyword '%s' at offset %ld", path, word, (long)(p - buf));
+        }
+    }
+    free(buf);
+}
+
+static fx_array *fx_get(fx_case *c, const char *name, int required)
+{
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->arr[i].name, name)) {
+            c->arr[i].used = 1;
+            return &c->arr[i];
+        }
+    if (required) fail_msg("%s: no array '%s'", c->file, name);
+    return NULL;
+}
+
+/* The comparison described at the top of the file. */
+static void check_close(const char *file, const char *what, const float *got, const float *ref,
+                        size_t n)
+{
+    double maxref = 0.0, dd = 0.0, rr = 0.0;
+    for (size_t i = 0; i < n; i++) maxref = fmax(maxref, fabs(ref[i]));
+    const double atol = 1e-5 * maxref;
+    size_t bad = 0, worst = 0;
+    double worst_excess = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        const double diff = fabs((double)got[i] - ref[i]);
+        const double tol = 1e-4 * fabs(ref[i]) + atol;
+        if (!(diff <= tol)) {
+            bad++;
+            const double excess = isnan(diff) ? INFINITY : diff - tol;
+            if (excess > worst_excess) {
+                worst_excess = excess;
+                worst = i;
+            }
+        }
+        dd += diff * diff;
+        rr += (double)ref[i] * ref[i];
+    }
+    const double rel = rr > 0 ? sqrt(dd) / sqrt(rr) : sqrt(dd);
+    if (bad || !(rel < 1e-4))
+        fail_msg("%s: %s: %zu of %zu elements out of tolerance (worst [%zu] got %.9g want %.9g), "
+                 "norm-wise relative error %.3g",
+                 file, what, bad, n, worst, (double)got[worst], (double)ref[worst], rel);
+}
+
+static tensor *leaf_from(const fx_array *a, int requires_grad)
+{
+    tensor *t = tensor_create(a->rank, a->shape);
+    assert_non_null(t);
+    memcpy(t->data, a->data, a->size * sizeof(float));
+    if (requires_grad) {
+        t->grad = tensor_aligned_alloc((t->size ? t->size : 1) * sizeof(float));
+        memset(t->grad, 0, t->size * sizeof(float));
+        t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    }
+    return t;
+}
+
+static void run_fixture(const char *file)
+{
+    fx_case c;
+    fx_load(&c, file);
+    fx_array *xa = fx_get(&c, "x", 1);
+    nn_layer *l = nn_layer_create(c.layer, c.config);
+    if (!l) fail_msg("%s: create failed: %s", file, nn_last_error());
+    assert_ok(nn_layer_build(l, xa->rank - 1, xa->shape + 1));
+    assert_ok(nn_layer_alloc_params(l, 1));
+    for (int i = 0; i < l->n_params; i++) {
+        nn_param *p = &l->params[i];
+        char key[64];
+        snprintf(key, sizeof key, "param:%s", p->name);
+        fx_array *pa = fx_get(&c, key, 1);
+        if (pa->size != p->t->size) fail_msg("%s: %s has %zu values, want %zu", file, key, pa->size, p->t->size);
+        memcpy(p->t->data, pa->data, pa->size * sizeof(float));
+    }
+    tensor *x = leaf_from(xa, 1);
+    fx_array *dya = fx_get(&c, "dy", 1);
+    tensor *dy = leaf_from(dya, 0);
+    nn_graph *g = nn_graph_create(0);
+    tensor *y, *loss;
+    assert_ok(nn_layer_forward(l, g, x, &y, c.training));
+    fx_array *ya = fx_get(&c, "y", 1);
+    if (y->size != ya->size) fail_msg("%s: y has %zu values, want %zu", file, y->size, ya->size);
+    for (int i = 0; i < ya->rank; i++) assert_int_equal(y->shape[i], ya->shape[i]);
+    check_close(file, "y", y->data, ya->data, y->size);
+    assert_ok(nn_op_weighted_sum(g, y, dy, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    check_close(file, "dx", x->grad, fx_get(&c, "dx", 1)->data, x->size);
+    for (int i = 0; i < l->n_params; i++) {
+        nn_param *p = &l->params[i];
+        char key[64];
+        snprintf(key, sizeof key, p->trainable ? "grad:%s" : "after:%s", p->name);
+        fx_array *ra = fx_get(&c, key, 1);
+        check_close(file, key, p->trainable ? p->t->grad : p->t->data, ra->data, ra->size);
+    }
+    for (int i = 0; i < c.n; i++)
+        if (!c.arr[i].used) fail_msg("%s: array %s was not checked", file, c.arr[i].name);
+    nn_graph_free(g);
+    tensor_free(x);
+    tensor_free(dy);
+    nn_layer_free(l);
+    fx_free(&c);
+}
+
+static void test_pytorch_fixtures(void **state)
+{
+    (void)state;
+    char *index = read_all(FX_DIR "index.txt", NULL);
+    if (!index) fail_msg(FX_DIR "index.txt: cannot read (run tests from the repository root)");
+    int n = 0, layers_seen[5] = {0};
+    static const char *const kinds[5] = {"conv", "maxpool", "avgpool", "global_avgpool", "batchnorm"};
+    char *save = NULL;
+    for (char *line = strtok_r(index, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#' || !line[0]) continue;
+        run_fixture(line);
+        for (int k = 0; k < 5; k++)
+            if (!strncmp(line, kinds[k], strlen(kinds[k])) && line[strlen(kinds[k])] == '_')
+                layers_seen[k]++;
+        n++;
+    }
+    free(index);
+    /* The index must not silently shrink. */
+    assert_true(n >= 40);
+    for (int k = 0; k < 5; k++)
+        if (layers_seen[k] < 2) fail_msg("only %d fixtures for %s", layers_seen[k], kinds[k]);
+}
+
+/* ---- shared helpers for the generated-input tests ---- */
+
+static void fill_normal(float *a, size_t n, uint64_t seed)
+{
+    tensor_rng r;
+    tensor_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) a[i] = tensor_rng_normal(&r);
+}
+
+static tensor *input(int rank, const int *shape, uint64_t seed)
+{
+    tensor *t = tensor_create(rank, shape);
+    fill_normal(t->data, t->size, seed);
+    t->grad = tensor_aligned_alloc((t->size ? t->size : 1) * sizeof(float));
+    memset(t->grad, 0, t->size * sizeof(float));
+    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    return t;
+}
+
+/* A layer built for per-sample shape `in`, parameters from rng seed 5 with
+ * gamma/beta/moving stats perturbed so they are not trivial. */
+static nn_layer *make_layer(const char *type, const char *config, int rank, const int *in)
+{
+    nn_layer *l = nn_layer_create(type, config);
+    if (!l) fail_msg("%s %s: %s", type, config, nn_last_error());
+    assert_ok(nn_layer_build(l, rank, in));
+    assert_ok(nn_layer_alloc_params(l, 5));
+    for (int i = 0; i < l->n_params; i++) {
+        nn_param *p = &l->params[i];
+        if (strcmp(p->name, "kernel")) {
+            fill_normal(p->t->data, p->t->size, 11 + (uint64_t)i);
+            if (!strcmp(p->name, "gamma") || !strcmp(p->name, "moving_variance"))
+                for (size_t k = 0; k < p->t->size; k++) p->t->data[k] = 1.0f + 0.3f * fabsf(p->t->data[k]);
+        }
+    }
+    return l;
+}
+
+/* Forward on x, backward with a fixed upstream gradient; returns y (in g). */
+static tensor *fwd_bwd(nn_layer *l, nn_graph *g, tensor *x, int training, uint64_t dy_seed)
+{
+    tensor *y, *loss;
+    assert_ok(nn_layer_forward(l, g, x, &y, training));
+    tensor *w = tensor_create(y->rank, y->shape);
+    fill_normal(w->data, w->size, dy_seed);
+    assert_ok(nn_op_weighted_sum(g, y, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    tensor_free(w);
+    return y;
+}
+
+/* ---- channels_first and channels_last agree ---- */
+
+static void check_formats(const char *type, const char *config, int exact)
+{
+    const int N = 3, H = 9, W = 8, C = 4;
+    int last[4] = {N, H, W, C}, first[4] = {N, C, H, W};
+    char cl[256], cfs[256];
+    snprintf(cl, sizeof cl, "%s data_format=channels_last", config);
+    snprintf(cfs, sizeof cfs, "%s data_format=channels_first", config);
+    nn_layer *a = make_layer(type, cl, 3, last + 1), *b = make_layer(type, cfs, 3, first + 1);
+    tensor *xa = input(4, last, 21), *xb = input(4, first, 0);
+    nn_conv_to_nchw(xb->data, xa->data, N, C, H * W, 0);
+    nn_graph *ga = nn_graph_create(0), *gb = nn_graph_create(0);
+    tensor *ya, *yb, *loss;
+    assert_ok(nn_layer_forward(a, ga, xa, &ya, 1));
+    assert_ok(nn_layer_forward(b, gb, xb, &yb, 1));
+    assert_int_equal(ya->size, yb->size);
+    /* Output per sample (OH, OW, F) vs (F, OH, OW), or (C) for global. */
+    const int F = ya->rank == 4 ? ya->shape[3] : ya->shape[1];
+    const int P = (int)(ya->size / (size_t)N / (size_t)F);
+    float *t = malloc(ya->size * sizeof(float));
+    nn_conv_to_nhwc(t, yb->data, N, F, P, 0);
+    char what[300];
+    snprintf(what, sizeof what, "%s %s", type, config);
+    if (exact) {
+        if (memcmp(t, ya->data, ya->size * sizeof(float)))
+            fail_msg("%s: channels_first output differs from channels_last", what);
+    } else {
+        check_close(what, "y (formats)", t, ya->data, ya->size);
+    }
+    /* Same upstream gradient in each layout. */
+    tensor *wa = tensor_create(ya->rank, ya->shape), *wb = tensor_create(yb->rank, yb->shape);
+    fill_normal(wa->data, wa->size, 77);
+    nn_conv_to_nchw(wb->data, wa->data, N, F, P, 0);
+    assert_ok(nn_op_weighted_sum(ga, ya, wa, &loss));
+    assert_ok(nn_graph_backward(ga, loss));
+    assert_ok(nn_op_weighted_sum(gb, yb, wb, &loss));
+    assert_ok(nn_graph_backward(gb, loss));
+    float *dx = malloc(xa->size * sizeof(float));
+    nn_conv_to_nhwc(dx, xb->grad, N, C, H * W, 0);
+    if (exact) {
+        if (memcmp(dx, xa->grad, xa->size * sizeof(float)))
+            fail_msg("%s: channels_first dx differs from channels_last", what);
+    } else {
+        check_close(what, "dx (formats)", dx, xa->grad, xa->size);
+    }
+    for (int i = 0; i < a->n_params; i++) {
+        const tensor *pa = a->params[i].t, *pb = b->params[i].t;
+        const float *va = pa->grad ? pa->grad : pa->data, *vb = pb->grad ? pb->grad : pb->data;
+        if (exact) {
+            if (memcmp(va, vb, pa->size * sizeof(float)))
+                fail_msg("%s: %s differs between formats", what, a->params[i].name);
+        } else {
+            check_close(what, a->params[i].name, vb, va, pa->size);
+        }
+    }
+    free(t);
+    free(dx);
+    tensor_free(wa);
+    tensor_free(wb);
+    tensor_free(xa);
+    tensor_free(xb);
+    nn_graph_free(ga);
+    nn_graph_free(gb);
+    nn_layer_free(a);
+    nn_layer_free(b);
+}
+
+static void test_formats_agree(void **state)
+{
+    (void)state;
+    /* The channels_first paths run the same arithmetic in the same order, so
+     * these agree bit for bit. */
+    check_formats("conv2d", "filters=5 kernel_size=3 strides=2 padding=same activation=relu", 1);
+    check_formats("conv2d", "filters=3 kernel_size=2,3 dilation_rate=2 use_bias=false", 1);
+    check_formats("conv2d", "filters=6 kernel_size=1", 1);
+    check_formats("maxpool2d", "pool_size=3 strides=2 padding=same", 1);
+    check_formats("avgpool2d", "pool_size=2,3 strides=1 padding=same", 1);
+    check_formats("global_avgpool2d", "", 1);
+    /* batchnorm's channel sums block the data differently per layout. */
+    check_formats("batchnorm", "momentum=0.9", 0);
+}
+
+/* ---- thread-count invariance ---- */
+
+typedef struct {
+    float *y, *dx, *p[NN_LAYER_MAX_PARAMS];
+} snapshot;
+
+static snapshot run_threads(const char *type, const char *config, int rank, const int *shape,
+                            int threads)
+{
+    assert_ok(nn_set_threads(threads));
+    nn_layer *l = make_layer(type, config, rank - 1, shape + 1);
+    tensor *x = input(rank, shape, 31);
+    nn_graph *g = nn_graph_create(0);
+    tensor *y = fwd_bwd(l, g, x, 1, 32);
+    snapshot s = {0};
+    s.y = malloc(y->size * sizeof(float));
+    memcpy(s.y, y->data, y->size * sizeof(float));
+    s.dx = malloc(x->size * sizeof(float));
+    memcpy(s.dx, x->grad, x->size * sizeof(float));
+    for (int i = 0; i < l->n_params; i++) {
+        const tensor *p = l->params[i].t;
+        s.p[i] = malloc(p->size * sizeof(float));
+        memcpy(s.p[i], p->grad ? p->grad : p->data, p->size * sizeof(float));
+    }
+    nn_graph_free(g);
+    tensor_free(x);
+    nn_layer_free(l);
+    return s;
+}
+
+static void check_threads(const char *type, const char *config, int rank, const int *shape)
+{
+    nn_layer *l = make_layer(type, config, rank - 1, shape + 1);
+    size_t ysz = 1, xsz = 1, psz[NN_LAYER_MAX_PARAMS];
+    for (int i = 0; i < l->out_rank; i++) ysz *= (size_t)l->out_shape[i];
+    ysz *= (size_t)shape[0];
+    for (int i = 0; i < rank; i++) xsz *= (size_t)shape[i];
+    const int np = l->n_params;
+    for (int i = 0; i < np; i++) psz[i] = l->params[i].t->size;
+    nn_layer_free(l);
+    const int before = nn_get_threads();
+    snapshot a = run_threads(type, config, rank, shape, 1);
+    snapshot b = run_threads(type, config, rank, shape, 2);
+    assert_ok(nn_set_threads(before));
+    if (memcmp(a.y, b.y, ysz * sizeof(float))) fail_msg("%s %s: y differs with 1 and 2 threads", type, config);
+    if (memcmp(a.dx, b.dx, xsz * sizeof(float))) fail_msg("%s %s: dx differs with 1 and 2 threads", type, config);
+    for (int i = 0; i < np; i++)
+        if (memcmp(a.p[i], b.p[i], psz[i] * sizeof(float)))
+            fail_msg("%s %s: parameter %d differs with 1 and 2 threads", type, config, i);
+    free(a.y);
+    free(b.y);
+    free(a.dx);
+    free(b.dx);
+    for (int i = 0; i < np; i++) {
+        free(a.p[i]);
+        free(b.p[i]);
+    }
+}
+
+static void test_thread_count_invariance(void **state)
+{
+    (void)state;
+    /* dkernel's sum over 12*26 output rows runs in 16 groups; the strided
+     * case's dx columns take two 8 MB chunks. */
+    int big[4] = {12, 28, 28, 32}, wide[4] = {4, 64, 64, 64};
+    check_threads("conv2d", "filters=16 kernel_size=3 activation=relu data_format=channels_last", 4, big);
+    check_threads("conv2d", "filters=20 kernel_size=3 strides=2 padding=same data_format=channels_last", 4,
+                  wide);
+    int img[4] = {8, 16, 20, 12};
+    check_threads("conv2d", "filters=8 kernel_size=3 strides=2 padding=same data_format=channels_first", 4, img);
+    check_threads("maxpool2d", "pool_size=3 strides=2 padding=same data_format=channels_last", 4, img);
+    check_threads("avgpool2d", "pool_size=3 strides=1 padding=same data_format=channels_first", 4, img);
+    check_threads("global_avgpool2d", "data_format=channels_last", 4, img);
+    check_threads("batchnorm", "data_format=channels_last", 4, img);
+    check_threads("batchnorm", "data_format=channels_first", 4, img);
+}
+
+/* ---- the tiled kernels against a direct loop in double ---- */
+
+/* Larger shapes than the fixtures: several row groups in dkernel, remainder
+ * tiles, filter and channel counts that are not multiples of the vector
+ * width, the strided dx path over more than one 8 MB chunk, dilation. */
+static void check_direct(int N, int H, int W, int C, int F, int K, int S, int D, int same)
+{
+    char config[160];
+    snprintf(config, sizeof config,
+             "filters=%d kernel_size=%d strides=%d dilation_rate=%d padding=%s "
+             "data_format=channels_last",
+             F, K, S, D, same ? "same" : "valid");
+    int shape[4] = {N, H, W, C};
+    nn_layer *l = make_layer("conv2d", config, 3, shape + 1);
+    nn_conv_geom g = {.H = H, .W = W, .C = C, .KH = K, .KW = K, .SH = S, .SW = S, .DH = D, .DW = D};
+    assert_ok(nn_conv_geom_init(&g, same, "test"));
+    const int OH = g.OH, OW = g.OW;
+    tensor *x = input(4, shape, 41);
+    nn_graph *gr = nn_graph_create(0);
+    tensor *y = fwd_bwd(l, gr, x, 1, 42);
+    assert_int_equal(y->shape[1], OH);
+    assert_int_equal(y->shape[2], OW);
+    const float *k = l->params[0].t->data, *b = l->params[1].t->data;
+    tensor *w = tensor_create(y->rank, y->shape);
+    fill_normal(w->data, w->size, 42);
+    const size_t T = (size_t)K * K * C;
+    double *ry = calloc(y->size, sizeof(double)), *rdx = calloc(x->size, sizeof(double));
+    double *rdk = calloc(T * F, sizeof(double)), *rdb = calloc((size_t)F, sizeof(double));
+    for (int n = 0; n < N; n++)
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++)
+                for (int f = 0; f < F; f++) {
+                    const size_t yi = (((size_t)n * OH + oh) * OW + ow) * F + f;
+                    const double dz = w->data[yi];
+                    double acc = b[f];
+                    rdb[f] += dz;
+                    for (int kh = 0; kh < K; kh++)
+                        for (int kw = 0; kw < K; kw++) {
+                            const int ih = oh * S - g.PT + kh * D, iw = ow * S - g.PL + kw * D;
+                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                            for (int c = 0; c < C; c++) {
+                                const size_t xi = (((size_t)n * H + ih) * W + iw) * C + c;
+                                const size_t ki = ((size_t)(kh * K + kw) * C + c) * F + f;
+                                acc += (double)x->data[xi] * k[ki];
+                                rdx[xi] += dz * k[ki];
+                                rdk[ki] += dz * x->data[xi];
+                            }
+                        }
+                    ry[yi] = acc;
+                }
+    const size_t most = x->size > y->size ? x->size : y->size;
+    float *tmp = malloc((most > T * F ? most : T * F) * sizeof(float));
+#define CHECK_AGAINST(name, got, ref, n)                                  \
+    do {                                                                  \
+        for (size_t i_ = 0; i_ < (n); i_++) tmp[i_] = (float)(ref)[i_];   \
+        check_close(config, name, got, tmp, n);                           \
+    } while (0)
+    CHECK_AGAINST("y", y->data, ry, y->size);
+    CHECK_AGAINST("dx", x->grad, rdx, x->size);
+    CHECK_AGAINST("dkernel", l->params[0].t->grad, rdk, T * F);
+    CHECK_AGAINST("dbias", l->params[1].t->grad, rdb, (size_t)F);
+#undef CHECK_AGAINST
+    free(tmp);
+    free(ry);
+    free(rdx);
+    free(rdk);
+    free(rdb);
+    tensor_free(w);
+    tensor_free(x);
+    nn_graph_free(gr);
+    nn_layer_free(l);
+}
+
+static void test_tiled_conv_matches_direct_loop(void **state)
+{
+    (void)state;
+    check_direct(5, 28, 28, 32, 64, 3, 1, 1, 0); /* MNIST's second convolution */
+    check_direct(3, 17, 19, 20, 20, 3, 1, 1, 1); /* widths not multiples of 16 */
+    check_direct(4, 64, 64, 64, 16, 3, 2, 1, 1); /* strided dx in two chunks */
+    check_direct(2, 20, 18, 8, 40, 3, 1, 2, 1);  /* dilation: one segment per tap */
+    check_direct(3, 9, 30, 3, 100, 5, 1, 1, 0);  /* F = 64 + 36: two column groups */
+}
+
+/* ---- errors ---- */
+
+static void expect_create_error(const char *type, const char *config, const char *needle)
+{
+    nn_clear_error();
+    nn_layer *l = nn_layer_create(type, config);
+    if (l) {
+        nn_layer_free(l);
+        fail_msg("%s '%s' was accepted", type, config);
+    }
+    assert_error_contains(needle);
+}
+
+static void expect_build_error(const char *type, const char *config, int rank, const int *shape,
+                               const char *needle)
+{
+    nn_clear_error();
+    nn_layer *l = nn_layer_create(type, config);
+    if (!l) fail_msg("%s '%s': %s", type, config, nn_last_error());
+    nn_status s = nn_layer_build(l, rank, shape);
+    nn_layer_free(l);
+    if (s == NN_OK) fail_msg("%s '%s': build accepted a bad input shape", type, config);
+    assert_int_equal(s, NN_ERR_SHAPE);
+    assert_error_contains(needle);
+}
+
+static void test_bad_configs(void **state)
+{
+    (void)state;
+    expect_create_error("conv2d", "filters=0 kernel_size=3", "filters");
+    expect_create_error("conv2d", "filters=0 kernel_size=3", "0");
+    expect_create_error("conv2d", "filters=4 kernel_size=0", "kernel_size");
+    expect_create_error("conv2d", "filters=4", "kernel_size");
+    expect_create_error("conv2d", "kernel_size=3", "filters");
+    expect_create_error("conv2d", "filters=4 kernel_size=3,3,3", "kernel_size");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 padding=foo", "foo");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 padding=foo", "padding");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 strides=0", "strides");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 dilation_rate=0", "dilation_rate");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 activation=tanh", "tanh");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 data_format=NCHW", "NCHW");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 groups=2", "groups");
+    expect_create_error("maxpool2d", "pool_size=0", "pool_size");
+    expect_create_error("maxpool2d", "padding=full", "full");
+    expect_create_error("avgpool2d", "strides=0", "strides");
+    expect_create_error("batchnorm", "epsilon=0", "epsilon");
+    expect_create_error("batchnorm", "momentum=1.5", "momentum");
+    expect_create_error("batchnorm", "momentum=nan", "momentum");
+    expect_create_error("global_avgpool2d", "data_format=channels_middle", "channels_middle");
+
+    int rank2[2] = {28, 28}, small[3] = {2, 2, 1}, dil[3] = {4, 4, 1}, img[3] = {8, 8, 3};
+    int rank4[4] = {1, 8, 8, 3};
+    expect_build_error("conv2d", "filters=4 kernel_size=3 data_format=channels_last", 2, rank2, "rank 3");
+    expect_build_error("conv2d", "filters=4 kernel_size=3 data_format=channels_last", 2, rank2, "(28, 28)");
+    expect_build_error("conv2d", "filters=4 kernel_size=3 data_format=channels_last", 3, small, "smaller");
+    expect_build_error("conv2d", "filters=4 kernel_size=3 data_format=channels_last", 3, small, "2x2");
+    expect_build_error("conv2d", "filters=4 kernel_size=3 dilation_rate=2 data_format=channels_last", 3,
+                       dil, "5x5");
+    expect_build_error("maxpool2d", "pool_size=3 data_format=channels_last", 3, small, "smaller");
+    expect_build_error("avgpool2d", "data_format=channels_first", 2, rank2, "rank 3");
+    expect_build_error("global_avgpool2d", "data_format=channels_last", 2, rank2, "rank 3");
+    expect_build_error("batchnorm", "", 4, rank4, "rank");
+
+    /* Same padding accepts an input smaller than the kernel. */
+    nn_layer *l = nn_layer_create("conv2d", "filters=2 kernel_size=3 padding=same data_format=channels_last");
+    assert_non_null(l);
+    assert_ok(nn_layer_build(l, 3, small));
+    assert_int_equal(l->out_shape[0], 2);
+    assert_int_equal(l->out_shape[1], 2);
+    nn_layer_free(l);
+
+    /* A batch of the wrong per-sample shape or rank at forward time. */
+    l = nn_layer_create("conv2d", "filters=2 kernel_size=3 data_format=channels_last");
+    assert_ok(nn_layer_build(l, 3, img));
+    assert_ok(nn_layer_alloc_params(l, 1));
+    nn_graph *g = nn_graph_create(0);
+    int wrong[3] = {2, 8, 8};
+    tensor *x = tensor_zeros(3, wrong), *y = NULL;
+    nn_clear_error();
+    assert_int_equal(nn_layer_forward(l, g, x, &y, 1), NN_ERR_SHAPE);
+    assert_error_contains("(2, 8, 8)");
+    tensor_free(x);
+    nn_graph_free(g);
+    nn_layer_free(l);
+}
+
+/* Configs written back parse to the same layer, with the resolved defaults
+ * spelled out (data_format in particular). */
+static void test_config_round_trip(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"conv2d", "filters=8 kernel_size=3,5 strides=2 padding=same data_format=channels_first"},
+        {"maxpool2d", "pool_size=3 data_format=channels_last"},
+        {"avgpool2d", "pool_size=2,3 strides=1,2 padding=same data_format=channels_first"},
+        {"global_avgpool2d", "data_format=channels_first"},
+        {"batchnorm", "momentum=0.9 epsilon=0.001 center=false data_format=channels_first"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nn_layer *a = nn_layer_create(cases[i][0], cases[i][1]);
+        assert_non_null(a);
+        char sa[256], sb[256];
+        assert_ok(nn_layer_config_string(a, sa, sizeof sa));
+        nn_layer *b = nn_layer_create(cases[i][0], sa);
+        assert_non_null(b);
+        assert_ok(nn_layer_config_string(b, sb, sizeof sb));
+        assert_string_equal(sa, sb);
+        nn_layer_free(a);
+        nn_layer_free(b);
+    }
+    nn_layer *l = nn_layer_create("maxpool2d", "pool_size=3");
+    char s[256];
+    assert_ok(nn_layer_config_string(l, s, sizeof s));
+    if (!strstr(s, "strides=3,3")) fail_msg("strides default to pool_size: '%s'", s);
+    nn_layer_free(l);
+}
+
+/* batchnorm: eval mode leaves the moving statistics alone; training moves
+ * them toward the batch statistics with Keras's momentum. */
+static void test_batchnorm_moving_statistics(void **state)
+{
+    (void)state;
+    int shape[2] = {64, 3};
+    nn_layer *l = nn_layer_create("batchnorm", "momentum=0.5");
+    assert_ok(nn_layer_build(l, 1, shape + 1));
+    assert_ok(nn_layer_alloc_params(l, 1));
+    tensor *x = tensor_create(2, shape);
+    for (int n = 0; n < 64; n++)
+        for (int c = 0; c < 3; c++) x->data[n * 3 + c] = (float)(c + 1) * (n % 2 ? 1.0f : -1.0f) + 2.0f * c;
+    nn_graph *g = nn_graph_create(0);
+    tensor *y;
+    const float *mm = l->params[2].t->data, *mv = l->params[3].t->data;
+    assert_string_equal(l->params[2].name, "moving_mean");
+    assert_ok(nn_layer_forward(l, g, x, &y, 0));
+    for (int c = 0; c < 3; c++) {
+        assert_true(mm[c] == 0.0f && mv[c] == 1.0f);
+        assert_float_equal(y->data[c], x->data[c] / sqrtf(1.0f + 1e-3f), 1e-6);
+    }
+    assert_ok(nn_layer_forward(l, g, x, &y, 1));
+    for (int c = 0; c < 3; c++) {
+        /* batch mean 2c, biased var (c+1)^2, unbiased * 64/63 */
+        const double var_u = (double)(c + 1) * (c + 1) * 64.0 / 63.0;
+        assert_float_equal(mm[c], 0.5 * 2.0 * c, 1e-5);
+        assert_float_equal(mv[c], 0.5 * 1.0 + 0.5 * var_u, 1e-5);
+        /* Normalised by the batch statistics: +-1 / sqrt(1 + eps/(c+1)^2). */
+        assert_float_equal(y->data[c], -(c + 1) / sqrt((double)(c + 1) * (c + 1) + 1e-3), 1e-5);
+    }
+    nn_graph_free(g);
+    tensor_free(x);
+    nn_layer_free(l);
+}
+
+static void test_empty_batch(void **state)
+{
+    (void)state;
+    static const char *const types[][2] = {
+        {"conv2d", "filters=3 kernel_size=3 padding=same activation=relu data_format=channels_last"},
+        {"maxpool2d", "data_format=channels_last"},
+        {"avgpool2d", "data_format=channels_first"},
+        {"global_avgpool2d", "data_format=channels_last"},
+        {"batchnorm", "data_format=channels_last"},
+    };
+    int shape[4] = {0, 6, 6, 2};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        nn_layer *l = make_layer(types[i][0], types[i][1], 3, shape + 1);
+        tensor *x = input(4, shape, 1);
+        nn_graph *g = nn_graph_create(0);
+        tensor *y;
+        assert_ok(nn_layer_forward(l, g, x, &y, 1));
+        assert_int_equal(y->shape[0], 0);
+        assert_int_equal(y->size, 0);
+        nn_graph_free(g);
+        tensor_free(x);
+        nn_layer_free(l);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pytorch_fixtures),
+        cmocka_unit_test(test_formats_agree),
+        cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_tiled_conv_matches_direct_loop),
+        cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_config_round_trip),
+        cmocka_unit_test(test_batchnorm_moving_statistics),
+        cmocka_unit_test(test_empty_batch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
