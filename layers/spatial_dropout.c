@@ -2,17 +2,19 @@
  * layer hooks those three files share (see spatial_dropout.h).
  *
  * Kernel layout choices, for speed:
- *  - channels_first: every (n, c) map is one contiguous plane, so the loop is
- *    `omp parallel for collapse(2)` over (n, c). A dropped plane is memset to
- *    zero without reading x; a kept plane is one vectorised multiply. The
- *    draw for (n, c) is hashed inside the loop: N*C hashes cost nothing next
- *    to the planes.
+ *  - channels_first: every (n, c) map is one contiguous plane. Each thread
+ *    takes a contiguous share of the N*C planes (what collapse(2) over
+ *    (n, c) with a static schedule gives) and walks it in runs of planes
+ *    with the same draw: a run of kept planes is one vectorised multiply, a
+ *    run of dropped planes one memset that never reads x. Runs instead of a
+ *    loop per plane matter for small maps (14x14 is 784 bytes).
  *  - channels_last: maps interleave, so each thread takes a contiguous range
  *    of (n, p) rows of C values and applies a select per channel
  *    (keep ? x*s : 0), which is exact +0.0 for dropped channels whatever x
- *    holds (a multiply by 0 would turn Inf into NaN). The keep bytes of the
- *    current sample are gathered once per sample into a small per-thread
- *    block, from the mask or straight from the hash.
+ *    holds (a multiply by 0 would turn Inf into NaN and -x into -0.0).
+ *  - draws: a plain loop of hashes over a block of maps, which the compiler
+ *    vectorises, so the N*C draws stay small next to the maps even at
+ *    32x256 maps of 14x14.
  * Every element's result depends only on (seed, call, n, c) and x, so the
  * output is bit-identical for any thread count.
  *
@@ -26,7 +28,6 @@
  */
 #include "layers/spatial_dropout.h"
 
-#include <math.h>
 #include <omp.h>
 #include <string.h>
 

@@ -34,6 +34,19 @@
  *     nn_spatial_dropout_backward(dact, mask, dout, N, C, H * W,
  *                                 NN_CHANNELS_FIRST, 0.25f);
  *
+ * The layers, created by name (spatial_dropout1d, spatial_dropout2d,
+ * spatial_dropout3d), take rate (required), data_format, seed and inplace.
+ * In training mode they draw with (l->seed, l->calls) and advance l->calls
+ * once per call (also at rate 0); in inference they return x itself.
+ *
+ * In place (inplace=true): in training mode the layer writes into x's
+ * storage and returns a tensor sharing it; backward needs only the mask. It
+ * refuses with NN_ERR_STATE, writing nothing, when x is a model parameter,
+ * a leaf that requires a gradient, or the output of an op whose backward
+ * reads that output (relu, dense with activation=relu). It cannot see other
+ * readers of x: do not use x again after the layer (nothing in a sequential
+ * model does). As a model's first layer it overwrites the caller's batch.
+ *
  * Deliberately omitted: other dtypes, strided buffers, a user-supplied
  * noise shape (Keras's noise_shape); inference needs no kernel at all (it is
  * the identity).
