@@ -2,7 +2,8 @@
  * Config: units (required), use_bias (true), activation (linear | relu).
  * The activation is fused so the bias, the ReLU and their backward are one
  * pass over y; backward reads y for the ReLU mask (y > 0). GEMMs go to
- * OpenBLAS, which threads them itself. */
+ * OpenBLAS, which threads them itself, in chunks of the reduction axis (see
+ * gemm_chunked). Omitted: other activations (add a layer after it). */
 #include <cblas.h>
 #include <string.h>
 
@@ -13,6 +14,38 @@ typedef struct {
 } dense_state;
 
 static const char *const activations[] = {"linear", "relu", NULL};
+
+/* Reduction chunk: below the K block of every x86 OpenBLAS kernel. */
+#define DENSE_KC 256
+
+/* C (M, N) = beta C + op(A) op(B), row-major, op(A) (M, K), op(B) (K, N),
+ * summed over K in chunks of DENSE_KC with one GEMM call per chunk.
+ * Why: when OpenBLAS 0.3.21 threads a GEMM whose K exceeds its block size
+ * (384 on the AVX-512 kernels), it splits K at other points than its serial
+ * path does, so the rounding, and then the trained weights, change with the
+ * thread count (K = 400 or 1000: 70% of the outputs differ between 1 and 2
+ * threads). With K <= DENSE_KC per call, both paths accumulate the same
+ * blocks in the same order. */
+static void gemm_chunked(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M == 0 || N == 0) return;
+    if (K == 0) { /* nothing to sum; BLAS would also reject lda = 0 */
+        if (beta == 0.0f)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof *C);
+        return;
+    }
+    int k0 = 0;
+    do {
+        const int k = K - k0 < DENSE_KC ? K - k0 : DENSE_KC;
+        const float *a = trans_a ? A + (size_t)k0 * lda : A + k0;
+        const float *b = trans_b ? B + k0 : B + (size_t)k0 * ldb;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, M, N, k, 1.0f, a, lda, b, ldb,
+                    k0 ? 1.0f : beta, C, ldc);
+        k0 += k;
+    } while (k0 < K);
+}
 
 static nn_status dense_parse(nn_layer *l, nn_config *c)
 {
@@ -62,12 +95,10 @@ static void dense_backward(nn_node *n)
     if (b && b->grad)
         for (int i = 0; i < N; i++)
             for (int u = 0; u < U; u++) b->grad[u] += dz[(size_t)i * U + u];
-    if (w->grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, In, U, N, 1.0f, x->data, In, dz, U, 1.0f,
-                    w->grad, U);
-    if (x->grad)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, In, U, 1.0f, dz, U, w->data, U, 1.0f,
-                    x->grad, In);
+    if (N == 0) return;
+    /* dW (In, U) += x^T (In, N) dz (N, U);  dx (N, In) += dz (N, U) W^T (U, In) */
+    if (w->grad) gemm_chunked(1, 0, In, U, N, x->data, In, dz, U, 1.0f, w->grad, U);
+    if (x->grad) gemm_chunked(0, 1, N, In, U, dz, U, w->data, U, 1.0f, x->grad, In);
 }
 
 static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
@@ -82,8 +113,8 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
     if (N > 0) {
         if (b)
             for (int i = 0; i < N; i++) memcpy(y->data + (size_t)i * U, b->data, (size_t)U * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, U, In, 1.0f, x->data, In, w->data, U,
-                    b ? 1.0f : 0.0f, y->data, U);
+        /* y (N, U) = [b] + x (N, In) W (In, U) */
+        gemm_chunked(0, 0, N, U, In, x->data, In, w->data, U, b ? 1.0f : 0.0f, y->data, U);
         if (s->activation == 1)
             for (size_t i = 0; i < y->size; i++) y->data[i] = y->data[i] > 0.0f ? y->data[i] : 0.0f;
     }

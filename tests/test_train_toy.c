@@ -233,6 +233,56 @@ static void test_threads_bit_identical(void **state)
     assert_ok(nn_set_threads(saved));
 }
 
+/* GEMMs with a reduction longer than OpenBLAS's K block (1500 inputs): the
+ * threaded and serial paths of OpenBLAS split K differently, which the dense
+ * layer must not let through. The shapes are ones where a single GEMM call
+ * does give different results with 1 and 2 threads. */
+static float *train_long_k(int threads, float *losses, int steps, size_t *n)
+{
+    enum { BATCH = 333, IN = 1500 };
+    assert_ok(nn_set_threads(threads));
+    int xs[2] = {BATCH, IN};
+    tensor *x = tensor_create(2, xs);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 31);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    int labels[BATCH];
+    for (int i = 0; i < BATCH; i++) labels[i] = (int)tensor_rng_below(&rng, 5);
+    nn_model *m = nn_model_create(5);
+    assert_ok(nn_model_add_spec(m, "dense units=77 activation=relu\ndense units=5\n"));
+    int in[1] = {IN};
+    assert_ok(nn_model_build(m, 1, in));
+    optim *opt = optim_sgd_create(0.01f, 0.9f, 0, 0.0f);
+    for (int s = 0; s < steps; s++) assert_ok(nn_model_train_step(m, opt, x, labels, &losses[s], NULL));
+    *n = m->n_params;
+    float *copy = malloc(m->n_params * sizeof(float));
+    memcpy(copy, m->params, m->n_params * sizeof(float));
+    optim_free(opt);
+    nn_model_free(m);
+    tensor_free(x);
+    return copy;
+}
+
+static void test_threads_long_reduction(void **state)
+{
+    (void)state;
+    enum { STEPS = 4 };
+    const int saved = nn_get_threads();
+    float loss1[STEPS], loss2[STEPS];
+    size_t n1, n2;
+    float *w1 = train_long_k(1, loss1, STEPS, &n1);
+    float *w2 = train_long_k(2, loss2, STEPS, &n2);
+    assert_int_equal(n1, n2);
+    size_t differ = 0;
+    for (size_t i = 0; i < n1; i++) differ += memcmp(&w1[i], &w2[i], sizeof(float)) != 0;
+    printf("    %zu parameters (1500 inputs): %zu differ between 1 and 2 threads\n", n1, differ);
+    assert_int_equal(differ, 0);
+    assert_memory_equal(loss1, loss2, sizeof loss1);
+    free(w1);
+    free(w2);
+    assert_ok(nn_set_threads(saved));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_spirals_with_dropout),
         cmocka_unit_test(test_cross_entropy_large_logits),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_threads_long_reduction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
