@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,6 +396,11 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
         if (strcmp(type, l->type->name))
             return nn_error(NN_ERR_SHAPE, "%s: layer %d: checkpoint has %s %s, model has %s %s", path,
                             i, type, cfg, l->type->name, mcfg);
+        /* Names follow from the layer order ("<type>_<k>"), so another name
+         * means another network or a damaged file. */
+        if (strcmp(name, l->name))
+            return nn_error(NN_ERR_SHAPE, "%s: layer %d: checkpoint names it '%s', the model '%s'",
+                            path, i, name, l->name);
         if (strcmp(cfg, mcfg)) {
             char only_ck[256], only_m[256];
             tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
@@ -466,7 +472,11 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
     if (version != NN_CHECKPOINT_VERSION)
         return nn_error(NN_ERR_FORMAT, "%s: checkpoint format version %u at offset 8; this build "
                         "reads version %u", path, version, NN_CHECKPOINT_VERSION);
-    r.pos = 16;
+    /* Outside the CRC, like the version and the size, so checked on its own. */
+    uint32_t reserved = r_u32(&r);
+    if (reserved != 0)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: reserved field at offset 12 is "
+                        "0x%08x, must be 0", path, reserved);
     uint64_t file_size = r_u64(&r), header_len = r_u64(&r);
     if (file_size != len)
         return nn_error(NN_ERR_FORMAT, "%s: %s: the header at offset 16 says %llu bytes, the file "
@@ -526,6 +536,25 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
         o.decoupled = (int)r_u32(&p);
         o.t = r_u64(&p);
         o.n = (size_t)r_u64(&p);
+        /* A file that passes the CRC can still have been written by other
+         * code: hyperparameters the constructors would refuse are refused. */
+        const int bad_hyper = !(isfinite(o.lr) && o.lr > 0.0f) ||
+                              !(o.weight_decay >= 0.0f && isfinite(o.weight_decay)) ||
+                              (o.kind == OPTIM_SGD
+                                   ? !(o.momentum >= 0.0f && o.momentum < 1.0f) ||
+                                         (unsigned)o.nesterov > 1 || (o.nesterov && o.momentum == 0.0f)
+                                   : !(o.beta1 >= 0.0f && o.beta1 < 1.0f) ||
+                                         !(o.beta2 >= 0.0f && o.beta2 < 1.0f) ||
+                                         !(o.eps > 0.0f && isfinite(o.eps)) ||
+                                         (unsigned)o.decoupled > 1);
+        if (bad_hyper)
+            return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %s hyperparameters out of "
+                            "range at offset %zu (lr %g, momentum %g, nesterov %d, betas "
+                            "(%g, %g), eps %g, weight_decay %g, decoupled %d)", path,
+                            opt_names[h.kind], PREFIX_LEN + (size_t)header_len + layers_at +
+                            16 * (size_t)m->n_layers, (double)o.lr,
+                            (double)o.momentum, o.nesterov, (double)o.beta1, (double)o.beta2,
+                            (double)o.eps, (double)o.weight_decay, o.decoupled);
         const size_t expect = o.n ? optim_state_count(&o, o.n) : 0;
         if (o.n && o.n != m->n_params)
             return nn_error(NN_ERR_FORMAT, "%s: optimizer state is for %zu parameters, the model "
