@@ -614,6 +614,49 @@ static void test_modes(void **state)
     nn_model_free(m);
 }
 
+/* Empty extents: a batch of 0 samples, and samples with 0 features, run
+ * without errors (and without BLAS complaining about a zero leading
+ * dimension); zero features give y = bias. */
+static void test_empty_extents(void **state)
+{
+    (void)state;
+    nn_model *m = nn_model_create(1);
+    assert_ok(nn_model_add_spec(m, "dense units=3\nrelu\ndense units=2\n"));
+    int in[1] = {4};
+    assert_ok(nn_model_build(m, 1, in));
+    int xs[2] = {0, 4};
+    tensor *x = tensor_zeros(2, xs), *y;
+    nn_graph_reset(nn_model_graph(m));
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_DEFAULT));
+    assert_int_equal(y->rank, 2);
+    assert_int_equal(y->shape[0], 0);
+    assert_int_equal(y->shape[1], 2);
+    tensor_free(x);
+    nn_model_free(m);
+
+    m = nn_model_create(1);
+    assert_ok(nn_model_add(m, "dense", "units=3"));
+    int none[1] = {0};
+    assert_ok(nn_model_build(m, 1, none));
+    m->params[0] = 0.5f; /* the bias: the kernel has no elements */
+    int xs0[2] = {2, 0};
+    x = tensor_zeros(2, xs0);
+    const int labels[2] = {0, 2};
+    optim *o = optim_sgd_create(0.1f, 0.0f, 0, 0.0f);
+    float loss;
+    assert_ok(nn_model_train_step(m, o, x, labels, &loss, NULL));
+    assert_float_equal(loss, log(exp(0.5) + 2.0) - 0.25, 1e-6); /* logits (0.5, 0, 0) */
+    nn_graph_reset(nn_model_graph(m));
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_EVAL));
+    /* Every row gives the logits = bias; label 0 pulled bias[0] up, 2 bias[2]. */
+    for (int i = 0; i < 2; i++)
+        for (int u = 0; u < 3; u++) assert_true(y->data[i * 3 + u] == m->params[u]);
+    assert_true(m->params[1] < 0.0f && m->params[0] > 0.5f - 0.1f);
+    optim_free(o);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -629,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_modes),
+        cmocka_unit_test(test_empty_extents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
