@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Crash safety of checkpoints: a training run that saves a checkpoint after
+# every (tiny) epoch is killed with SIGKILL at random moments, KILLS times
+# (default 50). After every kill the checkpoint on disk, if one was written
+# yet, must load: the MNIST program resumes from it with --eval-only, which
+# runs every check of the loader (size, CRC, network, optimizer, training
+# state). Kills that land while a save is writing its temporary file leave
+# that file behind (it is named after the killed process) and are counted:
+# they show that the kills do hit writes. Finally the run resumes from the
+# last checkpoint and trains on.
+#
+# Data: a tiny MNIST-shaped set (8x8 images, IDX files) made here, and a
+# small network with spatial dropout and dropout, so an epoch takes a few
+# milliseconds and saves come many times a second.
+# Run from `make test` (BUILD from the environment, default build) or
+# directly: tests/test_kill_save.sh [KILLS]. Takes about 15-30 s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=${BUILD:-build}
+mnist=$build/examples/mnist
+kills=${1:-50}
+fail() { echo "test_kill_save: FAIL: $*" >&2; exit 1; }
+[ -x "$mnist" ] || fail "$mnist is not built (make $mnist)"
+
+tmp=$(mktemp -d /tmp/nn-kill-save-XXXXXX)
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# ---- the data: IDX files, big-endian header, then bytes -------------------
+be32() { printf "\\$(printf %03o $(($1 >> 24 & 255)))\\$(printf %03o $(($1 >> 16 & 255)))\\$(printf %03o $(($1 >> 8 & 255)))\\$(printf %03o $(($1 & 255)))"; }
+make_set() { # prefix count
+    local prefix=$1 n=$2 i
+    { printf '\0\0\010\003'; be32 "$n"; be32 8; be32 8; head -c $((n * 64)) /dev/urandom; } \
+        >"$tmp/data/$prefix-images-idx3-ubyte"
+    { printf '\0\0\010\001'; be32 "$n"; for ((i = 0; i < n; i++)); do printf "\\$(printf %03o $((i % 10)))"; done; } \
+        >"$tmp/data/$prefix-labels-idx1-ubyte"
+}
+mkdir -p "$tmp/data"
+make_set train 96
+make_set t10k 32
+
+cat >"$tmp/net.txt" <<'EOF'
+conv2d filters=4 kernel_size=3 activation=relu
+spatial_dropout2d rate=0.25
+flatten
+dropout rate=0.25
+dense units=10
+EOF
+
+ckpt=$tmp/run.ckpt
+common=(--data "$tmp/data" --model "$tmp/net.txt" --threads 1 --quiet)
+
+loads() { # the checkpoint passes every check of the loader
+    "$mnist" "${common[@]}" --resume "$ckpt" --eval-only >"$tmp/check.out" 2>&1
+}
+
+start=$SECONDS
+checked=0 missing=0 torn_writes=0
+for ((k = 1; k <= kills; k++)); do
+    "$mnist" "${common[@]}" --epochs 100000 --batch 32 --lr-decay 1 --save "$ckpt" >/dev/null 2>&1 &
+    pid=$!
+    # 20 to 400 ms: some kills land before the first save, most during the
+    # run of saves; the per-pid temporary file shows when one hit a write.
+    sleep "0.$(printf %03d $((20 + RANDOM % 380)))"
+    kill -9 "$pid" 2>/dev/null || fail "kill $k: the training run had already exited"
+    wait "$pid" 2>/dev/null || true
+    if [ -e "$ckpt.tmp.$pid" ]; then
+        torn_writes=$((torn_writes + 1))
+        rm -f "$ckpt.tmp.$pid"
+    fi
+    pid=
+    if [ ! -e "$ckpt" ]; then
+        missing=$((missing + 1))
+        continue
+    fi
+    loads || { cat "$tmp/check.out" >&2; fail "kill $k: the checkpoint does not load"; }
+    checked=$((checked + 1))
+done
+[ "$checked" -gt 0 ] || fail "no kill came after a save"
+
+# The last checkpoint is a run that can go on: two more epochs from it.
+base=("${common[@]:0:6}") # without --quiet, for the "resuming" line
+epochs=$("$mnist" "${base[@]}" --resume "$ckpt" --eval-only | sed -n 's/^resuming .* after epoch \([0-9]*\)$/\1/p')
+[ -n "$epochs" ] || fail "cannot read the epoch count of the final checkpoint"
+"$mnist" "${common[@]}" --resume "$ckpt" --epochs $((epochs + 2)) --save "$ckpt" >"$tmp/resume.out" 2>&1 ||
+    { cat "$tmp/resume.out" >&2; fail "resuming the final checkpoint (epoch $epochs) failed"; }
+after=$("$mnist" "${base[@]}" --resume "$ckpt" --eval-only | sed -n 's/^resuming .* after epoch \([0-9]*\)$/\1/p')
+[ "$after" = $((epochs + 2)) ] || fail "resumed run saved epoch '$after', expected $((epochs + 2))"
+echo "test_kill_save: $kills SIGKILLs in $((SECONDS - start)) s: the checkpoint loaded after" \
+     "$checked of them ($missing came before the first save); $torn_writes landed during a" \
+     "write and left only a temporary file behind; the last one (epoch $epochs) resumed to epoch $after"
