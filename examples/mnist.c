@@ -28,12 +28,13 @@ static const char default_spec[] =
 typedef struct options {
     int epochs, batch, threads, limit, eval_only, quiet, adam;
     float lr, lr_decay, rate;
+    int lr_step;
     uint64_t seed;
     const char *dropout;     /* spatial | standard | none, or NULL: as the spec says */
     const char *data_format; /* or NULL: channels_last */
     const char *model, *data, *save, *load, *resume, *log;
     /* which flags were given, for checks against a resumed checkpoint */
-    int set_batch, set_lr, set_lr_decay, set_seed, set_limit, set_rate;
+    int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate;
 } options;
 
 static void usage(FILE *f)
@@ -46,7 +47,8 @@ static void usage(FILE *f)
             "  --batch N             batch size                      [128]\n"
             "  --optimizer NAME      adam | sgd (momentum 0.9)       [adam]\n"
             "  --lr X                base learning rate              [1e-3 adam, 1e-2 sgd]\n"
-            "  --lr-decay G          lr of epoch e is lr*G^e         [0.85]\n"
+            "  --lr-decay G          multiply the lr by G ...        [0.1]\n"
+            "  --lr-step S           ... every S epochs (StepLR)     [8]\n"
             "  --seed N              weights, dropout, data order    [1]\n"
             "  --threads N           OpenMP/OpenBLAS threads         [all cores]\n"
             "  --dropout KIND        spatial | standard | none: the spatial_dropout2d line\n"
@@ -127,7 +129,7 @@ static int parse_args(int argc, char **argv, options *o)
             continue;
         }
         static const char *const with_value[] = {
-            "--epochs", "--batch", "--lr", "--lr-decay", "--optimizer", "--seed", "--threads",
+            "--epochs", "--batch", "--lr", "--lr-decay", "--lr-step", "--optimizer", "--seed", "--threads",
             "--dropout", "--rate", "--data-format", "--limit", "--model", "--data", "--save",
             "--load", "--resume", "--log", NULL};
         int known = 0;
@@ -141,6 +143,8 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(f, "--epochs")) rc = parse_int(f, val, 1, 100000, &o->epochs);
         else if (!strcmp(f, "--batch")) rc = parse_int(f, val, 1, 65536, &o->batch), o->set_batch = 1;
         else if (!strcmp(f, "--threads")) rc = parse_int(f, val, 1, 1024, &o->threads);
+        else if (!strcmp(f, "--lr-step"))
+            rc = parse_int(f, val, 1, 100000, &o->lr_step), o->set_lr_step = 1;
         else if (!strcmp(f, "--limit")) rc = parse_int(f, val, 1, INT_MAX, &o->limit), o->set_limit = 1;
         else if (!strcmp(f, "--lr")) rc = parse_float(f, val, 0.0f, 10.0f, 1, &o->lr), o->set_lr = 1;
         else if (!strcmp(f, "--lr-decay"))
@@ -281,7 +285,7 @@ static void print_final(FILE *out, const mnist_metrics *test, const mnist_result
 
 int main(int argc, char **argv)
 {
-    options o = {.epochs = 12, .batch = 128, .lr_decay = 0.85f, .rate = 0.25f, .adam = 1,
+    options o = {.epochs = 12, .batch = 128, .lr_decay = 0.1f, .lr_step = 8, .rate = 0.25f, .adam = 1,
                  .seed = 1, .data = ".cache/mnist"};
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
@@ -329,6 +333,7 @@ int main(int argc, char **argv)
     if (!opt) goto fail;
 
     mnist_config cfg = {.epochs = o.epochs, .batch = o.batch, .lr = o.lr, .lr_decay = o.lr_decay,
+                        .lr_step = o.lr_step,
                         .seed = o.seed, .out = stdout, .save_path = o.save};
     cfg.verbose = !o.quiet;
     cfg.progress = !o.quiet && isatty(fileno(stdout));
@@ -351,6 +356,7 @@ int main(int argc, char **argv)
         if (resume_conflict(o.set_batch, o.batch, st.batch, "--batch", o.resume) ||
             resume_conflict(o.set_lr, o.lr, st.lr, "--lr", o.resume) ||
             resume_conflict(o.set_lr_decay, o.lr_decay, st.lr_decay, "--lr-decay", o.resume) ||
+            resume_conflict(o.set_lr_step, o.lr_step, st.lr_step, "--lr-step", o.resume) ||
             resume_conflict(o.set_seed, (double)o.seed, (double)st.seed, "--seed", o.resume) ||
             resume_conflict(o.set_limit, o.limit, st.n_train, "--limit", o.resume)) {
             status = 2;
@@ -364,6 +370,7 @@ int main(int argc, char **argv)
         cfg.batch = (int)st.batch;
         cfg.lr = st.lr;
         cfg.lr_decay = st.lr_decay;
+        cfg.lr_step = (int)st.lr_step;
         cfg.seed = st.seed;
     }
     if (o.log) {
@@ -380,10 +387,11 @@ int main(int argc, char **argv)
         nn_model_summary(m, stdout);
         printf("data: %u of %d training images, %d test images (%s)\n", st.n_train, data.n_train,
                data.n_test, o.data);
-        printf("%s, lr %g x %g per epoch, batch %d, %d epochs, seed %llu, %d thread%s, %s\n",
+        printf("%s, lr %g x %g every %d epoch%s, batch %d, %d epochs, seed %llu, %d thread%s, %s\n",
                o.adam ? "adam" : "sgd (momentum 0.9)", (double)cfg.lr, (double)cfg.lr_decay,
-               cfg.batch, o.epochs, (unsigned long long)cfg.seed, o.threads,
-               o.threads == 1 ? "" : "s", nn_data_format_name(fmt));
+               cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, o.epochs,
+               (unsigned long long)cfg.seed, o.threads, o.threads == 1 ? "" : "s",
+               nn_data_format_name(fmt));
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);
         fflush(stdout);
     }

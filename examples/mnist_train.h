@@ -7,10 +7,10 @@
  * eval mode (no dropout). After every epoch: a line of text, a JSON Lines
  * log record and a checkpoint, all optional.
  *
- * Learning rate: lr_e = lr * decay^e in epoch e (0-based), PyTorch's
- * StepLR(step_size=1, gamma=decay). It depends only on the epoch number, so
- * resuming at an epoch boundary continues the same schedule whatever the
- * total number of epochs.
+ * Learning rate: step decay, PyTorch's StepLR(step_size=step, gamma=decay):
+ * lr_e = lr * decay^floor(e / step) in epoch e (0-based). It depends only on
+ * the epoch number, so resuming at an epoch boundary continues the same
+ * schedule whatever the total number of epochs.
  *
  * Resumable state: everything a run needs to continue bit for bit is in the
  * checkpoint: the model and optimizer (nn/checkpoint.h) and this loop's
@@ -40,7 +40,8 @@
 typedef struct mnist_config {
     int epochs;            /* total, counting epochs done before a resume */
     int batch;
-    float lr, lr_decay;    /* base learning rate, factor per epoch */
+    float lr, lr_decay;    /* base learning rate, factor every lr_step epochs */
+    int lr_step;
     uint64_t seed;         /* model init, dropout and data order */
     int progress;          /* redraw a progress bar in place (a terminal) */
     int verbose;           /* one line per epoch */
@@ -54,6 +55,7 @@ typedef struct mnist_state {
     uint32_t epoch;        /* epochs completed */
     tensor_rng order;      /* data-order generator for the next epoch */
     float lr, lr_decay;
+    uint32_t lr_step;
     uint32_t batch;
     uint32_t n_train;      /* training images used (after --limit) */
     uint64_t seed;
@@ -61,7 +63,7 @@ typedef struct mnist_state {
 
 #define MNIST_STATE_MAGIC 0x4d4e5354u /* "MNST" */
 #define MNIST_STATE_VERSION 1u
-#define MNIST_STATE_BYTES (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 8)
+#define MNIST_STATE_BYTES (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 4 + 8)
 
 typedef struct mnist_metrics {
     double loss, acc;      /* mean loss per image, fraction correct */
@@ -93,6 +95,7 @@ static void mnist_state_init(mnist_state *st, const mnist_config *cfg, int n_tra
     tensor_rng_seed(&st->order, tensor_hash3(cfg->seed, 0x6f72646572ull, 0));
     st->lr = cfg->lr;
     st->lr_decay = cfg->lr_decay;
+    st->lr_step = (uint32_t)cfg->lr_step;
     st->batch = (uint32_t)cfg->batch;
     st->n_train = (uint32_t)n_train;
     st->seed = cfg->seed;
@@ -132,6 +135,7 @@ static void mnist_state_pack(const mnist_state *st, uint8_t buf[MNIST_STATE_BYTE
     }
     mnist_put32(p, mnist_f2u(st->lr)), p += 4;
     mnist_put32(p, mnist_f2u(st->lr_decay)), p += 4;
+    mnist_put32(p, st->lr_step), p += 4;
     mnist_put32(p, st->batch), p += 4;
     mnist_put32(p, st->n_train), p += 4;
     mnist_put32(p, (uint32_t)st->seed), p += 4;
@@ -155,6 +159,7 @@ static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t 
     }
     st->lr = mnist_u2f(mnist_get32(p)), p += 4;
     st->lr_decay = mnist_u2f(mnist_get32(p)), p += 4;
+    st->lr_step = mnist_get32(p), p += 4;
     st->batch = mnist_get32(p), p += 4;
     st->n_train = mnist_get32(p), p += 4;
     st->seed = mnist_get32(p) | (uint64_t)mnist_get32(p + 4) << 32;
@@ -163,7 +168,8 @@ static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t 
 
 static float mnist_epoch_lr(const mnist_state *st, int epoch)
 {
-    return (float)((double)st->lr * pow((double)st->lr_decay, (double)epoch));
+    const int steps = st->lr_step ? epoch / (int)st->lr_step : 0;
+    return (float)((double)st->lr * pow((double)st->lr_decay, (double)steps));
 }
 
 /* A batch tensor over buf: (n, per-sample input shape of m). */

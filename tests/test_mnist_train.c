@@ -123,7 +123,7 @@ static optim *make_adam(float lr)
 
 static mnist_config make_config(int epochs, FILE *log, const char *save)
 {
-    mnist_config c = {.epochs = epochs, .batch = 32, .lr = 1e-2f, .lr_decay = 0.7f, .seed = 11,
+    mnist_config c = {.epochs = epochs, .batch = 32, .lr = 1e-2f, .lr_decay = 0.7f, .lr_step = 1, .seed = 11,
                       .progress = 0, .verbose = 0, .out = stdout, .log = log, .save_path = save};
     return c;
 }
@@ -394,6 +394,16 @@ static void test_state_blob(void **state)
     assert_int_equal(b.epoch, 5);
     assert_memory_equal(b.order.s, a.order.s, sizeof a.order.s);
     assert_true(b.lr == a.lr && b.lr_decay == a.lr_decay);
+    assert_int_equal(b.lr_step, 1);
+    /* StepLR(step_size=8, gamma=0.1), the program's default. */
+    b.lr = 1e-3f;
+    b.lr_decay = 0.1f;
+    b.lr_step = 8;
+    assert_true(mnist_epoch_lr(&b, 0) == 1e-3f);
+    assert_true(mnist_epoch_lr(&b, 7) == 1e-3f);
+    assert_true(mnist_epoch_lr(&b, 8) == (float)((double)1e-3f * (double)0.1f));
+    assert_true(mnist_epoch_lr(&b, 15) == mnist_epoch_lr(&b, 8));
+    assert_true(mnist_epoch_lr(&b, 16) == (float)((double)1e-3f * pow((double)0.1f, 2.0)));
     assert_int_equal(b.batch, 32);
     assert_int_equal(b.n_train, 777);
     assert_int_equal(b.seed, 11);
