@@ -15,7 +15,10 @@
  * a temporary file, then renamed), where tests/bench/torch_spatial_dropout.py
  * reads them to print PyTorch's times and ratios.
  *
- * Usage: bench_spatial_dropout [--reps R] [--out FILE]
+ * Usage: bench_spatial_dropout [--reps R] [--out FILE|-] [--shape N,C,H,W]
+ *            [--format channels_first|channels_last] [--threads T] [--cache warm|flushed]
+ * The filters run one case (the PyTorch twin uses them to time nn right
+ * before torch on each case); "--out -" writes no file.
  * Not measured here: the graph/layer overhead (a few allocations from the
  * arena per call) and the mask-less inference path (the identity). */
 #include <omp.h>
@@ -133,7 +136,8 @@ static float *alloc_floats(size_t n)
 
 int main(int argc, char **argv)
 {
-    int reps = 60;
+    int reps = 60, only_threads = 0, only_cache = -1, only_fmt = -1;
+    shape4 only_shape = {0, 0, 0, 0};
     char out_path[1024];
     const char *slash = strrchr(argv[0], '/');
     snprintf(out_path, sizeof out_path, "%.*sspatial_dropout.jsonl",
@@ -141,8 +145,26 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) snprintf(out_path, sizeof out_path, "%s", argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--reps R] [--out FILE]\n", argv[0]);
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc &&
+                 sscanf(argv[++i], "%d,%d,%d,%d", &only_shape.N, &only_shape.C, &only_shape.H, &only_shape.W) == 4) {}
+        else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
+            nn_data_format f;
+            if (nn_data_format_parse(argv[++i], &f) != NN_OK) {
+                fprintf(stderr, "bench_spatial_dropout: %s\n", nn_last_error());
+                return 2;
+            }
+            only_fmt = (int)f;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--cache") && i + 1 < argc) {
+            i++;
+            only_cache = !strcmp(argv[i], "warm") ? 0 : !strcmp(argv[i], "flushed") ? 1 : -2;
+            if (only_cache < 0) {
+                fprintf(stderr, "bench_spatial_dropout: --cache must be warm or flushed\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "usage: %s [--reps R] [--out FILE|-] [--shape N,C,H,W] [--format F] "
+                            "[--threads T] [--cache warm|flushed]\n", argv[0]);
             return 2;
         }
     }
@@ -150,10 +172,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_spatial_dropout: --reps must be between 1 and %d\n", MAX_REPS);
         return 2;
     }
+    const int to_file = strcmp(out_path, "-") != 0;
     char tmp_path[1100];
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp", out_path);
-    FILE *out = fopen(tmp_path, "w");
-    if (!out) {
+    FILE *out = to_file ? fopen(tmp_path, "w") : NULL;
+    if (to_file && !out) {
         perror(tmp_path);
         return 1;
     }
@@ -168,6 +191,7 @@ int main(int argc, char **argv)
     tensor_rng_seed(&rng, 1);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape4 sh = shapes[si];
+        if (only_shape.N && memcmp(&sh, &only_shape, sizeof sh)) continue;
         bench_case b = {0};
         b.N = sh.N;
         b.C = sh.C;
@@ -188,9 +212,12 @@ int main(int argc, char **argv)
         }
         for (int fi = 0; fi < 2; fi++) {
             b.fmt = fi == 0 ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST;
+            if (only_fmt >= 0 && (int)b.fmt != only_fmt) continue;
             for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+                if (only_threads && threads[ti] != only_threads) continue;
                 if (nn_set_threads(threads[ti]) != NN_OK) return 1;
                 for (int flushed = 0; flushed < 2; flushed++) {
+                    if (only_cache >= 0 && flushed != only_cache) continue;
                     double ms[N_OPS];
                     const int r = flushed ? (reps + 1) / 2 : reps;
                     for (int op = 0; op < N_OPS; op++) ms[op] = time_op(&b, op, r, flushed);
@@ -207,7 +234,7 @@ int main(int argc, char **argv)
                              ms[OP_COPY1], ms[OP_FWD] / ms[OP_COPY], ms[OP_BWD] / ms[OP_COPY]);
                     puts(line);
                     fflush(stdout);
-                    fprintf(out, "%s\n", line);
+                    if (out) fprintf(out, "%s\n", line);
                 }
             }
         }
@@ -218,6 +245,7 @@ int main(int argc, char **argv)
         free(b.mask);
     }
     free(flush_buf);
+    if (!out) return 0;
     if (fclose(out) != 0 || rename(tmp_path, out_path) != 0) {
         perror(out_path);
         return 1;

@@ -3,12 +3,13 @@
 the same shapes, formats (NCHW and torch.channels_last), thread counts and
 cache cases, with torch's own copy (dst.copy_(x)) timed in the same run.
 
-Prints one JSON object per line with torch's medians and, when the C
-benchmark's results are found, nn's times and the ratios torch / nn (above 1:
-nn is faster). nn's results are read from NN_BENCH_JSONL if set, else from
-the newest build*/**/bench/spatial_dropout.jsonl under the repository root
-(bench_spatial_dropout writes it next to itself; `make bench-spatial_dropout`
-runs the two back to back).
+Prints one JSON object per line with torch's medians, nn's, and the ratios
+torch / nn (above 1: nn is faster). So that a busy machine does not skew the
+ratios, nn is timed right before torch on each case by running the C
+benchmark for that case only: NN_BENCH_BIN if set, else the newest
+build*/**/bench/bench_spatial_dropout under the repository root. Without the
+binary, nn's times come from the spatial_dropout.jsonl it last wrote (next to
+itself, or NN_BENCH_JSONL).
 
 Timing: backward is torch.autograd.grad(y, x, dy, retain_graph=True), which
 returns a fresh dx = dy * mask * s (nn's kernel adds into an existing dx).
@@ -19,6 +20,7 @@ import glob
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -32,14 +34,29 @@ REPS = int(os.environ.get("NN_BENCH_REPS", "60"))
 FLUSH_ELEMS = (96 << 20) // 4
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def newest(env, name):
+    path = os.environ.get(env)
+    if path:
+        return path
+    found = glob.glob(os.path.join(ROOT, "build*", "**", "bench", name), recursive=True)
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def nn_case(binary, shape, fmt, threads, cache):
+    """nn's line for one case, timed now by the C benchmark."""
+    cmd = [binary, "--reps", str(REPS), "--out", "-", "--shape", ",".join(map(str, shape)),
+           "--format", fmt, "--threads", str(threads), "--cache", cache]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def nn_results():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.environ.get("NN_BENCH_JSONL")
+    path = newest("NN_BENCH_JSONL", "spatial_dropout.jsonl")
     if not path:
-        found = glob.glob(os.path.join(root, "build*", "**", "bench", "spatial_dropout.jsonl"), recursive=True)
-        if not found:
-            return None, {}
-        path = max(found, key=os.path.getmtime)
+        return None, {}
     out = {}
     with open(path) as f:
         for line in f:
@@ -62,12 +79,17 @@ def median_ms(fn, reps, flush):
 
 
 def main():
-    path, nn = nn_results()
-    if path is None:
-        print("torch_spatial_dropout: no spatial_dropout.jsonl from bench_spatial_dropout found; "
-              "printing torch times only", file=sys.stderr)
+    binary = newest("NN_BENCH_BIN", "bench_spatial_dropout")
+    nn = {}
+    if binary:
+        print("torch_spatial_dropout: timing nn with %s before each case" % binary, file=sys.stderr)
     else:
-        print("torch_spatial_dropout: nn results from %s" % path, file=sys.stderr)
+        path, nn = nn_results()
+        if path is None:
+            print("torch_spatial_dropout: neither bench_spatial_dropout nor its results found; "
+                  "printing torch times only", file=sys.stderr)
+        else:
+            print("torch_spatial_dropout: nn results from %s" % path, file=sys.stderr)
     torch.manual_seed(0)
     flush_buf = torch.empty(FLUSH_ELEMS, dtype=torch.float32)
     for shape in SHAPES:
@@ -83,6 +105,10 @@ def main():
                 for cache in ("warm", "flushed"):
                     flush = flush_buf if cache == "flushed" else None
                     reps = REPS if cache == "warm" else (REPS + 1) // 2
+                    if binary:
+                        d = nn_case(binary, shape, fmt, threads, cache)
+                    else:
+                        d = nn.get((tuple(shape), fmt, threads, cache))
                     holder = {}
 
                     def fwd():
@@ -102,7 +128,6 @@ def main():
                            "data_format": fmt, "threads": threads, "rate": RATE, "cache": cache,
                            "reps": reps, "fwd_ms": round(fwd_ms, 4), "bwd_ms": round(bwd_ms, 4),
                            "copy_ms": round(copy_ms, 4)}
-                    d = nn.get((tuple(shape), fmt, threads, cache))
                     if d:
                         rec.update({"nn_fwd_ms": d["fwd_ms"], "nn_bwd_ms": d["bwd_ms"],
                                     "nn_copy_ms": d["copy_ms"],
