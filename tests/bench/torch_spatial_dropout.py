@@ -5,8 +5,9 @@ cache cases, with torch's own copy (dst.copy_(x)) timed in the same run.
 
 Prints one JSON object per line with torch's medians, nn's, and the ratios
 torch / nn (above 1: nn is faster). So that a busy machine does not skew the
-ratios, nn is timed right before torch on each case by running the C
-benchmark for that case only: NN_BENCH_BIN if set, else the newest
+ratios, each case is timed in three rounds that alternate nn (the C
+benchmark run for that case only) and torch, and each side reports the
+median of its rounds' medians. The binary is NN_BENCH_BIN if set, else the newest
 build*/**/bench/bench_spatial_dropout under the repository root. Without the
 binary, nn's times come from the spatial_dropout.jsonl it last wrote (next to
 itself, or NN_BENCH_JSONL).
@@ -31,6 +32,7 @@ SHAPES = [(128, 32, 26, 26), (128, 64, 24, 24), (32, 256, 14, 14), (8, 64, 112, 
 THREADS = [1, 2]
 RATE = 0.25
 REPS = int(os.environ.get("NN_BENCH_REPS", "60"))
+ROUNDS = 3
 FLUSH_ELEMS = (96 << 20) // 4
 
 
@@ -45,9 +47,11 @@ def newest(env, name):
     return max(found, key=os.path.getmtime) if found else None
 
 
-def nn_case(binary, shape, fmt, threads, cache):
+def nn_case(binary, shape, fmt, threads, cache, reps):
     """nn's line for one case, timed now by the C benchmark."""
-    cmd = [binary, "--reps", str(REPS), "--out", "-", "--shape", ",".join(map(str, shape)),
+    # The C benchmark runs (R + 1) / 2 repetitions of a flushed case.
+    r = reps if cache == "warm" else 2 * reps - 1
+    cmd = [binary, "--reps", str(r), "--out", "-", "--shape", ",".join(map(str, shape)),
            "--format", fmt, "--threads", str(threads), "--cache", cache]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -82,7 +86,7 @@ def main():
     binary = newest("NN_BENCH_BIN", "bench_spatial_dropout")
     nn = {}
     if binary:
-        print("torch_spatial_dropout: timing nn with %s before each case" % binary, file=sys.stderr)
+        print("torch_spatial_dropout: timing nn with %s, alternating with torch" % binary, file=sys.stderr)
     else:
         path, nn = nn_results()
         if path is None:
@@ -105,10 +109,6 @@ def main():
                 for cache in ("warm", "flushed"):
                     flush = flush_buf if cache == "flushed" else None
                     reps = REPS if cache == "warm" else (REPS + 1) // 2
-                    if binary:
-                        d = nn_case(binary, shape, fmt, threads, cache)
-                    else:
-                        d = nn.get((tuple(shape), fmt, threads, cache))
                     holder = {}
 
                     def fwd():
@@ -121,9 +121,22 @@ def main():
                         with torch.no_grad():
                             dst.copy_(x)
 
-                    fwd_ms = median_ms(fwd, reps, flush)
-                    bwd_ms = median_ms(bwd, reps, flush)
-                    copy_ms = median_ms(copy, reps, flush)
+                    # Alternate nn and torch in ROUNDS rounds of reps/ROUNDS
+                    # repetitions and keep the median of the rounds' medians,
+                    # so both see the same machine.
+                    t = {"fwd": [], "bwd": [], "copy": []}
+                    rounds = []
+                    per_round = max(1, reps // ROUNDS)
+                    for _ in range(ROUNDS if binary else 1):
+                        if binary:
+                            rounds.append(nn_case(binary, shape, fmt, threads, cache, per_round))
+                        for name, fn in (("fwd", fwd), ("bwd", bwd), ("copy", copy)):
+                            t[name].append(median_ms(fn, per_round if binary else reps, flush))
+                    fwd_ms, bwd_ms, copy_ms = (statistics.median(t[k]) for k in ("fwd", "bwd", "copy"))
+                    if binary:
+                        d = {k: statistics.median(r[k] for r in rounds) for k in ("fwd_ms", "bwd_ms", "copy_ms")}
+                    else:
+                        d = nn.get((tuple(shape), fmt, threads, cache))
                     rec = {"op": "torch_dropout2d", "torch": torch.__version__, "shape": list(shape),
                            "data_format": fmt, "threads": threads, "rate": RATE, "cache": cache,
                            "reps": reps, "fwd_ms": round(fwd_ms, 4), "bwd_ms": round(bwd_ms, 4),
