@@ -205,8 +205,8 @@ int main(int argc, char **argv)
         b.mask = malloc((size_t)sh.N * sh.C);
         if (!b.mask) return 1;
         for (size_t i = 0; i < b.total; i++) {
-            b.x[i] = tensor_rng_normal(&rng);
-            b.dy[i] = tensor_rng_normal(&rng);
+            b.x[i] = 2.0f * tensor_rng_uniform(&rng) - 1.0f;
+            b.dy[i] = 2.0f * tensor_rng_uniform(&rng) - 1.0f;
             b.dx[i] = 0.0f;
             b.y[i] = 0.0f;
         }
