@@ -119,12 +119,7 @@ static void conv2d_backward(nn_node *n)
     /* dz = dy * relu'(y), in place: every consumer of y has run its backward
      * already, so nothing reads y->grad after this. */
     float *dz = y->grad;
-    if (s->activation == 1) {
-        const float *yd = y->data;
-        #pragma omp parallel for schedule(static) if (y->size > 65536)
-        for (size_t i = 0; i < y->size; i++)
-            if (!(yd[i] > 0.0f)) dz[i] = 0.0f;
-    }
+    if (s->activation == 1) nn_conv_relu_mask(dz, y->data, y->size);
     if (cf) {
         nn_conv_to_nhwc(c->y_nhwc, dz, N, F, (int)P, 0);
         dz = c->y_nhwc;

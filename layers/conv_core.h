@@ -107,6 +107,10 @@ int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F);
 void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
                              const nn_conv_geom *g, int N, int F, float *part, int G);
 
+/* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
+ * (the sign of y is random, which a branch would mispredict half the time). */
+void nn_conv_relu_mask(float *dz, const float *y, size_t n);
+
 /* The adjoint of im2col: dx (nb, H, W, C) = (add ? dx : 0) + for each
  * element the sum of the entries of col (nb*OH*OW, KH*KW*C) -- row (n, oh,
  * ow), column (kh, kw, c) -- that a window placed there would read. A

@@ -73,7 +73,22 @@ INLINE vf vload(const float *p)
 
 INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* A vector of copies of a: x - 0 is x for every float (0 + x is not, for
+ * x = -0), so this folds to a single broadcast. */
+INLINE vf splat(float a) { return a - (vf){0}; }
+
 int nn_conv_vector_width(void) { return VL; }
+
+void nn_conv_relu_mask(float *dz, const float *y, size_t n)
+{
+    const size_t nv = n / VL;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < nv; i++) {
+        const vf yv = vload(y + i * VL);
+        vstore(dz + i * VL, (vf)((vi)vload(dz + i * VL) & (yv > (vf){0})));
+    }
+    for (size_t i = nv * VL; i < n; i++) dz[i] = y[i] > 0.0f ? dz[i] : 0.0f;
+}
 
 /* The reduction of one tile: nkh x nkw segments of `run` elements; segment
  * (i, j) starts at a + i*ah + j*aw in a and at row i*bh + j*bw of b. */
@@ -100,7 +115,7 @@ INLINE void tile(float *restrict out, size_t ldo, int rr, int nvalid, const floa
                 UNROLL for (int v = 0; v < V; v++) bv[v] = vload(bs + (size_t)j * ldb + v * VL);
                 UNROLL for (int r = 0; r < R; r++) {
                     if (r < rr) {
-                        const vf x = (vf){0} + as[r * pstride + j];
+                        const vf x = splat(as[r * pstride + j]);
                         UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
                     }
                 }
@@ -252,7 +267,7 @@ INLINE void dk_tile(float *restrict part, size_t ldp, int rr, const float *restr
             UNROLL for (int v = 0; v < V; v++) bv[v] = vload(dr + (size_t)ow * ldz + v * VL);
             UNROLL for (int r = 0; r < R; r++) {
                 if (r < rr) {
-                    const vf x = (vf){0} + xr[ow * px + r];
+                    const vf x = splat(xr[ow * px + r]);
                     UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
                 }
             }
