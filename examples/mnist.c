@@ -387,9 +387,9 @@ int main(int argc, char **argv)
         nn_model_summary(m, stdout);
         printf("data: %u of %d training images, %d test images (%s)\n", st.n_train, data.n_train,
                data.n_test, o.data);
-        printf("%s, lr %g x %g every %d epoch%s, batch %d, %d epochs, seed %llu, %d thread%s, %s\n",
+        printf("%s, lr %g x %g every %d epoch%s, batch %d, %d epoch%s, seed %llu, %d thread%s, %s\n",
                o.adam ? "adam" : "sgd (momentum 0.9)", (double)cfg.lr, (double)cfg.lr_decay,
-               cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, o.epochs,
+               cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, o.epochs, o.epochs == 1 ? "" : "s",
                (unsigned long long)cfg.seed, o.threads, o.threads == 1 ? "" : "s",
                nn_data_format_name(fmt));
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);
