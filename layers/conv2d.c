@@ -117,10 +117,13 @@ static void conv2d_backward(nn_node *n)
     const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
     const size_t P = (size_t)g->OH * g->OW;
     /* dz = dy * relu'(y), in place: every consumer of y has run its backward
-     * already, so nothing reads y->grad after this. */
+     * already, so nothing reads y->grad after this. channels_last masks in
+     * the same pass that sums the bias gradient. */
     float *dz = y->grad;
-    if (s->activation == 1) nn_conv_relu_mask(dz, y->data, y->size);
+    const float *mask_y = s->activation == 1 ? y->data : NULL;
     if (cf) {
+        if (mask_y) nn_conv_relu_mask(dz, mask_y, y->size);
+        mask_y = NULL;
         nn_conv_to_nhwc(c->y_nhwc, dz, N, F, (int)P, 0);
         dz = c->y_nhwc;
     }
@@ -131,7 +134,7 @@ static void conv2d_backward(nn_node *n)
     if (dx && cf) memset(dx, 0, x->size * sizeof *dx);
     float *dk = k->grad && c->w.part ? k->grad : NULL;
     float *db = b && b->grad && c->w.db ? b->grad : NULL;
-    nn_conv_backward(dx, dk, db, dz, k->data, g, N, F, &c->w);
+    nn_conv_backward(dx, dk, db, dz, mask_y, k->data, g, N, F, &c->w);
     if (dx && cf) nn_conv_to_nchw(x->grad, dx, N, g->C, g->H * g->W, 1);
 }
 
@@ -181,7 +184,7 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->dzs = arena(gr, z.dzs, sizeof(float), &failed);
     w->kt = arena(gr, z.kt, sizeof(float), &failed);
     w->dcol = arena(gr, z.dcol, sizeof(float), &failed);
-    w->db = arena(gr, z.db, sizeof(double), &failed);
+    w->db = arena(gr, z.db, sizeof(float), &failed);
     const float *xd = x->data;
     float *yd = y->data;
     if (cf) {

@@ -7,7 +7,8 @@
  *   forward   xp = x with its padding (a copy only when there is padding);
  *             y = act(tiles(xp, k) + b), bias and ReLU applied to the tile
  *             in registers before the single store
- *   dbias     per-channel sums of dz over fixed row blocks
+ *   dbias     per-channel sums of dz over fixed row blocks, in the same
+ *             pass as the ReLU mask
  *   dkernel   dk (T, F) += sum over pixels of xp-window (T) x dz (F), in
  *             fixed groups of output rows combined in group order
  *   dx        stride 1: the correlation of dz, zero-padded by the window
@@ -194,7 +195,7 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
             s->dcol = dcol_chunk(g, N) * P * T;
         }
     }
-    if (need_db) s->db = nn_conv_sum_scratch((size_t)N * P, F, 1);
+    if (need_db) s->db = nn_conv_db_scratch((size_t)N * P, F);
 }
 
 void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
@@ -220,17 +221,14 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
     nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
 }
 
-void nn_conv_backward(float *dx, float *dk, float *db, const float *dz, const float *k,
+void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
                       const nn_conv_geom *g, int N, int F, nn_conv_work *w)
 {
     const int VLw = nn_conv_vector_width(), Fp = round_up(F, VLw);
     const int C = g->C, KH = g->KH, KW = g->KW;
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
     if (N == 0 || P == 0) return;
-    if (db) {
-        nn_conv_channel_sums(w->db, dz, NULL, NULL, NULL, (size_t)N * P, F, 1, w->db);
-        for (int f = 0; f < F; f++) db[f] += (float)w->db[f];
-    }
+    nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
     if (dk && T) {
         const float *dzk = dz;
         if (F != Fp) {

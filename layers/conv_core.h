@@ -74,12 +74,12 @@ typedef struct nn_conv_work {
     float *dzs;     /* dx, stride 1: dz padded to (N, H+(KH-1)DH, W+(KW-1)DW, F) */
     float *kt;      /* dx: the kernel, flipped and transposed (stride 1) or transposed */
     float *dcol;    /* dx, strided: one chunk of columns (nb*OH*OW, T) */
-    double *db;     /* dbias: per-block sums */
+    float *db;      /* dbias: per-block sums (nn_conv_db_scratch) */
     const float *x; /* set by forward: the input the windows read (xp or x) */
 } nn_conv_work;
 
 typedef struct nn_conv_sizes {
-    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db; /* db in doubles */
+    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db;
 } nn_conv_sizes;
 
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
@@ -87,8 +87,9 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
 void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
                      const nn_conv_geom *g, int N, int F, nn_conv_work *w);
 /* Adds into whichever of dx (N, H, W, C), dk (T, F), db (F) is not NULL,
- * from dz (N, OH, OW, F) = dL/d(pre-activation). */
-void nn_conv_backward(float *dx, float *dk, float *db, const float *dz, const float *k,
+ * from dz (N, OH, OW, F) = dL/dy. When y (the forward's output, same shape)
+ * is given, dz is first masked in place by y > 0 (the ReLU's backward). */
+void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
                       const nn_conv_geom *g, int N, int F, nn_conv_work *w);
 
 /* The tiles behind them (conv_gemm.c); ld* are row lengths in floats, and
@@ -110,6 +111,12 @@ void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const f
 /* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
  * (the sign of y is random, which a branch would mispredict half the time). */
 void nn_conv_relu_mask(float *dz, const float *y, size_t n);
+/* One pass over dz (rows, F): the ReLU mask (when y is not NULL) and, when
+ * db is not NULL, db += the column sums -- float within fixed blocks of 256
+ * rows, the blocks combined in order in double. part holds
+ * nn_conv_db_scratch(rows, F) floats. */
+size_t nn_conv_db_scratch(size_t rows, int F);
+void nn_conv_dz_pass(float *dz, const float *y, float *db, float *part, size_t rows, int F);
 
 /* The adjoint of im2col: dx (nb, H, W, C) = (add ? dx : 0) + for each
  * element the sum of the entries of col (nb*OH*OW, KH*KW*C) -- row (n, oh,

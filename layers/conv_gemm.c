@@ -90,6 +90,53 @@ void nn_conv_relu_mask(float *dz, const float *y, size_t n)
     for (size_t i = nv * VL; i < n; i++) dz[i] = y[i] > 0.0f ? dz[i] : 0.0f;
 }
 
+/* Rows per block of the bias-gradient sums (fixed: the blocking decides the
+ * summation order). */
+#define DB_ROWS 256
+
+size_t nn_conv_db_scratch(size_t rows, int F)
+{
+    const size_t blocks = (rows + DB_ROWS - 1) / DB_ROWS;
+    return (blocks ? blocks : 1) * (size_t)((F + VL - 1) / VL * VL);
+}
+
+void nn_conv_dz_pass(float *dz, const float *y, float *db, float *part, size_t rows, int F)
+{
+    if (!y && !db) return;
+    const int Fp = (F + VL - 1) / VL * VL, nv = F / VL;
+    const size_t blocks = (rows + DB_ROWS - 1) / DB_ROWS;
+    #pragma omp parallel for schedule(static) if (rows * (size_t)F > 65536)
+    for (size_t bk = 0; bk < blocks; bk++) {
+        float *p = db ? part + bk * Fp : NULL;
+        if (p) memset(p, 0, (size_t)Fp * sizeof *p);
+        const size_t r1 = (bk + 1) * DB_ROWS < rows ? (bk + 1) * DB_ROWS : rows;
+        for (size_t r = bk * DB_ROWS; r < r1; r++) {
+            float *d = dz + r * F;
+            const float *yr = y ? y + r * F : NULL;
+            for (int v = 0; v < nv; v++) {
+                vf x = vload(d + v * VL);
+                if (yr) {
+                    x = (vf)((vi)x & (vload(yr + v * VL) > (vf){0}));
+                    vstore(d + v * VL, x);
+                }
+                if (p) vstore(p + v * VL, vload(p + v * VL) + x);
+            }
+            for (int f = nv * VL; f < F; f++) {
+                float x = d[f];
+                if (yr) d[f] = x = yr[f] > 0.0f ? x : 0.0f;
+                if (p) p[f] += x;
+            }
+        }
+    }
+    if (!db) return;
+    /* Blocks combine in order, in double. */
+    for (int f = 0; f < F; f++) {
+        double sum = 0.0;
+        for (size_t bk = 0; bk < blocks; bk++) sum += part[bk * Fp + f];
+        db[f] += (float)sum;
+    }
+}
+
 /* The reduction of one tile: nkh x nkw segments of `run` elements; segment
  * (i, j) starts at a + i*ah + j*aw in a and at row i*bh + j*bw of b. */
 typedef struct {

@@ -25,6 +25,41 @@ typedef struct {
     int32_t *idx; /* (planes, OH, OW, C) */
 } maxpool2d_ctx;
 
+/* Channels per block: a constant trip count lets GCC's -O2 vectorizer (which
+ * refuses loops that would need a scalar remainder) turn the
+ * compare-and-select into vector blends; the last partial block runs the
+ * same code with a run-time count. Local arrays, because stores into y
+ * could alias x. */
+#define MP_BLOCK 16
+
+static inline __attribute__((always_inline)) void
+max_block(float *restrict y, int32_t *restrict io, const float *restrict xn, int C, int W, int h0,
+          int w0, int khs, int khe, int kws, int kwe, const int cb)
+{
+    float best[MP_BLOCK];
+    int32_t arg[MP_BLOCK];
+    const int32_t first = (h0 + khs) * W + (w0 + kws);
+    for (int c = 0; c < cb; c++) {
+        best[c] = -INFINITY;
+        arg[c] = first;
+    }
+    for (int kh = khs; kh < khe; kh++)
+        for (int kw = kws; kw < kwe; kw++) {
+            const int32_t pos = (h0 + kh) * W + (w0 + kw);
+            const float *xp = xn + (size_t)pos * C;
+            for (int c = 0; c < cb; c++) {
+                const float v = xp[c];
+                const int take = (v > best[c]) | (v != v);
+                best[c] = take ? v : best[c];
+                arg[c] = take ? pos : arg[c];
+            }
+        }
+    for (int c = 0; c < cb; c++) {
+        y[c] = best[c];
+        io[c] = arg[c];
+    }
+}
+
 /* y (NP, OH, OW, C) = max over windows of x (NP, H, W, C); idx likewise. */
 static void maxpool_forward(float *y, int32_t *idx, const float *x, const nn_conv_geom *g, int NP)
 {
@@ -39,25 +74,13 @@ static void maxpool_forward(float *y, int32_t *idx, const float *x, const nn_con
                 const int w0 = ow * g->SW - g->PL;
                 const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < g->KW ? W - w0 : g->KW;
                 const size_t o = (((size_t)n * OH + oh) * OW + ow) * C;
-                float *restrict yo = y + o;
-                int32_t *restrict io = idx + o;
-                const int32_t first = (h0 + khs) * W + (w0 + kws);
-                for (int c = 0; c < C; c++) {
-                    yo[c] = -INFINITY;
-                    io[c] = first;
-                }
-                for (int kh = khs; kh < khe; kh++)
-                    for (int kw = kws; kw < kwe; kw++) {
-                        const int32_t pos = (h0 + kh) * W + (w0 + kw);
-                        const float *restrict xp = xn + (size_t)pos * C;
-                        for (int c = 0; c < C; c++) {
-                            const float v = xp[c];
-                            if (v > yo[c] || v != v) {
-                                yo[c] = v;
-                                io[c] = pos;
-                            }
-                        }
-                    }
+                int c0 = 0;
+                for (; c0 + MP_BLOCK <= C; c0 += MP_BLOCK)
+                    max_block(y + o + c0, idx + o + c0, xn + c0, C, W, h0, w0, khs, khe, kws, kwe,
+                              MP_BLOCK);
+                if (c0 < C)
+                    max_block(y + o + c0, idx + o + c0, xn + c0, C, W, h0, w0, khs, khe, kws, kwe,
+                              C - c0);
             }
         }
 }
