@@ -13,7 +13,6 @@
  * snapshot). The network has every kind of state a checkpoint holds:
  * trainable parameters, batch-norm buffers, dropout counters, Adam moments
  * and a blob. */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,14 +36,7 @@ static nn_model *model;
 static optim *opt;
 static const uint8_t blob_ref[16] = "resumable-state";
 
-static const char *path_of(const char *name)
-{
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
+static const char *path_of(const char *name) { return test_path_in(dir, name); }
 
 static nn_model *make_model(const char *spec, uint64_t seed)
 {
@@ -151,8 +143,7 @@ static nn_status try_load(const char *path, const char *what, size_t where)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nn_test_ckcorrupt_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
+    if (test_tmpdir_make(dir, sizeof dir, "ckcorrupt") != 0) return -1;
     /* The reference file, from a model trained a few steps. */
     nn_model *m = make_model(SPEC, 5);
     optim *o = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 1e-4f, 1);
@@ -180,18 +171,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+    test_tmpdir_remove(dir);
     free(good);
     free(snap.params);
     free(snap.buffers);

@@ -77,14 +77,7 @@ static void count(const char *fn)
 
 static char dir[64];
 
-static const char *path_of(const char *name)
-{
-    static char p[8][256];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
+static const char *path_of(const char *name) { return test_path_in(dir, name); }
 
 static void write_bytes(const char *path, const void *b, size_t len)
 {
@@ -899,8 +892,7 @@ static void test_spatial_dropout(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nn_test_errors_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "errors");
 }
 
 static int teardown(void **state)

@@ -6,7 +6,6 @@
  * the last good checkpoint. The network is a small copy of the default one
  * (conv2d, maxpool2d, spatial_dropout2d, dense, dropout), so the dropout
  * counters and the optimizer state both take part in the resume. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -72,37 +71,18 @@ static int teardown_group(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nn_test_mnist_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "mnist");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+    test_tmpdir_remove(dir);
     nn_set_threads(threads_at_start);
     return 0;
 }
 
-static const char *path_of(const char *name)
-{
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
+static const char *path_of(const char *name) { return test_path_in(dir, name); }
 
 static nn_model *make_model(uint64_t seed)
 {

@@ -15,34 +15,17 @@ static char dir[64];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nn_test_npy_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "npy");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+    test_tmpdir_remove(dir);
     return 0;
 }
 
-static const char *path_of(const char *name)
-{
-    static char p[256];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return p;
-}
+static const char *path_of(const char *name) { return test_path_in(dir, name); }
 
 static void write_bytes(const char *path, const void *b, size_t n)
 {

@@ -13,7 +13,6 @@
  *    message, when /usr/bin/python3 or its torch is not installed.
  */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,47 +23,23 @@
 
 static char dir[64];
 
-static void remove_dir(void)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nn_test_st_XXXXXX");
     /* Pin the data format: no test may depend on the user's default. */
     nn_set_image_data_format(NN_CHANNELS_LAST);
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "st");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    remove_dir();
+    test_tmpdir_remove(dir);
     nn_reset_image_data_format();
     return 0;
 }
 
-static const char *path_of(const char *name)
-{
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
+static const char *path_of(const char *name) { return test_path_in(dir, name); }
 
 static void write_bytes(const char *path, const void *b, size_t n)
 {

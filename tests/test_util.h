@@ -11,6 +11,47 @@
 
 #include "nn/nn.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Scratch directories for suites that write files.
+ * test_tmpdir_make fills dir (64 bytes or more) with a new /tmp/nn_test_<tag>_XXXXXX;
+ * test_tmpdir_remove deletes the files in it, then the directory;
+ * test_path_in joins dir and name in one of eight rotating buffers, so up to
+ * eight returned paths stay valid at once. */
+static inline int test_tmpdir_make(char *dir, size_t n, const char *tag)
+{
+    snprintf(dir, n, "/tmp/nn_test_%s_XXXXXX", tag);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static inline void test_tmpdir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static inline const char *test_path_in(const char *dir, const char *name)
+{
+    static char p[8][256];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
 /* Asserts that the last error message contains `needle`. */
 #define assert_error_contains(needle)                                                     \
     do {                                                                                  \
