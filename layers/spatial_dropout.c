@@ -320,8 +320,10 @@ static const char *const sample_desc[3][2] = {
 nn_status nn_spatial_dropout_layer_parse(nn_layer *l, nn_config *c, int dims)
 {
     static const char *const formats[] = {"channels_last", "channels_first", NULL};
+    if (dims < 1 || dims > 3)
+        return nn_error(NN_ERR_ARG, "nn_spatial_dropout_layer_parse: dims must be 1, 2 or 3, "
+                        "but got %d", dims);
     nn_spatial_dropout_state *s = l->state;
-    NN_ASSERT(dims >= 1 && dims <= 3);
     s->dims = dims;
     NN_TRY(nn_config_get_float(c, "rate", &s->rate, 0.0f, 1, 0.0f, 1.0f));
     if (dims == 1) {

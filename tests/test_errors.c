@@ -871,6 +871,8 @@ static void test_spatial_dropout(void **state)
     assert_ok(nn_config_parse(&c, "spatial_dropout2d", "rate=7"));
     BAD("nn_spatial_dropout_layer_parse", nn_spatial_dropout_layer_parse(l, &c, 2), NN_ERR_CONFIG,
         "spatial_dropout2d: rate must be between 0 and 1, but got 7");
+    BAD("nn_spatial_dropout_layer_parse", nn_spatial_dropout_layer_parse(l, &c, 4), NN_ERR_ARG,
+        "nn_spatial_dropout_layer_parse: dims must be 1, 2 or 3, but got 4");
     const int chw[2] = {3, 4};
     BAD("nn_spatial_dropout_layer_build", nn_spatial_dropout_layer_build(l, 2, chw), NN_ERR_SHAPE,
         "expected a per-sample input of rank 3");
