@@ -28,6 +28,7 @@
 #ifndef NN_EXAMPLES_MNIST_TRAIN_H
 #define NN_EXAMPLES_MNIST_TRAIN_H
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -172,6 +173,18 @@ static float mnist_epoch_lr(const mnist_state *st, int epoch)
     return (float)((double)st->lr * pow((double)st->lr_decay, (double)steps));
 }
 
+/* The first epoch (0-based) in [from, epochs) whose learning rate is below
+ * FLT_MIN, or -1. Decayed that far the rate is subnormal or 0: the updates
+ * vanish and optim_set_lr refuses 0 mid-run. The rate only changes every
+ * lr_step epochs, so only those epochs are looked at. */
+static int mnist_lr_underflow_epoch(const mnist_state *st, int from, int epochs)
+{
+    const int step = (int)st->lr_step;
+    for (int e = from; e < epochs; e = step ? (e / step + 1) * step : epochs)
+        if (!(mnist_epoch_lr(st, e) >= FLT_MIN)) return e;
+    return -1;
+}
+
 /* A batch tensor over buf: (n, per-sample input shape of m). */
 static void mnist_batch_tensor(tensor *x, float *buf, const nn_model *m, int n)
 {
@@ -267,6 +280,13 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
     if (n < 1 || n > data->n_train || B < 1)
         return nn_error(NN_ERR_ARG, "mnist_train: %d training images of %d, batch %d", n,
                         data->n_train, B);
+    const int low = mnist_lr_underflow_epoch(st, (int)st->epoch, cfg->epochs);
+    if (low >= 0)
+        return nn_error(NN_ERR_ARG, "mnist_train: with --lr %g --lr-decay %g --lr-step %u the "
+                        "learning rate falls below the smallest normal float (FLT_MIN = %g) at "
+                        "epoch %d, before --epochs %d ends; use fewer epochs, or a larger "
+                        "--lr-decay or --lr-step", (double)st->lr, (double)st->lr_decay,
+                        st->lr_step, (double)FLT_MIN, low + 1, cfg->epochs);
     int *order = malloc((size_t)n * sizeof *order);
     int *lab = malloc((size_t)B * sizeof *lab);
     float *buf = tensor_aligned_alloc((size_t)B * pixels * sizeof(float));

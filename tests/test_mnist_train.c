@@ -6,6 +6,7 @@
  * the last good checkpoint. The network is a small copy of the default one
  * (conv2d, maxpool2d, spatial_dropout2d, dense, dropout), so the dropout
  * counters and the optimizer state both take part in the resume. */
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -394,10 +395,51 @@ static void test_state_blob(void **state)
     assert_error_contains("version 9");
 }
 
+/* A schedule that decays below FLT_MIN is refused before the first step,
+ * naming the epoch: StepLR(8, 0.1) from 1e-3 gives 1e-38 in epoch 281. */
+static void test_lr_underflow(void **state)
+{
+    (void)state;
+    mnist_config cfg = make_config(400, NULL, NULL);
+    cfg.lr = 1e-3f;
+    cfg.lr_decay = 0.1f;
+    cfg.lr_step = 8;
+    mnist_state st;
+    mnist_state_init(&st, &cfg, data.n_train);
+    assert_true(mnist_epoch_lr(&st, 279) >= FLT_MIN);
+    assert_true(mnist_epoch_lr(&st, 280) < FLT_MIN);
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 280), -1);
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 281), 280);
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 100000), 280);
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 300, 301), 300); /* a resume past it */
+    nn_model *m = make_model(11);
+    optim *o = make_adam(cfg.lr);
+    mnist_result res;
+    assert_int_equal(mnist_train(m, o, &data, &cfg, &st, &res), NN_ERR_ARG);
+    assert_error_contains("with --lr 0.001 --lr-decay 0.1 --lr-step 8 the learning rate falls "
+                          "below the smallest normal float (FLT_MIN = 1.17549e-38) at epoch 281, "
+                          "before --epochs 400 ends");
+    assert_int_equal(st.epoch, 0); /* nothing was trained */
+    cfg.epochs = 280;              /* the last epoch with a normal rate is allowed */
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, cfg.epochs), -1);
+    /* No decay, or a step longer than the run: never. */
+    st.lr_decay = 1.0f;
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 100000), -1);
+    st.lr_decay = 0.1f;
+    st.lr_step = 100000;
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 100000), -1);
+    /* A base rate that is already subnormal fails at the first epoch. */
+    st.lr = 1e-39f;
+    assert_int_equal(mnist_lr_underflow_epoch(&st, 0, 1), 0);
+    nn_model_free(m);
+    optim_free(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_blob),
+        cmocka_unit_test(test_lr_underflow),
         cmocka_unit_test_setup_teardown(test_loss_falls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_bit_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_needs_all_state, setup, teardown),
