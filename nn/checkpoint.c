@@ -7,15 +7,15 @@
 #include "nn/checkpoint.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
+
+#include "nn/atomic_file.h"
 
 static const char ckpt_magic[8] = {'N', 'N', 'C', 'K', 'P', 'T', '\0', '\n'};
 #define PREFIX_LEN 32 /* magic, version, reserved, file size, header length */
@@ -160,51 +160,6 @@ static int opt_kind(const optim *o)
     return o->kind == OPTIM_ADAM ? OPT_ADAM : OPT_SGD;
 }
 
-/* fsync the directory holding path, so the rename itself is durable. */
-static nn_status sync_dir(const char *path)
-{
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return nn_error(NN_ERR_IO, "%s: cannot open directory %s to sync it: %s", path, dir,
-                        strerror(errno));
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    /* Some file systems cannot sync a directory; the data itself is synced. */
-    if (rc != 0 && err != EINVAL && err != ENOTSUP)
-        return nn_error(NN_ERR_IO, "%s: fsync of directory %s failed: %s", path, dir, strerror(err));
-    return NN_OK;
-}
-
-static nn_status write_file(const char *path, const uint8_t *data, size_t len)
-{
-    char tmp[4200];
-    int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (k < 0 || (size_t)k >= sizeof tmp)
-        return nn_error(NN_ERR_ARG, "nn_checkpoint_save: path too long: %s", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return nn_error(NN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    nn_status s = NN_OK;
-    if (fwrite(data, 1, len, f) != len || fflush(f) != 0)
-        s = nn_error(NN_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    else if (fsync(fileno(f)) != 0)
-        s = nn_error(NN_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (fclose(f) != 0 && s == NN_OK)
-        s = nn_error(NN_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (s == NN_OK && rename(tmp, path) != 0)
-        s = nn_error(NN_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-    if (s != NN_OK) {
-        remove(tmp);
-        return s;
-    }
-    return sync_dir(path);
-}
-
 nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *opt,
                              const void *extra, size_t extra_len)
 {
@@ -288,7 +243,7 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
         off += n;
     }
     for (int i = 0; i < 4; i++) b.p[b.len - 4 + i] = (uint8_t)(crc >> (8 * i));
-    nn_status s = write_file(path, b.p, b.len);
+    nn_status s = nn_atomic_file_save(path, b.p, b.len);
     free(b.p);
     return s;
 }

@@ -31,9 +31,11 @@
  *   end-4 u32    CRC-32 (zlib's crc32) of bytes 24 .. end-4: header and
  *                payload together
  *
- * Saving writes "PATH.tmp.<pid>", flushes and fsyncs it, renames it over
- * PATH and fsyncs the directory: PATH is always either the old complete file
- * or the new complete file, and no temporary file is left behind.
+ * Saving writes "PATH.tmp.<pid>.<n>", flushes and fsyncs it, renames it
+ * over PATH and fsyncs the directory (nn/atomic_file.h): PATH is always
+ * either the old complete file or the new complete file, and no temporary
+ * file is left behind; one left by a writer that was killed is removed by
+ * the next save to PATH.
  *
  * Loading checks everything before it changes anything: size, magic,
  * version, CRC, that the network matches (the message says what differs,

@@ -11,15 +11,14 @@
 #include "nn/npy.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
+
+#include "nn/atomic_file.h"
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -457,52 +456,26 @@ done:
 
 /* ------------------------------------------------------------------ save */
 
-/* Writes head then n floats (little-endian) to a new file next to path and
- * renames it over path, so readers see the old file or the new one. */
+/* Writes head then n floats (little-endian) through nn/atomic_file.h, so
+ * readers see the old file or the new one. */
 static nn_status write_atomic(const char *path, const void *head, size_t head_len,
                               const float *data, size_t n)
 {
-    static atomic_uint counter;
-    char tmp[4096];
-    int fd = -1;
-    for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
-        int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
-                         atomic_fetch_add(&counter, 1u));
-        if (k < 0 || (size_t)k >= sizeof tmp)
-            return nn_error(NN_ERR_ARG, "%s: path is too long", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno != EEXIST)
-            return nn_error(NN_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    }
-    if (fd < 0) return nn_error(NN_ERR_IO, "%s: cannot create a temporary file next to it", path);
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return nn_error(NN_ERR_IO, "%s: %s", tmp, strerror(e));
-    }
-    int ok = fwrite(head, 1, head_len, f) == head_len;
+    nn_atomic_file af;
+    NN_TRY(nn_atomic_file_open(&af, path));
+    NN_TRY(nn_atomic_file_write(&af, head, head_len));
     if (host_is_little_endian()) {
-        ok = ok && (n == 0 || fwrite(data, sizeof(float), n, f) == n);
+        NN_TRY(nn_atomic_file_write(&af, data, n * sizeof(float)));
     } else {
         float chunk[1024];
-        for (size_t i = 0; ok && i < n; i += 1024) {
+        for (size_t i = 0; i < n; i += 1024) {
             size_t m = n - i < 1024 ? n - i : 1024;
             memcpy(chunk, data + i, m * sizeof(float));
             swap_floats(chunk, m);
-            ok = fwrite(chunk, sizeof(float), m, f) == m;
+            NN_TRY(nn_atomic_file_write(&af, chunk, m * sizeof(float)));
         }
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e = errno;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) e = errno;
-        unlink(tmp);
-        return nn_error(NN_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    }
-    return NN_OK;
+    return nn_atomic_file_commit(&af);
 }
 
 nn_status nn_npy_save(const char *path, const tensor *t)

@@ -11,15 +11,13 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "nn/atomic_file.h"
 #include "nn/nn.h"
 
 /* The reference implementation refuses headers above 100 MB; so do we. */
@@ -117,32 +115,17 @@ static nn_status build_header(const nn_model *m, char **out)
     return NN_OK;
 }
 
-/* fsync the directory holding path, so the rename itself is durable. */
-static void sync_dir(const char *path)
+static nn_status write_floats_le(nn_atomic_file *af, const float *x, size_t n)
 {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-static int write_floats_le(FILE *f, const float *x, size_t n)
-{
-    if (host_is_little_endian()) return n == 0 || fwrite(x, sizeof(float), n, f) == n;
+    if (host_is_little_endian()) return nn_atomic_file_write(af, x, n * sizeof(float));
     float chunk[1024];
     for (size_t i = 0; i < n; i += 1024) {
         size_t k = n - i < 1024 ? n - i : 1024;
         memcpy(chunk, x + i, k * sizeof(float));
         swap_floats(chunk, k);
-        if (fwrite(chunk, sizeof(float), k, f) != k) return 0;
+        NN_TRY(nn_atomic_file_write(af, chunk, k * sizeof(float)));
     }
-    return 1;
+    return NN_OK;
 }
 
 nn_status nn_safetensors_save(const nn_model *m, const char *path)
@@ -156,55 +139,20 @@ nn_status nn_safetensors_save(const nn_model *m, const char *path)
     unsigned char prefix[8];
     for (int k = 0; k < 8; k++) prefix[k] = (unsigned char)((uint64_t)padded >> (8 * k));
 
-    static atomic_uint counter;
-    char tmp[4096];
-    int fd = -1;
-    for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
-        int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
-                         atomic_fetch_add(&counter, 1u));
-        if (k < 0 || (size_t)k >= sizeof tmp) {
-            free(json);
-            return nn_error(NN_ERR_ARG, "nn_safetensors_save: path is too long");
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno != EEXIST) {
-            int e = errno;
-            free(json);
-            return nn_error(NN_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(e));
-        }
-    }
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!f) {
-        int e = errno;
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(json);
-        return nn_error(NN_ERR_IO, "%s: cannot create a temporary file next to it: %s", path,
-                        strerror(e));
-    }
-    int ok = fwrite(prefix, 1, 8, f) == 8 && fwrite(json, 1, len, f) == len;
-    for (size_t k = len; ok && k < padded; k++) ok = fputc(' ', f) != EOF;
+    /* Up to 7 spaces pad the header so the data starts 8-aligned. */
+    static const char pad[] = "       ";
+    nn_atomic_file af;
+    nn_status s = nn_atomic_file_open(&af, path);
+    if (s == NN_OK) s = nn_atomic_file_write(&af, prefix, 8);
+    if (s == NN_OK) s = nn_atomic_file_write(&af, json, len);
+    if (s == NN_OK) s = nn_atomic_file_write(&af, pad, padded - len);
     free(json);
-    for (int i = 0; ok && i < m->n_layers; i++)
-        for (int k = 0; ok && k < m->layers[i]->n_params; k++) {
+    for (int i = 0; s == NN_OK && i < m->n_layers; i++)
+        for (int k = 0; s == NN_OK && k < m->layers[i]->n_params; k++) {
             const tensor *t = m->layers[i]->params[k].t;
-            ok = write_floats_le(f, t->data, t->size);
+            s = write_floats_le(&af, t->data, t->size);
         }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e = errno;
-    ok = (fclose(f) == 0) && ok;
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return nn_error(NN_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    }
-    sync_dir(path);
-    return NN_OK;
+    return s == NN_OK ? nn_atomic_file_commit(&af) : s;
 }
 
 /* ------------------------------------------------------------------ load */

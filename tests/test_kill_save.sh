@@ -5,9 +5,12 @@
 # yet, must load: the MNIST program resumes from it with --eval-only, which
 # runs every check of the loader (size, CRC, network, optimizer, training
 # state). Kills that land while a save is writing its temporary file leave
-# that file behind (it is named after the killed process) and are counted:
-# they show that the kills do hit writes. Finally the run resumes from the
-# last checkpoint and trains on.
+# that file behind (PATH.tmp.<pid>.<n>, named after the killed process) and
+# are counted: they show that the kills do hit writes. The next save to the
+# same checkpoint removes such leftovers of dead processes. Finally the run
+# resumes from the last checkpoint and trains on; after that clean save no
+# temporary file of a dead process may be left, and one of a live process
+# must be kept.
 #
 # Data: a tiny MNIST-shaped set (8x8 images, IDX files) made here, and a
 # small network with spatial dropout and dropout, so an epoch takes a few
@@ -25,8 +28,10 @@ fail() { echo "test_kill_save: FAIL: $*" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/nn-kill-save-XXXXXX)
 pid=
+sleeper=
 cleanup() {
     if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+    if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -59,8 +64,12 @@ loads() { # the checkpoint passes every check of the loader
     "$mnist" "${common[@]}" --resume "$ckpt" --eval-only >"$tmp/check.out" 2>&1
 }
 
+temps() { # temporary files of the checkpoint (of any process)
+    compgen -G "$ckpt.tmp.*" || true
+}
+
 start=$SECONDS
-checked=0 missing=0 torn_writes=0
+checked=0 missing=0 torn_writes=0 last_dead=
 for ((k = 1; k <= kills; k++)); do
     "$mnist" "${common[@]}" --epochs 100000 --batch 32 --lr-decay 1 --save "$ckpt" >/dev/null 2>&1 &
     pid=$!
@@ -69,10 +78,9 @@ for ((k = 1; k <= kills; k++)); do
     sleep "0.$(printf %03d $((20 + RANDOM % 380)))"
     kill -9 "$pid" 2>/dev/null || fail "kill $k: the training run had already exited"
     wait "$pid" 2>/dev/null || true
-    if [ -e "$ckpt.tmp.$pid" ]; then
-        torn_writes=$((torn_writes + 1))
-        rm -f "$ckpt.tmp.$pid"
-    fi
+    # Left in place: the next run's first save must clear it.
+    if compgen -G "$ckpt.tmp.$pid.*" >/dev/null; then torn_writes=$((torn_writes + 1)); fi
+    last_dead=$pid
     pid=
     if [ ! -e "$ckpt" ]; then
         missing=$((missing + 1))
@@ -83,6 +91,15 @@ for ((k = 1; k <= kills; k++)); do
 done
 [ "$checked" -gt 0 ] || fail "no kill came after a save"
 
+# Before the final save: at least one leftover of a dead writer (the last
+# killed run's, planted if that kill missed a write) and one of a live
+# process, which must survive.
+if [ -z "$(temps)" ]; then echo partial >"$ckpt.tmp.$last_dead.0"; fi
+stale_before=$(temps | wc -l)
+sleep 300 &
+sleeper=$!
+echo partial >"$ckpt.tmp.$sleeper.0"
+
 # The last checkpoint is a run that can go on: two more epochs from it.
 base=("${common[@]:0:6}") # without --quiet, for the "resuming" line
 epochs=$("$mnist" "${base[@]}" --resume "$ckpt" --eval-only | sed -n 's/^resuming .* after epoch \([0-9]*\)$/\1/p')
@@ -91,6 +108,13 @@ epochs=$("$mnist" "${base[@]}" --resume "$ckpt" --eval-only | sed -n 's/^resumin
     { cat "$tmp/resume.out" >&2; fail "resuming the final checkpoint (epoch $epochs) failed"; }
 after=$("$mnist" "${base[@]}" --resume "$ckpt" --eval-only | sed -n 's/^resuming .* after epoch \([0-9]*\)$/\1/p')
 [ "$after" = $((epochs + 2)) ] || fail "resumed run saved epoch '$after', expected $((epochs + 2))"
+[ -e "$ckpt.tmp.$sleeper.0" ] || fail "the save removed the temporary file of a live process"
+rm -f "$ckpt.tmp.$sleeper.0"
+kill "$sleeper" 2>/dev/null || true
+sleeper=
+left=$(temps)
+[ -z "$left" ] || fail "temporary files left after the final clean save: $left"
 echo "test_kill_save: $kills SIGKILLs in $((SECONDS - start)) s: the checkpoint loaded after" \
      "$checked of them ($missing came before the first save); $torn_writes landed during a" \
-     "write and left only a temporary file behind; the last one (epoch $epochs) resumed to epoch $after"
+     "write and left only a temporary file behind; the last one (epoch $epochs) resumed to epoch $after," \
+     "and that save removed the $stale_before stale temporary file(s) and kept a live process's"
