@@ -7,7 +7,9 @@
  * replaces it. The loop itself is in mnist_train.h (shared with its test).
  * Exit status: 0 done, 1 a run-time failure (missing data, bad checkpoint,
  * non-finite loss), 2 a bad command line.
- * Deliberately omitted: data augmentation, a validation split, mid-epoch
+ * Training images are shifted at random by up to --shift pixels (default 2,
+ * see mnist_train.h); --shift 0 trains on the images as they are.
+ * Deliberately omitted: other augmentations, a validation split, mid-epoch
  * checkpoints, multi-process training.
  */
 #include <errno.h>
@@ -26,7 +28,7 @@ static const char default_spec[] =
     ;
 
 typedef struct options {
-    int epochs, batch, threads, limit, eval_only, quiet, adam;
+    int epochs, batch, threads, limit, eval_only, quiet, adam, shift;
     float lr, lr_decay, rate;
     int lr_step;
     uint64_t seed;
@@ -34,7 +36,7 @@ typedef struct options {
     const char *data_format; /* or NULL: channels_last */
     const char *model, *data, *save, *load, *resume, *log;
     /* which flags were given, for checks against a resumed checkpoint */
-    int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate;
+    int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate, set_shift;
 } options;
 
 static void usage(FILE *f)
@@ -49,7 +51,9 @@ static void usage(FILE *f)
             "  --lr X                base learning rate              [1e-3 adam, 1e-2 sgd]\n"
             "  --lr-decay G          multiply the lr by G ...        [0.1]\n"
             "  --lr-step S           ... every S epochs (StepLR)     [8]\n"
-            "  --seed N              weights, dropout, data order    [1]\n"
+            "  --shift N             random shifts of up to N px     [2]\n"
+            "                        in x and y, zero fill; 0..8, 0 = off\n"
+            "  --seed N              weights, dropout, order, shifts [1]\n"
             "  --threads N           OpenMP/OpenBLAS threads         [all cores]\n"
             "  --dropout KIND        spatial | standard | none: the spatial_dropout2d line\n"
             "                        of the network becomes that    [spatial]\n"
@@ -130,7 +134,7 @@ static int parse_args(int argc, char **argv, options *o)
         }
         static const char *const with_value[] = {
             "--epochs", "--batch", "--lr", "--lr-decay", "--lr-step", "--optimizer", "--seed", "--threads",
-            "--dropout", "--rate", "--data-format", "--limit", "--model", "--data", "--save",
+            "--dropout", "--rate", "--data-format", "--limit", "--shift", "--model", "--data", "--save",
             "--load", "--resume", "--log", NULL};
         int known = 0;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
@@ -146,6 +150,11 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(f, "--lr-step"))
             rc = parse_int(f, val, 1, 100000, &o->lr_step), o->set_lr_step = 1;
         else if (!strcmp(f, "--limit")) rc = parse_int(f, val, 1, INT_MAX, &o->limit), o->set_limit = 1;
+        else if (!strcmp(f, "--shift")) {
+            if (mnist_shift_parse(val, &o->shift) != NN_OK)
+                return bad_usage("%s%s", nn_last_error(), "");
+            o->set_shift = 1;
+        }
         else if (!strcmp(f, "--lr")) rc = parse_float(f, val, 0.0f, 10.0f, 1, &o->lr), o->set_lr = 1;
         else if (!strcmp(f, "--lr-decay"))
             rc = parse_float(f, val, 0.0f, 1.0f, 1, &o->lr_decay), o->set_lr_decay = 1;
@@ -286,7 +295,7 @@ static void print_final(FILE *out, const mnist_metrics *test, const mnist_result
 int main(int argc, char **argv)
 {
     options o = {.epochs = 12, .batch = 128, .lr_decay = 0.1f, .lr_step = 8, .rate = 0.25f, .adam = 1,
-                 .seed = 1, .data = ".cache/mnist"};
+                 .shift = 2, .seed = 1, .data = ".cache/mnist"};
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
     if (!o.set_lr) o.lr = o.adam ? 1e-3f : 1e-2f;
@@ -333,7 +342,7 @@ int main(int argc, char **argv)
     if (!opt) goto fail;
 
     mnist_config cfg = {.epochs = o.epochs, .batch = o.batch, .lr = o.lr, .lr_decay = o.lr_decay,
-                        .lr_step = o.lr_step,
+                        .lr_step = o.lr_step, .shift = o.shift,
                         .seed = o.seed, .out = stdout, .save_path = o.save};
     cfg.verbose = !o.quiet;
     cfg.progress = !o.quiet && isatty(fileno(stdout));
@@ -358,7 +367,8 @@ int main(int argc, char **argv)
             resume_conflict(o.set_lr_decay, o.lr_decay, st.lr_decay, "--lr-decay", o.resume) ||
             resume_conflict(o.set_lr_step, o.lr_step, st.lr_step, "--lr-step", o.resume) ||
             resume_conflict(o.set_seed, (double)o.seed, (double)st.seed, "--seed", o.resume) ||
-            resume_conflict(o.set_limit, o.limit, st.n_train, "--limit", o.resume)) {
+            resume_conflict(o.set_limit, o.limit, st.n_train, "--limit", o.resume) ||
+            resume_conflict(o.set_shift, o.shift, st.shift, "--shift", o.resume)) {
             status = 2;
             goto out;
         }
@@ -372,6 +382,7 @@ int main(int argc, char **argv)
         cfg.lr_decay = st.lr_decay;
         cfg.lr_step = (int)st.lr_step;
         cfg.seed = st.seed;
+        cfg.shift = (int)st.shift;
     }
     if (o.log) {
         /* A resumed run appends, so the file keeps the whole history. */
@@ -387,9 +398,13 @@ int main(int argc, char **argv)
         nn_model_summary(m, stdout);
         printf("data: %u of %d training images, %d test images (%s)\n", st.n_train, data.n_train,
                data.n_test, o.data);
-        printf("%s, lr %g x %g every %d epoch%s, batch %d, %d epoch%s, seed %llu, %d thread%s, %s\n",
-               o.adam ? "adam" : "sgd (momentum 0.9)", (double)cfg.lr, (double)cfg.lr_decay,
-               cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, o.epochs, o.epochs == 1 ? "" : "s",
+        char shifts[48] = "no shifts";
+        if (cfg.shift)
+            snprintf(shifts, sizeof shifts, "random shifts up to %d px", cfg.shift);
+        printf("%s, lr %g x %g every %d epoch%s, batch %d, %s, %d epoch%s, seed %llu, %d thread%s, "
+               "%s\n", o.adam ? "adam" : "sgd (momentum 0.9)", (double)cfg.lr, (double)cfg.lr_decay,
+               cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, shifts, o.epochs,
+               o.epochs == 1 ? "" : "s",
                (unsigned long long)cfg.seed, o.threads, o.threads == 1 ? "" : "s",
                nn_data_format_name(fmt));
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);

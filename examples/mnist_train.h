@@ -18,16 +18,24 @@
  * batch size), stored as the checkpoint's blob. Layers' call counters are in
  * the checkpoint, so dropout masks continue too.
  *
+ * Augmentation: each training image is translated by (dy, dx), each uniform
+ * in [-shift, shift], with zeros shifted in, while it is converted to float
+ * (no extra pass over the batch). The offsets are a counter-based hash of
+ * (seed, epoch, image index in the training set), so they depend neither on
+ * the thread count, nor on the batch an image lands in, nor on a resume.
+ * Evaluation never shifts.
+ *
  * Determinism: everything that the log records except the timings depends
  * only on the seed and the data: shuffling is sequential on one thread, the
  * losses are summed in a fixed order in double.
  *
- * Deliberately omitted: validation splits, early stopping, data
- * augmentation, mid-epoch checkpoints.
+ * Deliberately omitted: validation splits, early stopping, augmentations
+ * other than translation (rotation, scaling, elastic), mid-epoch checkpoints.
  */
 #ifndef NN_EXAMPLES_MNIST_TRAIN_H
 #define NN_EXAMPLES_MNIST_TRAIN_H
 
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -43,7 +51,8 @@ typedef struct mnist_config {
     int batch;
     float lr, lr_decay;    /* base learning rate, factor every lr_step epochs */
     int lr_step;
-    uint64_t seed;         /* model init, dropout and data order */
+    uint64_t seed;         /* model init, dropout, data order and shifts */
+    int shift;             /* max translation in pixels, 0..MNIST_SHIFT_MAX */
     int progress;          /* redraw a progress bar in place (a terminal) */
     int verbose;           /* one line per epoch */
     FILE *out;             /* where lines go */
@@ -60,11 +69,21 @@ typedef struct mnist_state {
     uint32_t batch;
     uint32_t n_train;      /* training images used (after --limit) */
     uint64_t seed;
+    uint32_t shift;        /* max translation in pixels */
 } mnist_state;
 
 #define MNIST_STATE_MAGIC 0x4d4e5354u /* "MNST" */
-#define MNIST_STATE_VERSION 1u
-#define MNIST_STATE_BYTES (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 4 + 8)
+/* Version 2 appends the shift. Version 1 blobs (written before there was
+ * augmentation) still load, with shift 0, so they resume as they began. */
+#define MNIST_STATE_VERSION 2u
+#define MNIST_STATE_BYTES_V1 (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 4 + 8)
+#define MNIST_STATE_BYTES (MNIST_STATE_BYTES_V1 + 4)
+
+/* The largest --shift: 8 of 28 pixels already pushes most digits partly out
+ * of the frame. */
+#define MNIST_SHIFT_MAX 8
+/* Key of the shift stream, "shift", apart from data order and dropout. */
+#define MNIST_SHIFT_STREAM 0x7368696674ull
 
 typedef struct mnist_metrics {
     double loss, acc;      /* mean loss per image, fraction correct */
@@ -100,6 +119,7 @@ static void mnist_state_init(mnist_state *st, const mnist_config *cfg, int n_tra
     st->batch = (uint32_t)cfg->batch;
     st->n_train = (uint32_t)n_train;
     st->seed = cfg->seed;
+    st->shift = (uint32_t)cfg->shift;
 }
 
 static void mnist_put32(uint8_t *p, uint32_t v)
@@ -141,17 +161,26 @@ static void mnist_state_pack(const mnist_state *st, uint8_t buf[MNIST_STATE_BYTE
     mnist_put32(p, st->n_train), p += 4;
     mnist_put32(p, (uint32_t)st->seed), p += 4;
     mnist_put32(p, (uint32_t)(st->seed >> 32)), p += 4;
+    mnist_put32(p, st->shift), p += 4;
 }
 
 static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t len,
                                     const char *path)
 {
-    if (len != MNIST_STATE_BYTES || mnist_get32(buf) != MNIST_STATE_MAGIC)
+    if ((len != MNIST_STATE_BYTES && len != MNIST_STATE_BYTES_V1) ||
+        mnist_get32(buf) != MNIST_STATE_MAGIC)
         return nn_error(NN_ERR_FORMAT, "%s: the checkpoint holds no MNIST training state (a "
                         "%zu-byte blob); use --load for weights only", path, len);
-    if (mnist_get32(buf + 4) != MNIST_STATE_VERSION)
-        return nn_error(NN_ERR_FORMAT, "%s: MNIST training state version %u, expected %u", path,
-                        mnist_get32(buf + 4), MNIST_STATE_VERSION);
+    const uint32_t version = mnist_get32(buf + 4);
+    if ((version != 1 && version != MNIST_STATE_VERSION) ||
+        len != (version == 1 ? MNIST_STATE_BYTES_V1 : MNIST_STATE_BYTES))
+        return nn_error(NN_ERR_FORMAT, "%s: MNIST training state version %u in %zu bytes, expected "
+                        "version %u in %d bytes or 1 in %d", path, version, len,
+                        MNIST_STATE_VERSION, MNIST_STATE_BYTES, MNIST_STATE_BYTES_V1);
+    const uint32_t shift = version == 1 ? 0 : mnist_get32(buf + MNIST_STATE_BYTES_V1);
+    if (shift > MNIST_SHIFT_MAX)
+        return nn_error(NN_ERR_FORMAT, "%s: MNIST training state has shift %u, at most %d", path,
+                        shift, MNIST_SHIFT_MAX);
     const uint8_t *p = buf + 8;
     st->epoch = mnist_get32(p), p += 4;
     for (int i = 0; i < 4; i++) {
@@ -164,6 +193,7 @@ static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t 
     st->batch = mnist_get32(p), p += 4;
     st->n_train = mnist_get32(p), p += 4;
     st->seed = mnist_get32(p) | (uint64_t)mnist_get32(p + 4) << 32;
+    st->shift = shift;
     return NN_OK;
 }
 
@@ -183,6 +213,78 @@ static int mnist_lr_underflow_epoch(const mnist_state *st, int from, int epochs)
     for (int e = from; e < epochs; e = step ? (e / step + 1) * step : epochs)
         if (!(mnist_epoch_lr(st, e) >= FLT_MIN)) return e;
     return -1;
+}
+
+/* Parses a --shift value: an integer in [0, MNIST_SHIFT_MAX]. */
+static nn_status mnist_shift_parse(const char *v, int *out)
+{
+    char *end;
+    errno = 0;
+    const long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < 0 || x > MNIST_SHIFT_MAX)
+        return nn_error(NN_ERR_ARG, "--shift needs an integer in [0, %d] (pixels), but got '%s'",
+                        MNIST_SHIFT_MAX, v ? v : "(null)");
+    *out = (int)x;
+    return NN_OK;
+}
+
+/* The translation of training image `index` in epoch `epoch` (0-based):
+ * dy, dx each uniform in [-shift, shift], from the two 32-bit halves of one
+ * hash (a multiply-shift map; its bias, below 2^-27, is far under the noise
+ * of any run). A pure function, so any thread, batch or resume gets the same. */
+static void mnist_shift_offsets(uint64_t seed, int epoch, int index, int shift, int *dy, int *dx)
+{
+    if (shift <= 0) {
+        *dy = *dx = 0;
+        return;
+    }
+    const uint64_t h = tensor_hash3(tensor_hash3(seed, MNIST_SHIFT_STREAM, 0), (uint64_t)epoch,
+                                    (uint64_t)index);
+    const uint64_t span = 2 * (uint64_t)shift + 1;
+    *dy = (int)(((h & 0xffffffffu) * span) >> 32) - shift;
+    *dx = (int)(((h >> 32) * span) >> 32) - shift;
+}
+
+/* dst = src * scale moved down by dy and right by dx, zeros shifted in:
+ * dst[r][c] = src[r - dy][c - dx] * scale where that pixel exists, else 0.
+ * dst: rows x cols floats, src: rows x cols bytes; any dy, dx. It is the
+ * pixel conversion itself (with dy = dx = 0 it equals nn_idx_to_float bit
+ * for bit), so the shift costs no pass of its own. */
+static void mnist_shift_image(float *dst, const uint8_t *src, int rows, int cols, int dy, int dx,
+                              float scale)
+{
+    /* Columns [c0, c1) of every row have a source pixel. */
+    const int c0 = dx > 0 ? (dx < cols ? dx : cols) : 0;
+    const int c1 = dx < 0 ? (-dx < cols ? cols + dx : 0) : cols;
+    for (int r = 0; r < rows; r++) {
+        float *d = dst + (size_t)r * cols;
+        const int sr = r - dy;
+        if (sr < 0 || sr >= rows || c0 >= c1) {
+            memset(d, 0, (size_t)cols * sizeof *d);
+            continue;
+        }
+        const uint8_t *s = src + (size_t)sr * cols;
+        for (int c = 0; c < c0; c++) d[c] = 0.0f;
+        for (int c = c0; c < c1; c++) d[c] = (float)s[c - dx] * scale;
+        for (int c = c1; c < cols; c++) d[c] = 0.0f;
+    }
+}
+
+/* Fills a training batch: images order[0..b) of data, scaled to [0, 1] and
+ * shifted as st and epoch say, into buf (b x rows x cols), labels into lab. */
+static void mnist_fill_batch(float *buf, int *lab, const nn_mnist *data, const int *order, int b,
+                             const mnist_state *st, int epoch)
+{
+    const int rows = data->rows, cols = data->cols;
+    const size_t pixels = (size_t)rows * (size_t)cols;
+    for (int i = 0; i < b; i++) {
+        const int idx = order[i];
+        int dy, dx;
+        mnist_shift_offsets(st->seed, epoch, idx, (int)st->shift, &dy, &dx);
+        mnist_shift_image(buf + (size_t)i * pixels, data->train_images + (size_t)idx * pixels, rows,
+                          cols, dy, dx, 1.0f / 255.0f);
+        lab[i] = data->train_labels[idx];
+    }
 }
 
 /* A batch tensor over buf: (n, per-sample input shape of m). */
@@ -280,6 +382,9 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
     if (n < 1 || n > data->n_train || B < 1)
         return nn_error(NN_ERR_ARG, "mnist_train: %d training images of %d, batch %d", n,
                         data->n_train, B);
+    if (st->shift > MNIST_SHIFT_MAX)
+        return nn_error(NN_ERR_ARG, "mnist_train: shift %u, at most %d", st->shift,
+                        MNIST_SHIFT_MAX);
     const int low = mnist_lr_underflow_epoch(st, (int)st->epoch, cfg->epochs);
     if (low >= 0)
         return nn_error(NN_ERR_ARG, "mnist_train: with --lr %g --lr-decay %g --lr-step %u the "
@@ -313,12 +418,7 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
         int correct = 0, seen = 0;
         for (int k = 0; k < batches; k++) {
             const int start = k * B, b = n - start < B ? n - start : B;
-            for (int i = 0; i < b; i++) {
-                const int idx = order[start + i];
-                nn_idx_to_float(buf + (size_t)i * pixels, data->train_images + (size_t)idx * pixels,
-                                pixels, 1.0f / 255.0f);
-                lab[i] = data->train_labels[idx];
-            }
+            mnist_fill_batch(buf, lab, data, order + start, b, st, epoch);
             tensor x;
             mnist_batch_tensor(&x, buf, m, b);
             float loss = 0.0f;

@@ -5,7 +5,13 @@
  * same run; a non-finite loss stops the run naming epoch and batch and keeps
  * the last good checkpoint. The network is a small copy of the default one
  * (conv2d, maxpool2d, spatial_dropout2d, dense, dropout), so the dropout
- * counters and the optimizer state both take part in the resume. */
+ * counters and the optimizer state both take part in the resume.
+ * The random shifts: the shifted image is the original moved by (dy, dx)
+ * with zeros filled in, the offsets stay in [-N, N] and change with the
+ * image, the epoch and the seed, the batch holds each image with its own
+ * offsets, and the resume and thread tests run with shifts on. (The
+ * synthetic classes are rows and columns, which a shift would confuse, so
+ * the learning test trains without.) */
 #include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,6 +201,7 @@ static void test_resume_bit_exact(void **state)
     optim *oa = make_adam(3e-3f);
     FILE *la = fopen(path_of("a.jsonl"), "w");
     mnist_config ca = make_config(4, la, path_of("a.ckpt"));
+    ca.shift = 2;
     mnist_state sa;
     mnist_state_init(&sa, &ca, data.n_train);
     mnist_result ra;
@@ -206,6 +213,7 @@ static void test_resume_bit_exact(void **state)
     optim *ob = make_adam(3e-3f);
     FILE *lb = fopen(path_of("b.jsonl"), "w");
     mnist_config cb = make_config(2, lb, path_of("b.ckpt"));
+    cb.shift = 2;
     mnist_state sb;
     mnist_state_init(&sb, &cb, data.n_train);
     mnist_result rb;
@@ -215,7 +223,8 @@ static void test_resume_bit_exact(void **state)
     optim_free(ob);
 
     /* Resume into objects built differently (other init seed, other lr, a
-     * state that says nothing): the checkpoint must supply all of it. */
+     * state that says nothing, a config without shifts): the checkpoint must
+     * supply all of it. */
     b = make_model(12345);
     ob = make_adam(0.5f);
     memset(&sb, 0, sizeof sb);
@@ -224,6 +233,7 @@ static void test_resume_bit_exact(void **state)
     assert_ok(nn_checkpoint_load(path_of("b.ckpt"), b, ob, blob, sizeof blob, &blob_len));
     assert_ok(mnist_state_unpack(&sb, blob, blob_len, "b.ckpt"));
     assert_int_equal(sb.epoch, 2);
+    assert_int_equal(sb.shift, 2);
     lb = fopen(path_of("b.jsonl"), "a");
     cb = make_config(4, lb, path_of("b.ckpt"));
     assert_ok(mnist_train(b, ob, &data, &cb, &sb, &rb));
@@ -244,6 +254,10 @@ static void test_resume_bit_exact(void **state)
     assert_string_equal(ta, tb);
     assert_non_null(strstr(ta, "\"epoch\": 4,"));
     assert_true(ra.test.acc == rb.test.acc && ra.test.loss == rb.test.loss);
+    /* The test metrics the loop reports are of the images as they are. */
+    mnist_metrics plain;
+    assert_ok(mnist_evaluate(a, data.test_images, data.test_labels, data.n_test, 32, &plain));
+    assert_true(plain.loss == ra.test.loss && plain.correct == ra.test.correct);
 
     free(ta);
     free(tb);
@@ -263,15 +277,17 @@ static void test_resume_needs_all_state(void **state)
     nn_model *a = make_model(11);
     optim *oa = make_adam(3e-3f);
     mnist_config ca = make_config(3, NULL, NULL);
+    ca.shift = 1;
     mnist_state sa;
     mnist_state_init(&sa, &ca, data.n_train);
     mnist_result r;
     assert_ok(mnist_train(a, oa, &data, &ca, &sa, &r));
 
-    for (int variant = 0; variant < 3; variant++) {
+    for (int variant = 0; variant < 4; variant++) {
         nn_model *b = make_model(11);
         optim *ob = make_adam(3e-3f);
         mnist_config cb = make_config(2, NULL, path_of("v.ckpt"));
+        cb.shift = 1;
         mnist_state sb;
         mnist_state_init(&sb, &cb, data.n_train);
         assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
@@ -286,6 +302,7 @@ static void test_resume_needs_all_state(void **state)
         if (variant == 0) tensor_rng_seed(&sb.order, 1);      /* data order lost */
         if (variant == 1) b->layers[2]->calls = 0;            /* dropout counter lost */
         if (variant == 2) memset(ob->state, 0, 2 * ob->n * sizeof(float)); /* Adam moments lost */
+        if (variant == 3) sb.shift = 0;                       /* shifts lost */
         cb = make_config(3, NULL, NULL);
         assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
         if (!memcmp(a->params, b->params, a->n_params * sizeof(float)))
@@ -307,6 +324,7 @@ static void test_threads_invariant(void **state)
         optim *o = make_adam(3e-3f);
         FILE *log = fopen(path_of(k ? "t2.jsonl" : "t1.jsonl"), "w");
         mnist_config cfg = make_config(2, log, NULL);
+        cfg.shift = 2;
         mnist_state st;
         mnist_state_init(&st, &cfg, data.n_train);
         mnist_result res;
@@ -364,6 +382,7 @@ static void test_state_blob(void **state)
 {
     (void)state;
     mnist_config cfg = make_config(3, NULL, NULL);
+    cfg.shift = 3;
     mnist_state a, b;
     mnist_state_init(&a, &cfg, 777);
     a.epoch = 5;
@@ -390,9 +409,195 @@ static void test_state_blob(void **state)
     assert_int_equal(b.seed, 11);
     assert_int_equal(mnist_state_unpack(&b, buf, 7, "x.ckpt"), NN_ERR_FORMAT);
     assert_error_contains("x.ckpt: the checkpoint holds no MNIST training state");
+    assert_int_equal(b.shift, 3);
+    /* A version-1 blob (before shifts) is the same bytes without the last
+     * field: it loads, with shift 0. Lengths and versions must agree. */
+    memset(&b, 0, sizeof b);
+    b.shift = 7;
+    buf[4] = 1;
+    assert_ok(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V1, "x.ckpt"));
+    assert_int_equal(b.epoch, 5);
+    assert_int_equal(b.shift, 0);
+    assert_int_equal(b.n_train, 777);
+    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("version 1 in 76 bytes");
+    buf[4] = 2;
+    assert_int_equal(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V1, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("version 2 in 72 bytes");
+    a.shift = MNIST_SHIFT_MAX + 1;
+    mnist_state_pack(&a, buf);
+    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("x.ckpt: MNIST training state has shift 9, at most 8");
     buf[4] = 9;
     assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
     assert_error_contains("version 9");
+}
+
+/* A hand-made 3x4 image moved in each direction: the content moves down for
+ * dy > 0 and right for dx > 0, zeros come in, nothing else changes. */
+static void test_shift_image(void **state)
+{
+    (void)state;
+    const uint8_t src[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    static const struct {
+        int dy, dx;
+        float want[12];
+    } cases[] = {
+        {0, 0, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
+        {1, 0, {0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}},       /* down */
+        {-1, 0, {5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0}},   /* up */
+        {0, 1, {0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11}},     /* right */
+        {0, -2, {3, 4, 0, 0, 7, 8, 0, 0, 11, 12, 0, 0}},    /* left */
+        {-1, 2, {0, 0, 5, 6, 0, 0, 9, 10, 0, 0, 0, 0}},     /* up and right */
+        {2, -3, {0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0}},      /* down and left */
+        {0, 4, {0}},                                        /* out of the frame */
+        {0, -9, {0}},
+        {3, 0, {0}},
+        {-3, 1, {0}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        float dst[12];
+        for (int i = 0; i < 12; i++) dst[i] = -1.0f; /* every value must be written */
+        mnist_shift_image(dst, src, 3, 4, cases[k].dy, cases[k].dx, 1.0f);
+        for (int i = 0; i < 12; i++)
+            if (dst[i] != cases[k].want[i])
+                fail_msg("shift (%d, %d): pixel %d is %g, expected %g", cases[k].dy, cases[k].dx, i,
+                         (double)dst[i], (double)cases[k].want[i]);
+    }
+    /* A 28x28 image: (0, 0) is the plain conversion bit for bit, and every
+     * offset is the definition dst[r][c] = src[r - dy][c - dx] * scale. */
+    uint8_t img[28 * 28];
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 5);
+    for (int i = 0; i < 28 * 28; i++) img[i] = (uint8_t)tensor_rng_below(&rng, 256);
+    float got[28 * 28], plain[28 * 28];
+    nn_idx_to_float(plain, img, 28 * 28, 1.0f / 255.0f);
+    mnist_shift_image(got, img, 28, 28, 0, 0, 1.0f / 255.0f);
+    assert_memory_equal(got, plain, sizeof got);
+    for (int dy = -MNIST_SHIFT_MAX; dy <= MNIST_SHIFT_MAX; dy++)
+        for (int dx = -MNIST_SHIFT_MAX; dx <= MNIST_SHIFT_MAX; dx++) {
+            mnist_shift_image(got, img, 28, 28, dy, dx, 1.0f / 255.0f);
+            for (int r = 0; r < 28; r++)
+                for (int c = 0; c < 28; c++) {
+                    const int sr = r - dy, sc = c - dx;
+                    const float want = sr >= 0 && sr < 28 && sc >= 0 && sc < 28 ? plain[sr * 28 + sc] : 0.0f;
+                    if (got[r * 28 + c] != want)
+                        fail_msg("shift (%d, %d) at (%d, %d): %g, expected %g", dy, dx, r, c,
+                                 (double)got[r * 28 + c], (double)want);
+                }
+        }
+}
+
+/* Offsets: within [-N, N], every value reached, about uniform, dy and dx
+ * independent, new for every image, epoch and seed, and a pure function. */
+static void test_shift_offsets(void **state)
+{
+    (void)state;
+    enum { IMAGES = 3000, EPOCHS = 3 };
+    int dy, dx;
+    mnist_shift_offsets(11, 0, 0, 0, &dy, &dx);
+    assert_true(dy == 0 && dx == 0);
+    for (int n = 1; n <= MNIST_SHIFT_MAX; n++) {
+        int hist_y[2 * MNIST_SHIFT_MAX + 1] = {0}, hist_x[2 * MNIST_SHIFT_MAX + 1] = {0};
+        int same_epoch = 0, same_seed = 0, equal_axes = 0;
+        for (int i = 0; i < IMAGES; i++) {
+            int y0 = 0, x0 = 0;
+            for (int e = 0; e < EPOCHS; e++) {
+                mnist_shift_offsets(11, e, i, n, &dy, &dx);
+                if (dy < -n || dy > n || dx < -n || dx > n)
+                    fail_msg("shift %d, epoch %d, image %d: offset (%d, %d)", n, e, i, dy, dx);
+                hist_y[dy + n]++;
+                hist_x[dx + n]++;
+                equal_axes += dy == dx;
+                if (e == 0) y0 = dy, x0 = dx;
+                if (e == 1) same_epoch += dy == y0 && dx == x0;
+                int dy2, dx2;
+                mnist_shift_offsets(11, e, i, n, &dy2, &dx2);
+                assert_true(dy2 == dy && dx2 == dx);
+                mnist_shift_offsets(12, e, i, n, &dy2, &dx2);
+                same_seed += dy2 == dy && dx2 == dx;
+            }
+        }
+        /* Each value expected IMAGES*EPOCHS/(2n+1) times (>= 529); a 25%
+         * band is over 10 standard deviations wide. */
+        const double expect = (double)IMAGES * EPOCHS / (2 * n + 1);
+        for (int v = 0; v <= 2 * n; v++)
+            if (fabs(hist_y[v] - expect) > 0.25 * expect || fabs(hist_x[v] - expect) > 0.25 * expect)
+                fail_msg("shift %d: offset %d drawn %d (dy) and %d (dx) times, expected about %.0f",
+                         n, v - n, hist_y[v], hist_x[v], expect);
+        /* Chance of a repeat is 1/(2n+1)^2 (<= 1/9), of dy == dx 1/(2n+1). */
+        const double pair = 1.0 / ((2 * n + 1) * (2 * n + 1)), axis = 1.0 / (2 * n + 1);
+        if (same_epoch > 2.0 * pair * IMAGES)
+            fail_msg("shift %d: %d of %d images kept their offsets from epoch 1 to 2", n,
+                     same_epoch, IMAGES);
+        if (same_seed > 2.0 * pair * IMAGES * EPOCHS)
+            fail_msg("shift %d: seeds 11 and 12 agree on %d of %d offsets", n, same_seed,
+                     IMAGES * EPOCHS);
+        if (equal_axes > 1.5 * axis * IMAGES * EPOCHS)
+            fail_msg("shift %d: dy == dx in %d of %d draws", n, equal_axes, IMAGES * EPOCHS);
+    }
+    /* Neighbouring images differ: 100 images at shift 2 cover most of the
+     * 25 offset pairs. */
+    int seen[25] = {0}, distinct = 0;
+    for (int i = 0; i < 100; i++) {
+        mnist_shift_offsets(11, 0, i, 2, &dy, &dx);
+        distinct += !seen[(dy + 2) * 5 + dx + 2]++;
+    }
+    if (distinct < 20) fail_msg("100 images used only %d of the 25 offsets", distinct);
+}
+
+/* The training batch holds image order[i] moved by the offsets of its own
+ * index (not of its slot), with its label; shift 0 is the plain conversion. */
+static void test_shift_batch(void **state)
+{
+    (void)state;
+    const int order[5] = {5, 900, 5, 17, 959};
+    float batch[5 * 64], want[64];
+    int lab[5];
+    mnist_config cfg = make_config(1, NULL, NULL);
+    cfg.shift = 3;
+    mnist_state st;
+    mnist_state_init(&st, &cfg, data.n_train);
+    mnist_fill_batch(batch, lab, &data, order, 5, &st, 4);
+    int moved = 0;
+    for (int i = 0; i < 5; i++) {
+        int dy, dx;
+        mnist_shift_offsets(11, 4, order[i], 3, &dy, &dx);
+        moved += dy != 0 || dx != 0;
+        mnist_shift_image(want, data.train_images + (size_t)order[i] * 64, 8, 8, dy, dx, 1.0f / 255.0f);
+        assert_memory_equal(batch + i * 64, want, sizeof want);
+        assert_int_equal(lab[i], data.train_labels[order[i]]);
+    }
+    assert_true(moved >= 3);
+    assert_memory_equal(batch, batch + 2 * 64, 64 * sizeof(float)); /* image 5 twice */
+    st.shift = 0;
+    mnist_fill_batch(batch, lab, &data, order, 5, &st, 4);
+    for (int i = 0; i < 5; i++) {
+        nn_idx_to_float(want, data.train_images + (size_t)order[i] * 64, 64, 1.0f / 255.0f);
+        assert_memory_equal(batch + i * 64, want, sizeof want);
+    }
+}
+
+/* --shift takes 0..8 and refuses anything else, naming the value. */
+static void test_shift_parse(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"0", "2", "8", "+3"};
+    static const int good_value[] = {0, 2, 8, 3};
+    for (int k = 0; k < 4; k++) {
+        int v = -1;
+        assert_ok(mnist_shift_parse(good[k], &v));
+        assert_int_equal(v, good_value[k]);
+    }
+    static const char *const bad[] = {"9", "-1", "", "2.5", "two", "3 ", "1e1", "99999999999999999999"};
+    for (int k = 0; k < 8; k++) {
+        int v = 42;
+        assert_int_equal(mnist_shift_parse(bad[k], &v), NN_ERR_ARG);
+        assert_int_equal(v, 42);
+        char want[160];
+        snprintf(want, sizeof want, "--shift needs an integer in [0, 8] (pixels), but got '%s'", bad[k]);
+        assert_error_contains(want);
+    }
 }
 
 /* A schedule that decays below FLT_MIN is refused before the first step,
@@ -439,6 +644,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_blob),
+        cmocka_unit_test(test_shift_image),
+        cmocka_unit_test(test_shift_offsets),
+        cmocka_unit_test(test_shift_batch),
+        cmocka_unit_test(test_shift_parse),
         cmocka_unit_test(test_lr_underflow),
         cmocka_unit_test_setup_teardown(test_loss_falls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_bit_exact, setup, teardown),
