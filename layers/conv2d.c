@@ -130,7 +130,7 @@ static void conv2d_backward(nn_node *n)
     /* Forward reserved the dx buffers only when x required a gradient; a
      * leaf may carry a grad buffer without asking for one. */
     float *dx = NULL;
-    if (x->grad && (c->w.dzs || c->w.dcol)) dx = cf ? c->dx_nhwc : x->grad;
+    if (x->grad && (c->w.dzs || c->w.dcol || c->w.wkt)) dx = cf ? c->dx_nhwc : x->grad;
     if (dx && cf) memset(dx, 0, x->size * sizeof *dx);
     float *dk = k->grad && c->w.part ? k->grad : NULL;
     float *db = b && b->grad && c->w.db ? b->grad : NULL;
@@ -185,6 +185,9 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->kt = arena(gr, z.kt, sizeof(float), &failed);
     w->dcol = arena(gr, z.dcol, sizeof(float), &failed);
     w->db = arena(gr, z.db, sizeof(float), &failed);
+    w->wk = arena(gr, z.wk, sizeof(float), &failed);
+    w->wkt = arena(gr, z.wkt, sizeof(float), &failed);
+    w->ws = arena(gr, z.ws, sizeof(float), &failed);
     const float *xd = x->data;
     float *yd = y->data;
     if (cf) {

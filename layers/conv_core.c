@@ -186,7 +186,14 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
         if (F != Fp) s->dzp = (size_t)N * P * Fp;
         s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
     }
-    if (need_dx) {
+    const int wino = nn_conv_winograd_applies(g, F);
+    if (wino) {
+        s->wk = nn_conv_winograd_kernel_size(g->C, F);
+        s->ws = nn_conv_winograd_scratch_size(g->C, F);
+    }
+    if (need_dx && wino) {
+        s->wkt = nn_conv_winograd_kernel_size(F, g->C);
+    } else if (need_dx) {
         if (g->SH == 1 && g->SW == 1) {
             s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
             s->kt = (size_t)g->KH * g->KW * F * round_up(g->C, VLw);
@@ -218,6 +225,12 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     if (N == 0 || g->OH == 0 || g->OW == 0) return;
+    if (nn_conv_winograd_applies(g, F)) {
+        nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
+        nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
+                         b ? w->bp : NULL, relu, 0, w->ws);
+        return;
+    }
     nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
 }
 
@@ -239,6 +252,14 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                                 nn_conv_dk_groups(g, N, F));
     }
     if (!dx || !T) return;
+    if (nn_conv_winograd_applies(g, F)) {
+        /* dx is the correlation of dz (zero outside it) with the flipped
+         * kernel, shifted by the window less the forward's padding. */
+        nn_conv_winograd_kernel(w->wkt, k, C, F, 1);
+        nn_conv_winograd(dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
+                         NULL, 0, 1, w->ws);
+        return;
+    }
     if (g->SH == 1 && g->SW == 1) {
         /* Stride 1: dx is the correlation of dz, padded by the window less
          * the forward's padding, with the flipped kernel. */

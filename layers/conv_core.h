@@ -75,11 +75,14 @@ typedef struct nn_conv_work {
     float *kt;      /* dx: the kernel, flipped and transposed (stride 1) or transposed */
     float *dcol;    /* dx, strided: one chunk of columns (nb*OH*OW, T) */
     float *db;      /* dbias: per-block sums (nn_conv_db_scratch) */
+    float *wk;      /* Winograd: the forward's transformed kernel */
+    float *wkt;     /* Winograd: dx's transformed kernel */
+    float *ws;      /* Winograd: per-thread blocks */
     const float *x; /* set by forward: the input the windows read (xp or x) */
 } nn_conv_work;
 
 typedef struct nn_conv_sizes {
-    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db;
+    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db, wk, wkt, ws;
 } nn_conv_sizes;
 
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
@@ -103,10 +106,32 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
 /* dcol (M, T) = dz (M, F) kt2 (F, ldk). */
 void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,
                            int T);
+/* out (rows, cols) = a (rows, K) b (K, cols), rows strided lda, ldb, ldo;
+ * one thread (callers parallelize around it). Columns past a multiple of
+ * the vector width are computed but not stored. */
+void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda, int K,
+                  const float *b, size_t ldb);
 /* dk (T, F) += sum over pixels, in G fixed groups of output rows. */
 int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F);
 void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
                              const nn_conv_geom *g, int N, int F, float *part, int G);
+
+/* Winograd F(2x2, 3x3) (conv_winograd.c), for 3x3 windows at stride 1 and
+ * dilation 1 with at least 8 channels in and out: */
+int nn_conv_winograd_applies(const nn_conv_geom *g, int F);
+/* Floats of the transformed kernel U (16, Cin, Cout rounded up to vectors)
+ * and of the per-thread scratch (for the current OpenMP thread limit). */
+size_t nn_conv_winograd_kernel_size(int Cin, int Cout);
+size_t nn_conv_winograd_scratch_size(int Cin, int Cout);
+/* U from k (3, 3, C, F): Cin = C, Cout = F; flip: Cin = F, Cout = C with
+ * the kernel rotated by 180 degrees (for dx). */
+void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
+/* y (N, OH, OW, Cout) = (add ? y : 0) + act(b + sum over 3x3 windows of
+ * x (N, H, W, Cin) read at (oh + oy + a, ow + ox + b), zero outside x).
+ * bias: NULL or Cout rounded up to vectors. */
+void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
+                      int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
+                      float *scratch);
 
 /* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
  * (the sign of y is random, which a branch would mispredict half the time). */

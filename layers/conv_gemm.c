@@ -20,38 +20,20 @@
  * summed by one thread in an order fixed by the shapes alone; dkernel's sum
  * over pixels runs in fixed groups of rows combined in group order.
  *
- * Vector width: 16 floats with AVX-512, 8 with AVX, 4 otherwise, through
- * GCC/Clang vector extensions (no intrinsics), so -march decides.
+ * Vector width: see conv_simd.h.
  */
 #include <string.h>
 
 #include "layers/conv_core.h"
 
-/* acc += a * b must compile to one FMA: -std=c11 (ISO mode) makes GCC keep
- * the multiply and the add apart, which costs half the throughput. */
-#if defined(__clang__)
-#pragma clang fp contract(fast)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=fast")
-#endif
+#include "layers/conv_simd.h"
 
-#if defined(__AVX512F__)
-#define VL 16
+#if VL == 16
 #define VMAX 4 /* vectors per tile; rows per tile from tile_rows() */
-#elif defined(__AVX__)
-#define VL 8
-#define VMAX 2
 #else
-#define VL 4
 #define VMAX 2
 #endif
 #define RMAX 8
-
-typedef float vf __attribute__((vector_size(VL * sizeof(float))));
-typedef int vi __attribute__((vector_size(VL * sizeof(int))));
-
-#define UNROLL _Pragma("GCC unroll 8")
-#define INLINE static inline __attribute__((always_inline))
 
 /* Rows per tile for V vectors: as many accumulators as the registers hold
  * next to V loaded vectors and one broadcast. */
@@ -63,19 +45,6 @@ INLINE int tile_rows(int V)
     return V == 2 ? 6 : 8;
 #endif
 }
-
-INLINE vf vload(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-/* A vector of copies of a: x - 0 is x for every float (0 + x is not, for
- * x = -0), so this folds to a single broadcast. */
-INLINE vf splat(float a) { return a - (vf){0}; }
 
 int nn_conv_vector_width(void) { return VL; }
 
@@ -273,6 +242,16 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
             tile_row(dx + (size_t)q * W * C + co, (size_t)C, W, nvalid, ar, (size_t)F, &s, kt + co,
                      (size_t)ldk, NULL, 0, 1);
         }
+}
+
+void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda, int K,
+                  const float *b, size_t ldb)
+{
+    const segs s = {1, 1, K, 0, 0, 0, 0};
+    for (int cg = 0; cg < col_groups(cols); cg++) {
+        const int fo = cg * VMAX * VL, nvalid = cols - fo < VMAX * VL ? cols - fo : VMAX * VL;
+        tile_row(out + fo, ldo, rows, nvalid, a, lda, &s, b + fo, ldb, NULL, 0, 0);
+    }
 }
 
 void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,

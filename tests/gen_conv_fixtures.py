@@ -237,6 +237,13 @@ def cases():
             conv_case("conv_d2_valid_" + t, 2, 8, 9, 2, 3, (3, 3), d=(2, 2), fmt=fmt),
             conv_case("conv_d2_same_relu_" + t, 2, 6, 7, 2, 3, (3, 3), d=(2, 2), pad="same",
                       act="relu", fmt=fmt),
+            # 3x3, stride 1, >= 8 channels: the Winograd path. Odd output
+            # sizes (partial 2x2 tiles) and channel counts that are not a
+            # multiple of any vector width.
+            conv_case("conv_winograd_valid_relu_" + t, 2, 9, 8, 10, 20, (3, 3), act="relu",
+                      fmt=fmt),
+            conv_case("conv_winograd_same_nobias_" + t, 3, 7, 5, 17, 9, (3, 3), pad="same",
+                      bias=False, fmt=fmt),
             conv_case("conv_1x1_" + t, 2, 4, 5, 3, 4, (1, 1), fmt=fmt),
             conv_case("conv_1x1_s2_same_" + t, 2, 5, 5, 3, 2, (1, 1), s=(2, 2), pad="same",
                       fmt=fmt),

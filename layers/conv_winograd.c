@@ -1,0 +1,228 @@
+/* conv_winograd: 3x3 stride-1 convolutions by Winograd's minimal filtering
+ * algorithm F(2x2, 3x3), NHWC.
+ *
+ * A 2x2 block of outputs of a 3x3 window reads a 4x4 patch d of the input.
+ * With the transforms (Lavin and Gray, 2015)
+ *     U = G g G^T   (kernel, 4x4 per input/output channel pair)
+ *     V = B^T d B   (patch, 4x4 per input channel)
+ *     y = A^T [ sum_c U[c] (.) V[c] ] A
+ * the 16 positions xi of the 4x4 domain are independent, so the sum over
+ * channels becomes 16 GEMMs, M[xi] (tiles, Cout) = V[xi] (tiles, Cin)
+ * U[xi] (Cin, Cout): 16 multiplies per 4 outputs instead of 36, 2.25x fewer.
+ * The transforms cost a few additions per value and no extra pass over
+ * memory: tiles are processed in blocks of TB whose V and M (16 x TB x C
+ * each) stay in the L2 cache, gathered from the image and scattered back
+ * to the output by the thread that computes the block.
+ *
+ * Used for the forward (x with the kernel) and for dx (dz with the flipped,
+ * transposed kernel, zero outside dz: a "full" correlation) of conv2d
+ * layers with 3x3 windows, stride 1 and dilation 1; the kernel gradient
+ * stays a direct sum (conv_gemm.c). Rounding differs from the direct sum by
+ * a few ulps (the transforms add and subtract neighbours), well inside the
+ * PyTorch fixtures' tolerance.
+ *
+ * Determinism: every output is computed by one tile whose sums run in an
+ * order fixed by the shapes, so the result is the same for any thread count.
+ *
+ * Omits: larger tiles (F(4x4, 3x3) saves more multiplies but loses about
+ * two more digits of precision), other window sizes, strides, dilation.
+ */
+#include <stddef.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "layers/conv_core.h"
+#include "layers/conv_simd.h"
+
+/* Tiles per block: a multiple of the GEMM tile's rows (6 and 8), small
+ * enough that V, M and U stay in a 1 MB L2 for 64 channels each way. */
+#define TB 48
+
+/* The transforms' 16-value arrays must live in registers: unroll fully. */
+#define UNROLL16 _Pragma("GCC unroll 16")
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+int nn_conv_winograd_applies(const nn_conv_geom *g, int F)
+{
+    /* Below 8 channels the GEMMs are too thin for the transforms to pay. */
+    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
+           g->C >= 8 && F >= 8;
+}
+
+size_t nn_conv_winograd_kernel_size(int Cin, int Cout) { return (size_t)16 * Cin * round_up(Cout, VL); }
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+size_t nn_conv_winograd_scratch_size(int Cin, int Cout)
+{
+    return (size_t)max_threads() * 16 * TB * (size_t)(round_up(Cin, VL) + round_up(Cout, VL));
+}
+
+/* ---- the kernel transform: U[xi][ci][co] = (G g G^T)[xi] ---- */
+
+void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
+{
+    /* k is (3, 3, C, F). Forward: ci = c, co = f, g[a][b] = k[a][b][c][f].
+     * dx (flip): ci = f, co = c, g[a][b] = k[2-a][2-b][c][f]. */
+    const int Cin = flip ? F : C, Cout = flip ? C : F, ld = round_up(Cout, VL);
+    #pragma omp parallel for schedule(static) if ((size_t)Cin * ld > 4096)
+    for (int ci = 0; ci < Cin; ci++)
+        for (int co = 0; co < ld; co++) {
+            float u[16] = {0};
+            if (co < Cout) {
+                const int c = flip ? co : ci, f = flip ? ci : co;
+                float g[3][3], t[4][3];
+                for (int a = 0; a < 3; a++)
+                    for (int b = 0; b < 3; b++) {
+                        const int ka = flip ? 2 - a : a, kb = flip ? 2 - b : b;
+                        g[a][b] = k[((size_t)(ka * 3 + kb) * C + c) * F + f];
+                    }
+                for (int b = 0; b < 3; b++) { /* t = G g */
+                    t[0][b] = g[0][b];
+                    t[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
+                    t[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
+                    t[3][b] = g[2][b];
+                }
+                for (int a = 0; a < 4; a++) { /* u = t G^T */
+                    u[a * 4 + 0] = t[a][0];
+                    u[a * 4 + 1] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
+                    u[a * 4 + 2] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
+                    u[a * 4 + 3] = t[a][2];
+                }
+            }
+            for (int xi = 0; xi < 16; xi++) U[((size_t)xi * Cin + ci) * ld + co] = u[xi];
+        }
+}
+
+/* ---- the input transform of one tile: V[xi][c] = (B^T d B)[xi] ----
+ * d[i][j] is the patch row i, column j: a pointer to its channels, or NULL
+ * outside the image (zero). V rows are `ldv` apart per xi. */
+INLINE void input_tile(float *V, size_t ldv, const float *const d[16], int Cin)
+{
+    int c = 0;
+    for (; c + VL <= Cin; c += VL) {
+        vf p[16], r[16];
+        UNROLL16 for (int i = 0; i < 16; i++) p[i] = d[i] ? vload(d[i] + c) : (vf){0};
+        UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
+            r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
+            r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
+            r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
+            r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
+        }
+        UNROLL for (int i = 0; i < 4; i++) { /* V = r B, per row */
+            vstore(V + (size_t)(i * 4 + 0) * ldv + c, r[i * 4 + 0] - r[i * 4 + 2]);
+            vstore(V + (size_t)(i * 4 + 1) * ldv + c, r[i * 4 + 1] + r[i * 4 + 2]);
+            vstore(V + (size_t)(i * 4 + 2) * ldv + c, r[i * 4 + 2] - r[i * 4 + 1]);
+            vstore(V + (size_t)(i * 4 + 3) * ldv + c, r[i * 4 + 1] - r[i * 4 + 3]);
+        }
+    }
+    for (; c < Cin; c++) {
+        float p[16], r[16];
+        for (int i = 0; i < 16; i++) p[i] = d[i] ? d[i][c] : 0.0f;
+        for (int j = 0; j < 4; j++) {
+            r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
+            r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
+            r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
+            r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
+        }
+        for (int i = 0; i < 4; i++) {
+            V[(size_t)(i * 4 + 0) * ldv + c] = r[i * 4 + 0] - r[i * 4 + 2];
+            V[(size_t)(i * 4 + 1) * ldv + c] = r[i * 4 + 1] + r[i * 4 + 2];
+            V[(size_t)(i * 4 + 2) * ldv + c] = r[i * 4 + 2] - r[i * 4 + 1];
+            V[(size_t)(i * 4 + 3) * ldv + c] = r[i * 4 + 1] - r[i * 4 + 3];
+        }
+    }
+}
+
+/* ---- the output transform of one tile: y = A^T m A (+ bias, ReLU) ----
+ * M rows `ldm` apart per xi; o[r][s] points at output pixel (r, s) of the
+ * 2x2 block, or is NULL outside the output. */
+INLINE void output_tile(float *const o[4], const float *M, size_t ldm, int Cout, const float *bias,
+                        int relu, int add)
+{
+    for (int c = 0; c < Cout; c += VL) {
+        vf m[16], s[8], y[4];
+        UNROLL16 for (int i = 0; i < 16; i++) m[i] = vload(M + (size_t)i * ldm + c);
+        UNROLL for (int j = 0; j < 4; j++) { /* s = A^T m, per column */
+            s[0 * 4 + j] = m[0 * 4 + j] + m[1 * 4 + j] + m[2 * 4 + j];
+            s[1 * 4 + j] = m[1 * 4 + j] - m[2 * 4 + j] - m[3 * 4 + j];
+        }
+        UNROLL for (int i = 0; i < 2; i++) { /* y = s A, per row */
+            y[i * 2 + 0] = s[i * 4 + 0] + s[i * 4 + 1] + s[i * 4 + 2];
+            y[i * 2 + 1] = s[i * 4 + 1] - s[i * 4 + 2] - s[i * 4 + 3];
+        }
+        const int left = Cout - c;
+        UNROLL for (int q = 0; q < 4; q++) {
+            if (!o[q]) continue;
+            vf t = y[q];
+            if (bias) t += vload(bias + c);
+            if (relu) t = (vf)((vi)t & (t > (vf){0}));
+            if (left >= VL) {
+                if (add) t += vload(o[q] + c);
+                vstore(o[q] + c, t);
+            } else {
+                float part[VL];
+                vstore(part, t);
+                for (int e = 0; e < left; e++) o[q][c + e] = add ? o[q][c + e] + part[e] : part[e];
+            }
+        }
+    }
+}
+
+void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
+                      int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
+                      float *scratch)
+{
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tiles = (long)N * TH * TW, blocks = (tiles + TB - 1) / TB;
+    const int ldi = round_up(Cin, VL), ldo = round_up(Cout, VL);
+    const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo);
+    #pragma omp parallel for schedule(static)
+    for (long bk = 0; bk < blocks; bk++) {
+#ifdef _OPENMP
+        float *V = scratch + (size_t)omp_get_thread_num() * per_thread;
+#else
+        float *V = scratch;
+#endif
+        float *M = V + (size_t)16 * TB * ldi;
+        const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
+        const int nt = (int)(t1 - t0);
+        for (long t = t0; t < t1; t++) {
+            const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
+            const int i0 = (int)(r / TW) * 2 + oy, j0 = (int)(r % TW) * 2 + ox;
+            const float *d[16];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    const int u = i0 + i, v = j0 + j;
+                    d[i * 4 + j] = u >= 0 && u < H && v >= 0 && v < W
+                                       ? x + (((size_t)n * H + u) * W + v) * Cin
+                                       : NULL;
+                }
+            input_tile(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, d, Cin);
+        }
+        for (int xi = 0; xi < 16; xi++)
+            nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, nt, ldo, V + (size_t)xi * TB * ldi,
+                         (size_t)ldi, Cin, U + (size_t)xi * Cin * ldo, (size_t)ldo);
+        for (long t = t0; t < t1; t++) {
+            const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
+            const int i0 = (int)(r / TW) * 2, j0 = (int)(r % TW) * 2;
+            float *o[4];
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 2; j++)
+                    o[i * 2 + j] = i0 + i < OH && j0 + j < OW
+                                       ? y + (((size_t)n * OH + i0 + i) * OW + j0 + j) * Cout
+                                       : NULL;
+            output_tile(o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias, relu, add);
+        }
+    }
+}
