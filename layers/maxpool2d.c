@@ -5,10 +5,12 @@
  * ceil(in / stride), the odd padding row/column at the bottom/right) the
  * padded positions never win, as if they held -inf.
  *
- * Forward saves, per output element, the int32 position ih*W + iw of the
- * winner inside its (H, W) plane; backward sends dy there (dx += dy at the
- * arg-max). The first maximum wins a tie and a NaN wins over numbers, as in
- * PyTorch. channels_first runs the channels_last kernel on N*C samples of
+ * Backward sends dy to each window's winner (dx += dy at the arg-max),
+ * found again from x with the forward's comparisons rather than saved by
+ * the forward: x is kept for the step anyway, the search costs about as much
+ * as reading saved indices, and a 4-byte index per output would be the
+ * layer's largest buffer. The first maximum wins a tie and a NaN wins over
+ * numbers, as in PyTorch. channels_first runs the channels_last kernel on N*C samples of
  * one channel (each (H, W) plane is contiguous), so there is no transpose.
  * Parallel over samples: windows of one sample may overlap, samples never
  * do, so backward's scatter is race-free and in a fixed order.
@@ -19,11 +21,6 @@
 #include <stdint.h>
 
 #include "layers/conv_core.h"
-
-typedef struct {
-    const nn_pool_state *s;
-    int32_t *idx; /* (planes, OH, OW, C) */
-} maxpool2d_ctx;
 
 /* Channels per block: a constant trip count lets GCC's -O2 vectorizer (which
  * refuses loops that would need a scalar remainder) turn the
@@ -60,47 +57,51 @@ max_block(float *restrict y, int32_t *restrict io, const float *restrict xn, int
     }
 }
 
-/* y (NP, OH, OW, C) = max over windows of x (NP, H, W, C); idx likewise. */
-static void maxpool_forward(float *y, int32_t *idx, const float *x, const nn_conv_geom *g, int NP)
+/* Row oh of sample n: y (NP, OH, OW, C) = max over windows of x (NP, H, W,
+ * C); or, when dy is not NULL, dx (NP, H, W, C) += dy (NP, OH, OW, C)
+ * routed to the winners. */
+static inline __attribute__((always_inline)) void
+pool_row(float *y, float *dx, const float *dy, const float *x, const nn_conv_geom *g, int n, int oh)
 {
     const int H = g->H, W = g->W, C = g->C, OH = g->OH, OW = g->OW;
-    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * OH * OW * C > 32768)
-    for (int n = 0; n < NP; n++)
-        for (int oh = 0; oh < OH; oh++) {
-            const float *xn = x + (size_t)n * H * W * C;
-            const int h0 = oh * g->SH - g->PT;
-            const int khs = h0 < 0 ? -h0 : 0, khe = H - h0 < g->KH ? H - h0 : g->KH;
-            for (int ow = 0; ow < OW; ow++) {
-                const int w0 = ow * g->SW - g->PL;
-                const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < g->KW ? W - w0 : g->KW;
-                const size_t o = (((size_t)n * OH + oh) * OW + ow) * C;
-                int c0 = 0;
-                for (; c0 + MP_BLOCK <= C; c0 += MP_BLOCK)
-                    max_block(y + o + c0, idx + o + c0, xn + c0, C, W, h0, w0, khs, khe, kws, kwe,
-                              MP_BLOCK);
-                if (c0 < C)
-                    max_block(y + o + c0, idx + o + c0, xn + c0, C, W, h0, w0, khs, khe, kws, kwe,
-                              C - c0);
-            }
+    const float *xn = x + (size_t)n * H * W * C;
+    const int h0 = oh * g->SH - g->PT;
+    const int khs = h0 < 0 ? -h0 : 0, khe = H - h0 < g->KH ? H - h0 : g->KH;
+    for (int ow = 0; ow < OW; ow++) {
+        const int w0 = ow * g->SW - g->PL;
+        const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < g->KW ? W - w0 : g->KW;
+        const size_t o = (((size_t)n * OH + oh) * OW + ow) * C;
+        for (int c0 = 0; c0 < C; c0 += MP_BLOCK) {
+            const int cb = C - c0 < MP_BLOCK ? C - c0 : MP_BLOCK;
+            float best[MP_BLOCK];
+            int32_t arg[MP_BLOCK];
+            float *yo = dy ? best : y + o + c0;
+            if (cb == MP_BLOCK)
+                max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, MP_BLOCK);
+            else
+                max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, cb);
+            if (!dy) continue;
+            float *dxn = dx + (size_t)n * H * W * C + c0;
+            for (int c = 0; c < cb; c++) dxn[(size_t)arg[c] * C + c] += dy[o + c0 + c];
         }
+    }
 }
 
-/* dx (NP, H, W, C) += dy (NP, OH, OW, C) routed to idx. */
-static void maxpool_backward_kernel(float *dx, const float *dy, const int32_t *idx,
-                                    const nn_conv_geom *g, int NP)
+static void maxpool_forward(float *y, const float *x, const nn_conv_geom *g, int NP)
 {
-    const int C = g->C;
-    const size_t per_out = (size_t)g->OH * g->OW, per_in = (size_t)g->H * g->W * C;
-    #pragma omp parallel for schedule(static) if ((size_t)NP * per_out * C > 32768)
-    for (int n = 0; n < NP; n++) {
-        float *dxn = dx + (size_t)n * per_in;
-        const size_t o0 = (size_t)n * per_out * C;
-        for (size_t p = 0; p < per_out; p++)
-            for (int c = 0; c < C; c++) {
-                const size_t o = o0 + p * C + c;
-                dxn[(size_t)idx[o] * C + c] += dy[o];
-            }
-    }
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
+    for (int n = 0; n < NP; n++)
+        for (int oh = 0; oh < g->OH; oh++) pool_row(y, NULL, NULL, x, g, n, oh);
+}
+
+static void maxpool_backward_kernel(float *dx, const float *dy, const float *x, const nn_conv_geom *g,
+                                    int NP)
+{
+    /* Windows of one sample may overlap: one thread owns each sample, so
+     * the adds into dx run in a fixed order. */
+    #pragma omp parallel for schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
+    for (int n = 0; n < NP; n++)
+        for (int oh = 0; oh < g->OH; oh++) pool_row(NULL, dx, dy, x, g, n, oh);
 }
 
 static nn_status maxpool2d_parse(nn_layer *l, nn_config *c)
@@ -120,12 +121,12 @@ static nn_status maxpool2d_build(nn_layer *l, int in_rank, const int *in_shape)
 
 static void maxpool2d_backward(nn_node *n)
 {
-    const maxpool2d_ctx *c = n->ctx;
+    const nn_pool_state *s = n->ctx;
     tensor *x = n->in[0];
     if (!x->grad) return;
     int planes;
-    const nn_conv_geom g = nn_pool_kernel_geom(c->s, x->shape[0], &planes);
-    maxpool_backward_kernel(x->grad, n->out->grad, c->idx, &g, planes);
+    const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
+    maxpool_backward_kernel(x->grad, n->out->grad, x->data, &g, planes);
 }
 
 static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
@@ -135,15 +136,11 @@ static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor 
     int shape[4] = {x->shape[0], l->out_shape[0], l->out_shape[1], l->out_shape[2]};
     tensor *y = nn_graph_tensor(gr, 4, shape);
     if (!y) return NN_ERR_MEMORY;
-    maxpool2d_ctx *c = nn_graph_alloc(gr, sizeof *c);
-    int32_t *idx = nn_graph_alloc(gr, y->size * sizeof(int32_t));
-    if (!c || !idx) return NN_ERR_MEMORY;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
-    maxpool_forward(y->data, idx, x->data, &g, planes);
-    c->s = s;
-    c->idx = idx;
-    nn_graph_record(gr, "maxpool2d", y, &x, 1, maxpool2d_backward, c);
+    maxpool_forward(y->data, x->data, &g, planes);
+    /* The layer's state outlives the step, so it serves as the context. */
+    nn_graph_record(gr, "maxpool2d", y, &x, 1, maxpool2d_backward, (void *)s);
     *out = y;
     return NN_OK;
 }
