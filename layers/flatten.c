@@ -1,6 +1,7 @@
 /* flatten: (N, d1, d2, ...) -> (N, d1*d2*...), a view of x's storage in C
- * order (so channels_last input flattens as Keras does). Backward adds dy to
- * dx unchanged. */
+ * order (so channels_last input flattens as Keras does). Its gradient is
+ * x's gradient storage too (nn_node.grad_is_input), so backward has nothing
+ * left to do; when x's gradient is separate, it adds dy to dx unchanged. */
 #include "nn/layer.h"
 
 static nn_status flatten_parse(nn_layer *l, nn_config *c)
@@ -30,7 +31,7 @@ static nn_status flatten_build(nn_layer *l, int in_rank, const int *in_shape)
 static void flatten_backward(nn_node *n)
 {
     tensor *x = n->in[0];
-    if (!x->grad) return;
+    if (!x->grad || x->grad == n->out->grad) return; /* shared: already added */
     for (size_t i = 0; i < x->size; i++) x->grad[i] += n->out->grad[i];
 }
 
@@ -40,7 +41,8 @@ static nn_status flatten_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **o
     int shape[2] = {x->shape[0], l->out_shape[0]};
     tensor *y = nn_graph_view(g, x, 2, shape);
     if (!y) return NN_ERR_MEMORY;
-    nn_graph_record(g, "flatten", y, &x, 1, flatten_backward, NULL);
+    nn_node *n = nn_graph_record(g, "flatten", y, &x, 1, flatten_backward, NULL);
+    if (n) n->grad_is_input = 1;
     *out = y;
     return NN_OK;
 }

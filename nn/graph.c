@@ -223,6 +223,13 @@ static nn_status ensure_grad(nn_graph *g, tensor *t)
     if (t->grad || !(t->flags & TENSOR_REQUIRES_GRAD)) return NN_OK;
     if (t->flags & TENSOR_PARAM)
         return nn_error(NN_ERR_STATE, "nn_graph_backward: a parameter has no grad buffer");
+    nn_node *n = t->node;
+    if (n && n->grad_is_input && n->n_in == 1 && (n->in[0]->flags & TENSOR_REQUIRES_GRAD) &&
+        n->in[0]->size == t->size) {
+        NN_TRY(ensure_grad(g, n->in[0]));
+        t->grad = n->in[0]->grad;
+        return NN_OK;
+    }
     t->grad = nn_graph_alloc(g, t->size * sizeof(float));
     if (!t->grad) return NN_ERR_MEMORY;
     memset(t->grad, 0, t->size * sizeof(float));

@@ -40,6 +40,12 @@ struct nn_node {
     nn_backward_fn backward;
     void *ctx;                         /* op-defined, in the arena */
     int saves_output;                  /* backward reads out->data */
+    /* out is a view of in[0] (same size) whose gradient may share in[0]'s
+     * grad storage: every backward adds into its inputs' grads, so what
+     * out's consumers add lands in in[0]'s gradient directly, and this
+     * node's backward must then add nothing (it sees out->grad ==
+     * in[0]->grad). Saves a copy of the gradient. */
+    int grad_is_input;
 };
 
 typedef struct nn_graph nn_graph;
