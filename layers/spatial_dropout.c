@@ -375,9 +375,14 @@ static void sd_backward(nn_node *node)
     const sd_ctx *c = node->ctx;
     tensor *x = node->in[0];
     if (!x->grad) return;
-    /* The forward validated every argument. */
-    nn_status s = nn_spatial_dropout_backward(x->grad, c->mask, node->out->grad, c->N, c->C,
-                                              c->spatial, c->fmt, c->rate);
+    /* The forward validated every argument. The graph may have given x's
+     * gradient dy's storage (grad_in_place): then dx = dy * mask * s is
+     * written over dy. */
+    nn_status s = x->grad == node->out->grad
+                      ? nn_spatial_dropout_apply(x->grad, c->mask, node->out->grad, c->N, c->C,
+                                                 c->spatial, c->fmt, c->rate)
+                      : nn_spatial_dropout_backward(x->grad, c->mask, node->out->grad, c->N, c->C,
+                                                    c->spatial, c->fmt, c->rate);
     NN_ASSERT(s == NN_OK);
 }
 
@@ -433,7 +438,10 @@ nn_status nn_spatial_dropout_layer_forward(nn_layer *l, nn_graph *g, tensor *x, 
     }
     NN_TRY(nn_spatial_dropout_forward(y->data, c ? c->mask : NULL, x->data, N, C, spatial,
                                       s->format, s->rate, l->seed, call));
-    if (c) nn_graph_record(g, l->type->name, y, &x, 1, sd_backward, c);
+    if (c) {
+        nn_node *n = nn_graph_record(g, l->type->name, y, &x, 1, sd_backward, c);
+        if (n) n->grad_in_place = 1;
+    }
     *out = y;
     return NN_OK;
 }

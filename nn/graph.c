@@ -257,6 +257,12 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         nn_node *n = g->nodes[i];
         if (!n->out->grad) continue; /* not on a path to the loss */
+        tensor *x = n->in[0];
+        /* Every consumer of out has run (reverse order), and x has no
+         * gradient yet, so nothing else is in either buffer. */
+        if (n->grad_in_place && n->n_in == 1 && !x->grad && (x->flags & TENSOR_REQUIRES_GRAD) &&
+            !(x->flags & TENSOR_PARAM) && x->size == n->out->size)
+            x->grad = n->out->grad;
         for (int k = 0; k < n->n_in; k++) NN_TRY(ensure_grad(g, n->in[k]));
         n->backward(n);
     }

@@ -46,6 +46,11 @@ struct nn_node {
      * node's backward must then add nothing (it sees out->grad ==
      * in[0]->grad). Saves a copy of the gradient. */
     int grad_is_input;
+    /* backward can turn out->grad into in[0]'s gradient in place (same
+     * size, elementwise): when in[0] has no gradient yet, the graph hands
+     * it out->grad's storage, and the node's backward, seeing out->grad ==
+     * in[0]->grad, overwrites instead of adding. out->grad then holds dx. */
+    int grad_in_place;
 };
 
 typedef struct nn_graph nn_graph;

@@ -190,6 +190,70 @@ static void test_off_path_node_skipped(void **state)
     nn_graph_free(g);
 }
 
+/* Shared gradient storage: flatten's gradient is its input's
+ * (grad_is_input), and spatial dropout writes dx over dy when its input has
+ * no gradient yet (grad_in_place). With x = 2a (rank 4), y = dropout(x),
+ * L = sum(w * flatten(y)): dL/da = 2 * w * keep * 2 at rate 0.5. With a
+ * second consumer of x, v = 3x recorded after the dropout (so its backward
+ * runs first and x already has a gradient), nothing may be shared:
+ * dL/da = 2 * (3 w + w * keep * 2). */
+static void test_shared_gradients(void **state)
+{
+    (void)state;
+    int shape4[4] = {2, 1, 2, 3}, one[3] = {1, 2, 3};
+    float av[12], wv[12];
+    for (int i = 0; i < 12; i++) {
+        av[i] = (float)(i + 1);
+        wv[i] = (float)(i % 5) - 1.5f;
+    }
+    nn_graph *g = nn_graph_create(0);
+    for (int second = 0; second <= 1; second++)
+        for (int inplace = 0; inplace <= 1; inplace++) {
+            nn_graph_reset(g);
+            tensor *a = leaf(12, av), *w = constant(12, wv);
+            tensor_set_shape(a, 4, shape4);
+            nn_layer *sd = nn_layer_create("spatial_dropout2d",
+                                           inplace ? "rate=0.5 seed=4 data_format=channels_last inplace=true"
+                                                   : "rate=0.5 seed=4 data_format=channels_last");
+            nn_layer *fl = nn_layer_create("flatten", "");
+            assert_non_null(sd);
+            assert_non_null(fl);
+            assert_ok(nn_layer_build(sd, 3, one));
+            assert_ok(nn_layer_build(fl, 3, one));
+            tensor *x = scale_op(g, a, 2.0f, 1), *y, *f, *v = NULL, *s, *loss;
+            assert_ok(nn_layer_forward(sd, g, x, &y, 1));
+            /* The kept maps, read off the output (x is never 0). */
+            int keep[12], kept = 0;
+            for (int i = 0; i < 12; i++) kept += keep[i] = y->data[i] != 0.0f;
+            assert_true(kept > 0 && kept < 12); /* seed 4 keeps some maps, drops others */
+            if (second) {
+                v = scale_op(g, x, 3.0f, 2);
+                assert_ok(nn_op_add(g, y, v, &s));
+                assert_ok(nn_layer_forward(fl, g, s, &f, 1));
+            } else {
+                assert_ok(nn_layer_forward(fl, g, y, &f, 1));
+            }
+            tensor_set_shape(w, 2, f->shape);
+            assert_ok(nn_op_weighted_sum(g, f, w, &loss));
+            assert_ok(nn_graph_backward(g, loss));
+            float want[12];
+            for (int i = 0; i < 12; i++)
+                want[i] = 2.0f * ((second ? 3.0f * wv[i] : 0.0f) + (keep[i] ? 2.0f * wv[i] : 0.0f));
+            assert_floats(a->grad, want, 12, second ? "a.grad (two consumers)" : "a.grad");
+            if (!second) {
+                assert_ptr_equal(f->grad, y->grad);  /* flatten shares its input's gradient */
+                assert_ptr_equal(x->grad, y->grad);  /* dropout wrote dx over dy */
+            } else {
+                assert_ptr_not_equal(x->grad, y->grad);
+            }
+            nn_layer_free(sd);
+            nn_layer_free(fl);
+            tensor_free(a);
+            tensor_free(w);
+        }
+    nn_graph_free(g);
+}
+
 static void test_no_grad_mode(void **state)
 {
     (void)state;
@@ -406,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_reverse_order),
         cmocka_unit_test(test_accumulates),
         cmocka_unit_test(test_off_path_node_skipped),
+        cmocka_unit_test(test_shared_gradients),
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_backward_errors),
         cmocka_unit_test(test_arena_tensors),
