@@ -182,11 +182,13 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     if (is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
     if (F != Fp) s->kp = T * Fp;
     s->bp = (size_t)Fp;
-    if (need_dk) {
+    const int wino = nn_conv_winograd_applies(g, F);
+    if (need_dk && wino) {
+        s->part = nn_conv_winograd_dk_size(g, N, F);
+    } else if (need_dk) {
         if (F != Fp) s->dzp = (size_t)N * P * Fp;
         s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
     }
-    const int wino = nn_conv_winograd_applies(g, F);
     if (wino) {
         s->wk = nn_conv_winograd_kernel_size(g->C, F);
         s->ws = nn_conv_winograd_scratch_size(g->C, F);
@@ -242,7 +244,9 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
     if (N == 0 || P == 0) return;
     nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
-    if (dk && T) {
+    if (dk && T && nn_conv_winograd_applies(g, F)) {
+        nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws);
+    } else if (dk && T) {
         const float *dzk = dz;
         if (F != Fp) {
             pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);

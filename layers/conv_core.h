@@ -111,6 +111,10 @@ void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int l
  * the vector width are computed but not stored. */
 void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda, int K,
                   const float *b, size_t ldb);
+/* out (rows, cols) += a^T b, a (K, rows) and b (K, cols) row-major; one
+ * thread; cols a multiple of the vector width. */
+void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda,
+                         int K, const float *b, size_t ldb);
 /* dk (T, F) += sum over pixels, in G fixed groups of output rows. */
 int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F);
 void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
@@ -132,6 +136,15 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
 void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
                       int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
                       float *scratch);
+
+/* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
+ * F(3x3, 2x2) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
+ * is the input with its padding, dz (N, OH, OW, F). The sum over 2x2 tiles
+ * runs in fixed groups combined in order; part holds
+ * nn_conv_winograd_dk_size() floats. */
+size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F);
+void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
+                         int F, float *part, float *scratch);
 
 /* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
  * (the sign of y is random, which a branch would mispredict half the time). */

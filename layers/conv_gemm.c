@@ -254,6 +254,55 @@ void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, si
     }
 }
 
+/* out[r][f] += sum_t a[t][r] * b[t][f] for a tile of R rows x V vectors. */
+INLINE void tn_tile(float *restrict out, size_t ldo, int rr, const float *restrict a, size_t lda,
+                    int K, const float *restrict b, size_t ldb, const int R, const int V)
+{
+    vf acc[RMAX][VMAX];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+    for (int t = 0; t < K; t++) {
+        vf bv[VMAX];
+        UNROLL for (int v = 0; v < V; v++) bv[v] = vload(b + (size_t)t * ldb + v * VL);
+        UNROLL for (int r = 0; r < R; r++) {
+            if (r < rr) {
+                const vf x = splat(a[(size_t)t * lda + r]);
+                UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
+            }
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r >= rr) break;
+        UNROLL for (int v = 0; v < V; v++) {
+            float *o = out + r * ldo + v * VL;
+            vstore(o, vload(o) + acc[r][v]);
+        }
+    }
+}
+
+void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda,
+                         int K, const float *b, size_t ldb)
+{
+    for (int fo = 0; fo < cols; fo += VMAX * VL) {
+        const int V = ((cols - fo < VMAX * VL ? cols - fo : VMAX * VL) + VL - 1) / VL;
+        const int R = tile_rows(V);
+        for (int r0 = 0; r0 < rows; r0 += R) {
+            const int rr = rows - r0 < R ? rows - r0 : R;
+            float *o = out + (size_t)r0 * ldo + fo;
+            const float *ar = a + r0;
+#define TN(RR, VV) tn_tile(o, ldo, RR, ar, lda, K, b + fo, ldb, tile_rows(VV), VV)
+            switch (V) {
+#if VMAX >= 4
+            case 4: if (rr == tile_rows(4)) TN(tile_rows(4), 4); else TN(rr, 4); break;
+            case 3: if (rr == tile_rows(3)) TN(tile_rows(3), 3); else TN(rr, 3); break;
+#endif
+            case 2: if (rr == tile_rows(2)) TN(tile_rows(2), 2); else TN(rr, 2); break;
+            default: if (rr == tile_rows(1)) TN(tile_rows(1), 1); else TN(rr, 1); break;
+            }
+#undef TN
+        }
+    }
+}
+
 void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,
                            int T)
 {

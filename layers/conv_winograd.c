@@ -14,20 +14,23 @@
  * each) stay in the L2 cache, gathered from the image and scattered back
  * to the output by the thread that computes the block.
  *
- * Used for the forward (x with the kernel) and for dx (dz with the flipped,
- * transposed kernel, zero outside dz: a "full" correlation) of conv2d
- * layers with 3x3 windows, stride 1 and dilation 1; the kernel gradient
- * stays a direct sum (conv_gemm.c). Rounding differs from the direct sum by
- * a few ulps (the transforms add and subtract neighbours), well inside the
- * PyTorch fixtures' tolerance.
+ * Used for the forward (x with the kernel), for dx (dz with the flipped,
+ * transposed kernel, zero outside dz: a "full" correlation) and, with the
+ * roles transposed (F(3x3, 2x2), at the end of the file), for the kernel
+ * gradient of conv2d layers with 3x3 windows, stride 1 and dilation 1.
+ * Rounding differs from the direct sums by a few ulps (the transforms add
+ * and subtract neighbours), well inside the PyTorch fixtures' tolerance.
  *
  * Determinism: every output is computed by one tile whose sums run in an
- * order fixed by the shapes, so the result is the same for any thread count.
+ * order fixed by the shapes, and the kernel gradient's sum over tiles runs
+ * in fixed groups combined in order, so the result is the same for any
+ * thread count.
  *
  * Omits: larger tiles (F(4x4, 3x3) saves more multiplies but loses about
  * two more digits of precision), other window sizes, strides, dilation.
  */
 #include <stddef.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -225,4 +228,132 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
             output_tile(o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias, relu, add);
         }
     }
+}
+
+/* ---- the kernel gradient: F(3x3, 2x2) ----
+ * Transposing the forward's algorithm, for one tile (a 2x2 block z of dz
+ * and the 4x4 patch d of x its windows read):
+ *     dk (3x3) += G^T [ (A z A^T) (.) (B^T d B) ] G
+ * so per xi the sum over tiles and channels is a GEMM again, with the
+ * reduction running over tiles: dU[xi] (Cin, Cout) += V[xi]^T Z[xi]. */
+
+/* Groups of tile blocks whose partial sums are combined in group order:
+ * fixed by the shapes alone, never by the thread count. */
+static long dk_groups(long blocks) { return blocks < 16 ? (blocks ? blocks : 1) : 16; }
+
+static long tile_blocks(const nn_conv_geom *g, int N)
+{
+    const long tiles = (long)N * ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+    return (tiles + TB - 1) / TB;
+}
+
+size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F)
+{
+    return (size_t)dk_groups(tile_blocks(g, N)) * 16 * g->C * round_up(F, VL);
+}
+
+/* Z[xi][f] = (A z A^T)[xi] for the 2x2 block z[r][s] (NULL: outside dz),
+ * f < F; zero for f in [F, ldz). Rows of Z are `ldm` apart per xi. */
+INLINE void dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ldz)
+{
+    int f = 0;
+    for (; f + VL <= F; f += VL) {
+        vf q[4], t[8];
+        UNROLL for (int i = 0; i < 4; i++) q[i] = z[i] ? vload(z[i] + f) : (vf){0};
+        UNROLL for (int j = 0; j < 2; j++) { /* t = A q, per column */
+            t[0 * 2 + j] = q[0 * 2 + j];
+            t[1 * 2 + j] = q[0 * 2 + j] + q[1 * 2 + j];
+            t[2 * 2 + j] = q[0 * 2 + j] - q[1 * 2 + j];
+            t[3 * 2 + j] = -q[1 * 2 + j];
+        }
+        UNROLL for (int i = 0; i < 4; i++) { /* Z = t A^T, per row */
+            vstore(Z + (size_t)(i * 4 + 0) * ldm + f, t[i * 2 + 0]);
+            vstore(Z + (size_t)(i * 4 + 1) * ldm + f, t[i * 2 + 0] + t[i * 2 + 1]);
+            vstore(Z + (size_t)(i * 4 + 2) * ldm + f, t[i * 2 + 0] - t[i * 2 + 1]);
+            vstore(Z + (size_t)(i * 4 + 3) * ldm + f, -t[i * 2 + 1]);
+        }
+    }
+    for (; f < ldz; f++) {
+        float q[4], t[8];
+        for (int i = 0; i < 4; i++) q[i] = z[i] && f < F ? z[i][f] : 0.0f;
+        for (int j = 0; j < 2; j++) {
+            t[0 * 2 + j] = q[0 * 2 + j];
+            t[1 * 2 + j] = q[0 * 2 + j] + q[1 * 2 + j];
+            t[2 * 2 + j] = q[0 * 2 + j] - q[1 * 2 + j];
+            t[3 * 2 + j] = -q[1 * 2 + j];
+        }
+        for (int i = 0; i < 4; i++) {
+            Z[(size_t)(i * 4 + 0) * ldm + f] = t[i * 2 + 0];
+            Z[(size_t)(i * 4 + 1) * ldm + f] = t[i * 2 + 0] + t[i * 2 + 1];
+            Z[(size_t)(i * 4 + 2) * ldm + f] = t[i * 2 + 0] - t[i * 2 + 1];
+            Z[(size_t)(i * 4 + 3) * ldm + f] = -t[i * 2 + 1];
+        }
+    }
+}
+
+void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
+                         int F, float *part, float *scratch)
+{
+    const int C = g->C, Hp = g->Hp, Wp = g->Wp, OH = g->OH, OW = g->OW;
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const int ldi = round_up(C, VL), ldo = round_up(F, VL);
+    const long tiles = (long)N * TH * TW, blocks = tile_blocks(g, N), G = dk_groups(blocks);
+    const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo), per_group = (size_t)16 * C * ldo;
+    #pragma omp parallel for schedule(static)
+    for (long gi = 0; gi < G; gi++) {
+#ifdef _OPENMP
+        float *V = scratch + (size_t)omp_get_thread_num() * per_thread;
+#else
+        float *V = scratch;
+#endif
+        float *Z = V + (size_t)16 * TB * ldi, *dU = part + (size_t)gi * per_group;
+        memset(dU, 0, per_group * sizeof *dU);
+        for (long bk = blocks * gi / G; bk < blocks * (gi + 1) / G; bk++) {
+            const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
+            for (long t = t0; t < t1; t++) {
+                const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
+                const int i0 = (int)(r / TW) * 2, j0 = (int)(r % TW) * 2;
+                const float *d[16], *z[4];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++)
+                        d[i * 4 + j] = i0 + i < Hp && j0 + j < Wp
+                                           ? x + (((size_t)n * Hp + i0 + i) * Wp + j0 + j) * C
+                                           : NULL;
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++)
+                        z[i * 2 + j] = i0 + i < OH && j0 + j < OW
+                                           ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
+                                           : NULL;
+                input_tile(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, d, C);
+                dz_tile(Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
+            }
+            for (int xi = 0; xi < 16; xi++)
+                nn_conv_gemm_tn_add(dU + (size_t)xi * C * ldo, (size_t)ldo, C, ldo,
+                                    V + (size_t)xi * TB * ldi, (size_t)ldi, (int)(t1 - t0),
+                                    Z + (size_t)xi * TB * ldo, (size_t)ldo);
+        }
+    }
+    /* Groups combine in order; then dk += G^T dU G per channel pair. */
+    #pragma omp parallel for schedule(static) if ((size_t)C * F > 1024)
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f++) {
+            float u[16], t[3][4];
+            for (int xi = 0; xi < 16; xi++) {
+                const size_t at = ((size_t)xi * C + c) * ldo + f;
+                float s = part[at];
+                for (long gi = 1; gi < G; gi++) s += part[(size_t)gi * per_group + at];
+                u[xi] = s;
+            }
+            for (int j = 0; j < 4; j++) { /* t = G^T u, per column */
+                t[0][j] = u[0 * 4 + j] + 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]);
+                t[1][j] = 0.5f * (u[1 * 4 + j] - u[2 * 4 + j]);
+                t[2][j] = 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]) + u[3 * 4 + j];
+            }
+            for (int a = 0; a < 3; a++) { /* dk = t G, per row */
+                float *o = dk + ((size_t)a * 3 * C + c) * F + f;
+                o[0] += t[a][0] + 0.5f * (t[a][1] + t[a][2]);
+                o[(size_t)C * F] += 0.5f * (t[a][1] - t[a][2]);
+                o[(size_t)2 * C * F] += 0.5f * (t[a][1] + t[a][2]) + t[a][3];
+            }
+        }
 }
