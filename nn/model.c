@@ -280,10 +280,21 @@ nn_status nn_model_summary(const nn_model *m, FILE *out)
 {
     if (!m || !out) return nn_error(NN_ERR_ARG, "nn_model_summary: NULL argument");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_summary: build the model first");
-    const char *rule = "________________________________________________________________";
+    /* The name column fits the longest "name (type)", so long layer type
+     * names do not push their row out of line; the rules span the table. */
+    int wn = 28;
+    for (int i = 0; i < m->n_layers; i++) {
+        const int w = (int)(strlen(m->layers[i]->name) + strlen(m->layers[i]->type->name) + 3);
+        if (w > wn) wn = w < 78 ? w : 78;
+    }
+    const int width = 1 + wn + 1 + 22 + 1 + 10;
+    char rule[128], dbl[128];
+    memset(rule, '_', (size_t)width);
+    memset(dbl, '=', (size_t)width);
+    rule[width] = dbl[width] = '\0';
     fprintf(out, "Model: \"sequential\"\n%s\n", rule);
-    fprintf(out, " %-28s %-22s %10s\n", "Layer (type)", "Output Shape", "Param #");
-    fprintf(out, "================================================================\n");
+    fprintf(out, " %-*s %-22s %10s\n", wn, "Layer (type)", "Output Shape", "Param #");
+    fprintf(out, "%s\n", dbl);
     size_t trainable = 0, frozen = 0;
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
@@ -295,12 +306,12 @@ nn_status nn_model_summary(const nn_model *m, FILE *out)
         }
         strncat(shape, ")", sizeof shape - strlen(shape) - 1);
         size_t n = nn_layer_param_count(l, 1) + nn_layer_param_count(l, 0);
-        fprintf(out, " %-28s %-22s %10zu\n", name, shape, n);
+        fprintf(out, " %-*s %-22s %10zu\n", wn, name, shape, n);
         if (i + 1 < m->n_layers) fprintf(out, "\n");
         trainable += nn_layer_param_count(l, 1);
         frozen += nn_layer_param_count(l, 0);
     }
-    fprintf(out, "================================================================\n");
+    fprintf(out, "%s\n", dbl);
     fprintf(out, "Total params: %zu (%.2f KB)\nTrainable params: %zu\nNon-trainable params: %zu\n%s\n",
             trainable + frozen, (double)(trainable + frozen) * 4.0 / 1024.0, trainable, frozen, rule);
     return NN_OK;

@@ -484,6 +484,33 @@ static void test_summary(void **state)
     free(text);
     assert_int_equal(nn_model_summary(m, NULL), NN_ERR_ARG);
     nn_model_free(m);
+
+    /* A long "name (type)" widens the name column for every row: each
+     * layer row (and the header) ends at the same column. */
+    m = nn_model_create(1);
+    assert_ok(nn_model_add_spec(m, "spatial_dropout1d rate=0.5 data_format=channels_last\n"
+                                   "flatten\ndense units=3\n"));
+    int in3[2] = {4, 5};
+    assert_ok(nn_model_build(m, 2, in3));
+    text = NULL;
+    f = open_memstream(&text, &len);
+    assert_ok(nn_model_summary(m, f));
+    fclose(f);
+    printf("%s", text);
+    size_t end = 0;
+    int rows = 0;
+    for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+        const size_t n = (size_t)(nl - line);
+        char row[256];
+        snprintf(row, sizeof row, "%.*s", (int)n, line);
+        if (!strstr(row, "(None") && strncmp(row, " Layer (type)", 13)) continue;
+        if (!end) end = n;
+        if (n != end) fail_msg("summary row of width %zu, the header's is %zu:\n%s", n, end, text);
+        rows++;
+    }
+    assert_int_equal(rows, 4); /* header + 3 layers */
+    free(text);
+    nn_model_free(m);
 }
 
 /* --- shape errors ----------------------------------------------------------- */
