@@ -110,12 +110,12 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
 /* ---- the input transform of one tile: V[xi][c] = (B^T d B)[xi] ----
  * d[i][j] is the patch row i, column j: a pointer to its channels, or NULL
  * outside the image (zero). V rows are `ldv` apart per xi. */
-INLINE void input_tile(float *V, size_t ldv, const float *const d[16], int Cin)
+INLINE void input_tile_any(float *V, size_t ldv, const float *const d[16], int Cin, const int full)
 {
     int c = 0;
     for (; c + VL <= Cin; c += VL) {
         vf p[16], r[16];
-        UNROLL16 for (int i = 0; i < 16; i++) p[i] = d[i] ? vload(d[i] + c) : (vf){0};
+        UNROLL16 for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
         UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
             r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
             r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
@@ -131,7 +131,7 @@ INLINE void input_tile(float *V, size_t ldv, const float *const d[16], int Cin)
     }
     for (; c < Cin; c++) {
         float p[16], r[16];
-        for (int i = 0; i < 16; i++) p[i] = d[i] ? d[i][c] : 0.0f;
+        for (int i = 0; i < 16; i++) p[i] = full || d[i] ? d[i][c] : 0.0f;
         for (int j = 0; j < 4; j++) {
             r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
             r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
@@ -145,6 +145,26 @@ INLINE void input_tile(float *V, size_t ldv, const float *const d[16], int Cin)
             V[(size_t)(i * 4 + 3) * ldv + c] = r[i * 4 + 1] - r[i * 4 + 3];
         }
     }
+}
+
+/* The 4x4 patch at rows i0.., columns j0.. of sample n of x (N, H, W, Cin),
+ * zero outside x. Inside x (most tiles) the loads need no test. */
+INLINE void input_patch(float *V, size_t ldv, const float *x, long n, int i0, int j0, int H, int W,
+                        int Cin)
+{
+    const float *d[16];
+    const int full = i0 >= 0 && j0 >= 0 && i0 + 4 <= H && j0 + 4 <= W;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            const int u = i0 + i, v = j0 + j;
+            d[i * 4 + j] = full || (u >= 0 && u < H && v >= 0 && v < W)
+                               ? x + (((size_t)n * H + u) * W + v) * Cin
+                               : NULL;
+        }
+    if (full)
+        input_tile_any(V, ldv, d, Cin, 1);
+    else
+        input_tile_any(V, ldv, d, Cin, 0);
 }
 
 /* ---- the output transform of one tile: y = A^T m A (+ bias, ReLU) ----
@@ -203,15 +223,7 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
         for (long t = t0; t < t1; t++) {
             const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
             const int i0 = (int)(r / TW) * 2 + oy, j0 = (int)(r % TW) * 2 + ox;
-            const float *d[16];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    const int u = i0 + i, v = j0 + j;
-                    d[i * 4 + j] = u >= 0 && u < H && v >= 0 && v < W
-                                       ? x + (((size_t)n * H + u) * W + v) * Cin
-                                       : NULL;
-                }
-            input_tile(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, d, Cin);
+            input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0, H, W, Cin);
         }
         for (int xi = 0; xi < 16; xi++)
             nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, nt, ldo, V + (size_t)xi * TB * ldi,
@@ -313,18 +325,13 @@ void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_co
             for (long t = t0; t < t1; t++) {
                 const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
                 const int i0 = (int)(r / TW) * 2, j0 = (int)(r % TW) * 2;
-                const float *d[16], *z[4];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++)
-                        d[i * 4 + j] = i0 + i < Hp && j0 + j < Wp
-                                           ? x + (((size_t)n * Hp + i0 + i) * Wp + j0 + j) * C
-                                           : NULL;
+                const float *z[4];
                 for (int i = 0; i < 2; i++)
                     for (int j = 0; j < 2; j++)
                         z[i * 2 + j] = i0 + i < OH && j0 + j < OW
                                            ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
                                            : NULL;
-                input_tile(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, d, C);
+                input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0, Hp, Wp, C);
                 dz_tile(Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
             }
             for (int xi = 0; xi < 16; xi++)
