@@ -3,7 +3,7 @@
  *
  * For each shape (N, C, H, W), data format, thread count (1, 2) and cache
  * case, it prints one JSON object per line with the median over many
- * repetitions of:
+ * repetitions (taken in rounds that each time every operation in turn) of:
  *   fwd_ms    nn_spatial_dropout_forward (mask drawn, y written), rate 0.25
  *   bwd_ms    nn_spatial_dropout_backward (dx += dy * mask * s)
  *   copy_ms   memcpy of the same bytes split over the same threads
@@ -110,18 +110,29 @@ static void run_op(bench_case *b, int op)
     }
 }
 
-/* Median time of op over reps; flushed or warm (after one untimed call). */
-static double time_op(bench_case *b, int op, int reps, int flushed)
+/* ms[op] = median time of each op over reps, flushed or warm. The reps are
+ * split into ROUNDS rounds and each round times every op in turn (warm: after
+ * one untimed call), so a spell of load from elsewhere on the machine falls
+ * on all ops alike instead of on whichever op was being timed. */
+#define ROUNDS 5
+static void time_ops(bench_case *b, int reps, int flushed, double *ms)
 {
-    double t[MAX_REPS];
-    if (!flushed) run_op(b, op);
-    for (int r = 0; r < reps; r++) {
-        if (flushed) flush_caches();
-        double t0 = now_ms();
-        run_op(b, op);
-        t[r] = now_ms() - t0;
+    static double t[N_OPS][MAX_REPS];
+    const int rounds = reps < ROUNDS ? reps : ROUNDS;
+    for (int rd = 0, done = 0; rd < rounds; rd++) {
+        const int k = reps * (rd + 1) / rounds - done;
+        for (int op = 0; op < N_OPS; op++) {
+            if (!flushed) run_op(b, op);
+            for (int r = done; r < done + k; r++) {
+                if (flushed) flush_caches();
+                double t0 = now_ms();
+                run_op(b, op);
+                t[op][r] = now_ms() - t0;
+            }
+        }
+        done += k;
     }
-    return median(t, reps);
+    for (int op = 0; op < N_OPS; op++) ms[op] = median(t[op], reps);
 }
 
 static float *alloc_floats(size_t n)
@@ -220,7 +231,7 @@ int main(int argc, char **argv)
                     if (only_cache >= 0 && flushed != only_cache) continue;
                     double ms[N_OPS];
                     const int r = flushed ? (reps + 1) / 2 : reps;
-                    for (int op = 0; op < N_OPS; op++) ms[op] = time_op(&b, op, r, flushed);
+                    time_ops(&b, r, flushed, ms);
                     char line[512];
                     snprintf(line, sizeof line,
                              "{\"op\": \"spatial_dropout\", \"shape\": [%d, %d, %d, %d], "
