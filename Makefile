@@ -221,3 +221,22 @@ study: deps
 	gnuplot -e "dir='$(STUDY_OUT)'" examples/plot_study.gp
 	@echo "pictures: $(STUDY_OUT)/curves.png $(STUDY_OUT)/maps.png"
 $(BUILD)/examples/dropout_study: examples/dropout_study_stats.h examples/dropout_study_png.h
+
+# `make valgrind`: every test suite and `mnist --epochs 1 --limit 512` under memcheck, built -O1 for x86-64-v3 (valgrind cannot decode AVX-512), OpenBLAS on its AVX kernels (its AVX2 ones are slow under valgrind and change results with the thread count); about 5 min, not part of `make test`.
+VG_BUILD ?= build/valgrind
+VG_ENV   := OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=Sandybridge
+VALGRIND := valgrind -q --leak-check=full --show-possibly-lost=no --error-exitcode=9 \
+            --errors-for-leak-kinds=definite
+.PHONY: valgrind valgrind-run
+valgrind: deps
+	@command -v valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory deps DEBS=valgrind
+	@$(MAKE) --no-print-directory mnist-data
+	@$(MAKE) --no-print-directory BUILD=$(VG_BUILD) OPT="-O1 -g -march=x86-64-v3" valgrind-run
+
+valgrind-run: $(TESTS) $(BUILD)/examples/mnist
+	@fail=0; for t in $(TESTS) "$(BUILD)/examples/mnist --data $(MNIST_DIR) --epochs 1 --limit 512 --quiet"; do \
+	  echo "== valgrind $$t"; log=$${t%% *}.valgrind.out; start=$$SECONDS; \
+	  $(VG_ENV) $(VALGRIND) $$t >$$log 2>&1 || { fail=1; cat $$log; }; \
+	  echo "   $$(grep -E '^\[  (PASSED|FAILED)  \]|^final test' $$log | tail -1) ($$((SECONDS - start)) s)"; \
+	done; \
+	if [ $$fail = 0 ]; then echo "ALL CLEAN UNDER VALGRIND"; else echo "VALGRIND FOUND ERRORS"; exit 1; fi
