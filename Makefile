@@ -123,7 +123,7 @@ fuzz-deps:
 
 fuzz: deps fuzz-deps
 	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -fno-omit-frame-pointer" \
-	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-unknown-pragmas" fuzz-run
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-unknown-pragmas -Wno-pass-failed" fuzz-run
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
