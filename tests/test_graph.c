@@ -13,17 +13,6 @@
 
 #include "test_util.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 /* --- a logging test op: y = k * x, backward logs its id ------------------ */
 
 static int order_log[16], n_logged;
@@ -413,14 +402,8 @@ static void test_arena_reused_over_training(void **state)
     assert_true(nodes >= 6);
     assert_true(loss < first_loss); /* and it did train */
     /* The resident-memory bound only means something with the plain
-     * allocator: ASan keeps freed blocks in quarantine (libgomp allocates and
-     * frees a small team record for every serial `omp parallel if(0)`
-     * region, OpenBLAS's small-matrix GEMM a work buffer), and under
-     * valgrind statm describes valgrind's own process. Leaks are what those
-     * two tools report themselves. */
-    const char *preload = getenv("LD_PRELOAD");
-    const int valgrind = preload && strstr(preload, "vgpreload");
-    if (valgrind || SANITIZED) printf("    (resident-memory bound not checked under ASan or valgrind)\n");
+     * allocator (see test_rss_unreliable). */
+    if (test_rss_unreliable()) printf("    (resident-memory bound not checked under ASan or valgrind)\n");
     else if (rss_end - rss_start > 2048)
         fail_msg("resident memory grew by %ld KiB over %d steps", rss_end - rss_start, STEPS);
     tensor_free(x);

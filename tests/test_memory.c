@@ -19,17 +19,6 @@
 
 #include "test_util.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 #define SPEC                                                                                       \
     "conv2d filters=8 kernel_size=3 activation=relu\n"                                             \
     "maxpool2d pool_size=2\n"                                                                      \
@@ -129,9 +118,7 @@ static void test_cnn_memory_flat(void **state)
     /* It trained: the same batch scores better in eval mode. */
     if (!(eval_loss < 0.5 * eval_loss_first))
         fail_msg("eval loss %.4f -> %.4f: the network did not learn", eval_loss_first, eval_loss);
-    const char *preload = getenv("LD_PRELOAD");
-    const int valgrind = preload && strstr(preload, "vgpreload");
-    if (valgrind || SANITIZED)
+    if (test_rss_unreliable())
         printf("    (resident-memory bound not checked under ASan or valgrind)\n");
     else if (rss_end - rss_settled > RSS_SLACK_KIB)
         fail_msg("resident memory grew by %ld KiB from step %d to step %d (bound %d KiB)",

@@ -52,6 +52,27 @@ static inline const char *test_path_in(const char *dir, const char *name)
     return p[k];
 }
 
+/* 1 when resident-memory figures say nothing about the library's own use:
+ * ASan keeps freed blocks in quarantine (libgomp allocates and frees a
+ * small team record for every serial `omp parallel if(0)` region, OpenBLAS's
+ * small-matrix GEMM a work buffer), and under valgrind /proc/self/statm
+ * describes valgrind's own process. Both tools report leaks themselves. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+static inline int test_rss_unreliable(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    return TEST_ASAN || (preload && strstr(preload, "vgpreload"));
+}
+
 /* Asserts that the last error message contains `needle`. */
 #define assert_error_contains(needle)                                                     \
     do {                                                                                  \
