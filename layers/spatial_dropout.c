@@ -35,26 +35,8 @@
 #include <omp.h>
 #include <string.h>
 
+#include "layers/simd.h"
 #include "tensor/random.h"
-
-/* Vectors of VL floats through GCC/Clang vector extensions, so -march picks
- * the width; loads and stores go through memcpy, so any alignment works. */
-#if defined(__AVX512F__)
-#define VL 16
-#elif defined(__AVX__)
-#define VL 8
-#else
-#define VL 4
-#endif
-typedef float vf __attribute__((vector_size(VL * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
-
-static inline vf vload(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 static inline vi viload(const int32_t *p)
 {
@@ -62,8 +44,6 @@ static inline vi viload(const int32_t *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
-
-static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 /* Below this many elements, a thread team costs more than it saves. */
 #define PAR_MIN ((size_t)1 << 15)

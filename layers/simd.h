@@ -1,0 +1,42 @@
+/* simd: the vector type the layers' hand-vectorized kernels compute with
+ * (conv_gemm.c, conv_winograd.c, spatial_dropout.c): 16 floats with
+ * AVX-512, 8 with AVX, 4 otherwise, through GCC/Clang vector extensions
+ * rather than intrinsics, so -march decides and one source serves every
+ * machine. Loads and stores go through memcpy, so any alignment works.
+ *
+ * Internal to the kernels of layers/: not part of the public API.
+ */
+#ifndef NN_LAYERS_SIMD_H
+#define NN_LAYERS_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+#define UNROLL _Pragma("GCC unroll 8")
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vf vload(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* A vector of copies of a: x - 0 is x for every float (0 + x is not, for
+ * x = -0), so this folds to a single broadcast. */
+INLINE vf splat(float a) { return a - (vf){0}; }
+
+#endif
