@@ -348,17 +348,6 @@ static void test_arena_tensors(void **state)
     nn_graph_free(NULL);
 }
 
-/* Resident set size in KiB, from /proc/self/statm (pages). */
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, resident = 0;
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void test_arena_reused_over_training(void **state)
 {
     (void)state;
@@ -387,14 +376,14 @@ static void test_arena_reused_over_training(void **state)
         if (step == WARMUP) {
             arena = nn_graph_arena_bytes(nn_model_graph(m));
             nodes = nn_graph_node_count(nn_model_graph(m));
-            rss_start = rss_kib();
+            rss_start = test_rss_kib();
         } else if (step > WARMUP) {
             size_t now = nn_graph_arena_bytes(nn_model_graph(m));
             if (now != arena) fail_msg("step %d: arena grew from %zu to %zu bytes", step, arena, now);
             assert_int_equal(nn_graph_node_count(nn_model_graph(m)), nodes);
         }
     }
-    long rss_end = rss_kib();
+    long rss_end = test_rss_kib();
     printf("    arena %zu bytes, %d nodes per step; RSS %ld KiB after %d steps, %ld KiB after %d "
            "(%+ld KiB); loss %.3f -> %.3f\n",
            arena, nodes, rss_start, WARMUP + 1, rss_end, STEPS, rss_end - rss_start,

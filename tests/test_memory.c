@@ -31,17 +31,6 @@ enum { SIDE = 12, BATCH = 16, CLASSES = 4, N_BATCHES = 8, STEPS = 2000, SETTLE =
 
 static char dir[64];
 
-/* Resident set size in KiB, from /proc/self/statm (pages). */
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, resident = 0;
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 /* Class k lights quadrant k of the image (plus noise): learnable. */
 static void make_batch(tensor *x, int *labels, tensor_rng *rng)
 {
@@ -104,9 +93,9 @@ static void test_cnn_memory_flat(void **state)
         if (now != arena)
             fail_msg("step %d: the arena holds %zu bytes, %zu after the first step", step + 1, now,
                      arena);
-        if (step + 1 == SETTLE) rss_settled = rss_kib();
+        if (step + 1 == SETTLE) rss_settled = test_rss_kib();
     }
-    const long rss_end = rss_kib();
+    const long rss_end = test_rss_kib();
     printf("    CNN %dx%dx1, batch %d, Adam, %d steps: arena %zu bytes after every step; "
            "RSS %ld KiB after step %d, %ld KiB after step %d (%+ld KiB); loss %.3f -> %.3f, "
            "eval loss %.3f -> %.3f; %d checkpoints\n",

@@ -211,25 +211,36 @@ static float *train_wide(int threads, float *losses, int steps, size_t *n)
     return copy;
 }
 
-static void test_threads_bit_identical(void **state)
+/* Trains with 1 and then 2 threads and checks that parameters and losses
+ * are identical bit for bit; loss1 receives the 1-thread losses. */
+typedef float *(*train_fn)(int threads, float *losses, int steps, size_t *n);
+static void check_threads(train_fn train, int steps, float *loss1, const char *what)
 {
-    (void)state;
-    enum { STEPS = 12 };
     const int saved = nn_get_threads();
-    float loss1[STEPS], loss2[STEPS];
+    float loss2[16];
+    assert_true(steps <= 16);
     size_t n1, n2;
-    float *w1 = train_wide(1, loss1, STEPS, &n1);
-    float *w2 = train_wide(2, loss2, STEPS, &n2);
+    float *w1 = train(1, loss1, steps, &n1);
+    float *w2 = train(2, loss2, steps, &n2);
     assert_int_equal(n1, n2);
     size_t differ = 0;
     for (size_t i = 0; i < n1; i++) differ += memcmp(&w1[i], &w2[i], sizeof(float)) != 0;
-    printf("    %zu parameters after %d steps: %zu differ between 1 and 2 threads; loss %.6f -> %.6f\n",
-           n1, STEPS, differ, (double)loss1[0], (double)loss1[STEPS - 1]);
+    printf("    %zu parameters (%s) after %d steps: %zu differ between 1 and 2 threads; "
+           "loss %.6f -> %.6f\n",
+           n1, what, steps, differ, (double)loss1[0], (double)loss1[steps - 1]);
     free(w1);
     free(w2);
     assert_ok(nn_set_threads(saved));
     assert_int_equal(differ, 0);
-    assert_memory_equal(loss1, loss2, sizeof loss1);
+    assert_memory_equal(loss1, loss2, (size_t)steps * sizeof *loss1);
+}
+
+static void test_threads_bit_identical(void **state)
+{
+    (void)state;
+    enum { STEPS = 12 };
+    float loss1[STEPS];
+    check_threads(train_wide, STEPS, loss1, "wide MLP");
     assert_true(loss1[STEPS - 1] < loss1[0]);
 }
 
@@ -267,20 +278,8 @@ static void test_threads_long_reduction(void **state)
 {
     (void)state;
     enum { STEPS = 4 };
-    const int saved = nn_get_threads();
-    float loss1[STEPS], loss2[STEPS];
-    size_t n1, n2;
-    float *w1 = train_long_k(1, loss1, STEPS, &n1);
-    float *w2 = train_long_k(2, loss2, STEPS, &n2);
-    assert_int_equal(n1, n2);
-    size_t differ = 0;
-    for (size_t i = 0; i < n1; i++) differ += memcmp(&w1[i], &w2[i], sizeof(float)) != 0;
-    printf("    %zu parameters (1500 inputs): %zu differ between 1 and 2 threads\n", n1, differ);
-    free(w1);
-    free(w2);
-    assert_ok(nn_set_threads(saved));
-    assert_int_equal(differ, 0);
-    assert_memory_equal(loss1, loss2, sizeof loss1);
+    float loss1[STEPS];
+    check_threads(train_long_k, STEPS, loss1, "1500 inputs");
 }
 
 int main(void)

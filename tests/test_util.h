@@ -52,6 +52,17 @@ static inline const char *test_path_in(const char *dir, const char *name)
     return p[k];
 }
 
+/* Resident set size in KiB, from /proc/self/statm (pages); -1 if unread. */
+static inline long test_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 /* 1 when resident-memory figures say nothing about the library's own use:
  * ASan keeps freed blocks in quarantine (libgomp allocates and frees a
  * small team record for every serial `omp parallel if(0)` region, OpenBLAS's
