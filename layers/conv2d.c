@@ -188,6 +188,7 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->wk = arena(gr, z.wk, sizeof(float), &failed);
     w->wkt = arena(gr, z.wkt, sizeof(float), &failed);
     w->ws = arena(gr, z.ws, sizeof(float), &failed);
+    w->ws_slots = z.ws_slots;
     const float *xd = x->data;
     float *yd = y->data;
     if (cf) {

@@ -191,7 +191,8 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     }
     if (wino) {
         s->wk = nn_conv_winograd_kernel_size(g->C, F);
-        s->ws = nn_conv_winograd_scratch_size(g->C, F);
+        s->ws_slots = nn_conv_winograd_slots();
+        s->ws = nn_conv_winograd_scratch_size(s->ws_slots, g->C, F);
     }
     if (need_dx && wino) {
         s->wkt = nn_conv_winograd_kernel_size(F, g->C);
@@ -230,7 +231,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
     if (nn_conv_winograd_applies(g, F)) {
         nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
         nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
-                         b ? w->bp : NULL, relu, 0, w->ws);
+                         b ? w->bp : NULL, relu, 0, w->ws, w->ws_slots);
         return;
     }
     nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
@@ -245,7 +246,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     if (N == 0 || P == 0) return;
     nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
     if (dk && T && nn_conv_winograd_applies(g, F)) {
-        nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws);
+        nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
     } else if (dk && T) {
         const float *dzk = dz;
         if (F != Fp) {
@@ -261,7 +262,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
          * kernel, shifted by the window less the forward's padding. */
         nn_conv_winograd_kernel(w->wkt, k, C, F, 1);
         nn_conv_winograd(dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
-                         NULL, 0, 1, w->ws);
+                         NULL, 0, 1, w->ws, w->ws_slots);
         return;
     }
     if (g->SH == 1 && g->SW == 1) {

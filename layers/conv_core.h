@@ -77,12 +77,14 @@ typedef struct nn_conv_work {
     float *db;      /* dbias: per-block sums (nn_conv_db_scratch) */
     float *wk;      /* Winograd: the forward's transformed kernel */
     float *wkt;     /* Winograd: dx's transformed kernel */
-    float *ws;      /* Winograd: per-thread blocks */
+    float *ws;      /* Winograd: per-thread blocks, ws_slots of them */
+    int ws_slots;
     const float *x; /* set by forward: the input the windows read (xp or x) */
 } nn_conv_work;
 
 typedef struct nn_conv_sizes {
     size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db, wk, wkt, ws;
+    int ws_slots; /* threads ws is sized for */
 } nn_conv_sizes;
 
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
@@ -124,9 +126,13 @@ void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const f
  * dilation 1 with at least 8 channels in and out: */
 int nn_conv_winograd_applies(const nn_conv_geom *g, int F);
 /* Floats of the transformed kernel U (16, Cin, Cout rounded up to vectors)
- * and of the per-thread scratch (for the current OpenMP thread limit). */
+ * and of the scratch for `slots` threads; slots is the OpenMP thread limit
+ * when the buffers are sized, and the kernels below never run more threads
+ * than the slots they are given (the limit may rise between a forward and
+ * its backward). */
 size_t nn_conv_winograd_kernel_size(int Cin, int Cout);
-size_t nn_conv_winograd_scratch_size(int Cin, int Cout);
+int nn_conv_winograd_slots(void);
+size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout);
 /* U from k (3, 3, C, F): Cin = C, Cout = F; flip: Cin = F, Cout = C with
  * the kernel rotated by 180 degrees (for dx). */
 void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
@@ -135,7 +141,7 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
  * bias: NULL or Cout rounded up to vectors. */
 void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
                       int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
-                      float *scratch);
+                      float *scratch, int slots);
 
 /* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
  * F(3x3, 2x2) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
@@ -144,7 +150,7 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
  * nn_conv_winograd_dk_size() floats. */
 size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F);
 void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
-                         int F, float *part, float *scratch);
+                         int F, float *part, float *scratch, int slots);
 
 /* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
  * (the sign of y is random, which a branch would mispredict half the time). */

@@ -57,7 +57,7 @@ int nn_conv_winograd_applies(const nn_conv_geom *g, int F)
 
 size_t nn_conv_winograd_kernel_size(int Cin, int Cout) { return (size_t)16 * Cin * round_up(Cout, VL); }
 
-static int max_threads(void)
+int nn_conv_winograd_slots(void)
 {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -66,9 +66,9 @@ static int max_threads(void)
 #endif
 }
 
-size_t nn_conv_winograd_scratch_size(int Cin, int Cout)
+size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout)
 {
-    return (size_t)max_threads() * 16 * TB * (size_t)(round_up(Cin, VL) + round_up(Cout, VL));
+    return (size_t)slots * 16 * TB * (size_t)(round_up(Cin, VL) + round_up(Cout, VL));
 }
 
 /* ---- the kernel transform: U[xi][ci][co] = (G g G^T)[xi] ---- */
@@ -204,13 +204,13 @@ INLINE void output_tile(float *const o[4], const float *M, size_t ldm, int Cout,
 
 void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
                       int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
-                      float *scratch)
+                      float *scratch, int slots)
 {
     const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
     const long tiles = (long)N * TH * TW, blocks = (tiles + TB - 1) / TB;
     const int ldi = round_up(Cin, VL), ldo = round_up(Cout, VL);
     const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(slots)
     for (long bk = 0; bk < blocks; bk++) {
 #ifdef _OPENMP
         float *V = scratch + (size_t)omp_get_thread_num() * per_thread;
@@ -304,14 +304,14 @@ INLINE void dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ld
 }
 
 void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
-                         int F, float *part, float *scratch)
+                         int F, float *part, float *scratch, int slots)
 {
     const int C = g->C, Hp = g->Hp, Wp = g->Wp, OH = g->OH, OW = g->OW;
     const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
     const int ldi = round_up(C, VL), ldo = round_up(F, VL);
     const long tiles = (long)N * TH * TW, blocks = tile_blocks(g, N), G = dk_groups(blocks);
     const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo), per_group = (size_t)16 * C * ldo;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(slots)
     for (long gi = 0; gi < G; gi++) {
 #ifdef _OPENMP
         float *V = scratch + (size_t)omp_get_thread_num() * per_thread;

@@ -229,6 +229,63 @@ static void run_fixture(const char *file)
     fx_free(&c);
 }
 
+/* dx and dkernel of a Winograd conv2d, forward run with `fwd` threads and
+ * backward with `bwd`; a canary allocated in the arena right after the
+ * forward's buffers must come through the backward untouched. */
+static void winograd_grads(int fwd, int bwd, float *dx, float *dk)
+{
+    enum { N = 8, H = 20, C = 16, CANARY = 1 << 20 };
+    nn_layer *l = nn_layer_create("conv2d", "filters=32 kernel_size=3 data_format=channels_last");
+    assert_non_null(l);
+    int in[3] = {H, H, C}, xs[4] = {N, H, H, C};
+    assert_ok(nn_layer_build(l, 3, in));
+    assert_ok(nn_layer_alloc_params(l, 3));
+    tensor *x = tensor_create(4, xs);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 8);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    x->grad = tensor_aligned_alloc(x->size * sizeof(float));
+    memset(x->grad, 0, x->size * sizeof(float));
+    x->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    memset(l->params[0].t->grad, 0, l->params[0].t->size * sizeof(float));
+    nn_graph *g = nn_graph_create(0);
+    tensor *y, *loss;
+    assert_ok(nn_set_threads(fwd));
+    assert_ok(nn_layer_forward(l, g, x, &y, 1));
+    unsigned char *canary = nn_graph_alloc(g, CANARY);
+    assert_non_null(canary);
+    memset(canary, 0xA5, CANARY);
+    tensor *w = tensor_create(y->rank, y->shape);
+    tensor_init_normal(w, &rng, 0.0f, 1.0f);
+    assert_ok(nn_set_threads(bwd));
+    assert_ok(nn_op_weighted_sum(g, y, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    for (size_t i = 0; i < CANARY; i++)
+        if (canary[i] != 0xA5) fail_msg("backward wrote into the arena past its buffers (byte %zu)", i);
+    memcpy(dx, x->grad, x->size * sizeof(float));
+    memcpy(dk, l->params[0].t->grad, l->params[0].t->size * sizeof(float));
+    nn_graph_free(g);
+    tensor_free(w);
+    tensor_free(x);
+    nn_layer_free(l);
+}
+
+/* The forward sizes the Winograd scratch for the thread limit of its time.
+ * A limit raised before the backward must not make the backward use more
+ * threads than that scratch holds: the gradients are those of a 1-thread
+ * run, bit for bit, and nothing past the buffers is written. */
+static void test_threads_raised_before_backward(void **state)
+{
+    (void)state;
+    const int saved = nn_get_threads();
+    static float dx1[8 * 20 * 20 * 16], dk1[3 * 3 * 16 * 32], dx2[8 * 20 * 20 * 16], dk2[3 * 3 * 16 * 32];
+    winograd_grads(1, 1, dx1, dk1);
+    winograd_grads(1, 2, dx2, dk2);
+    assert_ok(nn_set_threads(saved));
+    assert_memory_equal(dx1, dx2, sizeof dx1);
+    assert_memory_equal(dk1, dk2, sizeof dk1);
+}
+
 static void test_pytorch_fixtures(void **state)
 {
     (void)state;
@@ -729,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_pytorch_fixtures),
         cmocka_unit_test(test_formats_agree),
         cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_threads_raised_before_backward),
         cmocka_unit_test(test_tiled_conv_matches_direct_loop),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),
