@@ -180,9 +180,9 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
     memset(s, 0, sizeof *s);
     if (is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
-    if (F != Fp) s->kp = T * Fp;
-    s->bp = (size_t)Fp;
     const int wino = nn_conv_winograd_applies(g, F);
+    if (F != Fp && !wino) s->kp = T * Fp;
+    s->bp = (size_t)Fp;
     if (need_dk && wino) {
         s->part = nn_conv_winograd_dk_size(g, N, F);
     } else if (need_dk) {
@@ -218,21 +218,22 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         nn_conv_pad(w->xp, g->Hp, g->Wp, x, g->H, g->W, N, g->C, g->PT, g->PL);
         w->x = w->xp;
     }
-    const float *kp = k;
-    if (F != Fp) {
-        pad_cols(w->kp, Fp, k, T, F);
-        kp = w->kp;
-    }
     if (b) {
         memcpy(w->bp, b, (size_t)F * sizeof *b);
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     if (N == 0 || g->OH == 0 || g->OW == 0) return;
     if (nn_conv_winograd_applies(g, F)) {
+        /* The transformed kernel has padded columns of its own. */
         nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
         nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
                          b ? w->bp : NULL, relu, 0, w->ws, w->ws_slots);
         return;
+    }
+    const float *kp = k;
+    if (F != Fp) {
+        pad_cols(w->kp, Fp, k, T, F);
+        kp = w->kp;
     }
     nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
 }

@@ -67,7 +67,7 @@ void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, i
  * must be passed to the backward of the same forward. */
 typedef struct nn_conv_work {
     float *xp;      /* forward: padded input (N, Hp, Wp, C) when padded */
-    float *kp;      /* forward: kernel with Fp columns when F != Fp */
+    float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */
     float *bp;      /* forward: bias with Fp entries */
     float *dzp;     /* dkernel: dz with Fp columns when F != Fp */
     float *part;    /* dkernel: per-group partial sums (G, T, Fp) */
