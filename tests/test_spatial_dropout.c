@@ -624,6 +624,74 @@ static void test_independent_masks(void **state)
     nn_layer_free(l);
 }
 
+/* The vector kernels against the scalar definition, over channel counts
+ * and map sizes around every vector width (4, 8, 16 floats) and past the
+ * 2048-channel chunk, odd offsets, in place, 1 and 2 threads, with Inf,
+ * NaN and -0.0 in the input: forward, apply (a given mask) and the adding
+ * backward, bit for bit. */
+static void test_kernels_match_scalar_definition(void **state)
+{
+    (void)state;
+    static const int Cs[] = {1, 3, 4, 5, 8, 15, 16, 17, 24, 31, 32, 33, 48, 64, 100, 2049};
+    static const long Ss[] = {1, 3, 16, 17, 49, 196};
+    const int threads_before = nn_get_threads(), N = 3;
+    const float rate = 0.3f, s = ref_scale(rate);
+    size_t cases = 0;
+    for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+        for (size_t si = 0; si < sizeof Ss / sizeof Ss[0]; si++) {
+            const int C = Cs[ci];
+            const long S = Ss[si];
+            if (C > 100 && S > 17) continue;
+            const size_t total = (size_t)N * (size_t)C * (size_t)S, off = (ci + si) % 3;
+            float *x = malloc((total + 3) * sizeof(float)), *y = malloc((total + 3) * sizeof(float));
+            float *dx = malloc(total * sizeof(float)), *dx0 = malloc(total * sizeof(float));
+            uint8_t *mask = malloc((size_t)N * (size_t)C), *given = malloc((size_t)N * (size_t)C);
+            assert_true(x && y && dx && dx0 && mask && given);
+            fill_nonzero(x, total + 3, 60 + ci);
+            fill_nonzero(dx0, total, 90 + si);
+            static const float special[] = {INFINITY, -INFINITY, NAN, -0.0f, 0.0f};
+            for (size_t i = 0; i < total; i += 7) x[off + i] = special[(i / 7) % 5];
+            for (size_t m = 0; m < (size_t)N * (size_t)C; m++) given[m] = (m * 7 + ci) % 3 != 0;
+            for (int f = 0; f < 2; f++)
+                for (int t = 1; t <= 2; t++) {
+                    const nn_data_format fmt = (nn_data_format)f;
+                    const float *xs = x + off;
+                    assert_ok(nn_set_threads(t));
+                    /* forward: y at an offset of its own, then in place */
+                    assert_ok(nn_spatial_dropout_forward(y + (off + 1) % 3, mask, xs, N, C, S, fmt,
+                                                         rate, 5, cases));
+                    check_output(y + (off + 1) % 3, xs, N, C, (size_t)S, fmt, rate, 5, cases);
+                    memcpy(y, xs, total * sizeof(float));
+                    assert_ok(nn_spatial_dropout_forward(y, NULL, y, N, C, S, fmt, rate, 5, cases));
+                    check_output(y, xs, N, C, (size_t)S, fmt, rate, 5, cases);
+                    /* apply and the adding backward with a given mask */
+                    memcpy(y, xs, total * sizeof(float));
+                    assert_ok(nn_spatial_dropout_apply(y, given, y, N, C, S, fmt, rate));
+                    memcpy(dx, dx0, total * sizeof(float));
+                    assert_ok(nn_spatial_dropout_backward(dx, given, xs, N, C, S, fmt, rate));
+                    for (size_t e = 0; e < total; e++) {
+                        const int keep = given[map_of(e, C, (size_t)S, fmt)];
+                        const uint32_t want = keep ? bits(xs[e] * s) : 0u;
+                        const uint32_t want_dx = keep ? bits(dx0[e] + xs[e] * s) : bits(dx0[e]);
+                        if (bits(y[e]) != want || bits(dx[e]) != want_dx)
+                            fail_msg("C=%d S=%ld %s, %d thread(s), element %zu: apply 0x%08x "
+                                     "(want 0x%08x), backward 0x%08x (want 0x%08x)", C, S,
+                                     nn_data_format_name(fmt), t, e, bits(y[e]), want,
+                                     bits(dx[e]), want_dx);
+                    }
+                    cases++;
+                }
+            free(x);
+            free(y);
+            free(dx);
+            free(dx0);
+            free(mask);
+            free(given);
+        }
+    assert_ok(nn_set_threads(threads_before));
+    assert_int_equal(cases, 4 * (15 * 6 + 4));
+}
+
 /* ---- determinism and formats ------------------------------------------------ */
 
 /* 1 and 2 threads give the same bytes; the shape is big enough for the
@@ -1122,6 +1190,7 @@ int main(void)
         cmocka_unit_test(test_drop_fraction_within_binomial_bound),
         cmocka_unit_test(test_unbiased_mean),
         cmocka_unit_test(test_independent_masks),
+        cmocka_unit_test(test_kernels_match_scalar_definition),
         cmocka_unit_test(test_same_result_with_1_and_2_threads),
         cmocka_unit_test(test_formats_agree_after_transpose),
         cmocka_unit_test(test_config_round_trip_keeps_format),
