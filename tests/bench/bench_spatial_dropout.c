@@ -1,13 +1,29 @@
 /* Benchmark of the spatial dropout kernels (layers/spatial_dropout.h)
  * against memcpy of the same bytes, timed in the same run.
  *
- * For each shape (N, C, H, W), data format, thread count (1, 2) and cache
- * case, it prints one JSON object per line with the median over many
- * repetitions (taken in rounds that each time every operation in turn) of:
- *   fwd_ms    nn_spatial_dropout_forward (mask drawn, y written), rate 0.25
- *   bwd_ms    nn_spatial_dropout_backward (dx += dy * mask * s)
- *   copy_ms   memcpy of the same bytes split over the same threads
- *   copy1_ms  one plain memcpy call (one thread)
+ * For each shape (N, C, H, W), thread count (1, 2) and cache case, it
+ * prints one JSON object per data format with the median over many
+ * repetitions (taken in rounds that each time every operation of both
+ * formats in turn) of:
+ *   fwd_ms      nn_spatial_dropout_forward (mask drawn, y written), rate 0.25
+ *   bwd_ms      backward with the forward's mask into a fresh gradient,
+ *               dx = dy * mask * s (nn_spatial_dropout_apply): the kernel
+ *               the layer's backward runs (over dy's storage) when its
+ *               input has no gradient yet, and what PyTorch's returns
+ *   bwd_acc_ms  backward adding into an existing gradient,
+ *               dx += dy * mask * s (nn_spatial_dropout_backward): it reads
+ *               dx as well but never touches the dropped maps
+ *   copy_ms     memcpy of the same bytes split over the same threads
+ *   copy1_ms    one plain memcpy call (one thread)
+ * and two passes that are not dropout, to show where the time goes (on the
+ * channels_first line; both split over the threads as copy_ms is):
+ *   scale_all_ms   y = x * s over the whole tensor, one unbroken stream
+ *   kept_only_ms   y = x * s over the kept maps of the forward's mask and
+ *                  nothing else: less work than the forward, which also
+ *                  writes the dropped maps' zeros, so a floor for a kernel
+ *                  that skips the dropped maps
+ * and, on the channels_last line, last_over_first_fwd/_bwd: its times over
+ * channels_first's from the same rounds.
  * Cache cases: "warm" repeats each operation on the same buffers (whatever
  * fits stays in cache); "flushed" writes a 96 MiB buffer before every timed
  * repetition, so every operand starts in memory.
@@ -76,33 +92,77 @@ typedef struct {
     int N, C, H, W;
 } shape4;
 
-enum { OP_FWD, OP_BWD, OP_COPY, OP_COPY1, N_OPS };
+/* y = x * s over runs of kept (n, c) planes, split as the kernels split them. */
+static void scale_kept(float *y, const float *x, const uint8_t *mask, size_t nc, size_t sp,
+                       float s)
+{
+    #pragma omp parallel
+    {
+        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        const size_t i0 = nc * t / nt, i1 = nc * (t + 1) / nt;
+        for (size_t a = i0, b; a < i1; a = b) {
+            for (b = a + 1; b < i1 && mask[b] == mask[a]; b++) {}
+            if (!mask[a]) continue;
+            float *yp = y + a * sp;
+            const float *xp = x + a * sp;
+            #pragma omp simd
+            for (size_t p = 0; p < (b - a) * sp; p++) yp[p] = xp[p] * s;
+        }
+    }
+}
+
+static void scale_all(float *y, const float *x, size_t n, float s)
+{
+    #pragma omp parallel
+    {
+        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        const size_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
+        #pragma omp simd
+        for (size_t i = i0; i < i1; i++) y[i] = x[i] * s;
+    }
+}
+
+/* Per format f (0 channels_first, 1 channels_last): OP_FWD + 3 * f, ... */
+enum { OP_FWD, OP_BWD, OP_BWD_ACC, OP_COPY = 6, OP_COPY1, OP_SCALE_ALL, OP_KEPT_ONLY, N_OPS };
 
 typedef struct {
     float *x, *y, *dy, *dx;
-    uint8_t *mask;
+    uint8_t *mask[2]; /* per format */
     int N, C;
     long spatial;
     size_t total;
-    nn_data_format fmt;
+    int use_fmt[2]; /* which formats are timed */
     float rate;
     uint64_t call;
 } bench_case;
 
+static nn_data_format format_of(int f) { return f ? NN_CHANNELS_LAST : NN_CHANNELS_FIRST; }
+
 static void run_op(bench_case *b, int op)
 {
     nn_status s = NN_OK;
-    switch (op) {
+    const int f = op < OP_COPY ? op / 3 : 0;
+    const nn_data_format fmt = format_of(f);
+    switch (op < OP_COPY ? op % 3 : op) {
     case OP_FWD:
-        s = nn_spatial_dropout_forward(b->y, b->mask, b->x, b->N, b->C, b->spatial, b->fmt,
+        s = nn_spatial_dropout_forward(b->y, b->mask[f], b->x, b->N, b->C, b->spatial, fmt,
                                        b->rate, 1234, b->call++);
         break;
     case OP_BWD:
-        s = nn_spatial_dropout_backward(b->dx, b->mask, b->dy, b->N, b->C, b->spatial, b->fmt,
+        s = nn_spatial_dropout_apply(b->dx, b->mask[f], b->dy, b->N, b->C, b->spatial, fmt,
+                                     b->rate);
+        break;
+    case OP_BWD_ACC:
+        s = nn_spatial_dropout_backward(b->dx, b->mask[f], b->dy, b->N, b->C, b->spatial, fmt,
                                         b->rate);
         break;
     case OP_COPY: copy_parallel(b->y, b->x, b->total); break;
     case OP_COPY1: memcpy(b->y, b->x, b->total * sizeof(float)); break;
+    case OP_SCALE_ALL: scale_all(b->y, b->x, b->total, nn_spatial_dropout_scale(b->rate)); break;
+    case OP_KEPT_ONLY:
+        scale_kept(b->y, b->x, b->mask[0], (size_t)b->N * (size_t)b->C, (size_t)b->spatial,
+                   nn_spatial_dropout_scale(b->rate));
+        break;
     }
     if (s != NN_OK) {
         fprintf(stderr, "bench_spatial_dropout: %s\n", nn_last_error());
@@ -122,6 +182,7 @@ static void time_ops(bench_case *b, int reps, int flushed, double *ms)
     for (int rd = 0, done = 0; rd < rounds; rd++) {
         const int k = reps * (rd + 1) / rounds - done;
         for (int op = 0; op < N_OPS; op++) {
+            if (op < OP_COPY && !b->use_fmt[op / 3]) continue;
             if (!flushed) run_op(b, op);
             for (int r = done; r < done + k; r++) {
                 if (flushed) flush_caches();
@@ -132,7 +193,8 @@ static void time_ops(bench_case *b, int reps, int flushed, double *ms)
         }
         done += k;
     }
-    for (int op = 0; op < N_OPS; op++) ms[op] = median(t[op], reps);
+    for (int op = 0; op < N_OPS; op++)
+        ms[op] = op < OP_COPY && !b->use_fmt[op / 3] ? 0.0 : median(t[op], reps);
 }
 
 static float *alloc_floats(size_t n)
@@ -213,36 +275,50 @@ int main(int argc, char **argv)
         b.y = alloc_floats(b.total);
         b.dy = alloc_floats(b.total);
         b.dx = alloc_floats(b.total);
-        b.mask = malloc((size_t)sh.N * sh.C);
-        if (!b.mask) return 1;
         for (size_t i = 0; i < b.total; i++) {
             b.x[i] = 2.0f * tensor_rng_uniform(&rng) - 1.0f;
             b.dy[i] = 2.0f * tensor_rng_uniform(&rng) - 1.0f;
             b.dx[i] = 0.0f;
             b.y[i] = 0.0f;
         }
-        for (int fi = 0; fi < 2; fi++) {
-            b.fmt = fi == 0 ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST;
-            if (only_fmt >= 0 && (int)b.fmt != only_fmt) continue;
-            for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
-                if (only_threads && threads[ti] != only_threads) continue;
-                if (nn_set_threads(threads[ti]) != NN_OK) return 1;
-                for (int flushed = 0; flushed < 2; flushed++) {
-                    if (only_cache >= 0 && flushed != only_cache) continue;
-                    double ms[N_OPS];
-                    const int r = flushed ? (reps + 1) / 2 : reps;
-                    time_ops(&b, r, flushed, ms);
-                    char line[512];
+        for (int f = 0; f < 2; f++) {
+            b.use_fmt[f] = only_fmt < 0 || (int)format_of(f) == only_fmt;
+            b.mask[f] = malloc((size_t)sh.N * sh.C);
+            if (!b.mask[f]) return 1;
+            /* The backward's mask before the first forward has run. */
+            if (nn_spatial_dropout_mask(b.mask[f], sh.N, sh.C, rate, 1234, 0) != NN_OK) return 1;
+        }
+        for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+            if (only_threads && threads[ti] != only_threads) continue;
+            if (nn_set_threads(threads[ti]) != NN_OK) return 1;
+            for (int flushed = 0; flushed < 2; flushed++) {
+                if (only_cache >= 0 && flushed != only_cache) continue;
+                double ms[N_OPS];
+                const int r = flushed ? (reps + 1) / 2 : reps;
+                time_ops(&b, r, flushed, ms);
+                for (int f = 0; f < 2; f++) {
+                    if (!b.use_fmt[f]) continue;
+                    const double fwd = ms[OP_FWD + 3 * f], bwd = ms[OP_BWD + 3 * f];
+                    char line[768], ratio[160] = "";
+                    if (f == 0)
+                        snprintf(ratio, sizeof ratio, ", \"scale_all_ms\": %.4f, "
+                                 "\"kept_only_ms\": %.4f", ms[OP_SCALE_ALL], ms[OP_KEPT_ONLY]);
+                    if (f == 1 && b.use_fmt[0])
+                        snprintf(ratio, sizeof ratio, ", \"last_over_first_fwd\": %.3f, "
+                                 "\"last_over_first_bwd\": %.3f", fwd / ms[OP_FWD],
+                                 bwd / ms[OP_BWD]);
                     snprintf(line, sizeof line,
                              "{\"op\": \"spatial_dropout\", \"shape\": [%d, %d, %d, %d], "
                              "\"data_format\": \"%s\", \"threads\": %d, \"rate\": %.2f, "
                              "\"cache\": \"%s\", \"reps\": %d, \"bytes\": %zu, "
-                             "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"copy_ms\": %.4f, "
-                             "\"copy1_ms\": %.4f, \"fwd_over_copy\": %.3f, \"bwd_over_copy\": %.3f}",
-                             sh.N, sh.C, sh.H, sh.W, nn_data_format_name(b.fmt), threads[ti],
-                             (double)rate, flushed ? "flushed" : "warm", r,
-                             b.total * sizeof(float), ms[OP_FWD], ms[OP_BWD], ms[OP_COPY],
-                             ms[OP_COPY1], ms[OP_FWD] / ms[OP_COPY], ms[OP_BWD] / ms[OP_COPY]);
+                             "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"bwd_acc_ms\": %.4f, "
+                             "\"copy_ms\": %.4f, \"copy1_ms\": %.4f, \"fwd_over_copy\": %.3f, "
+                             "\"bwd_over_copy\": %.3f%s}",
+                             sh.N, sh.C, sh.H, sh.W, nn_data_format_name(format_of(f)),
+                             threads[ti], (double)rate, flushed ? "flushed" : "warm", r,
+                             b.total * sizeof(float), fwd, bwd, ms[OP_BWD_ACC + 3 * f],
+                             ms[OP_COPY], ms[OP_COPY1], fwd / ms[OP_COPY], bwd / ms[OP_COPY],
+                             ratio);
                     puts(line);
                     fflush(stdout);
                     if (out) fprintf(out, "%s\n", line);
@@ -253,7 +329,8 @@ int main(int argc, char **argv)
         tensor_aligned_free(b.y);
         tensor_aligned_free(b.dy);
         tensor_aligned_free(b.dx);
-        free(b.mask);
+        free(b.mask[0]);
+        free(b.mask[1]);
     }
     free(flush_buf);
     if (!out) return 0;

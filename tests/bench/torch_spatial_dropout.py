@@ -13,7 +13,7 @@ binary, nn's times come from the spatial_dropout.jsonl it last wrote (next to
 itself, or NN_BENCH_JSONL).
 
 Timing: backward is torch.autograd.grad(y, x, dy, retain_graph=True), which
-returns a fresh dx = dy * mask * s (nn's kernel adds into an existing dx).
+returns a fresh dx = dy * mask * s, as nn's bwd_ms does (nn_spatial_dropout_apply).
 "Flushed" writes a 96 MiB buffer before every timed repetition.
 A benchmark aid only: nothing in the library or its tests needs torch.
 """
