@@ -170,6 +170,13 @@ static void run_op(bench_case *b, int op)
     }
 }
 
+/* The ops of untimed formats are skipped; the two reference passes are
+ * printed with channels_first. */
+static int timed(const bench_case *b, int op)
+{
+    return op < OP_COPY ? b->use_fmt[op / 3] : op < OP_SCALE_ALL || b->use_fmt[0];
+}
+
 /* ms[op] = median time of each op over reps, flushed or warm. The reps are
  * split into ROUNDS rounds and each round times every op in turn (warm: after
  * one untimed call), so a spell of load from elsewhere on the machine falls
@@ -182,7 +189,7 @@ static void time_ops(bench_case *b, int reps, int flushed, double *ms)
     for (int rd = 0, done = 0; rd < rounds; rd++) {
         const int k = reps * (rd + 1) / rounds - done;
         for (int op = 0; op < N_OPS; op++) {
-            if (op < OP_COPY && !b->use_fmt[op / 3]) continue;
+            if (!timed(b, op)) continue;
             if (!flushed) run_op(b, op);
             for (int r = done; r < done + k; r++) {
                 if (flushed) flush_caches();
@@ -194,7 +201,7 @@ static void time_ops(bench_case *b, int reps, int flushed, double *ms)
         done += k;
     }
     for (int op = 0; op < N_OPS; op++)
-        ms[op] = op < OP_COPY && !b->use_fmt[op / 3] ? 0.0 : median(t[op], reps);
+        ms[op] = timed(b, op) ? median(t[op], reps) : 0.0;
 }
 
 static float *alloc_floats(size_t n)
