@@ -626,9 +626,10 @@ static void test_independent_masks(void **state)
 
 /* The vector kernels against the scalar definition, over channel counts
  * and map sizes around every vector width (4, 8, 16 floats) and past the
- * 2048-channel chunk, odd offsets, in place, 1 and 2 threads, with Inf,
- * NaN and -0.0 in the input: forward, apply (a given mask) and the adding
- * backward, bit for bit. */
+ * 2048-channel chunk, buffers 0-2 floats off alignment, in place, 1 and 2
+ * threads, with Inf, NaN and -0.0 in the input and -0.0 in the gradient
+ * being added to: forward (and its mask), apply (a given mask) and the
+ * adding backward, bit for bit. */
 static void test_kernels_match_scalar_definition(void **state)
 {
     (void)state;
@@ -651,6 +652,7 @@ static void test_kernels_match_scalar_definition(void **state)
             fill_nonzero(dx0, total, 90 + si);
             static const float special[] = {INFINITY, -INFINITY, NAN, -0.0f, 0.0f};
             for (size_t i = 0; i < total; i += 7) x[off + i] = special[(i / 7) % 5];
+            for (size_t i = 3; i < total; i += 5) dx0[i] = -0.0f; /* kept as -0.0 where dropped */
             for (size_t m = 0; m < (size_t)N * (size_t)C; m++) given[m] = (m * 7 + ci) % 3 != 0;
             for (int f = 0; f < 2; f++)
                 for (int t = 1; t <= 2; t++) {
@@ -661,6 +663,8 @@ static void test_kernels_match_scalar_definition(void **state)
                     assert_ok(nn_spatial_dropout_forward(y + (off + 1) % 3, mask, xs, N, C, S, fmt,
                                                          rate, 5, cases));
                     check_output(y + (off + 1) % 3, xs, N, C, (size_t)S, fmt, rate, 5, cases);
+                    for (size_t m = 0; m < (size_t)N * (size_t)C; m++)
+                        assert_int_equal(mask[m], ref_keep(5, cases, m, rate));
                     memcpy(y, xs, total * sizeof(float));
                     assert_ok(nn_spatial_dropout_forward(y, NULL, y, N, C, S, fmt, rate, 5, cases));
                     check_output(y, xs, N, C, (size_t)S, fmt, rate, 5, cases);
@@ -671,8 +675,9 @@ static void test_kernels_match_scalar_definition(void **state)
                     assert_ok(nn_spatial_dropout_backward(dx, given, xs, N, C, S, fmt, rate));
                     for (size_t e = 0; e < total; e++) {
                         const int keep = given[map_of(e, C, (size_t)S, fmt)];
-                        const uint32_t want = keep ? bits(xs[e] * s) : 0u;
-                        const uint32_t want_dx = keep ? bits(dx0[e] + xs[e] * s) : bits(dx0[e]);
+                        volatile float scaled = xs[e] * s; /* rounded, never fused into an FMA */
+                        const uint32_t want = keep ? bits(scaled) : 0u;
+                        const uint32_t want_dx = keep ? bits(dx0[e] + scaled) : bits(dx0[e]);
                         if (bits(y[e]) != want || bits(dx[e]) != want_dx)
                             fail_msg("C=%d S=%ld %s, %d thread(s), element %zu: apply 0x%08x "
                                      "(want 0x%08x), backward 0x%08x (want 0x%08x)", C, S,

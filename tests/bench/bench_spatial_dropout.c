@@ -7,21 +7,25 @@
  * formats in turn) of:
  *   fwd_ms      nn_spatial_dropout_forward (mask drawn, y written), rate 0.25
  *   bwd_ms      backward with the forward's mask into a fresh gradient,
- *               dx = dy * mask * s (nn_spatial_dropout_apply): the kernel
- *               the layer's backward runs (over dy's storage) when its
- *               input has no gradient yet, and what PyTorch's returns
+ *               dx = dy * mask * s (nn_spatial_dropout_apply), timed out of
+ *               place into a dx of its own, as PyTorch's backward returns a
+ *               new tensor; the layer's backward runs the same kernel over
+ *               dy's storage when its input has no gradient yet
  *   bwd_acc_ms  backward adding into an existing gradient,
- *               dx += dy * mask * s (nn_spatial_dropout_backward): it reads
- *               dx as well but never touches the dropped maps
+ *               dx += dy * mask * s (nn_spatial_dropout_backward); in
+ *               channels_first it reads dx as well but neither reads nor
+ *               writes the dropped maps (it only prefetches across them)
  *   copy_ms     memcpy of the same bytes split over the same threads
  *   copy1_ms    one plain memcpy call (one thread)
  * and two passes that are not dropout, to show where the time goes (on the
- * channels_first line; both split over the threads as copy_ms is):
+ * channels_first line; each thread takes a contiguous share, as in copy_ms):
  *   scale_all_ms   y = x * s over the whole tensor, one unbroken stream
  *   kept_only_ms   y = x * s over the kept maps of the forward's mask and
  *                  nothing else: less work than the forward, which also
- *                  writes the dropped maps' zeros, so a floor for a kernel
- *                  that skips the dropped maps
+ *                  writes the dropped maps' zeros. It skips the dropped
+ *                  maps without prefetching across them, which from memory
+ *                  costs more than it saves (the kernels do prefetch); with
+ *                  the tensor in cache the prefetches make no difference
  * and, on the channels_last line, last_over_first_fwd/_bwd: its times over
  * channels_first's from the same rounds.
  * Cache cases: "warm" repeats each operation on the same buffers (whatever
@@ -92,7 +96,7 @@ typedef struct {
     int N, C, H, W;
 } shape4;
 
-/* y = x * s over runs of kept (n, c) planes, split as the kernels split them. */
+/* y = x * s over runs of kept (n, c) planes, each thread a contiguous share. */
 static void scale_kept(float *y, const float *x, const uint8_t *mask, size_t nc, size_t sp,
                        float s)
 {
@@ -122,8 +126,10 @@ static void scale_all(float *y, const float *x, size_t n, float s)
     }
 }
 
-/* Per format f (0 channels_first, 1 channels_last): OP_FWD + 3 * f, ... */
-enum { OP_FWD, OP_BWD, OP_BWD_ACC, OP_COPY = 6, OP_COPY1, OP_SCALE_ALL, OP_KEPT_ONLY, N_OPS };
+/* The ops of format f (0 channels_first, 1 channels_last) are
+ * OP_FWD + OP_PER_FMT * f, ...; the rest are shared. */
+enum { OP_FWD, OP_BWD, OP_BWD_ACC, OP_PER_FMT };
+enum { OP_COPY = 2 * OP_PER_FMT, OP_COPY1, OP_SCALE_ALL, OP_KEPT_ONLY, N_OPS };
 
 typedef struct {
     float *x, *y, *dy, *dx;
@@ -141,9 +147,9 @@ static nn_data_format format_of(int f) { return f ? NN_CHANNELS_LAST : NN_CHANNE
 static void run_op(bench_case *b, int op)
 {
     nn_status s = NN_OK;
-    const int f = op < OP_COPY ? op / 3 : 0;
+    const int f = op < OP_COPY ? op / OP_PER_FMT : 0;
     const nn_data_format fmt = format_of(f);
-    switch (op < OP_COPY ? op % 3 : op) {
+    switch (op < OP_COPY ? op % OP_PER_FMT : op) {
     case OP_FWD:
         s = nn_spatial_dropout_forward(b->y, b->mask[f], b->x, b->N, b->C, b->spatial, fmt,
                                        b->rate, 1234, b->call++);
@@ -174,7 +180,8 @@ static void run_op(bench_case *b, int op)
  * printed with channels_first. */
 static int timed(const bench_case *b, int op)
 {
-    return op < OP_COPY ? b->use_fmt[op / 3] : op < OP_SCALE_ALL || b->use_fmt[0];
+    if (op < OP_COPY) return b->use_fmt[op / OP_PER_FMT];
+    return op < OP_SCALE_ALL || b->use_fmt[0];
 }
 
 /* ms[op] = median time of each op over reps, flushed or warm. The reps are
@@ -305,7 +312,7 @@ int main(int argc, char **argv)
                 time_ops(&b, r, flushed, ms);
                 for (int f = 0; f < 2; f++) {
                     if (!b.use_fmt[f]) continue;
-                    const double fwd = ms[OP_FWD + 3 * f], bwd = ms[OP_BWD + 3 * f];
+                    const double fwd = ms[OP_FWD + OP_PER_FMT * f], bwd = ms[OP_BWD + OP_PER_FMT * f];
                     char line[768], ratio[160] = "";
                     if (f == 0)
                         snprintf(ratio, sizeof ratio, ", \"scale_all_ms\": %.4f, "
@@ -323,7 +330,7 @@ int main(int argc, char **argv)
                              "\"bwd_over_copy\": %.3f%s}",
                              sh.N, sh.C, sh.H, sh.W, nn_data_format_name(format_of(f)),
                              threads[ti], (double)rate, flushed ? "flushed" : "warm", r,
-                             b.total * sizeof(float), fwd, bwd, ms[OP_BWD_ACC + 3 * f],
+                             b.total * sizeof(float), fwd, bwd, ms[OP_BWD_ACC + OP_PER_FMT * f],
                              ms[OP_COPY], ms[OP_COPY1], fwd / ms[OP_COPY], bwd / ms[OP_COPY],
                              ratio);
                     puts(line);

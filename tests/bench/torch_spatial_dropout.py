@@ -4,7 +4,8 @@ the same shapes, formats (NCHW and torch.channels_last), thread counts and
 cache cases, with torch's own copy (dst.copy_(x)) timed in the same run.
 
 Prints one JSON object per line with torch's medians, nn's, and the ratios
-torch / nn (above 1: nn is faster). So that a busy machine does not skew the
+torch / nn (above 1: nn is faster) for the forward, the backward and the two
+together (fwd_bwd_torch_over_nn). So that a busy machine does not skew the
 ratios, each case is timed in three rounds that alternate nn (the C
 benchmark run for that case only) and torch, and each side reports the
 median of its rounds' medians. The binary is NN_BENCH_BIN if set, else the newest
@@ -145,7 +146,9 @@ def main():
                         rec.update({"nn_fwd_ms": d["fwd_ms"], "nn_bwd_ms": d["bwd_ms"],
                                     "nn_copy_ms": d["copy_ms"],
                                     "fwd_torch_over_nn": round(fwd_ms / d["fwd_ms"], 2),
-                                    "bwd_torch_over_nn": round(bwd_ms / d["bwd_ms"], 2)})
+                                    "bwd_torch_over_nn": round(bwd_ms / d["bwd_ms"], 2),
+                                    "fwd_bwd_torch_over_nn": round((fwd_ms + bwd_ms) /
+                                                                   (d["fwd_ms"] + d["bwd_ms"]), 2)})
                     print(json.dumps(rec), flush=True)
 
 
