@@ -106,6 +106,41 @@ void nn_conv_dz_pass(float *dz, const float *y, float *db, float *part, size_t r
     }
 }
 
+/* The accumulators of an R x V tile (R rows of V vectors), and the steps
+ * every GEMM-shaped kernel here takes on them. */
+INLINE void tile_zero(vf acc[RMAX][VMAX], const int R, const int V)
+{
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+}
+
+/* acc[r] += a[r * as] * (the V vectors at b), for r < rr: one rank-1
+ * update, the broadcast operand a column of the left-hand side. */
+INLINE void tile_fma(vf acc[RMAX][VMAX], const float *restrict a, size_t as,
+                     const float *restrict b, int rr, const int R, const int V)
+{
+    vf bv[VMAX];
+    UNROLL for (int v = 0; v < V; v++) bv[v] = vload(b + v * VL);
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r < rr) {
+            const vf x = splat(a[r * as]);
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
+        }
+    }
+}
+
+/* out[r] += acc[r] for r < rr, rows ldo apart. */
+INLINE void tile_add_to(float *restrict out, size_t ldo, vf acc[RMAX][VMAX], int rr, const int R,
+                        const int V)
+{
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r >= rr) break;
+        UNROLL for (int v = 0; v < V; v++) {
+            float *o = out + r * ldo + v * VL;
+            vstore(o, vload(o) + acc[r][v]);
+        }
+    }
+}
+
 /* The reduction of one tile: nkh x nkw segments of `run` elements; segment
  * (i, j) starts at a + i*ah + j*aw in a and at row i*bh + j*bw of b. */
 typedef struct {
@@ -121,21 +156,13 @@ INLINE void tile(float *restrict out, size_t ldo, int rr, int nvalid, const floa
                  const float *restrict bias, int relu, int add, const int R, const int V)
 {
     vf acc[RMAX][VMAX];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+    tile_zero(acc, R, V);
     for (int i = 0; i < s->nkh; i++)
         for (int k = 0; k < s->nkw; k++) {
             const float *restrict as = a + i * s->ah + k * s->aw;
             const float *restrict bs = b + (i * s->bh + k * s->bw) * ldb;
-            for (int j = 0; j < s->run; j++) {
-                vf bv[VMAX];
-                UNROLL for (int v = 0; v < V; v++) bv[v] = vload(bs + (size_t)j * ldb + v * VL);
-                UNROLL for (int r = 0; r < R; r++) {
-                    if (r < rr) {
-                        const vf x = splat(as[r * pstride + j]);
-                        UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
-                    }
-                }
-            }
+            for (int j = 0; j < s->run; j++)
+                tile_fma(acc, as + j, pstride, bs + (size_t)j * ldb, rr, R, V);
         }
     UNROLL for (int r = 0; r < R; r++) {
         if (r >= rr) break;
@@ -259,24 +286,9 @@ INLINE void tn_tile(float *restrict out, size_t ldo, int rr, const float *restri
                     int K, const float *restrict b, size_t ldb, const int R, const int V)
 {
     vf acc[RMAX][VMAX];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
-    for (int t = 0; t < K; t++) {
-        vf bv[VMAX];
-        UNROLL for (int v = 0; v < V; v++) bv[v] = vload(b + (size_t)t * ldb + v * VL);
-        UNROLL for (int r = 0; r < R; r++) {
-            if (r < rr) {
-                const vf x = splat(a[(size_t)t * lda + r]);
-                UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
-            }
-        }
-    }
-    UNROLL for (int r = 0; r < R; r++) {
-        if (r >= rr) break;
-        UNROLL for (int v = 0; v < V; v++) {
-            float *o = out + r * ldo + v * VL;
-            vstore(o, vload(o) + acc[r][v]);
-        }
-    }
+    tile_zero(acc, R, V);
+    for (int t = 0; t < K; t++) tile_fma(acc, a + (size_t)t * lda, 1, b + (size_t)t * ldb, rr, R, V);
+    tile_add_to(out, ldo, acc, rr, R, V);
 }
 
 void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda,
@@ -332,29 +344,15 @@ INLINE void dk_tile(float *restrict part, size_t ldp, int rr, const float *restr
     const int OH = g->OH, OW = g->OW, C = g->C;
     const size_t px = (size_t)g->SW * C;
     vf acc[RMAX][VMAX];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
+    tile_zero(acc, R, V);
     for (long q = q0; q < q1; q++) {
         const long n = q / OH, oh = q % OH;
         const float *restrict xr = xseg + ((size_t)n * Hp + (size_t)oh * g->SH) * Wp * C;
         const float *restrict dr = dz + (size_t)q * OW * ldz;
-        for (int ow = 0; ow < OW; ow++) {
-            vf bv[VMAX];
-            UNROLL for (int v = 0; v < V; v++) bv[v] = vload(dr + (size_t)ow * ldz + v * VL);
-            UNROLL for (int r = 0; r < R; r++) {
-                if (r < rr) {
-                    const vf x = splat(xr[ow * px + r]);
-                    UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
-                }
-            }
-        }
+        for (int ow = 0; ow < OW; ow++)
+            tile_fma(acc, xr + ow * px, 1, dr + (size_t)ow * ldz, rr, R, V);
     }
-    UNROLL for (int r = 0; r < R; r++) {
-        if (r >= rr) break;
-        UNROLL for (int v = 0; v < V; v++) {
-            float *p = part + r * ldp + v * VL;
-            vstore(p, vload(p) + acc[r][v]);
-        }
-    }
+    tile_add_to(part, ldp, acc, rr, R, V);
 }
 
 /* Output rows per pass over a group, so a group's dz and x rows stay in L1
