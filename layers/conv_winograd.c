@@ -66,9 +66,37 @@ int nn_conv_winograd_slots(void)
 #endif
 }
 
+/* One thread's slot of the scratch: the block's transformed inputs
+ * (16, TB, ldi) and then its products or transformed dz (16, TB, ldo). */
+static size_t slot_floats(int ldi, int ldo) { return (size_t)16 * TB * (size_t)(ldi + ldo); }
+
+static float *thread_slot(float *scratch, int ldi, int ldo)
+{
+#ifdef _OPENMP
+    return scratch + (size_t)omp_get_thread_num() * slot_floats(ldi, ldo);
+#else
+    (void)ldi;
+    (void)ldo;
+    return scratch;
+#endif
+}
+
 size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout)
 {
-    return (size_t)slots * 16 * TB * (size_t)(round_up(Cin, VL) + round_up(Cout, VL));
+    return (size_t)slots * slot_floats(round_up(Cin, VL), round_up(Cout, VL));
+}
+
+/* Tiles are 2x2 output blocks, numbered over (N, TH, TW) with TH, TW the
+ * output's size in blocks. */
+static long tile_count(int N, int OH, int OW) { return (long)N * ((OH + 1) / 2) * ((OW + 1) / 2); }
+
+/* Tile t: sample *n and top-left output pixel (*i0, *j0). */
+INLINE void tile_origin(long t, int OH, int OW, long *n, int *i0, int *j0)
+{
+    const long TH = (OH + 1) / 2, TW = (OW + 1) / 2, r = t % (TH * TW);
+    *n = t / (TH * TW);
+    *i0 = (int)(r / TW) * 2;
+    *j0 = (int)(r % TW) * 2;
 }
 
 /* ---- the kernel transform: U[xi][ci][co] = (G g G^T)[xi] ---- */
@@ -110,40 +138,37 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
 /* ---- the input transform of one tile: V[xi][c] = (B^T d B)[xi] ----
  * d[i][j] is the patch row i, column j: a pointer to its channels, or NULL
  * outside the image (zero). V rows are `ldv` apart per xi. */
+INLINE void input_transform(float *V, size_t ldv, int c, const vf p[16])
+{
+    vf r[16];
+    UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
+        r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
+        r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
+        r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
+        r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
+    }
+    UNROLL for (int i = 0; i < 4; i++) { /* V = r B, per row */
+        vstore(V + (size_t)(i * 4 + 0) * ldv + c, r[i * 4 + 0] - r[i * 4 + 2]);
+        vstore(V + (size_t)(i * 4 + 1) * ldv + c, r[i * 4 + 1] + r[i * 4 + 2]);
+        vstore(V + (size_t)(i * 4 + 2) * ldv + c, r[i * 4 + 2] - r[i * 4 + 1]);
+        vstore(V + (size_t)(i * 4 + 3) * ldv + c, r[i * 4 + 1] - r[i * 4 + 3]);
+    }
+}
+
+/* V rows hold Cin rounded up to whole vectors, so the last channels are
+ * transformed as one vector zero-padded past Cin. */
 INLINE void input_tile_any(float *V, size_t ldv, const float *const d[16], int Cin, const int full)
 {
     int c = 0;
     for (; c + VL <= Cin; c += VL) {
-        vf p[16], r[16];
+        vf p[16];
         UNROLL16 for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
-        UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
-            r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
-            r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
-            r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
-            r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
-        }
-        UNROLL for (int i = 0; i < 4; i++) { /* V = r B, per row */
-            vstore(V + (size_t)(i * 4 + 0) * ldv + c, r[i * 4 + 0] - r[i * 4 + 2]);
-            vstore(V + (size_t)(i * 4 + 1) * ldv + c, r[i * 4 + 1] + r[i * 4 + 2]);
-            vstore(V + (size_t)(i * 4 + 2) * ldv + c, r[i * 4 + 2] - r[i * 4 + 1]);
-            vstore(V + (size_t)(i * 4 + 3) * ldv + c, r[i * 4 + 1] - r[i * 4 + 3]);
-        }
+        input_transform(V, ldv, c, p);
     }
-    for (; c < Cin; c++) {
-        float p[16], r[16];
-        for (int i = 0; i < 16; i++) p[i] = full || d[i] ? d[i][c] : 0.0f;
-        for (int j = 0; j < 4; j++) {
-            r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
-            r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
-            r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
-            r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
-        }
-        for (int i = 0; i < 4; i++) {
-            V[(size_t)(i * 4 + 0) * ldv + c] = r[i * 4 + 0] - r[i * 4 + 2];
-            V[(size_t)(i * 4 + 1) * ldv + c] = r[i * 4 + 1] + r[i * 4 + 2];
-            V[(size_t)(i * 4 + 2) * ldv + c] = r[i * 4 + 2] - r[i * 4 + 1];
-            V[(size_t)(i * 4 + 3) * ldv + c] = r[i * 4 + 1] - r[i * 4 + 3];
-        }
+    if (c < Cin) {
+        vf p[16];
+        for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload_part(d[i] + c, Cin - c) : (vf){0};
+        input_transform(V, ldv, c, p);
     }
 }
 
@@ -206,31 +231,27 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
                       int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
                       float *scratch, int slots)
 {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tiles = (long)N * TH * TW, blocks = (tiles + TB - 1) / TB;
+    const long tiles = tile_count(N, OH, OW), blocks = (tiles + TB - 1) / TB;
     const int ldi = round_up(Cin, VL), ldo = round_up(Cout, VL);
-    const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo);
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long bk = 0; bk < blocks; bk++) {
-#ifdef _OPENMP
-        float *V = scratch + (size_t)omp_get_thread_num() * per_thread;
-#else
-        float *V = scratch;
-#endif
-        float *M = V + (size_t)16 * TB * ldi;
+        float *V = thread_slot(scratch, ldi, ldo), *M = V + (size_t)16 * TB * ldi;
         const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
         const int nt = (int)(t1 - t0);
         for (long t = t0; t < t1; t++) {
-            const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
-            const int i0 = (int)(r / TW) * 2 + oy, j0 = (int)(r % TW) * 2 + ox;
-            input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0, H, W, Cin);
+            long n;
+            int i0, j0;
+            tile_origin(t, OH, OW, &n, &i0, &j0);
+            input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy, j0 + ox, H, W,
+                        Cin);
         }
         for (int xi = 0; xi < 16; xi++)
             nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, nt, ldo, V + (size_t)xi * TB * ldi,
                          (size_t)ldi, Cin, U + (size_t)xi * Cin * ldo, (size_t)ldo);
         for (long t = t0; t < t1; t++) {
-            const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
-            const int i0 = (int)(r / TW) * 2, j0 = (int)(r % TW) * 2;
+            long n;
+            int i0, j0;
+            tile_origin(t, OH, OW, &n, &i0, &j0);
             float *o[4];
             for (int i = 0; i < 2; i++)
                 for (int j = 0; j < 2; j++)
@@ -255,8 +276,7 @@ static long dk_groups(long blocks) { return blocks < 16 ? (blocks ? blocks : 1) 
 
 static long tile_blocks(const nn_conv_geom *g, int N)
 {
-    const long tiles = (long)N * ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
-    return (tiles + TB - 1) / TB;
+    return (tile_count(N, g->OH, g->OW) + TB - 1) / TB;
 }
 
 size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F)
@@ -268,10 +288,10 @@ size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F)
  * f < F; zero for f in [F, ldz). Rows of Z are `ldm` apart per xi. */
 INLINE void dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ldz)
 {
-    int f = 0;
-    for (; f + VL <= F; f += VL) {
+    for (int f = 0; f < ldz; f += VL) { /* ldz is F rounded up to whole vectors */
         vf q[4], t[8];
-        UNROLL for (int i = 0; i < 4; i++) q[i] = z[i] ? vload(z[i] + f) : (vf){0};
+        UNROLL for (int i = 0; i < 4; i++)
+            q[i] = !z[i] ? (vf){0} : F - f >= VL ? vload(z[i] + f) : vload_part(z[i] + f, F - f);
         UNROLL for (int j = 0; j < 2; j++) { /* t = A q, per column */
             t[0 * 2 + j] = q[0 * 2 + j];
             t[1 * 2 + j] = q[0 * 2 + j] + q[1 * 2 + j];
@@ -285,46 +305,26 @@ INLINE void dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ld
             vstore(Z + (size_t)(i * 4 + 3) * ldm + f, -t[i * 2 + 1]);
         }
     }
-    for (; f < ldz; f++) {
-        float q[4], t[8];
-        for (int i = 0; i < 4; i++) q[i] = z[i] && f < F ? z[i][f] : 0.0f;
-        for (int j = 0; j < 2; j++) {
-            t[0 * 2 + j] = q[0 * 2 + j];
-            t[1 * 2 + j] = q[0 * 2 + j] + q[1 * 2 + j];
-            t[2 * 2 + j] = q[0 * 2 + j] - q[1 * 2 + j];
-            t[3 * 2 + j] = -q[1 * 2 + j];
-        }
-        for (int i = 0; i < 4; i++) {
-            Z[(size_t)(i * 4 + 0) * ldm + f] = t[i * 2 + 0];
-            Z[(size_t)(i * 4 + 1) * ldm + f] = t[i * 2 + 0] + t[i * 2 + 1];
-            Z[(size_t)(i * 4 + 2) * ldm + f] = t[i * 2 + 0] - t[i * 2 + 1];
-            Z[(size_t)(i * 4 + 3) * ldm + f] = -t[i * 2 + 1];
-        }
-    }
 }
 
 void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
                          int F, float *part, float *scratch, int slots)
 {
     const int C = g->C, Hp = g->Hp, Wp = g->Wp, OH = g->OH, OW = g->OW;
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
     const int ldi = round_up(C, VL), ldo = round_up(F, VL);
-    const long tiles = (long)N * TH * TW, blocks = tile_blocks(g, N), G = dk_groups(blocks);
-    const size_t per_thread = (size_t)16 * TB * (size_t)(ldi + ldo), per_group = (size_t)16 * C * ldo;
+    const long tiles = tile_count(N, OH, OW), blocks = tile_blocks(g, N), G = dk_groups(blocks);
+    const size_t per_group = (size_t)16 * C * ldo;
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long gi = 0; gi < G; gi++) {
-#ifdef _OPENMP
-        float *V = scratch + (size_t)omp_get_thread_num() * per_thread;
-#else
-        float *V = scratch;
-#endif
-        float *Z = V + (size_t)16 * TB * ldi, *dU = part + (size_t)gi * per_group;
+        float *V = thread_slot(scratch, ldi, ldo), *Z = V + (size_t)16 * TB * ldi;
+        float *dU = part + (size_t)gi * per_group;
         memset(dU, 0, per_group * sizeof *dU);
         for (long bk = blocks * gi / G; bk < blocks * (gi + 1) / G; bk++) {
             const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
             for (long t = t0; t < t1; t++) {
-                const long n = t / ((long)TH * TW), r = t % ((long)TH * TW);
-                const int i0 = (int)(r / TW) * 2, j0 = (int)(r % TW) * 2;
+                long n;
+                int i0, j0;
+                tile_origin(t, OH, OW, &n, &i0, &j0);
                 const float *z[4];
                 for (int i = 0; i < 2; i++)
                     for (int j = 0; j < 2; j++)

@@ -35,6 +35,15 @@ INLINE vf vload(const float *p)
 
 INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* The n < VL floats at p in the low lanes, zeros above: the last part of
+ * a row that is not a whole number of vectors, read without reading past it. */
+INLINE vf vload_part(const float *p, int n)
+{
+    vf v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
 /* A vector of copies of a: x - 0 is x for every float (0 + x is not, for
  * x = -0), so this folds to a single broadcast. */
 INLINE vf splat(float a) { return a - (vf){0}; }
