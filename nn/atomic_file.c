@@ -15,6 +15,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "nn/byte_order.h"
+
 /* dir receives the directory part of path ("." when there is none); the
  * return value points at the file name inside path. */
 static const char *split_path(const char *path, char *dir, size_t n)
@@ -141,6 +143,19 @@ nn_status nn_atomic_file_write(nn_atomic_file *af, const void *data, size_t len)
         const int e = errno;
         return fail(af, nn_error(NN_ERR_IO, "%s: writing %s failed: %s", af->path, af->tmp,
                                  reason(e)));
+    }
+    return NN_OK;
+}
+
+nn_status nn_atomic_file_write_floats_le(nn_atomic_file *af, const float *x, size_t n)
+{
+    if (nn_host_is_little_endian()) return nn_atomic_file_write(af, x, n * sizeof(float));
+    float chunk[1024];
+    for (size_t i = 0; i < n; i += 1024) {
+        const size_t k = n - i < 1024 ? n - i : 1024;
+        memcpy(chunk, x + i, k * sizeof(float));
+        nn_swap_floats(chunk, k);
+        NN_TRY(nn_atomic_file_write(af, chunk, k * sizeof(float)));
     }
     return NN_OK;
 }

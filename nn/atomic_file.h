@@ -68,6 +68,10 @@ nn_status nn_atomic_file_commit(nn_atomic_file *af);
  * between open and commit. A no-op once finished (or after a failure). */
 void nn_atomic_file_abandon(nn_atomic_file *af);
 
+/* Appends n floats as little-endian float32, byte-swapped in chunks on a
+ * big-endian host; failures as for nn_atomic_file_write. */
+nn_status nn_atomic_file_write_floats_le(nn_atomic_file *af, const float *x, size_t n);
+
 /* open + write + commit of one buffer. */
 nn_status nn_atomic_file_save(const char *path, const void *data, size_t len);
 

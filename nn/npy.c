@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "nn/atomic_file.h"
+#include "nn/byte_order.h"
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -26,22 +27,6 @@
  * little more room costs nothing and still bounds what a bad file can ask. */
 #define NPY_MAX_HEADER (1u << 20)
 #define NPY_ALIGN 64
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    return *(const unsigned char *)&one == 1;
-}
-
-static void swap_floats(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        u = (u >> 24) | ((u >> 8) & 0xff00u) | ((u << 8) & 0xff0000u) | (u << 24);
-        memcpy(&x[i], &u, 4);
-    }
-}
 
 /* ---------------------------------------------------------------- header */
 
@@ -360,7 +345,7 @@ nn_status nn_npy_parse(const void *buf, size_t len, const char *name, tensor **o
     tensor *t = tensor_create(info.rank, info.shape);
     if (!t) return NN_ERR_MEMORY;
     if (bytes) memcpy(t->data, (const unsigned char *)buf + off, bytes);
-    if (!host_is_little_endian()) swap_floats(t->data, t->size);
+    if (!nn_host_is_little_endian()) nn_swap_floats(t->data, t->size);
     *out = t;
     return NN_OK;
 }
@@ -444,7 +429,7 @@ nn_status nn_npy_load(const char *path, tensor **out)
                          off + bytes);
         goto done;
     }
-    if (!host_is_little_endian()) swap_floats(t->data, t->size);
+    if (!nn_host_is_little_endian()) nn_swap_floats(t->data, t->size);
     *out = t;
     t = NULL;
 done:
@@ -464,17 +449,7 @@ static nn_status write_atomic(const char *path, const void *head, size_t head_le
     nn_atomic_file af;
     NN_TRY(nn_atomic_file_open(&af, path));
     NN_TRY(nn_atomic_file_write(&af, head, head_len));
-    if (host_is_little_endian()) {
-        NN_TRY(nn_atomic_file_write(&af, data, n * sizeof(float)));
-    } else {
-        float chunk[1024];
-        for (size_t i = 0; i < n; i += 1024) {
-            size_t m = n - i < 1024 ? n - i : 1024;
-            memcpy(chunk, data + i, m * sizeof(float));
-            swap_floats(chunk, m);
-            NN_TRY(nn_atomic_file_write(&af, chunk, m * sizeof(float)));
-        }
-    }
+    NN_TRY(nn_atomic_file_write_floats_le(&af, data, n));
     return nn_atomic_file_commit(&af);
 }
 

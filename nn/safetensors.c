@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "nn/atomic_file.h"
+#include "nn/byte_order.h"
 #include "nn/nn.h"
 
 /* The reference implementation refuses headers above 100 MB; so do we. */
@@ -25,22 +26,6 @@
 #define ST_MAX_RANK 8
 #define ST_LAYOUT "float32 little-endian, C order; dense.kernel (in, units); " \
                   "conv2d.kernel (KH, KW, Cin, Cout); flatten of channels_last maps is (H, W, C)"
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    return *(const unsigned char *)&one == 1;
-}
-
-static void swap_floats(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        u = (u >> 24) | ((u >> 8) & 0xff00u) | ((u << 8) & 0xff0000u) | (u << 24);
-        memcpy(&x[i], &u, 4);
-    }
-}
 
 static void shape_text(char *buf, size_t n, int rank, const int *shape)
 {
@@ -115,19 +100,6 @@ static nn_status build_header(const nn_model *m, char **out)
     return NN_OK;
 }
 
-static nn_status write_floats_le(nn_atomic_file *af, const float *x, size_t n)
-{
-    if (host_is_little_endian()) return nn_atomic_file_write(af, x, n * sizeof(float));
-    float chunk[1024];
-    for (size_t i = 0; i < n; i += 1024) {
-        size_t k = n - i < 1024 ? n - i : 1024;
-        memcpy(chunk, x + i, k * sizeof(float));
-        swap_floats(chunk, k);
-        NN_TRY(nn_atomic_file_write(af, chunk, k * sizeof(float)));
-    }
-    return NN_OK;
-}
-
 nn_status nn_safetensors_save(const nn_model *m, const char *path)
 {
     if (!m || !path) return nn_error(NN_ERR_ARG, "nn_safetensors_save: NULL argument");
@@ -150,7 +122,7 @@ nn_status nn_safetensors_save(const nn_model *m, const char *path)
     for (int i = 0; s == NN_OK && i < m->n_layers; i++)
         for (int k = 0; s == NN_OK && k < m->layers[i]->n_params; k++) {
             const tensor *t = m->layers[i]->params[k].t;
-            s = write_floats_le(&af, t->data, t->size);
+            s = nn_atomic_file_write_floats_le(&af, t->data, t->size);
         }
     return s == NN_OK ? nn_atomic_file_commit(&af) : s;
 }
@@ -393,7 +365,7 @@ nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const c
         for (int i = 0; i < n; i++) {
             tensor *t = entries[i].param->t;
             if (t->size) memcpy(t->data, b + data_off + entries[i].begin, t->size * sizeof(float));
-            if (!host_is_little_endian()) swap_floats(t->data, t->size);
+            if (!nn_host_is_little_endian()) nn_swap_floats(t->data, t->size);
         }
     free(entries);
     return s;
