@@ -3,7 +3,8 @@
  * The activation is fused so the bias, the ReLU and their backward are one
  * pass over y; backward reads y for the ReLU mask (y > 0). GEMMs go to
  * OpenBLAS in fixed tiles of the output, threaded here, and chunks of the
- * reduction axis (see gemm_tiled and gemm_chunked). Omitted: other activations (add a layer after it). */
+ * reduction axis (see gemm_tiled and gemm_chunked). Omitted: other
+ * activations (add a layer after it). */
 #include <cblas.h>
 #include <string.h>
 

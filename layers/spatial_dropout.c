@@ -216,7 +216,7 @@ static size_t channel_pattern(int32_t *pat, const uint8_t *kb, size_t C)
 static void masked_acc(float *dx, const float *dy, size_t n, const int32_t *pat, size_t period,
                        float s)
 {
-    const vf sv = s - (vf){0};
+    const vf sv = splat(s);
     size_t i = 0, j = 0;
     if (period % VL == 0)
         for (; i + period <= n; i += period)
