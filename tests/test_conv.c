@@ -175,12 +175,7 @@ static tensor *leaf_from(const fx_array *a, int requires_grad)
     tensor *t = tensor_create(a->rank, a->shape);
     assert_non_null(t);
     memcpy(t->data, a->data, a->size * sizeof(float));
-    if (requires_grad) {
-        t->grad = tensor_aligned_alloc((t->size ? t->size : 1) * sizeof(float));
-        memset(t->grad, 0, t->size * sizeof(float));
-        t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
-    }
-    return t;
+    return requires_grad ? test_require_grad(t) : t;
 }
 
 static void run_fixture(const char *file)
@@ -244,9 +239,7 @@ static void winograd_grads(int fwd, int bwd, float *dx, float *dk)
     tensor_rng rng;
     tensor_rng_seed(&rng, 8);
     tensor_init_normal(x, &rng, 0.0f, 1.0f);
-    x->grad = tensor_aligned_alloc(x->size * sizeof(float));
-    memset(x->grad, 0, x->size * sizeof(float));
-    x->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    test_require_grad(x);
     memset(l->params[0].t->grad, 0, l->params[0].t->size * sizeof(float));
     nn_graph *g = nn_graph_create(0);
     tensor *y, *loss;
@@ -322,10 +315,7 @@ static tensor *input(int rank, const int *shape, uint64_t seed)
 {
     tensor *t = tensor_create(rank, shape);
     fill_normal(t->data, t->size, seed);
-    t->grad = tensor_aligned_alloc((t->size ? t->size : 1) * sizeof(float));
-    memset(t->grad, 0, t->size * sizeof(float));
-    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
-    return t;
+    return test_require_grad(t);
 }
 
 /* A layer built for per-sample shape `in`, parameters from rng seed 5 with

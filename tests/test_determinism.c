@@ -106,9 +106,7 @@ static void run_layer(const char *type, const char *cfg, int rank, const int *sh
     float *src = random_floats(x->size, 3);
     memcpy(x->data, src, x->size * sizeof(float));
     free(src);
-    x->grad = tensor_aligned_alloc(x->size * sizeof(float));
-    memset(x->grad, 0, x->size * sizeof(float));
-    x->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    test_require_grad(x);
     nn_graph *g = nn_graph_create(0);
     tensor *y = NULL, *loss = NULL;
     l->calls = 3; /* any step; the same in both runs */

@@ -168,10 +168,7 @@ static void test_graph_and_ops(void **state)
     BAD_NULL("nn_graph_view", nn_graph_view(g, NULL, 1, s5), "nn_graph_view: src is NULL");
 
     /* A leaf that requires a gradient, so that ops record nodes. */
-    tensor *p = tensor_zeros(2, s23);
-    p->grad = tensor_aligned_alloc(6 * sizeof(float));
-    memset(p->grad, 0, 6 * sizeof(float));
-    p->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    tensor *p = test_require_grad(tensor_zeros(2, s23));
     tensor *b = nn_graph_tensor(g, 2, s32), *out = NULL;
     BAD("nn_op_add", nn_op_add(g, p, b, &out), NN_ERR_SHAPE, "add: shapes (2, 3) and (3, 2) differ");
     BAD("nn_op_mul", nn_op_mul(g, p, b, &out), NN_ERR_SHAPE, "mul: shapes (2, 3) and (3, 2) differ");

@@ -37,10 +37,7 @@ static tensor *leaf(int rank, const int *shape, tensor_rng *rng)
 {
     tensor *t = tensor_create(rank, shape);
     tensor_init_normal(t, rng, 0.0f, 1.0f);
-    t->grad = calloc(t->size, sizeof(float));
-    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
-    /* tensor_free releases grad with the aligned allocator's free(). */
-    return t;
+    return test_require_grad(t);
 }
 
 static nn_status layer_loss(gc_case *c, nn_graph *g, tensor **loss)

@@ -49,10 +49,7 @@ static tensor *leaf(int n, const float *values)
 {
     tensor *t = tensor_create(1, &n);
     memcpy(t->data, values, (size_t)n * sizeof(float));
-    t->grad = tensor_aligned_alloc((size_t)n * sizeof(float));
-    memset(t->grad, 0, (size_t)n * sizeof(float));
-    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
-    return t;
+    return test_require_grad(t);
 }
 
 static tensor *constant(int n, const float *values)

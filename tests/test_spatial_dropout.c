@@ -57,12 +57,7 @@ static tensor *make_input(int rank, const int *shape, uint64_t seed)
 /* A leaf that requires a gradient, with a zeroed grad buffer. */
 static tensor *make_leaf(int rank, const int *shape, uint64_t seed)
 {
-    tensor *t = make_input(rank, shape, seed);
-    t->grad = tensor_aligned_alloc(t->size * sizeof(float));
-    assert_non_null(t->grad);
-    memset(t->grad, 0, t->size * sizeof(float));
-    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
-    return t;
+    return test_require_grad(make_input(rank, shape, seed));
 }
 
 static nn_layer *make_layer(const char *type, const char *cfg, int rank, const int *shape)

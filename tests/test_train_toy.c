@@ -129,9 +129,7 @@ static void test_cross_entropy_large_logits(void **state)
     tensor *z = tensor_create(2, shape);
     const float v[6] = {1e4f, -1e4f, -1e4f, 1e4f, 1e4f, -1e4f};
     memcpy(z->data, v, sizeof v);
-    z->grad = tensor_aligned_alloc(6 * sizeof(float));
-    memset(z->grad, 0, 6 * sizeof(float));
-    z->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    test_require_grad(z);
     const int labels[3] = {0, 0, 1};
     tensor *loss;
     int correct = -1;

@@ -16,6 +16,18 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Makes t a leaf that requires a gradient, with a zeroed grad buffer of
+ * its own (tensor_free releases it). Returns t. */
+static inline tensor *test_require_grad(tensor *t)
+{
+    assert_non_null(t);
+    t->grad = tensor_aligned_alloc((t->size ? t->size : 1) * sizeof(float));
+    assert_non_null(t->grad);
+    memset(t->grad, 0, t->size * sizeof(float));
+    t->flags |= TENSOR_OWNS_GRAD | TENSOR_REQUIRES_GRAD;
+    return t;
+}
+
 /* Scratch directories for suites that write files.
  * test_tmpdir_make fills dir (64 bytes or more) with a new /tmp/nn_test_<tag>_XXXXXX;
  * test_tmpdir_remove deletes the files in it, then the directory;
