@@ -103,7 +103,6 @@ int main(int argc, char **argv)
 
     FILE *log = NULL;
     if (system("mkdir -p build/bench") == 0) log = fopen("build/bench/train.jsonl", "w");
-    double flops = 0;
     int in_shape[3] = {28, 28, 1};
     for (int threads = 1; threads <= 2; threads++) {
         /* Each thread count trains in its own process, so each peak
@@ -127,7 +126,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_train: %s\n", nn_last_error());
             return 1;
         }
-        flops = forward_flops(m);
+        const double flops = forward_flops(m);
         int shape[4] = {BATCH, 28, 28, 1};
         long offset = 0;
         double train_t[REPS], eval_t[REPS];
