@@ -80,15 +80,24 @@ static void flush_caches(void)
     memset(flush_buf, (int)(++flush_round & 0xff), FLUSH_BYTES);
 }
 
-/* memcpy split over the current OpenMP team, as the kernels split work. */
+/* The calling thread's contiguous share [*i0, *i1) of n items, split as
+ * the kernels split their work. */
+static void thread_share(size_t n, size_t *i0, size_t *i1)
+{
+    const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+    const size_t q = n / nt, rem = n % nt;
+    *i0 = t * q + (t < rem ? t : rem);
+    *i1 = *i0 + q + (t < rem);
+}
+
+/* memcpy split over the current OpenMP team. */
 static void copy_parallel(float *dst, const float *src, size_t n)
 {
     #pragma omp parallel
     {
-        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-        const size_t q = n / nt, rem = n % nt;
-        const size_t i0 = t * q + (t < rem ? t : rem), len = q + (t < rem);
-        memcpy(dst + i0, src + i0, len * sizeof(float));
+        size_t i0, i1;
+        thread_share(n, &i0, &i1);
+        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
     }
 }
 
@@ -102,8 +111,8 @@ static void scale_kept(float *y, const float *x, const uint8_t *mask, size_t nc,
 {
     #pragma omp parallel
     {
-        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-        const size_t i0 = nc * t / nt, i1 = nc * (t + 1) / nt;
+        size_t i0, i1;
+        thread_share(nc, &i0, &i1);
         for (size_t a = i0, b; a < i1; a = b) {
             for (b = a + 1; b < i1 && mask[b] == mask[a]; b++) {}
             if (!mask[a]) continue;
@@ -119,8 +128,8 @@ static void scale_all(float *y, const float *x, size_t n, float s)
 {
     #pragma omp parallel
     {
-        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-        const size_t i0 = n * t / nt, i1 = n * (t + 1) / nt;
+        size_t i0, i1;
+        thread_share(n, &i0, &i1);
         #pragma omp simd
         for (size_t i = i0; i < i1; i++) y[i] = x[i] * s;
     }
