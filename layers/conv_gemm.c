@@ -141,6 +141,23 @@ INLINE void tile_add_to(float *restrict out, size_t ldo, vf acc[RMAX][VMAX], int
     }
 }
 
+/* Runs CALL(rows, V) for a tile of V vectors and rr rows, R = tile_rows(V)
+ * rows when full: each (rows, V) pair is its own unrolled kernel, and full
+ * tiles get the constant row count, so their row test folds away. */
+#if VMAX >= 4
+#define TILE_CASES_WIDE(CALL, rr)                                                \
+    case 4: if ((rr) == tile_rows(4)) CALL(tile_rows(4), 4); else CALL(rr, 4); break; \
+    case 3: if ((rr) == tile_rows(3)) CALL(tile_rows(3), 3); else CALL(rr, 3); break;
+#else
+#define TILE_CASES_WIDE(CALL, rr)
+#endif
+#define TILE_DISPATCH(CALL, V, rr)                                                  \
+    switch (V) {                                                                    \
+    TILE_CASES_WIDE(CALL, rr)                                                       \
+    case 2: if ((rr) == tile_rows(2)) CALL(tile_rows(2), 2); else CALL(rr, 2); break; \
+    default: if ((rr) == tile_rows(1)) CALL(tile_rows(1), 1); else CALL(rr, 1); break; \
+    }
+
 /* The reduction of one tile: nkh x nkw segments of `run` elements; segment
  * (i, j) starts at a + i*ah + j*aw in a and at row i*bh + j*bw of b. */
 typedef struct {
@@ -196,16 +213,8 @@ static void tile_row(float *out, size_t ldo, int rows, int nvalid, const float *
         const int rr = rows - r0 < R ? rows - r0 : R;
         float *o = out + (size_t)r0 * ldo;
         const float *ar = a + (size_t)r0 * pstride;
-        /* Full tiles get the constant row count, so the row test folds away. */
 #define TILE(RR, VV) tile(o, ldo, RR, nvalid, ar, pstride, s, b, ldb, bias, relu, add, tile_rows(VV), VV)
-        switch (V) {
-#if VMAX >= 4
-        case 4: if (rr == tile_rows(4)) TILE(tile_rows(4), 4); else TILE(rr, 4); break;
-        case 3: if (rr == tile_rows(3)) TILE(tile_rows(3), 3); else TILE(rr, 3); break;
-#endif
-        case 2: if (rr == tile_rows(2)) TILE(tile_rows(2), 2); else TILE(rr, 2); break;
-        default: if (rr == tile_rows(1)) TILE(tile_rows(1), 1); else TILE(rr, 1); break;
-        }
+        TILE_DISPATCH(TILE, V, rr)
 #undef TILE
     }
 }
@@ -302,14 +311,7 @@ void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float
             float *o = out + (size_t)r0 * ldo + fo;
             const float *ar = a + r0;
 #define TN(RR, VV) tn_tile(o, ldo, RR, ar, lda, K, b + fo, ldb, tile_rows(VV), VV)
-            switch (V) {
-#if VMAX >= 4
-            case 4: if (rr == tile_rows(4)) TN(tile_rows(4), 4); else TN(rr, 4); break;
-            case 3: if (rr == tile_rows(3)) TN(tile_rows(3), 3); else TN(rr, 3); break;
-#endif
-            case 2: if (rr == tile_rows(2)) TN(tile_rows(2), 2); else TN(rr, 2); break;
-            default: if (rr == tile_rows(1)) TN(tile_rows(1), 1); else TN(rr, 1); break;
-            }
+            TILE_DISPATCH(TN, V, rr)
 #undef TN
         }
     }
@@ -399,14 +401,7 @@ void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const f
                     float *p = pg + (size_t)j0 * Fp + fo;
 #define DK(RR, VV) dk_tile(p, (size_t)Fp, RR, xseg + j0, dz + fo, (size_t)ldz, g, Hp, Wp, qb, qe, \
                            tile_rows(VV), VV)
-                    switch (V) {
-#if VMAX >= 4
-                    case 4: if (rr == tile_rows(4)) DK(tile_rows(4), 4); else DK(rr, 4); break;
-                    case 3: if (rr == tile_rows(3)) DK(tile_rows(3), 3); else DK(rr, 3); break;
-#endif
-                    case 2: if (rr == tile_rows(2)) DK(tile_rows(2), 2); else DK(rr, 2); break;
-                    default: if (rr == tile_rows(1)) DK(tile_rows(1), 1); else DK(rr, 1); break;
-                    }
+                    TILE_DISPATCH(DK, V, rr)
 #undef DK
                 }
             }
