@@ -17,14 +17,14 @@ CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fopenmp -Wall -Wextra -
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 LDFLAGS := -fopenmp $(EXTRA_LDFLAGS)
 
-SRC     := $(wildcard tensor/*.c nn/*.c layers/*.c optim/*.c)
+SRC     := $(wildcard tensor/*.c layers/*.c optim/*.c nn/*.c nn/io/*.c)
 OBJ     := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libnn.a
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
-HEADERS := $(wildcard tensor/*.h nn/*.h layers/*.h optim/*.h)
+HEADERS := $(wildcard tensor/*.h layers/*.h optim/*.h nn/*.h nn/io/*.h)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -142,8 +142,9 @@ fuzz-run: $(FUZZERS)
 
 # Installing nn as a library. `make install PREFIX=/usr/local` (DESTDIR=...
 # stages into a package root) installs the headers with the source layout
-# (PREFIX/include/{nn,tensor,optim,layers}/, so `#include "nn/nn.h"` works
-# with -IPREFIX/include), libnn.a, the shared libnn.so.X.Y.Z with its soname
+# under one folder named for the library (PREFIX/include/nn/{tensor,optim,
+# layers,nn}/, so `#include <nn/nn.h>` works with -IPREFIX/include/nn, which
+# is what `pkg-config --cflags nn` gives), libnn.a, the shared libnn.so.X.Y.Z with its soname
 # link libnn.so.X and the libnn.so link, and nn.pc for pkg-config.
 # `make uninstall` with the same PREFIX/DESTDIR removes those files again.
 # The version has one source, the NN_VERSION_* macros of nn/nn.h; the soname
@@ -166,6 +167,12 @@ PIC_OBJ    := $(SRC:%.c=$(BUILD)/pic/%.o)
 NN_LIB_PKGS := $(filter-out cmocka,$(PKGS))
 NN_LIB_LIBS := $(shell pkg-config --libs $(NN_LIB_PKGS) 2>/dev/null) -lgomp -lm
 NN_HEADER_DIRS := $(sort $(dir $(HEADERS)))
+NN_INCDIR := $(INCLUDEDIR)/nn
+# The libraries libnn itself links, for static linking (Libs.private). They
+# are listed here rather than as Requires.private, which would make
+# `pkg-config --cflags nn` add their include paths to every user's build
+# although no installed header includes them.
+NN_LIB_LIBS_PRIVATE := $(shell pkg-config --libs $(NN_LIB_PKGS) 2>/dev/null)
 
 .PHONY: shared install uninstall
 shared: $(NN_SHLIB)
@@ -182,9 +189,9 @@ $(NN_SHLIB): $(PIC_OBJ)
 	  $(LDFLAGS) $(NN_LIB_LIBS)
 
 install: $(LIB) $(NN_SHLIB)
-	install -d $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(NN_HEADER_DIRS)) \
+	install -d $(addprefix $(DESTDIR)$(NN_INCDIR)/,$(NN_HEADER_DIRS)) \
 	  $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	@for h in $(HEADERS); do install -m 644 $$h $(DESTDIR)$(INCLUDEDIR)/$$h || exit 1; done
+	@for h in $(HEADERS); do install -m 644 $$h $(DESTDIR)$(NN_INCDIR)/$$h || exit 1; done
 	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libnn.a
 	install -m 755 $(NN_SHLIB) $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION)
 	ln -sf libnn.so.$(NN_VERSION) $(DESTDIR)$(LIBDIR)/$(NN_SONAME)
@@ -193,17 +200,17 @@ install: $(LIB) $(NN_SHLIB)
 	  'Name: nn' \
 	  'Description: small deep-learning framework in C (conv2d, SpatialDropout2D, dense, Adam)' \
 	  'Version: $(NN_VERSION)' \
-	  'Requires.private: $(NN_LIB_PKGS)' \
-	  'Cflags: -I$${includedir}' \
+	  'Cflags: -I$${includedir}/nn' \
 	  'Libs: -L$${libdir} -lnn' \
-	  'Libs.private: -lgomp -lm' > $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
+	  'Libs.private: $(NN_LIB_LIBS_PRIVATE) -lgomp -lm' > $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
 	@echo "installed nn $(NN_VERSION) into $(DESTDIR)$(PREFIX)"
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(HEADERS))
+	rm -f $(addprefix $(DESTDIR)$(NN_INCDIR)/,$(HEADERS))
 	rm -f $(DESTDIR)$(LIBDIR)/libnn.a $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION) \
 	  $(DESTDIR)$(LIBDIR)/$(NN_SONAME) $(DESTDIR)$(LIBDIR)/libnn.so $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
-	@rmdir $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(NN_HEADER_DIRS)) 2>/dev/null || true
+	@for d in $$(printf '%s\n' $(NN_HEADER_DIRS) | sort -r) ''; do \
+	  rmdir $(DESTDIR)$(NN_INCDIR)/$$d 2>/dev/null || true; done
 
 # The dropout study (examples/dropout_study.c, "Why spatial dropout" in the
 # README): trains a small CNN without dropout, with element-wise and with

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 typedef struct study_canvas {
     int w, h;

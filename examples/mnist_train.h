@@ -13,7 +13,7 @@
  * schedule whatever the total number of epochs.
  *
  * Resumable state: everything a run needs to continue bit for bit is in the
- * checkpoint: the model and optimizer (nn/checkpoint.h) and this loop's
+ * checkpoint: the model and optimizer (nn/io/checkpoint.h) and this loop's
  * mnist_state (epochs done, the data-order generator, the schedule and the
  * batch size), stored as the checkpoint's blob. Layers' call counters are in
  * the checkpoint, so dropout masks continue too.

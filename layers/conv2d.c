@@ -32,8 +32,8 @@
 #include <string.h>
 
 #include "layers/conv_core.h"
-#include "nn/format.h"
-#include "nn/layer.h"
+#include "layers/format.h"
+#include "layers/layer.h"
 
 typedef struct {
     int filters, kernel[2], strides[2], dilation[2], padding, use_bias, activation;

@@ -19,10 +19,10 @@
 
 #include <stddef.h>
 
-#include "nn/config.h"
-#include "nn/format.h"
-#include "nn/graph.h"
-#include "nn/layer.h"
+#include "layers/config.h"
+#include "layers/format.h"
+#include "tensor/graph.h"
+#include "layers/layer.h"
 
 /* A 2-D sliding window over one sample. Inputs (H, W, C), window (KH, KW),
  * strides (SH, SW), dilation (DH, DW); nn_conv_geom_init fills the rest. */

@@ -8,7 +8,7 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "nn/layer.h"
+#include "layers/layer.h"
 
 typedef struct {
     int units, use_bias, activation; /* activation: 0 linear, 1 relu */

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "nn/layer.h"
+#include "layers/layer.h"
 #include "tensor/random.h"
 
 typedef struct {

@@ -2,7 +2,7 @@
  * order (so channels_last input flattens as Keras does). Its gradient is
  * x's gradient storage too (nn_node.grad_is_input), so backward has nothing
  * left to do; when x's gradient is separate, it adds dy to dx unchanged. */
-#include "nn/layer.h"
+#include "layers/layer.h"
 
 static nn_status flatten_parse(nn_layer *l, nn_config *c)
 {

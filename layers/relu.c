@@ -1,6 +1,6 @@
 /* relu: y = max(x, 0). Backward passes dy where y > 0 (the subgradient at 0
  * is 0, as in PyTorch). */
-#include "nn/layer.h"
+#include "layers/layer.h"
 
 static nn_status relu_parse(nn_layer *l, nn_config *c)
 {

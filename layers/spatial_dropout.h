@@ -56,8 +56,8 @@
 
 #include <stdint.h>
 
-#include "nn/format.h"
-#include "nn/layer.h"
+#include "layers/format.h"
+#include "layers/layer.h"
 
 /* The kept-map scale 1.0f / (float)(1.0 - rate), or 0 when rate is 1. */
 float nn_spatial_dropout_scale(float rate);

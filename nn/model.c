@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/ops.h"
+#include "tensor/ops.h"
 #include "nn/registry.h"
 #include "tensor/random.h"
 

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "nn/layer.h"
+#include "layers/layer.h"
 #include "optim/optim.h"
 
 #define NN_MODEL_MAX_LAYERS 64

@@ -2,6 +2,7 @@
  * nn_layer_<name>, and add one line here. */
 #include "nn/registry.h"
 
+#include <stdio.h>
 #include <string.h>
 
 extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_layer_dropout;
@@ -57,4 +58,21 @@ nn_status nn_registry_add(const nn_layer_type *type)
         return nn_error(NN_ERR_STATE, "nn_registry_add: at most %d user layer types", MAX_USER);
     user[n_user++] = type;
     return NN_OK;
+}
+
+nn_layer *nn_layer_create(const char *type_name, const char *config)
+{
+    const nn_layer_type *type = nn_registry_find(type_name);
+    if (!type) {
+        char known[512] = "";
+        for (int i = 0; i < nn_registry_count(); i++) {
+            size_t len = strlen(known);
+            snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
+                     nn_registry_get(i)->name);
+        }
+        nn_error(NN_ERR_CONFIG, "unknown layer type '%s' (known: %s)", type_name ? type_name : "(null)",
+                 known);
+        return NULL;
+    }
+    return nn_layer_create_from_type(type, config);
 }

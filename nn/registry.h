@@ -3,7 +3,7 @@
 #ifndef NN_REGISTRY_H
 #define NN_REGISTRY_H
 
-#include "nn/layer.h"
+#include "layers/layer.h"
 
 /* The type registered under name, or NULL (no error is recorded). */
 const nn_layer_type *nn_registry_find(const char *name);
@@ -15,5 +15,10 @@ const nn_layer_type *nn_registry_get(int i);
  * valid for the life of the process. Errors: NULL or missing hooks, a name
  * that is already taken, the list full. Not thread-safe: register at start. */
 nn_status nn_registry_add(const nn_layer_type *type);
+
+/* Creates a layer of the registered type `type_name` from config text, as
+ * nn_layer_create_from_type does. Errors: unknown type (the message lists the
+ * known ones), bad config. Free with nn_layer_free. */
+nn_layer *nn_layer_create(const char *type_name, const char *config);
 
 #endif

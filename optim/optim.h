@@ -15,13 +15,13 @@
  * Ownership: optim_free releases the optimizer and its state.
  * Thread-safety: one optimizer per thread; the step itself may use OpenMP.
  */
-#ifndef NN_OPTIM_H
-#define NN_OPTIM_H
+#ifndef NN_OPTIM_OPTIM_H
+#define NN_OPTIM_OPTIM_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 typedef enum optim_kind { OPTIM_SGD, OPTIM_ADAM } optim_kind;
 

@@ -9,17 +9,17 @@
  *  - tensor_wrap borrows a caller's buffer; tensor_free never frees it.
  *  - tensor_free(NULL) is a no-op.
  *  - `grad` is owned by the tensor only when TENSOR_OWNS_GRAD is set; tensors
- *    made by the graph (nn/graph.h) have data and grad in the graph's arena.
+ *    made by the graph (tensor/graph.h) have data and grad in the graph's arena.
  * Thread-safety: distinct tensors may be used from distinct threads; nothing
  * here has global state.
  */
-#ifndef NN_TENSOR_H
-#define NN_TENSOR_H
+#ifndef NN_TENSOR_TENSOR_H
+#define NN_TENSOR_TENSOR_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 #define TENSOR_MAX_RANK 6
 #define TENSOR_ALIGN 64

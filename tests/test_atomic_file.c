@@ -1,4 +1,4 @@
-/* nn/atomic_file.h: the temporary-file-and-rename writer behind checkpoints,
+/* nn/io/atomic_file.h: the temporary-file-and-rename writer behind checkpoints,
  * .npy and .safetensors. Checks that a save removes the temporary files a
  * killed writer of the same target left (a pid that no longer exists, taken
  * from a child that has exited and been reaped) and keeps those of live
@@ -15,7 +15,7 @@
 
 #include "test_util.h"
 
-#include "nn/atomic_file.h"
+#include "nn/io/atomic_file.h"
 
 static char dir[64];
 

@@ -99,7 +99,7 @@ static nn_model *built_model(const char *spec, int rank, const int *shape)
 #define MLP "dense units=4 activation=relu\ndense units=3\n"
 static const int mlp_in[1] = {5};
 
-/* ---- nn/status.h, tensor/tensor.h, tensor/random.h ----------------------- */
+/* ---- tensor/status.h, tensor/tensor.h, tensor/random.h ----------------------- */
 
 static void test_status_and_tensor(void **state)
 {
@@ -149,7 +149,7 @@ static void test_status_and_tensor(void **state)
     tensor_free(u);
 }
 
-/* ---- nn/graph.h, nn/ops.h ------------------------------------------------ */
+/* ---- tensor/graph.h, tensor/ops.h ------------------------------------------------ */
 
 static void dummy_backward(nn_node *node) { (void)node; }
 
@@ -225,7 +225,7 @@ static void test_graph_and_ops(void **state)
     nn_graph_free(g);
 }
 
-/* ---- nn/config.h, nn/format.h -------------------------------------------- */
+/* ---- layers/config.h, layers/format.h -------------------------------------------- */
 
 static void test_config_and_format(void **state)
 {
@@ -324,7 +324,7 @@ static void test_config_and_format(void **state)
     free(env);
 }
 
-/* ---- nn/layer.h, nn/registry.h: every registered layer type --------------- */
+/* ---- layers/layer.h, nn/registry.h: every registered layer type --------------- */
 
 /* Per type: configs that must be refused and what the message must say. */
 static const struct {
@@ -557,7 +557,7 @@ static void test_model(void **state)
     nn_model_free(m);
 }
 
-/* ---- optim/optim.h, nn/threads.h ------------------------------------------ */
+/* ---- optim/optim.h, tensor/threads.h ------------------------------------------ */
 
 static void test_optim_threads(void **state)
 {
@@ -602,7 +602,7 @@ static void test_optim_threads(void **state)
     assert_int_equal(nn_get_threads(), before);
 }
 
-/* ---- nn/npy.h, nn/safetensors.h ------------------------------------------- */
+/* ---- nn/io/npy.h, nn/io/safetensors.h ------------------------------------------- */
 
 /* A version 1.0 .npy file with the given header dict and n data floats. */
 static size_t make_npy(uint8_t *buf, const char *dict, size_t n)
@@ -702,7 +702,7 @@ static void test_npy_safetensors(void **state)
     nn_model_free(m);
 }
 
-/* ---- nn/idx.h, nn/checkpoint.h -------------------------------------------- */
+/* ---- nn/io/idx.h, nn/io/checkpoint.h -------------------------------------------- */
 
 static void be32(uint8_t *p, uint32_t v)
 {

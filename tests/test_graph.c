@@ -1,4 +1,4 @@
-/* The autograd tape and its arena (nn/graph.h).
+/* The autograd tape and its arena (tensor/graph.h).
  *
  * Gradients here are checked against exact hand-computed values (small
  * integers and halves, which float represents exactly), so equality is

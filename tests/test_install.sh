@@ -40,10 +40,13 @@ run_make() {
 
 # 1. Install.
 run_make install PREFIX="$prefix"
-for f in include/nn/nn.h include/nn/npy.h include/nn/safetensors.h include/tensor/tensor.h \
-         include/optim/optim.h lib/libnn.a "lib/libnn.so.$version" lib/pkgconfig/nn.pc; do
+for f in include/nn/nn/nn.h include/nn/nn/io/npy.h include/nn/nn/io/safetensors.h \
+         include/nn/tensor/tensor.h include/nn/layers/layer.h include/nn/optim/optim.h lib/libnn.a "lib/libnn.so.$version" lib/pkgconfig/nn.pc; do
     [ -f "$prefix/$f" ] || fail "make install did not install $f"
 done
+# Every header under the one folder include/nn/, nothing beside it.
+others=$(find "$prefix/include" -mindepth 1 -maxdepth 1 ! -name nn)
+[ -z "$others" ] || fail "make install put headers outside include/nn/: $others"
 [ "$(readlink "$prefix/lib/libnn.so.$major")" = "libnn.so.$version" ] ||
     fail "lib/libnn.so.$major does not point to libnn.so.$version"
 [ "$(readlink "$prefix/lib/libnn.so")" = "libnn.so.$major" ] ||
@@ -54,6 +57,11 @@ soname=$(readelf -d "$prefix/lib/libnn.so.$version" | sed -n 's/.*(SONAME).*\[\(
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 [ "$(pkg-config --modversion nn)" = "$version" ] ||
     fail "pkg-config --modversion nn gives '$(pkg-config --modversion nn)', nn/nn.h says $version"
+
+# The compiler is pointed at include/nn and nowhere else: the installed
+# headers include none of the libraries libnn links against.
+[ "$(pkg-config --cflags nn | xargs)" = "-I$prefix/include/nn" ] ||
+    fail "pkg-config --cflags nn gives '$(pkg-config --cflags nn)', expected -I$prefix/include/nn"
 
 # 2. Build hello.c out of the tree, shared and static.
 mkdir -p "$tmp/src" "$tmp/out_shared" "$tmp/out_static"
@@ -100,7 +108,7 @@ cd - >/dev/null
 # 3. DESTDIR staging.
 stage=$tmp/stage
 run_make install DESTDIR="$stage" PREFIX=/opt/nn-test
-for f in include/nn/nn.h lib/libnn.a "lib/libnn.so.$version"; do
+for f in include/nn/nn/nn.h lib/libnn.a "lib/libnn.so.$version"; do
     [ -f "$stage/opt/nn-test/$f" ] || fail "DESTDIR install did not stage $f under $stage/opt/nn-test"
 done
 grep -qx "prefix=/opt/nn-test" "$stage/opt/nn-test/lib/pkgconfig/nn.pc" ||

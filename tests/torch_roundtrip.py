@@ -13,7 +13,7 @@ the logits. It writes:
     torch_logits.npy   PyTorch's logits (numpy.save), read back by the C test
     numpy_inputs.npy   inputs.npy loaded and saved again by numpy, which the
                        C test compares byte for byte with nn's own file
-Layouts (see nn/safetensors.h): dense kernel (in, units) -> Linear.weight
+Layouts (see nn/io/safetensors.h): dense kernel (in, units) -> Linear.weight
 (units, in); conv2d kernel (KH, KW, Cin, Cout) -> Conv2d.weight (Cout, Cin,
 KH, KW). The PyTorch side runs NCHW; when the nn model is channels_last its
 input is permuted to NCHW on entry and back to NHWC before flatten, so the

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nn/idx.h"
+#include "nn/io/idx.h"
 #include "nn/nn.h"
 
 #define BATCH 128

@@ -1,4 +1,4 @@
-/* libFuzzer harness: the checkpoint reader (nn/checkpoint.h).
+/* libFuzzer harness: the checkpoint reader (nn/io/checkpoint.h).
  * The first input byte picks how the rest is loaded:
  *   bit 0  1: before writing the file, patch the size field (offset 16) and
  *          the CRC-32 (last 4 bytes) to match the bytes, so mutations get

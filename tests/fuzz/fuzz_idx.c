@@ -1,4 +1,4 @@
-/* libFuzzer harness: the IDX reader (nn/idx.h), plain and gzip.
+/* libFuzzer harness: the IDX reader (nn/io/idx.h), plain and gzip.
  * The first input byte picks the call and the encoding:
  *   bit 0  0: nn_idx_load_labels, 1: nn_idx_load_images
  *   bit 1  0: the rest of the input is the file as it is (which may itself

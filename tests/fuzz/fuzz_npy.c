@@ -1,4 +1,4 @@
-/* libFuzzer harness: the .npy reader (nn/npy.h), both entry points.
+/* libFuzzer harness: the .npy reader (nn/io/npy.h), both entry points.
  * The input is parsed in memory (nn_npy_parse) and, written to a file,
  * streamed by nn_npy_load, which reads the header in steps and the data
  * straight into the tensor: the two must agree on the status and, when the

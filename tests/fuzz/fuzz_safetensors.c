@@ -1,4 +1,4 @@
-/* libFuzzer harness: the .safetensors reader (nn/safetensors.h).
+/* libFuzzer harness: the .safetensors reader (nn/io/safetensors.h).
  * Each input is parsed into a fixed small model (FUZZ_MODEL_SPEC) in memory
  * with nn_safetensors_parse, then written to a file and read by
  * nn_safetensors_load, which must agree. A refused file leaves the

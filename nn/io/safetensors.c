@@ -7,7 +7,7 @@
  * to the data they train on) and validates before it copies anything.
  * Omitted: see safetensors.h (other dtypes, partial loads, mmap).
  */
-#include "nn/safetensors.h"
+#include "nn/io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/atomic_file.h"
-#include "nn/byte_order.h"
+#include "nn/io/atomic_file.h"
+#include "nn/io/byte_order.h"
 #include "nn/nn.h"
 
 /* The reference implementation refuses headers above 100 MB; so do we. */

@@ -6,8 +6,8 @@
  * and the argument, shape, value, or file and offset that was wrong.
  * NN_ASSERT guards internal invariants only: it is never used on user input.
  */
-#ifndef NN_STATUS_H
-#define NN_STATUS_H
+#ifndef NN_TENSOR_STATUS_H
+#define NN_TENSOR_STATUS_H
 
 #include <stdio.h>
 #include <stdlib.h>

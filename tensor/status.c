@@ -1,5 +1,5 @@
 /* Thread-local error messages (see status.h). */
-#include "nn/status.h"
+#include "tensor/status.h"
 
 #include <stdarg.h>
 

@@ -13,10 +13,10 @@
  * saved model keeps its format whatever the default is when it is loaded.
  * Not thread-safe: set the default before creating layers on other threads.
  */
-#ifndef NN_FORMAT_H
-#define NN_FORMAT_H
+#ifndef NN_LAYERS_FORMAT_H
+#define NN_LAYERS_FORMAT_H
 
-#include "nn/config.h"
+#include "layers/config.h"
 
 typedef enum nn_data_format {
     NN_CHANNELS_LAST = 0,

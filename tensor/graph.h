@@ -20,8 +20,8 @@
  * Thread-safety: one graph per thread; the calls themselves may run OpenMP
  * loops inside.
  */
-#ifndef NN_GRAPH_H
-#define NN_GRAPH_H
+#ifndef NN_TENSOR_GRAPH_H
+#define NN_TENSOR_GRAPH_H
 
 #include <stddef.h>
 

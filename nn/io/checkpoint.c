@@ -4,7 +4,7 @@
  * megabytes, and having all bytes at hand makes "verify everything, then
  * copy" simple. Deliberately omitted: reading older format versions (there
  * are none yet), partial loads (a subset of layers), memory-mapped reads. */
-#include "nn/checkpoint.h"
+#include "nn/io/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>
@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "nn/atomic_file.h"
+#include "nn/io/atomic_file.h"
 
 static const char ckpt_magic[8] = {'N', 'N', 'C', 'K', 'P', 'T', '\0', '\n'};
 #define PREFIX_LEN 32 /* magic, version, reserved, file size, header length */

@@ -1,7 +1,7 @@
 /* Elementwise add and multiply, and the weighted sum used as a test loss. */
 #include <string.h>
 
-#include "nn/ops.h"
+#include "tensor/ops.h"
 
 static nn_status same_shape(const char *op, const tensor *a, const tensor *b)
 {

@@ -30,13 +30,13 @@
  * temporary file until that process exits too. Not included by nn.h: it is
  * plumbing for the file formats, not part of the training API.
  */
-#ifndef NN_ATOMIC_FILE_H
-#define NN_ATOMIC_FILE_H
+#ifndef NN_IO_ATOMIC_FILE_H
+#define NN_IO_ATOMIC_FILE_H
 
 #include <stddef.h>
 #include <stdio.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 /* Longest temporary path: PATH (up to 4095 bytes), ".tmp.", a pid and a
  * counter. */

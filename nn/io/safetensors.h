@@ -45,7 +45,7 @@
  * Deliberately omitted: dtypes other than F32 (F16, BF16, integers), loading
  * a model whose network is not built yet (rebuild it from nn_spec first),
  * partial loads, memory mapping. Optimizer state and RNG counters are not
- * stored: use nn/checkpoint.h to resume training.
+ * stored: use nn/io/checkpoint.h to resume training.
  */
 #ifndef NN_SAFETENSORS_H
 #define NN_SAFETENSORS_H

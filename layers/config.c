@@ -1,5 +1,5 @@
 /* Layer config text: parsing, typed getters, writing (see config.h). */
-#include "nn/config.h"
+#include "layers/config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,9 +1,9 @@
 /* Byte order of the float32 data in the file formats (.npy and
  * .safetensors store little-endian): the host's order and a byte swap.
- * Plumbing for nn/npy.c, nn/safetensors.c and nn/atomic_file.c; not
+ * Plumbing for nn/io/npy.c, nn/io/safetensors.c and nn/io/atomic_file.c; not
  * included by nn.h. */
-#ifndef NN_BYTE_ORDER_H
-#define NN_BYTE_ORDER_H
+#ifndef NN_IO_BYTE_ORDER_H
+#define NN_IO_BYTE_ORDER_H
 
 #include <stddef.h>
 #include <stdint.h>

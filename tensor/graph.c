@@ -4,7 +4,7 @@
  * further blocks are chained; on reset they are merged into one block of the
  * total size, so after the first step or two every step fits in one block.
  */
-#include "nn/graph.h"
+#include "tensor/graph.h"
 
 #include <stdio.h>
 #include <stdlib.h>

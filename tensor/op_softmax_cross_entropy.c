@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "nn/ops.h"
+#include "tensor/ops.h"
 
 typedef struct {
     float *prob;   /* (N, K) softmax */

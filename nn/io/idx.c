@@ -1,7 +1,7 @@
 /* IDX reader for MNIST-style files, plain or gzip-compressed (see idx.h).
  * Deliberately omitted: element types other than unsigned bytes, ranks other
  * than 1 and 3, and writing IDX files. */
-#include "nn/idx.h"
+#include "nn/io/idx.h"
 
 #include <errno.h>
 #include <limits.h>

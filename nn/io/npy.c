@@ -8,7 +8,7 @@
  * first, so a large array is held once.
  * Omitted: see npy.h (other dtypes, Fortran order, .npz, mmap).
  */
-#include "nn/npy.h"
+#include "nn/io/npy.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -18,8 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "nn/atomic_file.h"
-#include "nn/byte_order.h"
+#include "nn/io/atomic_file.h"
+#include "nn/io/byte_order.h"
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -441,7 +441,7 @@ done:
 
 /* ------------------------------------------------------------------ save */
 
-/* Writes head then n floats (little-endian) through nn/atomic_file.h, so
+/* Writes head then n floats (little-endian) through nn/io/atomic_file.h, so
  * readers see the old file or the new one. */
 static nn_status write_atomic(const char *path, const void *head, size_t head_len,
                               const float *data, size_t n)

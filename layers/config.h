@@ -7,12 +7,12 @@
  * Values are single tokens without spaces; a tuple is written "3,3".
  * The struct is self-contained (no heap memory): nothing to free.
  */
-#ifndef NN_CONFIG_H
-#define NN_CONFIG_H
+#ifndef NN_LAYERS_CONFIG_H
+#define NN_LAYERS_CONFIG_H
 
 #include <stddef.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 #define NN_CONFIG_MAX_KEYS 24
 #define NN_CONFIG_KEY_LEN 32

@@ -32,7 +32,7 @@
  *                payload together
  *
  * Saving writes "PATH.tmp.<pid>.<n>", flushes and fsyncs it, renames it
- * over PATH and fsyncs the directory (nn/atomic_file.h): PATH is always
+ * over PATH and fsyncs the directory (nn/io/atomic_file.h): PATH is always
  * either the old complete file or the new complete file, and no temporary
  * file is left behind; one left by a writer that was killed is removed by
  * the next save to PATH.

@@ -19,8 +19,8 @@
  * .npz archives and memory mapping. Each is rejected with an error naming
  * the file and what it holds, never converted silently.
  */
-#ifndef NN_NPY_H
-#define NN_NPY_H
+#ifndef NN_IO_NPY_H
+#define NN_IO_NPY_H
 
 #include <stddef.h>
 

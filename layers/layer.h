@@ -19,13 +19,13 @@
  * the counter-based generator keyed by (l->seed, l->calls, index) and
  * increment l->calls once per training forward.
  */
-#ifndef NN_LAYER_H
-#define NN_LAYER_H
+#ifndef NN_LAYERS_LAYER_H
+#define NN_LAYERS_LAYER_H
 
 #include <stdint.h>
 
-#include "nn/config.h"
-#include "nn/graph.h"
+#include "layers/config.h"
+#include "tensor/graph.h"
 
 #define NN_LAYER_MAX_PARAMS 4
 #define NN_NAME_LEN 32
@@ -78,9 +78,10 @@ struct nn_layer {
     int built;
 };
 
-/* Creates a layer of the registered type `type_name` from config text.
- * Errors: unknown type (the message lists the known ones), bad config. */
-nn_layer *nn_layer_create(const char *type_name, const char *config);
+/* Creates a layer of the given type from config text ("rate=0.25 ...").
+ * To create one by type name, use nn_layer_create (nn/registry.h).
+ * Errors: a NULL type or one without a parse hook, a bad config. */
+nn_layer *nn_layer_create_from_type(const nn_layer_type *type, const char *config);
 void nn_layer_free(nn_layer *l);
 /* Writes the layer's config (as parse reads it) into buf; returns NN_OK or an
  * error if it does not fit. */

@@ -2,7 +2,7 @@
  * rename, directory fsync, and the removal of temporary files that killed
  * writers left behind. Deliberately omitted: see atomic_file.h (ownership
  * and mode of the old file, locking, other PID namespaces). */
-#include "nn/atomic_file.h"
+#include "nn/io/atomic_file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "nn/byte_order.h"
+#include "nn/io/byte_order.h"
 
 /* dir receives the directory part of path ("." when there is none); the
  * return value points at the file name inside path. */

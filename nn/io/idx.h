@@ -21,13 +21,13 @@
  * is allocated and the outputs are left as they were.
  * Thread-safety: no shared state; distinct calls may run on distinct threads.
  */
-#ifndef NN_IDX_H
-#define NN_IDX_H
+#ifndef NN_IO_IDX_H
+#define NN_IO_IDX_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/status.h"
+#include "tensor/status.h"
 
 #define NN_IDX_MAGIC_IMAGES 0x00000803u
 #define NN_IDX_MAGIC_LABELS 0x00000801u

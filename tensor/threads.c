@@ -1,5 +1,5 @@
 /* Thread count for OpenMP and OpenBLAS (see threads.h). */
-#include "nn/threads.h"
+#include "tensor/threads.h"
 
 #include <omp.h>
 

@@ -1,10 +1,10 @@
 /* Graph operations that are not layers: arithmetic and the loss.
- * Each records a node when the graph is recording (nn/graph.h); outputs live
+ * Each records a node when the graph is recording (tensor/graph.h); outputs live
  * in the graph's arena until the next reset. Errors name the op and shapes. */
-#ifndef NN_OPS_H
-#define NN_OPS_H
+#ifndef NN_TENSOR_OPS_H
+#define NN_TENSOR_OPS_H
 
-#include "nn/graph.h"
+#include "tensor/graph.h"
 
 /* out = a + b, same shapes. */
 nn_status nn_op_add(nn_graph *g, tensor *a, tensor *b, tensor **out);

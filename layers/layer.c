@@ -1,24 +1,15 @@
 /* Layer lifecycle shared by all types (see layer.h). */
-#include "nn/layer.h"
+#include "layers/layer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/registry.h"
 #include "tensor/random.h"
 
-nn_layer *nn_layer_create(const char *type_name, const char *config)
+nn_layer *nn_layer_create_from_type(const nn_layer_type *type, const char *config)
 {
-    const nn_layer_type *type = nn_registry_find(type_name);
-    if (!type) {
-        char known[512] = "";
-        for (int i = 0; i < nn_registry_count(); i++) {
-            size_t len = strlen(known);
-            snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
-                     nn_registry_get(i)->name);
-        }
-        nn_error(NN_ERR_CONFIG, "unknown layer type '%s' (known: %s)", type_name ? type_name : "(null)",
-                 known);
+    if (!type || !type->name || !type->parse) {
+        nn_error(NN_ERR_ARG, "nn_layer_create_from_type: type is NULL or has no name or parse hook");
         return NULL;
     }
     nn_layer *l = calloc(1, sizeof *l);

@@ -1,5 +1,5 @@
 /* The framework-wide image data format default (see format.h). */
-#include "nn/format.h"
+#include "layers/format.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
