@@ -40,13 +40,6 @@ static void swish_write(const nn_layer *l, nn_config_writer *w)
 }
 
 /* Element-wise: any per-sample shape, the output has the same. */
-static nn_status swish_build(nn_layer *l, int in_rank, const int *in_shape)
-{
-    l->out_rank = in_rank;
-    memcpy(l->out_shape, in_shape, (size_t)in_rank * sizeof *in_shape);
-    return NN_OK;
-}
-
 static float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 /* dx += dy * d/dx [x * sig(b x)] = dy * (sig + b x sig (1 - sig)).
@@ -83,7 +76,7 @@ static const nn_layer_type swish_type = {
     .state_size = sizeof(swish_state),
     .parse = swish_parse,
     .write = swish_write,
-    .build = swish_build,
+    .build = nn_layer_build_identity,
     .forward = swish_forward,
 };
 

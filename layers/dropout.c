@@ -42,13 +42,6 @@ static void dropout_write(const nn_layer *l, nn_config_writer *w)
     if (l->seed_fixed) nn_config_write(w, "seed", "%llu", (unsigned long long)l->seed);
 }
 
-static nn_status dropout_build(nn_layer *l, int in_rank, const int *in_shape)
-{
-    l->out_rank = in_rank;
-    for (int i = 0; i < in_rank; i++) l->out_shape[i] = in_shape[i];
-    return NN_OK;
-}
-
 static void dropout_backward(nn_node *n)
 {
     const dropout_ctx *c = n->ctx;
@@ -97,7 +90,7 @@ const nn_layer_type nn_layer_dropout = {
     .state_size = sizeof(dropout_state),
     .parse = dropout_parse,
     .write = dropout_write,
-    .build = dropout_build,
+    .build = nn_layer_build_identity,
     .forward = dropout_forward,
     .test_config = "rate=0.3 seed=7",
     .test_rank = 2,

@@ -149,6 +149,13 @@ nn_status nn_layer_alloc_params(nn_layer *l, uint64_t rng_seed)
     return NN_OK;
 }
 
+nn_status nn_layer_build_identity(nn_layer *l, int in_rank, const int *in_shape)
+{
+    l->out_rank = in_rank;
+    for (int i = 0; i < in_rank; i++) l->out_shape[i] = in_shape[i];
+    return NN_OK;
+}
+
 nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc)
 {
     if (x->rank == rank) return NN_OK;

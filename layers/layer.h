@@ -107,6 +107,11 @@ nn_status nn_layer_add_param(nn_layer *l, const char *name, int rank, const int 
 /* Element count of the declared parameters (trainable or not). */
 size_t nn_layer_param_count(const nn_layer *l, int trainable);
 
+/* A build hook for layers whose output has the input's shape (activations,
+ * dropouts): out_shape = in_shape. Use it as `.build = nn_layer_build_identity`
+ * or call it at the end of a build hook that checks the input first. */
+nn_status nn_layer_build_identity(nn_layer *l, int in_rank, const int *in_shape);
+
 /* For forward hooks: checks that x has rank `rank` (batch included) and
  * reports "layer: expected input of rank R (shape desc), got shape (...)". */
 nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc);

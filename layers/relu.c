@@ -15,13 +15,6 @@ static void relu_write(const nn_layer *l, nn_config_writer *w)
     (void)w;
 }
 
-static nn_status relu_build(nn_layer *l, int in_rank, const int *in_shape)
-{
-    l->out_rank = in_rank;
-    for (int i = 0; i < in_rank; i++) l->out_shape[i] = in_shape[i];
-    return NN_OK;
-}
-
 static void relu_backward(nn_node *n)
 {
     tensor *x = n->in[0], *y = n->out;
@@ -50,7 +43,7 @@ const nn_layer_type nn_layer_relu = {
     .summary = "rectified linear unit: y = max(x, 0)",
     .parse = relu_parse,
     .write = relu_write,
-    .build = relu_build,
+    .build = nn_layer_build_identity,
     .forward = relu_forward,
     .test_config = "",
     .test_rank = 3,

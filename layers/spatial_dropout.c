@@ -450,9 +450,7 @@ nn_status nn_spatial_dropout_layer_build(nn_layer *l, int in_rank, const int *in
                         sample_desc[s->dims - 1][s->format], nn_data_format_name(s->format),
                         in_rank, tensor_shape_str(in_rank, in_shape, b, sizeof b));
     }
-    l->out_rank = in_rank;
-    for (int i = 0; i < in_rank; i++) l->out_shape[i] = in_shape[i];
-    return NN_OK;
+    return nn_layer_build_identity(l, in_rank, in_shape);
 }
 
 static void sd_backward(nn_node *node)
