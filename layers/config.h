@@ -6,6 +6,7 @@
  * message names the layer, the key and the value.
  * Values are single tokens without spaces; a tuple is written "3,3".
  * The struct is self-contained (no heap memory): nothing to free.
+ * Thread-safety: no shared state; one nn_config or nn_config_writer per thread.
  */
 #ifndef NN_LAYERS_CONFIG_H
 #define NN_LAYERS_CONFIG_H

@@ -18,6 +18,9 @@
  * l->params[i].t, valid after the model is built. Stochastic layers draw from
  * the counter-based generator keyed by (l->seed, l->calls, index) and
  * increment l->calls once per training forward.
+ *
+ * Thread-safety: a layer is used by one thread at a time (forward advances
+ * l->calls); its hooks may run OpenMP loops inside.
  */
 #ifndef NN_LAYERS_LAYER_H
 #define NN_LAYERS_LAYER_H

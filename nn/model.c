@@ -1,4 +1,26 @@
-/* Sequential model: layers, parameter blocks, modes, summary (see model.h). */
+/* Sequential model: layers, parameter blocks, modes, summary (see model.h).
+ *
+ * Reading order: one training step, top to bottom (nn_model_train_step below).
+ *   1. nn/model.c        nn_model_train_step: rewind the graph arena, zero the
+ *                        gradient block, run the layers in order.
+ *   2. layers/layer.c    nn_layer_forward checks the input's shape and calls the
+ *                        layer type's forward hook, found once by name in
+ *                        nn/registry.c when the model was built from its spec.
+ *   3. layers/<name>.c   each hook computes y and records a graph node with its
+ *                        backward (conv2d.c -> conv_core.c -> conv_reference.c,
+ *                        the plain loops, then conv_gemm.c / conv_winograd.c;
+ *                        spatial_dropout2d.c -> spatial_dropout.c -> its raw
+ *                        kernels, plain reference first).
+ *   4. tensor/graph.c    nn_graph_record keeps the node; the outputs live in
+ *                        the arena until the next step.
+ *   5. tensor/op_softmax_cross_entropy.c   the loss node.
+ *   6. tensor/graph.c    nn_graph_backward walks the nodes in reverse; every
+ *                        backward ADDS into its inputs' gradients.
+ *   7. optim/optim.c     optim_step, one flat loop over the parameter block
+ *                        (optim/adam.c, optim/sgd.c).
+ * Below this file sit tensor/ (tensors, status, random numbers, threads, the
+ * tape), then layers/ and optim/; nothing there includes anything from nn/.
+ */
 #include "nn/model.h"
 
 #include <errno.h>

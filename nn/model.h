@@ -22,8 +22,8 @@
  * nn_graph_reset (nn_model_train_step and nn_model_predict reset it first).
  * Thread-safety: a model is used by one thread at a time.
  */
-#ifndef NN_MODEL_H
-#define NN_MODEL_H
+#ifndef NN_NN_MODEL_H
+#define NN_NN_MODEL_H
 
 #include <stdint.h>
 #include <stdio.h>

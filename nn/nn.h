@@ -1,41 +1,50 @@
-/* nn: a small deep-learning framework in C. The one header a user includes.
+/* nn: a small deep-learning framework in C. The one header a user includes
+ * (`#include <nn/nn.h>`; installed, `pkg-config --cflags nn` finds it).
  *
- *   tensor/status.h    error status and messages
- *   tensor/        tensors, seeded random numbers
- *   tensor/graph.h     autograd tape and arena
- *   tensor/ops.h       graph operations and the loss
- *   layers/layer.h     the layer interface;  nn/registry.h  layer types by name
- *   nn/model.h     sequential models, training step, summary
- *   optim/optim.h  SGD and Adam(W)
- *   tensor/threads.h   the shared OpenMP/OpenBLAS thread count
- *   layers/format.h    image data format (channels_last / channels_first) default
+ * The library is built in floors; each folder uses only its own floor and
+ * the ones below (tests/test_floors.sh checks it):
+ *
+ *   nn/        nn/model.h      sequential models, training step, summary
+ *              nn/registry.h   layer types by name, nn_layer_create
+ *              nn/io/          file formats: npy.h, safetensors.h, idx.h,
+ *                              checkpoint.h (atomic_file.h underneath)
+ *   layers/    layers/layer.h  the layer interface; config.h its key=value
+ *                              configs; format.h the image data format
+ *              layers/spatial_dropout.h   SpatialDropout1D/2D/3D and its raw
+ *                              kernels; one file per layer type
+ *   optim/     optim/optim.h   SGD and Adam(W)
+ *   tensor/    tensor.h        tensors;  status.h  errors and messages
+ *              random.h        seeded random numbers;  threads.h  the shared
+ *                              OpenMP/OpenBLAS thread count
+ *              graph.h         the autograd tape and arena;  ops.h  graph
+ *                              operations and the loss
  */
 #ifndef NN_NN_H
 #define NN_NN_H
 
 #define NN_VERSION_MAJOR 0
-#define NN_VERSION_MINOR 1
+#define NN_VERSION_MINOR 2
 #define NN_VERSION_PATCH 0
-#define NN_VERSION_STRING "0.1.0"
+#define NN_VERSION_STRING "0.2.0"
 
 #include "tensor/status.h"
 #include "tensor/tensor.h"
 #include "tensor/random.h"
+#include "tensor/threads.h"
 #include "tensor/graph.h"
 #include "tensor/ops.h"
+#include "optim/optim.h"
 #include "layers/layer.h"
+#include "layers/format.h"
+#include "layers/spatial_dropout.h"
 #include "nn/registry.h"
 #include "nn/model.h"
-#include "tensor/threads.h"
-#include "layers/format.h"
 #include "nn/io/npy.h"
 #include "nn/io/safetensors.h"
-#include "optim/optim.h"
-#include "layers/spatial_dropout.h"
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
 
-/* The library's version string, e.g. "0.1.0". */
+/* The library's version string, e.g. "0.2.0". */
 const char *nn_version(void);
 
 #endif

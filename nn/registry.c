@@ -1,5 +1,7 @@
-/* The layer table. Adding a layer type: write layers/<name>.c exporting
- * nn_layer_<name>, and add one line here. */
+/* The layer table, and creating a layer by type name. Adding a layer type:
+ * write layers/<name>.c exporting nn_layer_<name>, and add one line here.
+ * This is the one file of nn/ that names the layer objects of layers/, the
+ * floor below it. */
 #include "nn/registry.h"
 
 #include <stdio.h>

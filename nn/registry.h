@@ -1,13 +1,18 @@
-/* The table of layer types, looked up by name.
- * The table is static and read-only: safe to use from any thread. */
-#ifndef NN_REGISTRY_H
-#define NN_REGISTRY_H
+/* The layer types, looked up by name: a static table of the built-in types
+ * (nn/registry.c, one line per file in layers/), then a process-wide list of
+ * types a program adds with nn_registry_add.
+ * Thread-safety: lookups may run on any thread once registration is over;
+ * nn_registry_add is not thread-safe (register at start, before other
+ * threads look types up). */
+#ifndef NN_NN_REGISTRY_H
+#define NN_NN_REGISTRY_H
 
 #include "layers/layer.h"
 
 /* The type registered under name, or NULL (no error is recorded). */
 const nn_layer_type *nn_registry_find(const char *name);
-/* Number of built-in types, and the i-th one. */
+/* Number of types (built-in, then added), and the i-th one (NULL when out
+ * of range). */
 int nn_registry_count(void);
 const nn_layer_type *nn_registry_get(int i);
 /* Adds a user-defined type (for example a user's own convolution) to a

@@ -1,6 +1,7 @@
 /* Graph operations that are not layers: arithmetic and the loss.
  * Each records a node when the graph is recording (tensor/graph.h); outputs live
- * in the graph's arena until the next reset. Errors name the op and shapes. */
+ * in the graph's arena until the next reset. Errors name the op and shapes.
+ * Thread-safety: as the graph's, one graph per thread. */
 #ifndef NN_TENSOR_OPS_H
 #define NN_TENSOR_OPS_H
 

@@ -7,6 +7,8 @@
  *    (seed, stream, counter, index), so any thread can compute draw i without
  *    the draws before it. Dropout masks use it, which makes them independent
  *    of the thread count and schedule.
+ * Thread-safety: a tensor_rng is used by one thread at a time; the hash
+ * functions are pure and may be called from any thread.
  */
 #ifndef NN_TENSOR_RANDOM_H
 #define NN_TENSOR_RANDOM_H

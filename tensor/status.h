@@ -5,6 +5,8 @@
  * thread-local buffer that nn_last_error() returns. Messages name the function
  * and the argument, shape, value, or file and offset that was wrong.
  * NN_ASSERT guards internal invariants only: it is never used on user input.
+ * Thread-safety: every function here may be called from any thread; each
+ * thread sees its own last message.
  */
 #ifndef NN_TENSOR_STATUS_H
 #define NN_TENSOR_STATUS_H

@@ -29,6 +29,8 @@
  * error, never corrupts PATH); a pid reused by a new process keeps its old
  * temporary file until that process exits too. Not included by nn.h: it is
  * plumbing for the file formats, not part of the training API.
+ * Thread-safety: distinct calls may run on distinct threads, also for the
+ * same PATH (see the per-process counter above).
  */
 #ifndef NN_IO_ATOMIC_FILE_H
 #define NN_IO_ATOMIC_FILE_H

@@ -46,8 +46,8 @@
  * Thread-safety: the model and optimizer must not be used by another thread
  * during a call.
  */
-#ifndef NN_CHECKPOINT_H
-#define NN_CHECKPOINT_H
+#ifndef NN_IO_CHECKPOINT_H
+#define NN_IO_CHECKPOINT_H
 
 #include <stddef.h>
 

@@ -18,6 +18,7 @@
  * Fortran order, 0-d arrays and rank above TENSOR_MAX_RANK, object arrays,
  * .npz archives and memory mapping. Each is rejected with an error naming
  * the file and what it holds, never converted silently.
+ * Thread-safety: no shared state; distinct calls may run on distinct threads.
  */
 #ifndef NN_IO_NPY_H
 #define NN_IO_NPY_H

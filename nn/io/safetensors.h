@@ -46,9 +46,11 @@
  * a model whose network is not built yet (rebuild it from nn_spec first),
  * partial loads, memory mapping. Optimizer state and RNG counters are not
  * stored: use nn/io/checkpoint.h to resume training.
+ *
+ * Thread-safety: the model must not be used by another thread during a call.
  */
-#ifndef NN_SAFETENSORS_H
-#define NN_SAFETENSORS_H
+#ifndef NN_IO_SAFETENSORS_H
+#define NN_IO_SAFETENSORS_H
 
 #include <stddef.h>
 
