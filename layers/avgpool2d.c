@@ -14,14 +14,14 @@
 #include "layers/conv_core.h"
 
 /* The valid part [ks, ke) of a window starting at s0 over an extent n. */
-static inline void window(int s0, int k, int n, int *ks, int *ke)
+static inline void avgpool2d_window(int s0, int k, int n, int *ks, int *ke)
 {
     *ks = s0 < 0 ? -s0 : 0;
     *ke = n - s0 < k ? n - s0 : k;
 }
 
 /* y (NP, OH, OW, C) = window means of x (NP, H, W, C). */
-static void avgpool_forward(float *y, const float *x, const nn_conv_geom *g, int NP)
+static void avgpool2d_forward_kernel(float *y, const float *x, const nn_conv_geom *g, int NP)
 {
     const int H = g->H, W = g->W, C = g->C, OH = g->OH, OW = g->OW;
     #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * OH * OW * C > 32768)
@@ -30,11 +30,11 @@ static void avgpool_forward(float *y, const float *x, const nn_conv_geom *g, int
             const float *xn = x + (size_t)n * H * W * C;
             const int h0 = oh * g->SH - g->PT;
             int khs, khe;
-            window(h0, g->KH, H, &khs, &khe);
+            avgpool2d_window(h0, g->KH, H, &khs, &khe);
             for (int ow = 0; ow < OW; ow++) {
                 const int w0 = ow * g->SW - g->PL;
                 int kws, kwe;
-                window(w0, g->KW, W, &kws, &kwe);
+                avgpool2d_window(w0, g->KW, W, &kws, &kwe);
                 float *restrict yo = y + (((size_t)n * OH + oh) * OW + ow) * C;
                 for (int c = 0; c < C; c++) yo[c] = 0.0f;
                 for (int kh = khs; kh < khe; kh++)
@@ -49,7 +49,7 @@ static void avgpool_forward(float *y, const float *x, const nn_conv_geom *g, int
 }
 
 /* dx (NP, H, W, C) += dy (NP, OH, OW, C) / count, spread over each window. */
-static void avgpool_backward_kernel(float *dx, const float *dy, const nn_conv_geom *g, int NP)
+static void avgpool2d_backward_kernel(float *dx, const float *dy, const nn_conv_geom *g, int NP)
 {
     const int H = g->H, W = g->W, C = g->C, OH = g->OH, OW = g->OW;
     #pragma omp parallel for schedule(static) if ((size_t)NP * OH * OW * C > 32768)
@@ -58,11 +58,11 @@ static void avgpool_backward_kernel(float *dx, const float *dy, const nn_conv_ge
         for (int oh = 0; oh < OH; oh++) {
             const int h0 = oh * g->SH - g->PT;
             int khs, khe;
-            window(h0, g->KH, H, &khs, &khe);
+            avgpool2d_window(h0, g->KH, H, &khs, &khe);
             for (int ow = 0; ow < OW; ow++) {
                 const int w0 = ow * g->SW - g->PL;
                 int kws, kwe;
-                window(w0, g->KW, W, &kws, &kwe);
+                avgpool2d_window(w0, g->KW, W, &kws, &kwe);
                 const float inv = 1.0f / (float)((khe - khs) * (kwe - kws));
                 const float *restrict dyo = dy + (((size_t)n * OH + oh) * OW + ow) * C;
                 for (int kh = khs; kh < khe; kh++)
@@ -96,7 +96,7 @@ static void avgpool2d_backward(nn_node *n)
     if (!x->grad) return;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(n->ctx, x->shape[0], &planes);
-    avgpool_backward_kernel(x->grad, n->out->grad, &g, planes);
+    avgpool2d_backward_kernel(x->grad, n->out->grad, &g, planes);
 }
 
 static nn_status avgpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
@@ -107,7 +107,7 @@ static nn_status avgpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor 
     if (!y) return NN_ERR_MEMORY;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(l->state, x->shape[0], &planes);
-    avgpool_forward(y->data, x->data, &g, planes);
+    avgpool2d_forward_kernel(y->data, x->data, &g, planes);
     nn_graph_record(gr, "avgpool2d", y, &x, 1, avgpool2d_backward, l->state);
     *out = y;
     return NN_OK;

@@ -48,7 +48,7 @@ typedef struct {
     double *part;          /* per-block sums, and 2*C results */
 } bn_ctx;
 
-static nn_status bn_parse(nn_layer *l, nn_config *c)
+static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
 {
     bn_state *s = l->state;
     NN_TRY(nn_config_get_float(c, "momentum", &s->momentum, 0.99f, 0, 0.0f, 1.0f));
@@ -61,7 +61,7 @@ static nn_status bn_parse(nn_layer *l, nn_config *c)
     return nn_config_get_data_format(c, &s->format);
 }
 
-static void bn_write(const nn_layer *l, nn_config_writer *w)
+static void batchnorm_write(const nn_layer *l, nn_config_writer *w)
 {
     const bn_state *s = l->state;
     nn_config_write_float(w, "momentum", s->momentum);
@@ -71,7 +71,7 @@ static void bn_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
 }
 
-static nn_status bn_build(nn_layer *l, int in_rank, const int *in_shape)
+static nn_status batchnorm_build(nn_layer *l, int in_rank, const int *in_shape)
 {
     bn_state *s = l->state;
     if (in_rank < 1 || in_rank > 3) {
@@ -109,7 +109,7 @@ static nn_status bn_build(nn_layer *l, int in_rank, const int *in_shape)
     return NN_OK;
 }
 
-static void bn_backward(nn_node *n)
+static void batchnorm_backward(nn_node *n)
 {
     const bn_ctx *c = n->ctx;
     const bn_state *s = c->s;
@@ -151,7 +151,7 @@ static void bn_backward(nn_node *n)
         }
 }
 
-static nn_status bn_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
+static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     const bn_state *s = l->state;
     const int C = s->C;
@@ -212,7 +212,7 @@ static nn_status bn_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, i
     int n_in = 1;
     if (gamma) in[n_in++] = gamma;
     if (beta) in[n_in++] = beta;
-    nn_graph_record(g, "batchnorm", y, in, n_in, bn_backward, c);
+    nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
     *out = y;
     return NN_OK;
 }
@@ -221,10 +221,10 @@ const nn_layer_type nn_layer_batchnorm = {
     .name = "batchnorm",
     .summary = "batch normalization over the channel axis (Keras semantics)",
     .state_size = sizeof(bn_state),
-    .parse = bn_parse,
-    .write = bn_write,
-    .build = bn_build,
-    .forward = bn_forward,
+    .parse = batchnorm_parse,
+    .write = batchnorm_write,
+    .build = batchnorm_build,
+    .forward = batchnorm_forward,
     .test_config = "momentum=0.9 data_format=channels_first",
     .test_rank = 3,
     .test_shape = {3, 2, 2},

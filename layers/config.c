@@ -48,7 +48,7 @@ nn_status nn_config_parse(nn_config *c, const char *layer, const char *text)
     return NN_OK;
 }
 
-static const char *lookup(nn_config *c, const char *key)
+static const char *config_lookup(nn_config *c, const char *key)
 {
     for (int i = 0; i < c->n; i++)
         if (!strcmp(c->kv[i].key, key)) {
@@ -58,12 +58,12 @@ static const char *lookup(nn_config *c, const char *key)
     return NULL;
 }
 
-static nn_status missing(const nn_config *c, const char *key)
+static nn_status config_err_missing(const nn_config *c, const char *key)
 {
     return nn_error(NN_ERR_CONFIG, "%s: config key '%s' is required", c->layer, key);
 }
 
-static nn_status parse_long(const nn_config *c, const char *key, const char *v, long *out)
+static nn_status config_parse_long(const nn_config *c, const char *key, const char *v, long *out)
 {
     char *end;
     errno = 0;
@@ -77,14 +77,14 @@ static nn_status parse_long(const nn_config *c, const char *key, const char *v, 
 nn_status nn_config_get_int(nn_config *c, const char *key, int *out, int def,
                             int required, int lo, int hi)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     if (!v) {
-        if (required) return missing(c, key);
+        if (required) return config_err_missing(c, key);
         *out = def;
         return NN_OK;
     }
     long x;
-    NN_TRY(parse_long(c, key, v, &x));
+    NN_TRY(config_parse_long(c, key, v, &x));
     if (x < lo || x > hi)
         return nn_error(NN_ERR_CONFIG, "%s: %s must be between %d and %d, but got %s", c->layer,
                         key, lo, hi, v);
@@ -95,9 +95,9 @@ nn_status nn_config_get_int(nn_config *c, const char *key, int *out, int def,
 nn_status nn_config_get_float(nn_config *c, const char *key, float *out, float def,
                               int required, float lo, float hi)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     if (!v) {
-        if (required) return missing(c, key);
+        if (required) return config_err_missing(c, key);
         *out = def;
         return NN_OK;
     }
@@ -115,7 +115,7 @@ nn_status nn_config_get_float(nn_config *c, const char *key, float *out, float d
 
 nn_status nn_config_get_bool(nn_config *c, const char *key, int *out, int def)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     if (!v) {
         *out = def;
         return NN_OK;
@@ -129,7 +129,7 @@ nn_status nn_config_get_bool(nn_config *c, const char *key, int *out, int def)
 
 nn_status nn_config_get_u64(nn_config *c, const char *key, unsigned long long *out, int *present)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     *present = v != NULL;
     if (!v) return NN_OK;
     char *end;
@@ -145,9 +145,9 @@ nn_status nn_config_get_u64(nn_config *c, const char *key, unsigned long long *o
 nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
                                const char *const *allowed)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     if (!v) {
-        if (def < 0) return missing(c, key);
+        if (def < 0) return config_err_missing(c, key);
         *out = def;
         return NN_OK;
     }
@@ -167,9 +167,9 @@ nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
 nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
                              const int *def, int required, int lo, int hi)
 {
-    const char *v = lookup(c, key);
+    const char *v = config_lookup(c, key);
     if (!v) {
-        if (required || !def) return missing(c, key);
+        if (required || !def) return config_err_missing(c, key);
         for (int i = 0; i < count; i++) out[i] = def[i];
         return NN_OK;
     }
@@ -188,7 +188,7 @@ nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
                             c->layer, key, count, v);
         if (!*tok)
             return nn_error(NN_ERR_CONFIG, "%s: %s has an empty item in '%s'", c->layer, key, v);
-        NN_TRY(parse_long(c, key, tok, &x));
+        NN_TRY(config_parse_long(c, key, tok, &x));
         if (x < lo || x > hi)
             return nn_error(NN_ERR_CONFIG, "%s: %s values must be between %d and %d, but got '%s'",
                             c->layer, key, lo, hi, v);

@@ -3,8 +3,8 @@
  * The activation is fused so the bias, the ReLU and their backward are one
  * pass over y; backward reads y for the ReLU mask (y > 0). GEMMs go to
  * OpenBLAS in fixed tiles of the output, threaded here, and chunks of the
- * reduction axis (see gemm_tiled and gemm_chunked). Omitted: other
- * activations (add a layer after it). */
+ * reduction axis (see dense_gemm_tiled and dense_gemm_chunked). Omitted:
+ * other activations (add a layer after it). */
 #include <cblas.h>
 #include <string.h>
 
@@ -27,8 +27,8 @@ static const char *const activations[] = {"linear", "relu", NULL};
  * thread count (K = 400 or 1000: 70% of the outputs differ between 1 and 2
  * threads). With K <= DENSE_KC per call, both paths accumulate the same
  * blocks in the same order. */
-static void gemm_chunked(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc)
+static void dense_gemm_chunked(int trans_a, int trans_b, int M, int N, int K, const float *A,
+                               int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M == 0 || N == 0) return;
     if (K == 0) { /* nothing to sum; BLAS would also reject lda = 0 */
@@ -48,19 +48,19 @@ static void gemm_chunked(int trans_a, int trans_b, int M, int N, int K, const fl
     } while (k0 < K);
 }
 
-/* Output tile edge of gemm_tiled: fixed, so the calls do not depend on the
- * thread count. */
+/* Output tile edge of dense_gemm_tiled: fixed, so the calls do not depend
+ * on the thread count. */
 #define DENSE_TILE 64
 
-/* gemm_chunked split into tiles of C along its longer side, one tile per
- * iteration of an OpenMP loop. Why: OpenBLAS's own threading also changes
- * results with the thread count on its AVX2 kernels (Haswell, Zen), even
- * for K <= 256, once it splits M or N between threads. Inside an active
+/* dense_gemm_chunked split into tiles of C along its longer side, one tile
+ * per iteration of an OpenMP loop. Why: OpenBLAS's own threading also
+ * changes results with the thread count on its AVX2 kernels (Haswell, Zen),
+ * even for K <= 256, once it splits M or N between threads. Inside an active
  * parallel region OpenBLAS runs each call on the calling thread, so here
- * every tile is one serial call whose arguments depend on the shapes
- * alone, and the result is the same for any number of threads. */
-static void gemm_tiled(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc)
+ * every tile is one serial call whose arguments depend on the shapes alone,
+ * and the result is the same for any number of threads. */
+static void dense_gemm_tiled(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc)
 {
     const int split_m = M >= N, len = split_m ? M : N;
     const int tiles = (len + DENSE_TILE - 1) / DENSE_TILE;
@@ -70,11 +70,11 @@ static void gemm_tiled(int trans_a, int trans_b, int M, int N, int K, const floa
     for (int t = 0; t < tiles; t++) {
         const int o = t * DENSE_TILE, n = len - o < DENSE_TILE ? len - o : DENSE_TILE;
         if (split_m) /* rows o.. of op(A) and C */
-            gemm_chunked(trans_a, trans_b, n, N, K, trans_a ? A + o : A + (size_t)o * lda, lda, B,
-                         ldb, beta, C + (size_t)o * ldc, ldc);
+            dense_gemm_chunked(trans_a, trans_b, n, N, K, trans_a ? A + o : A + (size_t)o * lda,
+                               lda, B, ldb, beta, C + (size_t)o * ldc, ldc);
         else /* columns o.. of op(B) and C */
-            gemm_chunked(trans_a, trans_b, M, n, K, A, lda, trans_b ? B + (size_t)o * ldb : B + o,
-                         ldb, beta, C + o, ldc);
+            dense_gemm_chunked(trans_a, trans_b, M, n, K, A, lda,
+                               trans_b ? B + (size_t)o * ldb : B + o, ldb, beta, C + o, ldc);
     }
 }
 
@@ -128,8 +128,8 @@ static void dense_backward(nn_node *n)
             for (int u = 0; u < U; u++) b->grad[u] += dz[(size_t)i * U + u];
     if (N == 0) return;
     /* dW (In, U) += x^T (In, N) dz (N, U);  dx (N, In) += dz (N, U) W^T (U, In) */
-    if (w->grad) gemm_tiled(1, 0, In, U, N, x->data, In, dz, U, 1.0f, w->grad, U);
-    if (x->grad) gemm_tiled(0, 1, N, In, U, dz, U, w->data, U, 1.0f, x->grad, In);
+    if (w->grad) dense_gemm_tiled(1, 0, In, U, N, x->data, In, dz, U, 1.0f, w->grad, U);
+    if (x->grad) dense_gemm_tiled(0, 1, N, In, U, dz, U, w->data, U, 1.0f, x->grad, In);
 }
 
 static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
@@ -145,7 +145,7 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
         if (b)
             for (int i = 0; i < N; i++) memcpy(y->data + (size_t)i * U, b->data, (size_t)U * sizeof(float));
         /* y (N, U) = [b] + x (N, In) W (In, U) */
-        gemm_tiled(0, 0, N, U, In, x->data, In, w->data, U, b ? 1.0f : 0.0f, y->data, U);
+        dense_gemm_tiled(0, 0, N, U, In, x->data, In, w->data, U, b ? 1.0f : 0.0f, y->data, U);
         if (s->activation == 1)
             for (size_t i = 0; i < y->size; i++) y->data[i] = y->data[i] > 0.0f ? y->data[i] : 0.0f;
     }

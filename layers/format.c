@@ -37,7 +37,7 @@ nn_status nn_set_image_data_format(nn_data_format f)
 void nn_reset_image_data_format(void) { set_by_call = 0; }
 
 /* Reads ~/.nn/nn.json; *found = 0 when there is no file or no key. */
-static nn_status from_file(nn_data_format *out, int *found)
+static nn_status format_from_file(nn_data_format *out, int *found)
 {
     *found = 0;
     const char *home = getenv("HOME");
@@ -85,7 +85,7 @@ nn_status nn_image_data_format(nn_data_format *out)
         return NN_OK;
     }
     int found;
-    NN_TRY(from_file(out, &found));
+    NN_TRY(format_from_file(out, &found));
     if (!found) *out = NN_CHANNELS_LAST;
     return NN_OK;
 }

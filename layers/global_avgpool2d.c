@@ -16,7 +16,8 @@ typedef struct {
 
 /* y (N, C) = mean over HW of x: channels_last (N, HW, C) or channels_first
  * (N, C, HW). part holds N*C doubles. */
-static void gap_forward(float *y, const float *x, int N, int C, int HW, int cf, double *part)
+static void global_avgpool2d_forward_kernel(float *y, const float *x, int N, int C, int HW, int cf,
+                                            double *part)
 {
     const double div = HW ? (double)HW : 1.0;
     #pragma omp parallel for schedule(static) if ((size_t)N * C * HW > 32768)
@@ -38,19 +39,19 @@ static void gap_forward(float *y, const float *x, int N, int C, int HW, int cf, 
     }
 }
 
-static nn_status gap_parse(nn_layer *l, nn_config *c)
+static nn_status global_avgpool2d_parse(nn_layer *l, nn_config *c)
 {
     gap_state *s = l->state;
     return nn_config_get_data_format(c, &s->format);
 }
 
-static void gap_write(const nn_layer *l, nn_config_writer *w)
+static void global_avgpool2d_write(const nn_layer *l, nn_config_writer *w)
 {
     const gap_state *s = l->state;
     nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
 }
 
-static nn_status gap_build(nn_layer *l, int in_rank, const int *in_shape)
+static nn_status global_avgpool2d_build(nn_layer *l, int in_rank, const int *in_shape)
 {
     gap_state *s = l->state;
     NN_TRY(nn_conv_image_shape(l->name, in_rank, in_shape, s->format == NN_CHANNELS_FIRST, &s->H,
@@ -60,7 +61,7 @@ static nn_status gap_build(nn_layer *l, int in_rank, const int *in_shape)
     return NN_OK;
 }
 
-static void gap_backward(nn_node *n)
+static void global_avgpool2d_backward(nn_node *n)
 {
     const gap_state *s = n->ctx;
     tensor *x = n->in[0];
@@ -83,7 +84,8 @@ static void gap_backward(nn_node *n)
     }
 }
 
-static nn_status gap_forward_hook(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
+static nn_status global_avgpool2d_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out,
+                                          int training)
 {
     (void)training;
     const gap_state *s = l->state;
@@ -92,8 +94,9 @@ static nn_status gap_forward_hook(nn_layer *l, nn_graph *g, tensor *x, tensor **
     tensor *y = nn_graph_tensor(g, 2, shape);
     double *part = nn_graph_alloc(g, ((size_t)N * s->C + 1) * sizeof(double));
     if (!y || !part) return NN_ERR_MEMORY;
-    gap_forward(y->data, x->data, N, s->C, s->H * s->W, s->format == NN_CHANNELS_FIRST, part);
-    nn_graph_record(g, "global_avgpool2d", y, &x, 1, gap_backward, l->state);
+    global_avgpool2d_forward_kernel(y->data, x->data, N, s->C, s->H * s->W,
+                                    s->format == NN_CHANNELS_FIRST, part);
+    nn_graph_record(g, "global_avgpool2d", y, &x, 1, global_avgpool2d_backward, l->state);
     *out = y;
     return NN_OK;
 }
@@ -102,10 +105,10 @@ const nn_layer_type nn_layer_global_avgpool2d = {
     .name = "global_avgpool2d",
     .summary = "mean of each channel over all positions: (N, C)",
     .state_size = sizeof(gap_state),
-    .parse = gap_parse,
-    .write = gap_write,
-    .build = gap_build,
-    .forward = gap_forward_hook,
+    .parse = global_avgpool2d_parse,
+    .write = global_avgpool2d_write,
+    .build = global_avgpool2d_build,
+    .forward = global_avgpool2d_forward,
     .test_config = "data_format=channels_first",
     .test_rank = 3,
     .test_shape = {3, 4, 2},

@@ -30,8 +30,8 @@
 #define MP_BLOCK 16
 
 static inline __attribute__((always_inline)) void
-max_block(float *restrict y, int32_t *restrict io, const float *restrict xn, int C, int W, int h0,
-          int w0, int khs, int khe, int kws, int kwe, const int cb)
+maxpool2d_max_block(float *restrict y, int32_t *restrict io, const float *restrict xn, int C, int W,
+                    int h0, int w0, int khs, int khe, int kws, int kwe, const int cb)
 {
     float best[MP_BLOCK];
     int32_t arg[MP_BLOCK];
@@ -61,7 +61,8 @@ max_block(float *restrict y, int32_t *restrict io, const float *restrict xn, int
  * C); or, when dy is not NULL, dx (NP, H, W, C) += dy (NP, OH, OW, C)
  * routed to the winners. */
 static inline __attribute__((always_inline)) void
-pool_row(float *y, float *dx, const float *dy, const float *x, const nn_conv_geom *g, int n, int oh)
+maxpool2d_pool_row(float *y, float *dx, const float *dy, const float *x, const nn_conv_geom *g,
+                   int n, int oh)
 {
     const int H = g->H, W = g->W, C = g->C, OH = g->OH, OW = g->OW;
     const float *xn = x + (size_t)n * H * W * C;
@@ -77,9 +78,9 @@ pool_row(float *y, float *dx, const float *dy, const float *x, const nn_conv_geo
             int32_t arg[MP_BLOCK];
             float *yo = dy ? best : y + o + c0;
             if (cb == MP_BLOCK)
-                max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, MP_BLOCK);
+                maxpool2d_max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, MP_BLOCK);
             else
-                max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, cb);
+                maxpool2d_max_block(yo, arg, xn + c0, C, W, h0, w0, khs, khe, kws, kwe, cb);
             if (!dy) continue;
             float *dxn = dx + (size_t)n * H * W * C + c0;
             for (int c = 0; c < cb; c++) dxn[(size_t)arg[c] * C + c] += dy[o + c0 + c];
@@ -87,21 +88,21 @@ pool_row(float *y, float *dx, const float *dy, const float *x, const nn_conv_geo
     }
 }
 
-static void maxpool_forward(float *y, const float *x, const nn_conv_geom *g, int NP)
+static void maxpool2d_forward_kernel(float *y, const float *x, const nn_conv_geom *g, int NP)
 {
     #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
     for (int n = 0; n < NP; n++)
-        for (int oh = 0; oh < g->OH; oh++) pool_row(y, NULL, NULL, x, g, n, oh);
+        for (int oh = 0; oh < g->OH; oh++) maxpool2d_pool_row(y, NULL, NULL, x, g, n, oh);
 }
 
-static void maxpool_backward_kernel(float *dx, const float *dy, const float *x, const nn_conv_geom *g,
-                                    int NP)
+static void maxpool2d_backward_kernel(float *dx, const float *dy, const float *x,
+                                      const nn_conv_geom *g, int NP)
 {
     /* Windows of one sample may overlap: one thread owns each sample, so
      * the adds into dx run in a fixed order. */
     #pragma omp parallel for schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
     for (int n = 0; n < NP; n++)
-        for (int oh = 0; oh < g->OH; oh++) pool_row(NULL, dx, dy, x, g, n, oh);
+        for (int oh = 0; oh < g->OH; oh++) maxpool2d_pool_row(NULL, dx, dy, x, g, n, oh);
 }
 
 static nn_status maxpool2d_parse(nn_layer *l, nn_config *c)
@@ -126,7 +127,7 @@ static void maxpool2d_backward(nn_node *n)
     if (!x->grad) return;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
-    maxpool_backward_kernel(x->grad, n->out->grad, x->data, &g, planes);
+    maxpool2d_backward_kernel(x->grad, n->out->grad, x->data, &g, planes);
 }
 
 static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
@@ -138,7 +139,7 @@ static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor 
     if (!y) return NN_ERR_MEMORY;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
-    maxpool_forward(y->data, x->data, &g, planes);
+    maxpool2d_forward_kernel(y->data, x->data, &g, planes);
     /* The layer's state outlives the step, so it serves as the context. */
     nn_graph_record(gr, "maxpool2d", y, &x, 1, maxpool2d_backward, (void *)s);
     *out = y;

@@ -23,7 +23,7 @@ static optim *optim_new(optim_kind kind, float lr)
     return o;
 }
 
-static int lr_ok(float lr, const char *fn)
+static int optim_lr_ok(float lr, const char *fn)
 {
     if (isfinite(lr) && lr > 0.0f) return 1;
     nn_error(NN_ERR_ARG, "%s: lr must be a finite number > 0, but got %g", fn, (double)lr);
@@ -32,7 +32,7 @@ static int lr_ok(float lr, const char *fn)
 
 optim *optim_sgd_create(float lr, float momentum, int nesterov, float weight_decay)
 {
-    if (!lr_ok(lr, "optim_sgd_create")) return NULL;
+    if (!optim_lr_ok(lr, "optim_sgd_create")) return NULL;
     if (!(momentum >= 0.0f && momentum < 1.0f)) {
         nn_error(NN_ERR_ARG, "optim_sgd_create: momentum must be in [0, 1), but got %g", (double)momentum);
         return NULL;
@@ -56,7 +56,7 @@ optim *optim_sgd_create(float lr, float momentum, int nesterov, float weight_dec
 optim *optim_adam_create(float lr, float beta1, float beta2, float eps, float weight_decay,
                          int decoupled)
 {
-    if (!lr_ok(lr, "optim_adam_create")) return NULL;
+    if (!optim_lr_ok(lr, "optim_adam_create")) return NULL;
     if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f)) {
         nn_error(NN_ERR_ARG, "optim_adam_create: betas must be in [0, 1), but got (%g, %g)",
                  (double)beta1, (double)beta2);
@@ -120,7 +120,7 @@ nn_status optim_step(optim *o, float *w, const float *g, size_t n)
 nn_status optim_set_lr(optim *o, float lr)
 {
     if (!o) return nn_error(NN_ERR_ARG, "optim_set_lr: optimizer is NULL");
-    if (!lr_ok(lr, "optim_set_lr")) return NN_ERR_ARG;
+    if (!optim_lr_ok(lr, "optim_set_lr")) return NN_ERR_ARG;
     o->lr = lr;
     return NN_OK;
 }

@@ -29,7 +29,7 @@ struct nn_graph {
     int backward_done; /* backward has run since the last reset */
 };
 
-static arena_block *block_new(size_t size)
+static arena_block *graph_block_new(size_t size)
 {
     arena_block *b = calloc(1, sizeof *b);
     if (!b) return NULL;
@@ -42,7 +42,7 @@ static arena_block *block_new(size_t size)
     return b;
 }
 
-static void blocks_free(arena_block *b)
+static void graph_blocks_free(arena_block *b)
 {
     while (b) {
         arena_block *next = b->next;
@@ -60,7 +60,7 @@ nn_graph *nn_graph_create(size_t arena_bytes)
         return NULL;
     }
     g->first_size = arena_bytes ? arena_bytes : (size_t)1 << 20;
-    g->blocks = block_new(g->first_size);
+    g->blocks = graph_block_new(g->first_size);
     if (!g->blocks) {
         free(g);
         nn_error(NN_ERR_MEMORY, "nn_graph_create: out of memory for a %zu-byte arena", arena_bytes);
@@ -73,7 +73,7 @@ nn_graph *nn_graph_create(size_t arena_bytes)
 void nn_graph_free(nn_graph *g)
 {
     if (!g) return;
-    blocks_free(g->blocks);
+    graph_blocks_free(g->blocks);
     free(g->nodes);
     free(g);
 }
@@ -86,9 +86,9 @@ void nn_graph_reset(nn_graph *g)
     if (g->blocks->next) {
         size_t total = 0;
         for (arena_block *b = g->blocks; b; b = b->next) total += b->size;
-        arena_block *merged = block_new(total);
+        arena_block *merged = graph_block_new(total);
         if (merged) {
-            blocks_free(g->blocks);
+            graph_blocks_free(g->blocks);
             g->blocks = merged;
         } else {
             /* Keep the chain; it still works, only less compactly. */
@@ -114,7 +114,7 @@ void *nn_graph_alloc(nn_graph *g, size_t bytes)
     arena_block *b = g->blocks;
     if (b->size - b->used < need) {
         size_t size = b->size * 2 > need ? b->size * 2 : need;
-        arena_block *nb = block_new(size);
+        arena_block *nb = graph_block_new(size);
         if (!nb) {
             nn_error(NN_ERR_MEMORY, "nn_graph_alloc: arena out of memory for %zu bytes", bytes);
             return NULL;
@@ -171,7 +171,7 @@ int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in)
     return 0;
 }
 
-static nn_node *record_failed(nn_graph *g, const char *op)
+static nn_node *graph_record_failed(nn_graph *g, const char *op)
 {
     if (g->record_error == NN_OK) {
         g->record_error = NN_ERR_MEMORY;
@@ -199,12 +199,12 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
     if (g->n_nodes == g->cap_nodes) {
         int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
         nn_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
-        if (!nodes) return record_failed(g, op);
+        if (!nodes) return graph_record_failed(g, op);
         g->nodes = nodes;
         g->cap_nodes = cap;
     }
     nn_node *n = nn_graph_alloc(g, sizeof *n);
-    if (!n) return record_failed(g, op);
+    if (!n) return graph_record_failed(g, op);
     memset(n, 0, sizeof *n);
     n->op = op;
     n->out = out;
@@ -218,7 +218,7 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
     return n;
 }
 
-static nn_status ensure_grad(nn_graph *g, tensor *t)
+static nn_status graph_ensure_grad(nn_graph *g, tensor *t)
 {
     if (t->grad || !(t->flags & TENSOR_REQUIRES_GRAD)) return NN_OK;
     if (t->flags & TENSOR_PARAM)
@@ -226,7 +226,7 @@ static nn_status ensure_grad(nn_graph *g, tensor *t)
     nn_node *n = t->node;
     if (n && n->grad_is_input && n->n_in == 1 && (n->in[0]->flags & TENSOR_REQUIRES_GRAD) &&
         n->in[0]->size == t->size) {
-        NN_TRY(ensure_grad(g, n->in[0]));
+        NN_TRY(graph_ensure_grad(g, n->in[0]));
         t->grad = n->in[0]->grad;
         return NN_OK;
     }
@@ -252,7 +252,7 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
         return nn_error(NN_ERR_STATE, "nn_graph_backward: loss does not depend on anything that "
                                       "requires a gradient (was the graph recording?)");
     g->backward_done = 1;
-    NN_TRY(ensure_grad(g, loss));
+    NN_TRY(graph_ensure_grad(g, loss));
     loss->grad[0] += 1.0f;
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         nn_node *n = g->nodes[i];
@@ -263,7 +263,7 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
         if (n->grad_in_place && n->n_in == 1 && !x->grad && (x->flags & TENSOR_REQUIRES_GRAD) &&
             !(x->flags & TENSOR_PARAM) && x->size == n->out->size)
             x->grad = n->out->grad;
-        for (int k = 0; k < n->n_in; k++) NN_TRY(ensure_grad(g, n->in[k]));
+        for (int k = 0; k < n->n_in; k++) NN_TRY(graph_ensure_grad(g, n->in[k]));
         n->backward(n);
     }
     return NN_OK;

@@ -3,7 +3,7 @@
 
 #include "tensor/ops.h"
 
-static nn_status same_shape(const char *op, const tensor *a, const tensor *b)
+static nn_status op_arith_same_shape(const char *op, const tensor *a, const tensor *b)
 {
     if (!a || !b) return nn_error(NN_ERR_ARG, "%s: NULL tensor", op);
     if (tensor_same_shape(a, b)) return NN_OK;
@@ -13,7 +13,7 @@ static nn_status same_shape(const char *op, const tensor *a, const tensor *b)
                     tensor_shape_str(b->rank, b->shape, y, sizeof y));
 }
 
-static void add_backward(nn_node *n)
+static void op_arith_add_backward(nn_node *n)
 {
     const float *dy = n->out->grad;
     for (int k = 0; k < 2; k++) {
@@ -25,17 +25,17 @@ static void add_backward(nn_node *n)
 
 nn_status nn_op_add(nn_graph *g, tensor *a, tensor *b, tensor **out)
 {
-    NN_TRY(same_shape("add", a, b));
+    NN_TRY(op_arith_same_shape("add", a, b));
     tensor *y = nn_graph_tensor(g, a->rank, a->shape);
     if (!y) return NN_ERR_MEMORY;
     for (size_t i = 0; i < a->size; i++) y->data[i] = a->data[i] + b->data[i];
     tensor *in[2] = {a, b};
-    nn_graph_record(g, "add", y, in, 2, add_backward, NULL);
+    nn_graph_record(g, "add", y, in, 2, op_arith_add_backward, NULL);
     *out = y;
     return NN_OK;
 }
 
-static void mul_backward(nn_node *n)
+static void op_arith_mul_backward(nn_node *n)
 {
     const float *dy = n->out->grad;
     tensor *a = n->in[0], *b = n->in[1];
@@ -47,17 +47,17 @@ static void mul_backward(nn_node *n)
 
 nn_status nn_op_mul(nn_graph *g, tensor *a, tensor *b, tensor **out)
 {
-    NN_TRY(same_shape("mul", a, b));
+    NN_TRY(op_arith_same_shape("mul", a, b));
     tensor *y = nn_graph_tensor(g, a->rank, a->shape);
     if (!y) return NN_ERR_MEMORY;
     for (size_t i = 0; i < a->size; i++) y->data[i] = a->data[i] * b->data[i];
     tensor *in[2] = {a, b};
-    nn_graph_record(g, "mul", y, in, 2, mul_backward, NULL);
+    nn_graph_record(g, "mul", y, in, 2, op_arith_mul_backward, NULL);
     *out = y;
     return NN_OK;
 }
 
-static void weighted_sum_backward(nn_node *n)
+static void op_arith_weighted_sum_backward(nn_node *n)
 {
     const tensor *w = n->ctx;
     tensor *a = n->in[0];
@@ -68,14 +68,14 @@ static void weighted_sum_backward(nn_node *n)
 
 nn_status nn_op_weighted_sum(nn_graph *g, tensor *a, const tensor *w, tensor **out)
 {
-    NN_TRY(same_shape("weighted_sum", a, w));
+    NN_TRY(op_arith_same_shape("weighted_sum", a, w));
     int one = 1;
     tensor *y = nn_graph_tensor(g, 1, &one);
     if (!y) return NN_ERR_MEMORY;
     double s = 0.0;
     for (size_t i = 0; i < a->size; i++) s += (double)a->data[i] * w->data[i];
     y->data[0] = (float)s;
-    nn_graph_record(g, "weighted_sum", y, &a, 1, weighted_sum_backward, (void *)w);
+    nn_graph_record(g, "weighted_sum", y, &a, 1, op_arith_weighted_sum_backward, (void *)w);
     *out = y;
     return NN_OK;
 }

@@ -10,7 +10,7 @@ typedef struct {
     const int *labels;
 } xent_ctx;
 
-static void xent_backward(nn_node *n)
+static void op_softmax_cross_entropy_backward(nn_node *n)
 {
     const xent_ctx *c = n->ctx;
     tensor *x = n->in[0];
@@ -73,7 +73,7 @@ nn_status nn_op_softmax_cross_entropy(nn_graph *g, tensor *logits, const int *la
     if (!isfinite(y->data[0]))
         return nn_error(NN_ERR_NUMERIC, "softmax_cross_entropy: loss is %g (non-finite logits?)",
                         (double)y->data[0]);
-    nn_graph_record(g, "softmax_cross_entropy", y, &logits, 1, xent_backward, c);
+    nn_graph_record(g, "softmax_cross_entropy", y, &logits, 1, op_softmax_cross_entropy_backward, c);
     if (correct) *correct = right;
     *loss = y;
     return NN_OK;

@@ -3,7 +3,7 @@
 
 #include <math.h>
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t random_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 void tensor_rng_seed(tensor_rng *r, uint64_t seed)
 {
@@ -14,14 +14,14 @@ void tensor_rng_seed(tensor_rng *r, uint64_t seed)
 uint64_t tensor_rng_next(tensor_rng *r)
 {
     uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t result = random_rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
     s[3] ^= s[1];
     s[1] ^= s[2];
     s[0] ^= s[3];
     s[2] ^= t;
-    s[3] = rotl(s[3], 45);
+    s[3] = random_rotl(s[3], 45);
     return result;
 }
 

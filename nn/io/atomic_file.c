@@ -19,7 +19,7 @@
 
 /* dir receives the directory part of path ("." when there is none); the
  * return value points at the file name inside path. */
-static const char *split_path(const char *path, char *dir, size_t n)
+static const char *atomic_file_split_path(const char *path, char *dir, size_t n)
 {
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(dir, n, ".");
@@ -29,12 +29,12 @@ static const char *split_path(const char *path, char *dir, size_t n)
 }
 
 /* strerror(e), or a plain reason when a short write left errno at 0. */
-static const char *reason(int e) { return e ? strerror(e) : "short write"; }
+static const char *atomic_file_strerror(int e) { return e ? strerror(e) : "short write"; }
 
 /* The writer's pid if name is "<base>.tmp.<pid>" (the form checkpoints used
  * to write) or "<base>.tmp.<pid>.<n>", else 0. Digits only, so another
  * target's temporary file ("<base>.tmp.7.tmp.9.0") never matches. */
-static long temp_owner(const char *name, const char *base, size_t base_len)
+static long atomic_file_temp_owner(const char *name, const char *base, size_t base_len)
 {
     if (strncmp(name, base, base_len) || strncmp(name + base_len, ".tmp.", 5)) return 0;
     const char *p = name + base_len + 5;
@@ -54,17 +54,17 @@ static long temp_owner(const char *name, const char *base, size_t base_len)
 
 /* Removes path's temporary files whose writer is gone. ESRCH is the only
  * proof of that: success or EPERM mean a process with that pid exists. */
-static void remove_stale(const char *path)
+static void atomic_file_remove_stale(const char *path)
 {
     char dir[4096];
-    const char *base = split_path(path, dir, sizeof dir);
+    const char *base = atomic_file_split_path(path, dir, sizeof dir);
     const size_t base_len = strlen(base);
     DIR *d = opendir(dir);
     if (!d) return;
     const long self = (long)getpid();
     struct dirent *e;
     while ((e = readdir(d))) {
-        const long pid = temp_owner(e->d_name, base, base_len);
+        const long pid = atomic_file_temp_owner(e->d_name, base, base_len);
         if (!pid || pid == self) continue;
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
         struct stat st;
@@ -76,10 +76,10 @@ static void remove_stale(const char *path)
 }
 
 /* fsync the directory holding path, so the rename itself is durable. */
-static nn_status sync_dir(const char *path)
+static nn_status atomic_file_sync_dir(const char *path)
 {
     char dir[4096];
-    split_path(path, dir, sizeof dir);
+    atomic_file_split_path(path, dir, sizeof dir);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0)
         return nn_error(NN_ERR_IO, "%s: cannot open directory %s to sync it: %s", path, dir,
@@ -94,7 +94,7 @@ static nn_status sync_dir(const char *path)
 }
 
 /* Ends a failed save: closes and removes the temporary file, returns s. */
-static nn_status fail(nn_atomic_file *af, nn_status s)
+static nn_status atomic_file_fail(nn_atomic_file *af, nn_status s)
 {
     nn_atomic_file_abandon(af);
     return s;
@@ -110,7 +110,7 @@ nn_status nn_atomic_file_open(nn_atomic_file *af, const char *path)
     if (strlen(path) >= 4096)
         return nn_error(NN_ERR_ARG, "nn_atomic_file_open: path is too long (%zu bytes): %.64s...",
                         strlen(path), path);
-    remove_stale(path);
+    atomic_file_remove_stale(path);
     static atomic_uint counter;
     int fd = -1;
     /* EEXIST only when an earlier process with this pid left the same name. */
@@ -141,8 +141,8 @@ nn_status nn_atomic_file_write(nn_atomic_file *af, const void *data, size_t len)
     errno = 0;
     if (fwrite(data, 1, len, af->f) != len) {
         const int e = errno;
-        return fail(af, nn_error(NN_ERR_IO, "%s: writing %s failed: %s", af->path, af->tmp,
-                                 reason(e)));
+        return atomic_file_fail(af, nn_error(NN_ERR_IO, "%s: writing %s failed: %s", af->path,
+                                             af->tmp, atomic_file_strerror(e)));
     }
     return NN_OK;
 }
@@ -166,13 +166,13 @@ nn_status nn_atomic_file_commit(nn_atomic_file *af)
     errno = 0;
     if (fflush(af->f) != 0 || ferror(af->f)) {
         const int e = errno;
-        return fail(af, nn_error(NN_ERR_IO, "%s: writing %s failed: %s", af->path, af->tmp,
-                                 reason(e)));
+        return atomic_file_fail(af, nn_error(NN_ERR_IO, "%s: writing %s failed: %s", af->path,
+                                             af->tmp, atomic_file_strerror(e)));
     }
     if (fsync(fileno(af->f)) != 0) {
         const int e = errno;
-        return fail(af, nn_error(NN_ERR_IO, "%s: fsync of %s failed: %s", af->path, af->tmp,
-                                 strerror(e)));
+        return atomic_file_fail(af, nn_error(NN_ERR_IO, "%s: fsync of %s failed: %s", af->path,
+                                             af->tmp, strerror(e)));
     }
     FILE *f = af->f;
     af->f = NULL;
@@ -187,7 +187,7 @@ nn_status nn_atomic_file_commit(nn_atomic_file *af)
         return nn_error(NN_ERR_IO, "%s: cannot rename %s over it: %s", af->path, af->tmp,
                         strerror(e));
     }
-    return sync_dir(af->path);
+    return atomic_file_sync_dir(af->path);
 }
 
 void nn_atomic_file_abandon(nn_atomic_file *af)

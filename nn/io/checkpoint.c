@@ -31,7 +31,7 @@ typedef struct {
     int failed;
 } wbuf;
 
-static void w_bytes(wbuf *b, const void *src, size_t n)
+static void checkpoint_put_bytes(wbuf *b, const void *src, size_t n)
 {
     if (b->failed) return;
     if (b->len + n > b->cap) {
@@ -49,38 +49,38 @@ static void w_bytes(wbuf *b, const void *src, size_t n)
     b->len += n;
 }
 
-static void w_u32(wbuf *b, uint32_t v)
+static void checkpoint_put_u32(wbuf *b, uint32_t v)
 {
     uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    w_bytes(b, x, 4);
+    checkpoint_put_bytes(b, x, 4);
 }
 
-static void w_u64(wbuf *b, uint64_t v)
+static void checkpoint_put_u64(wbuf *b, uint64_t v)
 {
-    w_u32(b, (uint32_t)v);
-    w_u32(b, (uint32_t)(v >> 32));
+    checkpoint_put_u32(b, (uint32_t)v);
+    checkpoint_put_u32(b, (uint32_t)(v >> 32));
 }
 
-static void w_f32(wbuf *b, float f)
+static void checkpoint_put_f32(wbuf *b, float f)
 {
     uint32_t v;
     memcpy(&v, &f, 4);
-    w_u32(b, v);
+    checkpoint_put_u32(b, v);
 }
 
-static void w_f32s(wbuf *b, const float *f, size_t n)
+static void checkpoint_put_f32s(wbuf *b, const float *f, size_t n)
 {
-    for (size_t i = 0; i < n; i++) w_f32(b, f[i]);
+    for (size_t i = 0; i < n; i++) checkpoint_put_f32(b, f[i]);
 }
 
-static void w_str(wbuf *b, const char *s)
+static void checkpoint_put_str(wbuf *b, const char *s)
 {
     size_t n = strlen(s);
-    w_u32(b, (uint32_t)n);
-    w_bytes(b, s, n);
+    checkpoint_put_u32(b, (uint32_t)n);
+    checkpoint_put_bytes(b, s, n);
 }
 
-static void put_u64_at(uint8_t *p, uint64_t v)
+static void checkpoint_put_u64_at(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -94,7 +94,7 @@ typedef struct {
     int failed;
 } rbuf;
 
-static int r_need(rbuf *r, size_t n)
+static int checkpoint_need(rbuf *r, size_t n)
 {
     if (r->failed) return 0;
     if (n > r->len - r->pos) {
@@ -106,38 +106,38 @@ static int r_need(rbuf *r, size_t n)
     return 1;
 }
 
-static uint32_t r_u32(rbuf *r)
+static uint32_t checkpoint_get_u32(rbuf *r)
 {
-    if (!r_need(r, 4)) return 0;
+    if (!checkpoint_need(r, 4)) return 0;
     const uint8_t *x = r->p + r->pos;
     r->pos += 4;
     return (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24;
 }
 
-static uint64_t r_u64(rbuf *r)
+static uint64_t checkpoint_get_u64(rbuf *r)
 {
-    uint64_t lo = r_u32(r);
-    return lo | (uint64_t)r_u32(r) << 32;
+    uint64_t lo = checkpoint_get_u32(r);
+    return lo | (uint64_t)checkpoint_get_u32(r) << 32;
 }
 
-static float r_f32(rbuf *r)
+static float checkpoint_get_f32(rbuf *r)
 {
-    uint32_t v = r_u32(r);
+    uint32_t v = checkpoint_get_u32(r);
     float f;
     memcpy(&f, &v, 4);
     return f;
 }
 
-static void r_f32s(rbuf *r, float *dst, size_t n)
+static void checkpoint_get_f32s(rbuf *r, float *dst, size_t n)
 {
-    if (!r_need(r, n * 4)) return;
-    for (size_t i = 0; i < n; i++) dst[i] = r_f32(r);
+    if (!checkpoint_need(r, n * 4)) return;
+    for (size_t i = 0; i < n; i++) dst[i] = checkpoint_get_f32(r);
 }
 
 /* A string into dst (NUL-terminated); longer than cap-1 is malformed. */
-static void r_str(rbuf *r, char *dst, size_t cap)
+static void checkpoint_get_str(rbuf *r, char *dst, size_t cap)
 {
-    uint32_t n = r_u32(r);
+    uint32_t n = checkpoint_get_u32(r);
     dst[0] = '\0';
     if (r->failed) return;
     if (n >= cap) {
@@ -146,7 +146,7 @@ static void r_str(rbuf *r, char *dst, size_t cap)
         r->failed = 1;
         return;
     }
-    if (!r_need(r, n)) return;
+    if (!checkpoint_need(r, n)) return;
     memcpy(dst, r->p + r->pos, n);
     dst[n] = '\0';
     r->pos += n;
@@ -154,7 +154,7 @@ static void r_str(rbuf *r, char *dst, size_t cap)
 
 /* ---- saving --------------------------------------------------------------- */
 
-static int opt_kind(const optim *o)
+static int checkpoint_opt_kind(const optim *o)
 {
     if (!o) return OPT_NONE;
     return o->kind == OPTIM_ADAM ? OPT_ADAM : OPT_SGD;
@@ -169,19 +169,19 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
     if (opt && opt->n && opt->n != m->n_params)
         return nn_error(NN_ERR_STATE, "nn_checkpoint_save: the optimizer holds state for %zu "
                         "parameters, the model has %zu", opt->n, m->n_params);
-    const int kind = opt_kind(opt);
+    const int kind = checkpoint_opt_kind(opt);
     const size_t opt_count = opt && opt->n ? optim_state_count(opt, opt->n) : 0;
     wbuf b = {0};
-    w_bytes(&b, ckpt_magic, 8);
-    w_u32(&b, NN_CHECKPOINT_VERSION);
-    w_u32(&b, 0);
-    w_u64(&b, 0); /* file size, patched below */
-    w_u64(&b, 0); /* header length, patched below */
+    checkpoint_put_bytes(&b, ckpt_magic, 8);
+    checkpoint_put_u32(&b, NN_CHECKPOINT_VERSION);
+    checkpoint_put_u32(&b, 0);
+    checkpoint_put_u64(&b, 0); /* file size, patched below */
+    checkpoint_put_u64(&b, 0); /* header length, patched below */
 
-    w_u64(&b, m->seed);
-    w_u32(&b, (uint32_t)m->in_rank);
-    for (int i = 0; i < m->in_rank; i++) w_u32(&b, (uint32_t)m->in_shape[i]);
-    w_u32(&b, (uint32_t)m->n_layers);
+    checkpoint_put_u64(&b, m->seed);
+    checkpoint_put_u32(&b, (uint32_t)m->in_rank);
+    for (int i = 0; i < m->in_rank; i++) checkpoint_put_u32(&b, (uint32_t)m->in_shape[i]);
+    checkpoint_put_u32(&b, (uint32_t)m->n_layers);
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
         char cfg[512];
@@ -190,52 +190,52 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
             free(b.p);
             return s;
         }
-        w_str(&b, l->type->name);
-        w_str(&b, l->name);
-        w_str(&b, cfg);
-        w_u32(&b, (uint32_t)l->n_params);
+        checkpoint_put_str(&b, l->type->name);
+        checkpoint_put_str(&b, l->name);
+        checkpoint_put_str(&b, cfg);
+        checkpoint_put_u32(&b, (uint32_t)l->n_params);
         for (int k = 0; k < l->n_params; k++) {
             const nn_param *p = &l->params[k];
-            w_str(&b, p->name);
-            w_u32(&b, (uint32_t)p->trainable);
-            w_u32(&b, (uint32_t)p->rank);
-            for (int d = 0; d < p->rank; d++) w_u32(&b, (uint32_t)p->shape[d]);
+            checkpoint_put_str(&b, p->name);
+            checkpoint_put_u32(&b, (uint32_t)p->trainable);
+            checkpoint_put_u32(&b, (uint32_t)p->rank);
+            for (int d = 0; d < p->rank; d++) checkpoint_put_u32(&b, (uint32_t)p->shape[d]);
         }
     }
-    w_u64(&b, m->n_params);
-    w_u64(&b, m->n_buffers);
-    w_u32(&b, (uint32_t)kind);
-    w_u64(&b, opt_count);
-    w_u64(&b, extra_len);
+    checkpoint_put_u64(&b, m->n_params);
+    checkpoint_put_u64(&b, m->n_buffers);
+    checkpoint_put_u32(&b, (uint32_t)kind);
+    checkpoint_put_u64(&b, opt_count);
+    checkpoint_put_u64(&b, extra_len);
     const size_t header_len = b.len - PREFIX_LEN;
 
-    w_f32s(&b, m->params, m->n_params);
-    w_f32s(&b, m->buffers, m->n_buffers);
+    checkpoint_put_f32s(&b, m->params, m->n_params);
+    checkpoint_put_f32s(&b, m->buffers, m->n_buffers);
     for (int i = 0; i < m->n_layers; i++) {
-        w_u64(&b, m->layers[i]->seed);
-        w_u64(&b, m->layers[i]->calls);
+        checkpoint_put_u64(&b, m->layers[i]->seed);
+        checkpoint_put_u64(&b, m->layers[i]->calls);
     }
     if (opt) {
-        w_f32(&b, opt->lr);
-        w_f32(&b, opt->momentum);
-        w_u32(&b, (uint32_t)opt->nesterov);
-        w_f32(&b, opt->beta1);
-        w_f32(&b, opt->beta2);
-        w_f32(&b, opt->eps);
-        w_f32(&b, opt->weight_decay);
-        w_u32(&b, (uint32_t)opt->decoupled);
-        w_u64(&b, opt->t);
-        w_u64(&b, opt->n);
-        w_f32s(&b, opt->state, opt_count);
+        checkpoint_put_f32(&b, opt->lr);
+        checkpoint_put_f32(&b, opt->momentum);
+        checkpoint_put_u32(&b, (uint32_t)opt->nesterov);
+        checkpoint_put_f32(&b, opt->beta1);
+        checkpoint_put_f32(&b, opt->beta2);
+        checkpoint_put_f32(&b, opt->eps);
+        checkpoint_put_f32(&b, opt->weight_decay);
+        checkpoint_put_u32(&b, (uint32_t)opt->decoupled);
+        checkpoint_put_u64(&b, opt->t);
+        checkpoint_put_u64(&b, opt->n);
+        checkpoint_put_f32s(&b, opt->state, opt_count);
     }
-    w_bytes(&b, extra, extra_len);
-    w_u32(&b, 0); /* CRC, patched below */
+    checkpoint_put_bytes(&b, extra, extra_len);
+    checkpoint_put_u32(&b, 0); /* CRC, patched below */
     if (b.failed) {
         free(b.p);
         return nn_error(NN_ERR_MEMORY, "nn_checkpoint_save: out of memory for %s", path);
     }
-    put_u64_at(b.p + 16, b.len);
-    put_u64_at(b.p + 24, header_len);
+    checkpoint_put_u64_at(b.p + 16, b.len);
+    checkpoint_put_u64_at(b.p + 24, header_len);
     uLong crc = crc32(0L, Z_NULL, 0);
     for (size_t off = 24; off < b.len - 4;) {
         size_t n = b.len - 4 - off > (1u << 30) ? (1u << 30) : b.len - 4 - off;
@@ -250,7 +250,7 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
 
 /* ---- loading -------------------------------------------------------------- */
 
-static nn_status read_all(const char *path, uint8_t **data, size_t *len)
+static nn_status checkpoint_read_all(const char *path, uint8_t **data, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return nn_error(NN_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
@@ -278,7 +278,7 @@ static nn_status read_all(const char *path, uint8_t **data, size_t *len)
 }
 
 /* Writes into out the space-separated tokens of a that are not in b. */
-static void tokens_missing(const char *a, const char *b, char *out, size_t cap)
+static void checkpoint_tokens_missing(const char *a, const char *b, char *out, size_t cap)
 {
     size_t used = 0;
     out[0] = '\0';
@@ -304,7 +304,7 @@ static void tokens_missing(const char *a, const char *b, char *out, size_t cap)
     }
 }
 
-static char *shape_str(int rank, const int *shape, char *buf, size_t n)
+static char *checkpoint_shape_str(int rank, const int *shape, char *buf, size_t n)
 {
     return tensor_shape_str(rank, shape, buf, n);
 }
@@ -315,26 +315,27 @@ typedef struct {
 } ckpt_header;
 
 /* Reads the header section and checks it against m. */
-static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
+static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header *h)
 {
     const char *path = r->path;
-    h->seed = r_u64(r);
-    uint32_t in_rank = r_u32(r);
+    h->seed = checkpoint_get_u64(r);
+    uint32_t in_rank = checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
     if (in_rank < 1 || in_rank > TENSOR_MAX_RANK)
         return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u", path, in_rank);
     int in_shape[TENSOR_MAX_RANK];
-    for (uint32_t d = 0; d < in_rank; d++) in_shape[d] = (int)r_u32(r);
+    for (uint32_t d = 0; d < in_rank; d++) in_shape[d] = (int)checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
     int same = (int)in_rank == m->in_rank;
     for (uint32_t d = 0; same && d < in_rank; d++) same = in_shape[d] == m->in_shape[d];
     if (!same) {
         char a[96], b[96];
         return nn_error(NN_ERR_SHAPE, "%s: checkpoint was made for input shape %s, the model is "
-                        "built for %s", path, shape_str((int)in_rank, in_shape, a, sizeof a),
-                        shape_str(m->in_rank, m->in_shape, b, sizeof b));
+                        "built for %s", path,
+                        checkpoint_shape_str((int)in_rank, in_shape, a, sizeof a),
+                        checkpoint_shape_str(m->in_rank, m->in_shape, b, sizeof b));
     }
-    uint32_t n_layers = r_u32(r);
+    uint32_t n_layers = checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
     if ((int)n_layers != m->n_layers)
         return nn_error(NN_ERR_SHAPE, "%s: checkpoint has %u layers, the model has %d", path,
@@ -342,10 +343,10 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
         char type[NN_NAME_LEN + 32], name[NN_NAME_LEN + 32], cfg[512], mcfg[512];
-        r_str(r, type, sizeof type);
-        r_str(r, name, sizeof name);
-        r_str(r, cfg, sizeof cfg);
-        uint32_t n_params = r_u32(r);
+        checkpoint_get_str(r, type, sizeof type);
+        checkpoint_get_str(r, name, sizeof name);
+        checkpoint_get_str(r, cfg, sizeof cfg);
+        uint32_t n_params = checkpoint_get_u32(r);
         if (r->failed) return NN_ERR_FORMAT;
         NN_TRY(nn_layer_config_string(l, mcfg, sizeof mcfg));
         if (strcmp(type, l->type->name))
@@ -358,8 +359,8 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
                             path, i, name, l->name);
         if (strcmp(cfg, mcfg)) {
             char only_ck[256], only_m[256];
-            tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
-            tokens_missing(mcfg, cfg, only_m, sizeof only_m);
+            checkpoint_tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
+            checkpoint_tokens_missing(mcfg, cfg, only_m, sizeof only_m);
             return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s, model has %s %s",
                             path, i, l->name, type, only_ck[0] ? only_ck : "(no such key)", type,
                             only_m[0] ? only_m : "(no such key)");
@@ -370,14 +371,14 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
         for (int k = 0; k < l->n_params; k++) {
             const nn_param *p = &l->params[k];
             char pname[NN_NAME_LEN + 32];
-            r_str(r, pname, sizeof pname);
-            uint32_t trainable = r_u32(r), rank = r_u32(r);
+            checkpoint_get_str(r, pname, sizeof pname);
+            uint32_t trainable = checkpoint_get_u32(r), rank = checkpoint_get_u32(r);
             if (r->failed) return NN_ERR_FORMAT;
             if (rank < 1 || rank > TENSOR_MAX_RANK)
                 return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: layer %d tensor %s has "
                                 "rank %u", path, i, pname, rank);
             int shape[TENSOR_MAX_RANK];
-            for (uint32_t d = 0; d < rank; d++) shape[d] = (int)r_u32(r);
+            for (uint32_t d = 0; d < rank; d++) shape[d] = (int)checkpoint_get_u32(r);
             if (r->failed) return NN_ERR_FORMAT;
             int ok = !strcmp(pname, p->name) && (int)trainable == p->trainable &&
                      (int)rank == p->rank;
@@ -386,17 +387,17 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
                 char a[96], b[96];
                 return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s %s, model "
                                 "has %s %s %s", path, i, l->name, trainable ? "parameter" : "buffer",
-                                pname, shape_str((int)rank, shape, a, sizeof a),
+                                pname, checkpoint_shape_str((int)rank, shape, a, sizeof a),
                                 p->trainable ? "parameter" : "buffer", p->name,
-                                shape_str(p->rank, p->shape, b, sizeof b));
+                                checkpoint_shape_str(p->rank, p->shape, b, sizeof b));
             }
         }
     }
-    h->n_params = r_u64(r);
-    h->n_buffers = r_u64(r);
-    uint32_t kind = r_u32(r);
-    h->opt_count = r_u64(r);
-    h->extra_len = r_u64(r);
+    h->n_params = checkpoint_get_u64(r);
+    h->n_buffers = checkpoint_get_u64(r);
+    uint32_t kind = checkpoint_get_u32(r);
+    h->opt_count = checkpoint_get_u64(r);
+    h->extra_len = checkpoint_get_u64(r);
     if (r->failed) return NN_ERR_FORMAT;
     if (h->n_params != m->n_params || h->n_buffers != m->n_buffers)
         return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %llu parameters and %llu buffer "
@@ -414,8 +415,9 @@ static nn_status check_header(rbuf *r, const nn_model *m, ckpt_header *h)
 
 /* Checks data[0..len) against m and opt, then copies it in; nothing is
  * changed unless every check passes. */
-static nn_status load_image(const char *path, const uint8_t *data, size_t len, nn_model *m,
-                            optim *opt, void *extra, size_t extra_cap, size_t *extra_len)
+static nn_status checkpoint_load_image(const char *path, const uint8_t *data, size_t len,
+                                       nn_model *m, optim *opt, void *extra, size_t extra_cap,
+                                       size_t *extra_len)
 {
     if (len < 8 || memcmp(data, ckpt_magic, 8))
         return nn_error(NN_ERR_FORMAT, "%s: not an nn checkpoint (bad magic at offset 0)", path);
@@ -423,22 +425,22 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
         return nn_error(NN_ERR_FORMAT, "%s: truncated: %zu bytes, a checkpoint has at least %d",
                         path, len, PREFIX_LEN + 4);
     rbuf r = {data, len, 8, path, 0};
-    uint32_t version = r_u32(&r);
+    uint32_t version = checkpoint_get_u32(&r);
     if (version != NN_CHECKPOINT_VERSION)
         return nn_error(NN_ERR_FORMAT, "%s: checkpoint format version %u at offset 8; this build "
                         "reads version %u", path, version, NN_CHECKPOINT_VERSION);
     /* Outside the CRC, like the version and the size, so checked on its own. */
-    uint32_t reserved = r_u32(&r);
+    uint32_t reserved = checkpoint_get_u32(&r);
     if (reserved != 0)
         return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: reserved field at offset 12 is "
                         "0x%08x, must be 0", path, reserved);
-    uint64_t file_size = r_u64(&r), header_len = r_u64(&r);
+    uint64_t file_size = checkpoint_get_u64(&r), header_len = checkpoint_get_u64(&r);
     if (file_size != len)
         return nn_error(NN_ERR_FORMAT, "%s: %s: the header at offset 16 says %llu bytes, the file "
                         "has %zu", path, file_size > len ? "truncated" : "trailing data",
                         (unsigned long long)file_size, len);
     r.pos = len - 4;
-    uint32_t stored = r_u32(&r);
+    uint32_t stored = checkpoint_get_u32(&r);
     uLong crc = crc32(0L, Z_NULL, 0);
     for (size_t off = 24; off < len - 4;) {
         size_t n = len - 4 - off > (1u << 30) ? (1u << 30) : len - 4 - off;
@@ -453,7 +455,7 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
                         (unsigned long long)header_len);
     rbuf hr = {data + PREFIX_LEN, (size_t)header_len, 0, path, 0};
     ckpt_header h = {0};
-    NN_TRY(check_header(&hr, m, &h));
+    NN_TRY(checkpoint_check_header(&hr, m, &h));
 
     /* The payload's size follows from the header; check it before reading. */
     const size_t payload_len = len - 4 - PREFIX_LEN - (size_t)header_len;
@@ -466,9 +468,9 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
     if (opt && h.kind == OPT_NONE)
         return nn_error(NN_ERR_STATE, "%s: checkpoint has no optimizer state (saved without one); "
                         "load it without an optimizer", path);
-    if (opt && h.kind != opt_kind(opt))
+    if (opt && h.kind != checkpoint_opt_kind(opt))
         return nn_error(NN_ERR_STATE, "%s: checkpoint has optimizer %s, the run uses %s", path,
-                        opt_names[h.kind], opt_names[opt_kind(opt)]);
+                        opt_names[h.kind], opt_names[checkpoint_opt_kind(opt)]);
     if (extra && h.extra_len > extra_cap)
         return nn_error(NN_ERR_ARG, "%s: the training-state blob has %llu bytes, the buffer %zu",
                         path, (unsigned long long)h.extra_len, extra_cap);
@@ -481,16 +483,16 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
     if (h.kind != OPT_NONE) {
         p.pos = layers_at + 16 * (size_t)m->n_layers;
         o.kind = h.kind == OPT_ADAM ? OPTIM_ADAM : OPTIM_SGD;
-        o.lr = r_f32(&p);
-        o.momentum = r_f32(&p);
-        o.nesterov = (int)r_u32(&p);
-        o.beta1 = r_f32(&p);
-        o.beta2 = r_f32(&p);
-        o.eps = r_f32(&p);
-        o.weight_decay = r_f32(&p);
-        o.decoupled = (int)r_u32(&p);
-        o.t = r_u64(&p);
-        o.n = (size_t)r_u64(&p);
+        o.lr = checkpoint_get_f32(&p);
+        o.momentum = checkpoint_get_f32(&p);
+        o.nesterov = (int)checkpoint_get_u32(&p);
+        o.beta1 = checkpoint_get_f32(&p);
+        o.beta2 = checkpoint_get_f32(&p);
+        o.eps = checkpoint_get_f32(&p);
+        o.weight_decay = checkpoint_get_f32(&p);
+        o.decoupled = (int)checkpoint_get_u32(&p);
+        o.t = checkpoint_get_u64(&p);
+        o.n = (size_t)checkpoint_get_u64(&p);
         /* A file that passes the CRC can still have been written by other
          * code: hyperparameters the constructors would refuse are refused. */
         const int bad_hyper = !(isfinite(o.lr) && o.lr > 0.0f) ||
@@ -521,17 +523,17 @@ static nn_status load_image(const char *path, const uint8_t *data, size_t len, n
         if (opt && h.opt_count) {
             new_state = tensor_aligned_alloc((size_t)h.opt_count * sizeof(float));
             if (!new_state) return NN_ERR_MEMORY;
-            r_f32s(&p, new_state, (size_t)h.opt_count);
+            checkpoint_get_f32s(&p, new_state, (size_t)h.opt_count);
         }
     }
 
     /* Everything is checked: from here on nothing can fail. */
     p.pos = 0;
-    r_f32s(&p, m->params, m->n_params);
-    r_f32s(&p, m->buffers, m->n_buffers);
+    checkpoint_get_f32s(&p, m->params, m->n_params);
+    checkpoint_get_f32s(&p, m->buffers, m->n_buffers);
     for (int i = 0; i < m->n_layers; i++) {
-        m->layers[i]->seed = r_u64(&p);
-        m->layers[i]->calls = r_u64(&p);
+        m->layers[i]->seed = checkpoint_get_u64(&p);
+        m->layers[i]->calls = checkpoint_get_u64(&p);
     }
     NN_ASSERT(!p.failed);
     m->seed = h.seed;
@@ -561,8 +563,8 @@ nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *ex
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_load: build the model first");
     uint8_t *data = NULL;
     size_t len = 0;
-    NN_TRY(read_all(path, &data, &len));
-    nn_status s = load_image(path, data, len, m, opt, extra, extra_cap, extra_len);
+    NN_TRY(checkpoint_read_all(path, &data, &len));
+    nn_status s = checkpoint_load_image(path, data, len, m, opt, extra, extra_cap, extra_len);
     free(data);
     return s;
 }

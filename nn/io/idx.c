@@ -55,7 +55,7 @@ static nn_status idx_read(idx_file *r, void *buf, uint64_t len, uint64_t *got)
     return NN_OK;
 }
 
-static uint32_t be32(const uint8_t *b)
+static uint32_t idx_be32(const uint8_t *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
 }
@@ -70,7 +70,7 @@ static nn_status idx_header(idx_file *r, uint32_t magic, int dims, uint32_t *ext
     if (got < 4)
         return nn_error(NN_ERR_FORMAT, "%s: truncated header: expected 4 bytes of magic at offset 0, "
                         "got %llu", r->path, (unsigned long long)got);
-    uint32_t m = be32(b);
+    uint32_t m = idx_be32(b);
     if (m != magic)
         return nn_error(NN_ERR_FORMAT, "%s: wrong magic 0x%08x at offset 0, expected 0x%08x (an IDX "
                         "file of %s: unsigned bytes, %d dimension%s)", r->path, m, magic, what, dims,
@@ -80,7 +80,7 @@ static nn_status idx_header(idx_file *r, uint32_t magic, int dims, uint32_t *ext
         return nn_error(NN_ERR_FORMAT, "%s: truncated header: expected %llu bytes of dimensions at "
                         "offset 4, got %llu", r->path, (unsigned long long)(len - 4),
                         (unsigned long long)got);
-    for (int d = 0; d < dims; d++) ext[d] = be32(b + 4 + 4 * d);
+    for (int d = 0; d < dims; d++) ext[d] = idx_be32(b + 4 + 4 * d);
     return NN_OK;
 }
 
@@ -138,7 +138,7 @@ static nn_status idx_payload(idx_file *r, uint64_t bytes, uint8_t **out)
     return NN_OK;
 }
 
-static nn_status check_count(const idx_file *r, uint32_t n, uint64_t offset, const char *what)
+static nn_status idx_check_count(const idx_file *r, uint32_t n, uint64_t offset, const char *what)
 {
     if (n == 0 || n > INT_MAX)
         return nn_error(NN_ERR_FORMAT, "%s: bad %s count %u at offset %llu (must be 1..%d)", r->path,
@@ -154,7 +154,7 @@ nn_status nn_idx_load_images(const char *path, uint8_t **pixels, int *n, int *ro
     NN_TRY(idx_open(&r, path));
     uint32_t ext[3];
     nn_status s = idx_header(&r, NN_IDX_MAGIC_IMAGES, 3, ext, "images");
-    if (s == NN_OK) s = check_count(&r, ext[0], 4, "image");
+    if (s == NN_OK) s = idx_check_count(&r, ext[0], 4, "image");
     for (int d = 1; d < 3 && s == NN_OK; d++)
         if (ext[d] == 0 || ext[d] > NN_IDX_MAX_SIDE)
             s = nn_error(NN_ERR_FORMAT, "%s: bad image %s %u at offset %d (must be 1..%d)", path,
@@ -185,7 +185,7 @@ nn_status nn_idx_load_labels(const char *path, uint8_t **labels, int *n)
     NN_TRY(idx_open(&r, path));
     uint32_t count;
     nn_status s = idx_header(&r, NN_IDX_MAGIC_LABELS, 1, &count, "labels");
-    if (s == NN_OK) s = check_count(&r, count, 4, "label");
+    if (s == NN_OK) s = idx_check_count(&r, count, 4, "label");
     uint8_t *data = NULL;
     if (s == NN_OK) s = idx_payload(&r, count, &data);
     gzclose(r.f);
@@ -201,7 +201,7 @@ void nn_idx_to_float(float *dst, const uint8_t *src, size_t n, float scale)
 }
 
 /* dir/name, or dir/name.gz when only that exists; error if neither does. */
-static nn_status find_file(const char *dir, const char *name, char *path, size_t cap)
+static nn_status idx_find_file(const char *dir, const char *name, char *path, size_t cap)
 {
     int k = snprintf(path, cap, "%s/%s", dir, name);
     if (k < 0 || (size_t)k + 3 >= cap)
@@ -221,13 +221,13 @@ static nn_status find_file(const char *dir, const char *name, char *path, size_t
                     "fetch MNIST with examples/fetch_mnist.sh %s", dir, name, name, dir);
 }
 
-static nn_status load_pair(const char *dir, const char *img_name, const char *lab_name,
-                           uint8_t **images, uint8_t **labels, int *n, int *rows, int *cols)
+static nn_status idx_load_pair(const char *dir, const char *img_name, const char *lab_name,
+                               uint8_t **images, uint8_t **labels, int *n, int *rows, int *cols)
 {
     char ipath[4096], lpath[4096];
     int ni, nl;
-    NN_TRY(find_file(dir, img_name, ipath, sizeof ipath));
-    NN_TRY(find_file(dir, lab_name, lpath, sizeof lpath));
+    NN_TRY(idx_find_file(dir, img_name, ipath, sizeof ipath));
+    NN_TRY(idx_find_file(dir, lab_name, lpath, sizeof lpath));
     NN_TRY(nn_idx_load_images(ipath, images, &ni, rows, cols));
     nn_status s = nn_idx_load_labels(lpath, labels, &nl);
     if (s != NN_OK) {
@@ -258,10 +258,10 @@ nn_status nn_mnist_load(const char *dir, nn_mnist *out)
     memset(&m, 0, sizeof m);
     memset(out, 0, sizeof *out);
     int trows, tcols;
-    NN_TRY(load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", &m.train_images,
-                     &m.train_labels, &m.n_train, &m.rows, &m.cols));
-    nn_status s = load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", &m.test_images,
-                            &m.test_labels, &m.n_test, &trows, &tcols);
+    NN_TRY(idx_load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", &m.train_images,
+                         &m.train_labels, &m.n_train, &m.rows, &m.cols));
+    nn_status s = idx_load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                &m.test_images, &m.test_labels, &m.n_test, &trows, &tcols);
     if (s == NN_OK && (trows != m.rows || tcols != m.cols))
         s = nn_error(NN_ERR_FORMAT, "%s: training images are %dx%d but test images are %dx%d", dir,
                      m.rows, m.cols, trows, tcols);

@@ -46,7 +46,7 @@ typedef struct {
 } npy_info;
 
 /* A printable description of the character at the cursor. */
-static const char *cur_desc(const npy_cursor *c, char *buf, size_t n)
+static const char *npy_cursor_desc(const npy_cursor *c, char *buf, size_t n)
 {
     if (c->i >= c->n) {
         snprintf(buf, n, "the end of the header");
@@ -58,23 +58,23 @@ static const char *cur_desc(const npy_cursor *c, char *buf, size_t n)
     return buf;
 }
 
-static nn_status expected(const npy_cursor *c, const char *what)
+static nn_status npy_err_expected(const npy_cursor *c, const char *what)
 {
     char b[32];
     return nn_error(NN_ERR_FORMAT, "%s: npy header at offset %zu: expected %s, found %s", c->name,
-                    c->base + c->i, what, cur_desc(c, b, sizeof b));
+                    c->base + c->i, what, npy_cursor_desc(c, b, sizeof b));
 }
 
-static void skip_ws(npy_cursor *c)
+static void npy_skip_ws(npy_cursor *c)
 {
     while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' ||
                            c->s[c->i] == '\r'))
         c->i++;
 }
 
-static int accept(npy_cursor *c, char ch)
+static int npy_accept(npy_cursor *c, char ch)
 {
-    skip_ws(c);
+    npy_skip_ws(c);
     if (c->i < c->n && c->s[c->i] == ch) {
         c->i++;
         return 1;
@@ -83,10 +83,10 @@ static int accept(npy_cursor *c, char ch)
 }
 
 /* A quoted string ('...' or "...") without escapes, into out[cap]. */
-static nn_status parse_string(npy_cursor *c, char *out, size_t cap, const char *what)
+static nn_status npy_parse_string(npy_cursor *c, char *out, size_t cap, const char *what)
 {
-    skip_ws(c);
-    if (c->i >= c->n || (c->s[c->i] != '\'' && c->s[c->i] != '"')) return expected(c, what);
+    npy_skip_ws(c);
+    if (c->i >= c->n || (c->s[c->i] != '\'' && c->s[c->i] != '"')) return npy_err_expected(c, what);
     const char q = c->s[c->i++];
     const size_t start = c->i;
     while (c->i < c->n && c->s[c->i] != q) {
@@ -111,7 +111,7 @@ static nn_status parse_string(npy_cursor *c, char *out, size_t cap, const char *
     return NN_OK;
 }
 
-static int match_word(npy_cursor *c, const char *w)
+static int npy_match_word(npy_cursor *c, const char *w)
 {
     size_t len = strlen(w);
     if (c->n - c->i < len || memcmp(c->s + c->i, w, len)) return 0;
@@ -126,22 +126,22 @@ static int match_word(npy_cursor *c, const char *w)
     return 1;
 }
 
-static nn_status parse_bool(npy_cursor *c, int *out)
+static nn_status npy_parse_bool(npy_cursor *c, int *out)
 {
-    skip_ws(c);
-    if (match_word(c, "True")) *out = 1;
-    else if (match_word(c, "False")) *out = 0;
-    else return expected(c, "True or False for 'fortran_order'");
+    npy_skip_ws(c);
+    if (npy_match_word(c, "True")) *out = 1;
+    else if (npy_match_word(c, "False")) *out = 0;
+    else return npy_err_expected(c, "True or False for 'fortran_order'");
     return NN_OK;
 }
 
 /* A non-negative integer that fits an int; Python 2 wrote longs as "3L". */
-static nn_status parse_extent(npy_cursor *c, int *out)
+static nn_status npy_parse_extent(npy_cursor *c, int *out)
 {
-    skip_ws(c);
+    npy_skip_ws(c);
     const size_t start = c->i;
     if (c->i >= c->n || c->s[c->i] < '0' || c->s[c->i] > '9')
-        return expected(c, "a non-negative integer in 'shape'");
+        return npy_err_expected(c, "a non-negative integer in 'shape'");
     long long v = 0;
     while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9') {
         v = v * 10 + (c->s[c->i] - '0');
@@ -157,23 +157,23 @@ static nn_status parse_extent(npy_cursor *c, int *out)
 
 /* A Python tuple of ints: "()", "(3,)", "(2, 3)", "(2, 3,)". "(3)" is the
  * int 3 in Python, not a tuple, and numpy rejects it too. */
-static nn_status parse_shape(npy_cursor *c, npy_info *info)
+static nn_status npy_parse_shape(npy_cursor *c, npy_info *info)
 {
-    skip_ws(c);
+    npy_skip_ws(c);
     const size_t open = c->i;
-    if (!accept(c, '(')) return expected(c, "'(' starting the 'shape' tuple");
+    if (!npy_accept(c, '(')) return npy_err_expected(c, "'(' starting the 'shape' tuple");
     info->rank = 0;
     int trailing_comma = 0;
-    while (!accept(c, ')')) {
+    while (!npy_accept(c, ')')) {
         if (info->rank == TENSOR_MAX_RANK)
             return nn_error(NN_ERR_FORMAT, "%s: npy header at offset %zu: 'shape' has more than %d "
                             "dimensions, the most a tensor has", c->name, c->base + c->i,
                             TENSOR_MAX_RANK);
-        NN_TRY(parse_extent(c, &info->shape[info->rank++]));
-        trailing_comma = accept(c, ',');
+        NN_TRY(npy_parse_extent(c, &info->shape[info->rank++]));
+        trailing_comma = npy_accept(c, ',');
         if (!trailing_comma) {
-            if (accept(c, ')')) break;
-            return expected(c, "',' or ')' in the 'shape' tuple");
+            if (npy_accept(c, ')')) break;
+            return npy_err_expected(c, "',' or ')' in the 'shape' tuple");
         }
     }
     if (info->rank == 1 && !trailing_comma)
@@ -183,13 +183,13 @@ static nn_status parse_shape(npy_cursor *c, npy_info *info)
     return NN_OK;
 }
 
-static nn_status parse_entry(npy_cursor *c, npy_info *info)
+static nn_status npy_parse_entry(npy_cursor *c, npy_info *info)
 {
     char key[32];
-    skip_ws(c);
+    npy_skip_ws(c);
     const size_t key_off = c->base + c->i;
-    NN_TRY(parse_string(c, key, sizeof key, "a quoted key"));
-    if (!accept(c, ':')) return expected(c, "':' after the key");
+    NN_TRY(npy_parse_string(c, key, sizeof key, "a quoted key"));
+    if (!npy_accept(c, ':')) return npy_err_expected(c, "':' after the key");
     int *have;
     if (!strcmp(key, "descr")) have = &info->have_descr;
     else if (!strcmp(key, "fortran_order")) have = &info->have_order;
@@ -202,32 +202,32 @@ static nn_status parse_entry(npy_cursor *c, npy_info *info)
                         c->name, key_off, key);
     *have = 1;
     if (have == &info->have_descr) {
-        skip_ws(c);
+        npy_skip_ws(c);
         if (c->i < c->n && c->s[c->i] == '[')
             return nn_error(NN_ERR_FORMAT, "%s: npy header at offset %zu: 'descr' is a structured "
                             "dtype; only float32 ('<f4') is supported", c->name, c->base + c->i);
-        return parse_string(c, info->descr, sizeof info->descr, "a quoted dtype for 'descr'");
+        return npy_parse_string(c, info->descr, sizeof info->descr, "a quoted dtype for 'descr'");
     }
-    if (have == &info->have_order) return parse_bool(c, &info->fortran);
-    return parse_shape(c, info);
+    if (have == &info->have_order) return npy_parse_bool(c, &info->fortran);
+    return npy_parse_shape(c, info);
 }
 
-static nn_status parse_dict(npy_cursor *c, npy_info *info)
+static nn_status npy_parse_dict(npy_cursor *c, npy_info *info)
 {
     memset(info, 0, sizeof *info);
-    if (!accept(c, '{')) return expected(c, "'{' starting the header dict");
-    while (!accept(c, '}')) {
-        NN_TRY(parse_entry(c, info));
-        if (!accept(c, ',')) {
-            if (accept(c, '}')) break;
-            return expected(c, "',' or '}' after a value");
+    if (!npy_accept(c, '{')) return npy_err_expected(c, "'{' starting the header dict");
+    while (!npy_accept(c, '}')) {
+        NN_TRY(npy_parse_entry(c, info));
+        if (!npy_accept(c, ',')) {
+            if (npy_accept(c, '}')) break;
+            return npy_err_expected(c, "',' or '}' after a value");
         }
     }
-    skip_ws(c);
+    npy_skip_ws(c);
     if (c->i != c->n) {
         char b[32];
         return nn_error(NN_ERR_FORMAT, "%s: npy header at offset %zu: %s after the closing '}'",
-                        c->name, c->base + c->i, cur_desc(c, b, sizeof b));
+                        c->name, c->base + c->i, npy_cursor_desc(c, b, sizeof b));
     }
     const char *missing = !info->have_descr ? "descr" : !info->have_order ? "fortran_order"
                         : !info->have_shape ? "shape" : NULL;
@@ -239,8 +239,8 @@ static nn_status parse_dict(npy_cursor *c, npy_info *info)
 
 /* Checks the magic and version in the first 8 bytes and returns where the
  * header length field is and how wide it is. */
-static nn_status parse_preamble(const unsigned char *p, size_t n, const char *name,
-                                size_t *len_width)
+static nn_status npy_parse_preamble(const unsigned char *p, size_t n, const char *name,
+                                    size_t *len_width)
 {
     if (n < NPY_MAGIC_LEN || memcmp(p, NPY_MAGIC, NPY_MAGIC_LEN)) {
         size_t k = 0;
@@ -262,7 +262,7 @@ static nn_status parse_preamble(const unsigned char *p, size_t n, const char *na
     return NN_OK;
 }
 
-static size_t read_le(const unsigned char *p, size_t width)
+static size_t npy_read_le(const unsigned char *p, size_t width)
 {
     size_t v = 0;
     for (size_t k = width; k-- > 0;) v = (v << 8) | p[k];
@@ -270,7 +270,7 @@ static size_t read_le(const unsigned char *p, size_t width)
 }
 
 /* Validates the parsed header: dtype, order, shape; returns the data size. */
-static nn_status check_info(const npy_info *info, const char *name, size_t *elements)
+static nn_status npy_check_info(const npy_info *info, const char *name, size_t *elements)
 {
     if (strcmp(info->descr, "<f4")) {
         const char *hint = !strcmp(info->descr, ">f4") ? " (this one is big-endian float32)"
@@ -294,17 +294,17 @@ static nn_status check_info(const npy_info *info, const char *name, size_t *elem
 /* Everything before the data: preamble, length, dict. *data_off is where the
  * data starts. `have` bytes of p are available; *need says how many are
  * needed when that is not enough (returns NN_OK with *need > have). */
-static nn_status parse_head(const unsigned char *p, size_t have, const char *name, npy_info *info,
-                            size_t *data_off, size_t *need)
+static nn_status npy_parse_header(const unsigned char *p, size_t have, const char *name,
+                                  npy_info *info, size_t *data_off, size_t *need)
 {
     size_t width = 0;
     *need = 0;
-    NN_TRY(parse_preamble(p, have, name, &width));
+    NN_TRY(npy_parse_preamble(p, have, name, &width));
     if (have < 8 + width) {
         *need = 8 + width;
         return NN_OK;
     }
-    size_t hlen = read_le(p + 8, width);
+    size_t hlen = npy_read_le(p + 8, width);
     if (hlen > NPY_MAX_HEADER)
         return nn_error(NN_ERR_FORMAT, "%s: npy header length %zu at offset 8 is over the %u byte "
                         "limit", name, hlen, NPY_MAX_HEADER);
@@ -313,7 +313,7 @@ static nn_status parse_head(const unsigned char *p, size_t have, const char *nam
         return NN_OK;
     }
     npy_cursor c = {(const char *)p + 8 + width, hlen, 0, 8 + width, name};
-    NN_TRY(parse_dict(&c, info));
+    NN_TRY(npy_parse_dict(&c, info));
     *data_off = 8 + width + hlen;
     return NN_OK;
 }
@@ -326,11 +326,11 @@ nn_status nn_npy_parse(const void *buf, size_t len, const char *name, tensor **o
     if (!name) name = "(buffer)";
     npy_info info;
     size_t off = 0, need = 0, elements;
-    NN_TRY(parse_head(buf, len, name, &info, &off, &need));
+    NN_TRY(npy_parse_header(buf, len, name, &info, &off, &need));
     if (need > len)
         return nn_error(NN_ERR_FORMAT, "%s: truncated npy file: %zu bytes, the header needs %zu",
                         name, len, need);
-    NN_TRY(check_info(&info, name, &elements));
+    NN_TRY(npy_check_info(&info, name, &elements));
     const size_t bytes = elements * sizeof(float);
     if (len - off != bytes) {
         char b[96];
@@ -371,7 +371,7 @@ nn_status nn_npy_load(const char *path, tensor **out)
         }
         head = h;
         have += fread(head + have, 1, need - have, f);
-        s = parse_head(head, have, path, &info, &off, &need);
+        s = npy_parse_header(head, have, path, &info, &off, &need);
         if (s != NN_OK) goto done;
         if (need == 0) break;
         if (have < need && (feof(f) || ferror(f))) {
@@ -381,7 +381,7 @@ nn_status nn_npy_load(const char *path, tensor **out)
             goto done;
         }
     }
-    s = check_info(&info, path, &elements);
+    s = npy_check_info(&info, path, &elements);
     if (s != NN_OK) goto done;
     /* A header may promise far more data than the file holds: compare with
      * the file's size before allocating (a pipe is checked as it is read). */
@@ -443,8 +443,8 @@ done:
 
 /* Writes head then n floats (little-endian) through nn/io/atomic_file.h, so
  * readers see the old file or the new one. */
-static nn_status write_atomic(const char *path, const void *head, size_t head_len,
-                              const float *data, size_t n)
+static nn_status npy_write_atomic(const char *path, const void *head, size_t head_len,
+                                  const float *data, size_t n)
 {
     nn_atomic_file af;
     NN_TRY(nn_atomic_file_open(&af, path));
@@ -479,5 +479,5 @@ nn_status nn_npy_save(const char *path, const tensor *t)
     memcpy(head + 10, dict, (size_t)len);
     memset(head + 10 + len, ' ', hlen - (size_t)len - 1);
     head[total - 1] = '\n';
-    return write_atomic(path, head, total, t->data, t->size);
+    return npy_write_atomic(path, head, total, t->data, t->size);
 }

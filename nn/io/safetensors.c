@@ -27,14 +27,14 @@
 #define ST_LAYOUT "float32 little-endian, C order; dense.kernel (in, units); " \
                   "conv2d.kernel (KH, KW, Cin, Cout); flatten of channels_last maps is (H, W, C)"
 
-static void shape_text(char *buf, size_t n, int rank, const int *shape)
+static void safetensors_shape_text(char *buf, size_t n, int rank, const int *shape)
 {
     tensor_shape_str(rank, shape, buf, n);
 }
 
 /* ------------------------------------------------------------------ save */
 
-static nn_status spec_text(const nn_model *m, char **out)
+static nn_status safetensors_spec_text(const nn_model *m, char **out)
 {
     for (size_t cap = 4096; cap <= ((size_t)1 << 24); cap *= 2) {
         char *buf = malloc(cap);
@@ -49,10 +49,10 @@ static nn_status spec_text(const nn_model *m, char **out)
 }
 
 /* The JSON header text (malloc'ed, unpadded). */
-static nn_status build_header(const nn_model *m, char **out)
+static nn_status safetensors_build_header(const nn_model *m, char **out)
 {
     char *spec = NULL;
-    NN_TRY(spec_text(m, &spec));
+    NN_TRY(safetensors_spec_text(m, &spec));
     char in_shape[96] = "";
     for (int i = 0; i < m->in_rank; i++) {
         size_t used = strlen(in_shape);
@@ -105,7 +105,7 @@ nn_status nn_safetensors_save(const nn_model *m, const char *path)
     if (!m || !path) return nn_error(NN_ERR_ARG, "nn_safetensors_save: NULL argument");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_safetensors_save: %s: build the model first", path);
     char *json = NULL;
-    NN_TRY(build_header(m, &json));
+    NN_TRY(safetensors_build_header(m, &json));
     const size_t len = strlen(json);
     const size_t padded = (8 + len + 7) / 8 * 8 - 8;
     unsigned char prefix[8];
@@ -136,7 +136,7 @@ typedef struct {
 } st_entry;
 
 /* A JSON number that is a whole number in [0, max]. */
-static int get_count(const cJSON *v, double max, size_t *out)
+static int safetensors_get_count(const cJSON *v, double max, size_t *out)
 {
     if (!cJSON_IsNumber(v)) return 0;
     double d = v->valuedouble;
@@ -145,8 +145,8 @@ static int get_count(const cJSON *v, double max, size_t *out)
     return 1;
 }
 
-static nn_param *find_param(nn_model *m, const char *name, st_entry *entries, int n_entries,
-                            int *already)
+static nn_param *safetensors_find_param(nn_model *m, const char *name, st_entry *entries,
+                                        int n_entries, int *already)
 {
     *already = 0;
     for (int i = 0; i < m->n_layers; i++) {
@@ -164,15 +164,16 @@ static nn_param *find_param(nn_model *m, const char *name, st_entry *entries, in
 }
 
 /* Checks one tensor entry against the model and the data size. */
-static nn_status check_entry(nn_model *m, const cJSON *e, size_t data_len, const char *file,
-                             st_entry *entries, int n_entries, st_entry *out)
+static nn_status safetensors_check_entry(nn_model *m, const cJSON *e, size_t data_len,
+                                         const char *file, st_entry *entries, int n_entries,
+                                         st_entry *out)
 {
     const char *key = e->string;
     if (strlen(key) >= sizeof out->name)
         return nn_error(NN_ERR_FORMAT, "%s: tensor name '%.40s...' is longer than any parameter "
                         "name of the model", file, key);
     int already;
-    nn_param *p = find_param(m, key, entries, n_entries, &already);
+    nn_param *p = safetensors_find_param(m, key, entries, n_entries, &already);
     if (!p)
         return nn_error(NN_ERR_FORMAT, "%s: tensor '%s' is not a parameter of the model (names are "
                         "'<layer>.<param>', e.g. 'dense_1.kernel')", file, key);
@@ -210,7 +211,8 @@ static nn_status check_entry(nn_model *m, const cJSON *e, size_t data_len, const
     int r = 0;
     cJSON_ArrayForEach(c, shape) {
         /* Bounding each extent by the data size keeps the product exact. */
-        if (!get_count(c, (double)(data_len / 4 < 0x7fffffff ? data_len / 4 : 0x7fffffff), &d))
+        const double most = (double)(data_len / 4 < 0x7fffffff ? data_len / 4 : 0x7fffffff);
+        if (!safetensors_get_count(c, most, &d))
             return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a whole number "
                             "between 0 and the data size", file, key, r);
         dims[r++] = (int)d;
@@ -220,14 +222,14 @@ static nn_status check_entry(nn_model *m, const cJSON *e, size_t data_len, const
         elements *= d;
     }
     char fs[96], ms[96];
-    shape_text(fs, sizeof fs, rank, dims);
-    shape_text(ms, sizeof ms, p->t->rank, p->t->shape);
+    safetensors_shape_text(fs, sizeof fs, rank, dims);
+    safetensors_shape_text(ms, sizeof ms, p->t->rank, p->t->shape);
     if (rank != p->t->rank || memcmp(dims, p->t->shape, (size_t)rank * sizeof(int)))
         return nn_error(NN_ERR_SHAPE, "%s: tensor '%s' has shape %s in the file, the model has %s",
                         file, key, fs, ms);
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
-        !get_count(offs->child, (double)data_len, &out->begin) ||
-        !get_count(offs->child->next, (double)data_len, &out->end))
+        !safetensors_get_count(offs->child, (double)data_len, &out->begin) ||
+        !safetensors_get_count(offs->child->next, (double)data_len, &out->end))
         return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end], whole "
                         "numbers within the %zu bytes of data", file, key, data_len);
     if (out->end < out->begin || out->end - out->begin != elements * 4)
@@ -240,14 +242,14 @@ static nn_status check_entry(nn_model *m, const cJSON *e, size_t data_len, const
     return NN_OK;
 }
 
-static int by_begin(const void *a, const void *b)
+static int safetensors_by_begin(const void *a, const void *b)
 {
     const st_entry *x = a, *y = b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
     return x->end < y->end ? -1 : x->end > y->end;
 }
 
-static nn_status check_metadata(const cJSON *meta, const char *file)
+static nn_status safetensors_check_metadata(const cJSON *meta, const char *file)
 {
     if (!cJSON_IsObject(meta))
         return nn_error(NN_ERR_FORMAT, "%s: __metadata__ must be an object of strings", file);
@@ -260,8 +262,8 @@ static nn_status check_metadata(const cJSON *meta, const char *file)
     return NN_OK;
 }
 
-static nn_status parse_header(nn_model *m, const cJSON *root, size_t data_len, const char *file,
-                              st_entry *entries, int cap, int *n_out)
+static nn_status safetensors_parse_header(nn_model *m, const cJSON *root, size_t data_len,
+                                          const char *file, st_entry *entries, int cap, int *n_out)
 {
     if (!cJSON_IsObject(root))
         return nn_error(NN_ERR_FORMAT, "%s: the header at offset 8 is not a JSON object", file);
@@ -272,18 +274,18 @@ static nn_status parse_header(nn_model *m, const cJSON *root, size_t data_len, c
             if (have_meta)
                 return nn_error(NN_ERR_FORMAT, "%s: __metadata__ appears twice in the header", file);
             have_meta = 1;
-            NN_TRY(check_metadata(e, file));
+            NN_TRY(safetensors_check_metadata(e, file));
             continue;
         }
         st_entry entry;
-        NN_TRY(check_entry(m, e, data_len, file, entries, n, &entry));
+        NN_TRY(safetensors_check_entry(m, e, data_len, file, entries, n, &entry));
         /* Each accepted entry is a distinct model parameter, so they fit. */
         NN_ASSERT(n < cap);
         entries[n++] = entry;
     }
     /* The data must be covered exactly: sorted by offset, each tensor starts
      * where the previous one ended and the last ends at the end of the file. */
-    qsort(entries, (size_t)n, sizeof *entries, by_begin);
+    qsort(entries, (size_t)n, sizeof *entries, safetensors_by_begin);
     size_t pos = 0;
     for (int i = 0; i < n; i++) {
         if (entries[i].begin < pos)
@@ -359,7 +361,7 @@ nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const c
     }
     const size_t data_off = 8 + (size_t)hlen, data_len = len - data_off;
     int n = 0;
-    nn_status s = parse_header(m, root, data_len, name, entries, cap, &n);
+    nn_status s = safetensors_parse_header(m, root, data_len, name, entries, cap, &n);
     cJSON_Delete(root);
     if (s == NN_OK)
         for (int i = 0; i < n; i++) {
