@@ -30,13 +30,9 @@ static long dead_pid(void)
     return (long)p;
 }
 
-static void touch(const char *name)
-{
-    FILE *f = fopen(test_path(name), "wb");
-    assert_non_null(f);
-    fputs("partial", f);
-    fclose(f);
-}
+static void write_text(const char *path, const char *text) { test_write_bytes(path, text, strlen(text)); }
+
+static void touch(const char *name) { write_text(test_path(name), "partial"); }
 
 static int exists(const char *name)
 {
@@ -133,14 +129,6 @@ static void test_writers_clean_up(void **state)
     nn_model_free(r);
     nn_model_free(m);
     tensor_free(t);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
 }
 
 static void test_failures_named(void **state)

@@ -29,10 +29,7 @@ static void write_file(const char *name, const uint8_t *bytes, size_t n, int gz)
         if (n) assert_int_equal(gzwrite(f, bytes, (unsigned)n), (int)n);
         assert_int_equal(gzclose(f), Z_OK);
     } else {
-        FILE *f = fopen(p, "wb");
-        assert_non_null(f);
-        assert_int_equal(fwrite(bytes, 1, n, f), n);
-        assert_int_equal(fclose(f), 0);
+        test_write_bytes(p, bytes, n);
     }
 }
 
