@@ -3,13 +3,20 @@
  * naming the difference; truncated, corrupted (a flipped byte: CRC), wrong
  * magic or version files are refused with the model, the optimizer and the
  * blob untouched (compared with memcmp against snapshots); the write leaves
- * no temporary file behind. */
+ * no temporary file behind. Files written by nn 0.1.0 (a checkpoint and a
+ * .safetensors file, tests/fixtures/v0.1.0/) still load, to the same bits:
+ * parameters, optimizer state, seeds, and the logits 0.1.0 computed from
+ * them, before and after one more training step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "test_util.h"
+
+#include "layers/simd.h"
 
 #define SPEC "flatten\ndense units=8 activation=relu\ndropout rate=0.25\ndense units=3\n"
 #define BATCH 6
@@ -381,6 +388,169 @@ static void test_atomic_write(void **state)
     tensor_free(x);
 }
 
+/* ---- files written by nn 0.1.0 (tests/fixtures/v0.1.0/README) ------------ */
+
+#define V010 "tests/fixtures/v0.1.0/"
+#define V010_SPEC                                                                                  \
+    "conv2d filters=4 kernel_size=3 activation=relu data_format=channels_last\n"                   \
+    "spatial_dropout2d rate=0.25 data_format=channels_last\n"                                      \
+    "flatten\n"                                                                                    \
+    "dense units=3\n"
+
+/* The values after the line "KEY COUNT [TAG...]" of V010 "expected.txt"
+ * whose tags include tag (the first KEY line when tag is NULL), malloc'ed,
+ * their count in *n; NULL when no line matches. */
+static uint64_t *v010_expected(const char *key, const char *tag, size_t *n)
+{
+    size_t len;
+    char *text = (char *)test_read_bytes(V010 "expected.txt", &len);
+    uint64_t *v = NULL;
+    for (char *line = text; *line && !v;) {
+        char *end = line + strcspn(line, "\n");
+        char *next = *end ? end + 1 : end;
+        *end = '\0';
+        char *save, *word = strtok_r(line, " ", &save);
+        if (word && !strcmp(word, key)) {
+            const char *count = strtok_r(NULL, " ", &save);
+            assert_non_null(count);
+            int tagged = tag == NULL;
+            for (const char *t; !tagged && (t = strtok_r(NULL, " ", &save));) tagged = !strcmp(t, tag);
+            if (tagged) {
+                *n = strtoul(count, NULL, 10);
+                v = malloc((*n ? *n : 1) * sizeof *v);
+                char *p = next, *q;
+                for (size_t i = 0; i < *n; i++, p = q) {
+                    v[i] = strtoull(p, &q, 16);
+                    if (q == p) fail_msg("expected.txt: %s has fewer than %zu values", key, *n);
+                }
+            }
+        }
+        line = next;
+    }
+    free(text);
+    return v;
+}
+
+/* The index of the first float of got whose bits are not want's (a uint32
+ * each), n if there is none. */
+static size_t v010_first_difference(const float *got, const uint64_t *want, size_t n)
+{
+    size_t i = 0;
+    for (uint32_t u; i < n; i++) {
+        memcpy(&u, &got[i], sizeof u);
+        if (u != want[i]) break;
+    }
+    return i;
+}
+
+static void v010_assert_bits(const char *what, const float *got, const uint64_t *want, size_t n)
+{
+    const size_t i = v010_first_difference(got, want, n);
+    if (i < n)
+        fail_msg("%s[%zu] is %a, 0.1.0 gave 0x%08x", what, i, got[i], (unsigned)want[i]);
+}
+
+/* The input of the README: shape (6, 8, 8, 1), x[i] = ((i * 37) % 17 - 8) / 8. */
+static tensor *v010_input(void)
+{
+    tensor *x = tensor_create(4, (const int[]){6, 8, 8, 1});
+    assert_non_null(x);
+    for (int i = 0; i < (int)x->size; i++) x->data[i] = (float)(i * 37 % 17 - 8) / 8.0f;
+    return x;
+}
+
+/* m's eval-mode logits on x against the record `key` that 0.1.0 made with
+ * this build's vector width and OpenBLAS kernel family. Their last bits
+ * depend on both, and only x86 families were recorded: without a record,
+ * says so and checks nothing (the parameters were checked bit for bit). */
+static void v010_check_logits(nn_model *m, tensor *x, const char *key)
+{
+    char tag[64];
+    snprintf(tag, sizeof tag, "%d:%s", VL, openblas_get_corename());
+    size_t n;
+    uint64_t *want = v010_expected(key, tag, &n);
+    if (!want) {
+        printf("    skipped: no 0.1.0 \"%s\" logits recorded for %s (vector width:OpenBLAS core)\n", key, tag);
+        return;
+    }
+    tensor *y;
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size, n);
+    v010_assert_bits(key, y->data, want, n);
+    free(want);
+}
+
+static void test_v0_1_0_checkpoint(void **state)
+{
+    (void)state;
+    /* Another model and an optimizer with other settings: the load must
+     * replace all of it. */
+    nn_model *m = test_make_model(V010_SPEC, 3, (const int[]){8, 8, 1}, 2);
+    optim *o = optim_adam_create(1e-3f, 0.5f, 0.6f, 1e-4f, 0.0f, 0);
+    tensor *x = v010_input();
+    const int labels[6] = {0, 1, 2, 0, 1, 2};
+    size_t n_params, n_state, n_t, n_seed, n_layers;
+    uint64_t *params = v010_expected("params", NULL, &n_params);
+    uint64_t *st = v010_expected("state", NULL, &n_state);
+    uint64_t *t = v010_expected("adam_t", NULL, &n_t);
+    uint64_t *seed = v010_expected("model_seed", NULL, &n_seed);
+    uint64_t *layers = v010_expected("layer_seed_calls", NULL, &n_layers);
+    assert_true(params && st && t && seed && layers);
+    assert_int_equal(n_params, m->n_params);
+    assert_true(n_t == 1 && n_seed == 1 && n_layers == 2 * (size_t)m->n_layers);
+    assert_int_equal(v010_first_difference(m->params, params, m->n_params), 0);
+
+    char blob[16];
+    size_t blob_len = 0;
+    assert_ok(nn_checkpoint_load(V010 "model.ckpt", m, o, blob, sizeof blob, &blob_len));
+    v010_assert_bits("params", m->params, params, n_params);
+    assert_int_equal(optim_state_count(o, o->n), n_state);
+    v010_assert_bits("state", o->state, st, n_state);
+    assert_int_equal(o->t, t[0]);
+    assert_true(o->lr == 1e-2f && o->beta1 == 0.9f && o->beta2 == 0.999f && o->eps == 1e-7f &&
+                o->weight_decay == 0.0f);
+    assert_int_equal(m->seed, seed[0]);
+    for (int i = 0; i < m->n_layers; i++) {
+        assert_int_equal(m->layers[i]->seed, layers[2 * i]);
+        assert_int_equal(m->layers[i]->calls, layers[2 * i + 1]);
+    }
+    assert_int_equal(blob_len, sizeof blob);
+    assert_memory_equal(blob, "nn 0.1.0 state\0", sizeof blob);
+    v010_check_logits(m, x, "loaded");
+
+    /* Training resumes from the loaded state. */
+    assert_ok(nn_model_train_step(m, o, x, labels, NULL, NULL));
+    assert_int_equal(o->t, t[0] + 1);
+    v010_check_logits(m, x, "resumed");
+
+    free(params);
+    free(st);
+    free(t);
+    free(seed);
+    free(layers);
+    tensor_free(x);
+    optim_free(o);
+    nn_model_free(m);
+}
+
+static void test_v0_1_0_safetensors(void **state)
+{
+    (void)state;
+    nn_model *m = test_make_model(V010_SPEC, 3, (const int[]){8, 8, 1}, 2);
+    tensor *x = v010_input();
+    size_t n;
+    uint64_t *params = v010_expected("params", NULL, &n);
+    assert_non_null(params);
+    assert_int_equal(n, m->n_params);
+    assert_int_equal(v010_first_difference(m->params, params, m->n_params), 0);
+    assert_ok(nn_safetensors_load(m, V010 "model.safetensors"));
+    v010_assert_bits("params", m->params, params, n);
+    v010_check_logits(m, x, "loaded");
+    free(params);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +559,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mismatching_network, test_dir_setup, test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_corrupted_files, test_dir_setup, test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_atomic_write, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test(test_v0_1_0_checkpoint),
+        cmocka_unit_test(test_v0_1_0_safetensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
