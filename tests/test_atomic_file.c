@@ -17,23 +17,6 @@
 
 #include "nn/io/atomic_file.h"
 
-static char dir[64];
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "atomic");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_tmpdir_remove(dir);
-    return 0;
-}
-
 /* A pid that no process has: a child that exited and was reaped. */
 static long dead_pid(void)
 {
@@ -47,30 +30,14 @@ static long dead_pid(void)
     return (long)p;
 }
 
-static void touch(const char *name)
-{
-    FILE *f = fopen(path_of(name), "wb");
-    assert_non_null(f);
-    fputs("partial", f);
-    fclose(f);
-}
+static void write_text(const char *path, const char *text) { test_write_bytes(path, text, strlen(text)); }
+
+static void touch(const char *name) { write_text(test_path(name), "partial"); }
 
 static int exists(const char *name)
 {
     struct stat st;
-    return lstat(path_of(name), &st) == 0;
-}
-
-static int count_entries(void)
-{
-    int n = 0;
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
+    return lstat(test_path(name), &st) == 0;
 }
 
 static size_t file_size(const char *path)
@@ -98,10 +65,10 @@ static void test_stale_temporaries(void **state)
     snprintf(stale_dir, sizeof stale_dir, "x.bin.tmp.%ld.5", dead);
     const char *files[] = {stale_new, stale_old, mine, parents, other_pattern, other_target, nested};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) touch(files[i]);
-    assert_int_equal(mkdir(path_of(stale_dir), 0700), 0); /* not a regular file: kept */
+    assert_int_equal(mkdir(test_path(stale_dir), 0700), 0); /* not a regular file: kept */
 
     const char data[] = "complete";
-    assert_ok(nn_atomic_file_save(path_of("x.bin"), data, sizeof data));
+    assert_ok(nn_atomic_file_save(test_path("x.bin"), data, sizeof data));
     assert_false(exists(stale_new));
     assert_false(exists(stale_old));
     assert_true(exists(mine));
@@ -111,13 +78,13 @@ static void test_stale_temporaries(void **state)
     assert_true(exists(nested));
     assert_true(exists(stale_dir));
     assert_true(exists("x.bin"));
-    assert_int_equal(file_size(path_of("x.bin")), sizeof data);
+    assert_int_equal(file_size(test_path("x.bin")), sizeof data);
     /* The 5 kept files, the directory and x.bin: no temporary file of this
      * save is left. */
-    assert_int_equal(count_entries(), 7);
+    assert_int_equal(test_dir_entries(), 7);
     printf("stale temporaries of dead pid %ld removed; those of pids %ld (self) and %ld "
            "(parent), other names and a directory kept\n", dead, self, parent);
-    rmdir(path_of(stale_dir));
+    rmdir(test_path(stale_dir));
 }
 
 /* Each file writer of the library goes through the helper. */
@@ -139,24 +106,24 @@ static void test_writers_clean_up(void **state)
         snprintf(live, sizeof live, "%s.tmp.%ld.999", targets[k], self);
         touch(stale);
         touch(live);
-        const char *p = path_of(targets[k]);
+        const char *p = test_path(targets[k]);
         if (k == 0) assert_ok(nn_checkpoint_save(p, m, NULL, NULL, 0));
         if (k == 1) assert_ok(nn_npy_save(p, t));
         if (k == 2) assert_ok(nn_safetensors_save(m, p));
         if (exists(stale)) fail_msg("%s: the stale %s is still there", targets[k], stale);
         if (!exists(live)) fail_msg("%s: the live %s was removed", targets[k], live);
         assert_true(exists(targets[k]));
-        unlink(path_of(live));
+        unlink(test_path(live));
     }
-    assert_int_equal(count_entries(), 3);
+    assert_int_equal(test_dir_entries(), 3);
     /* What was written loads back. */
     nn_model *r = nn_model_create(9);
     assert_ok(nn_model_add_spec(r, "dense units=3\n"));
     assert_ok(nn_model_build(r, 1, in));
-    assert_ok(nn_checkpoint_load(path_of("m.ckpt"), r, NULL, NULL, 0, NULL));
+    assert_ok(nn_checkpoint_load(test_path("m.ckpt"), r, NULL, NULL, 0, NULL));
     assert_memory_equal(r->params, m->params, m->n_params * sizeof(float));
     tensor *u = NULL;
-    assert_ok(nn_npy_load(path_of("t.npy"), &u));
+    assert_ok(nn_npy_load(test_path("t.npy"), &u));
     assert_int_equal(u->size, 6);
     tensor_free(u);
     nn_model_free(r);
@@ -164,20 +131,12 @@ static void test_writers_clean_up(void **state)
     tensor_free(t);
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_failures_named(void **state)
 {
     (void)state;
     char p[300];
     /* No such directory. */
-    snprintf(p, sizeof p, "%s/no/such/dir/a.bin", dir);
+    snprintf(p, sizeof p, "%s/no/such/dir/a.bin", test_dir());
     assert_int_equal(nn_atomic_file_save(p, "x", 1), NN_ERR_IO);
     assert_error_contains(p);
     assert_error_contains("cannot create");
@@ -185,18 +144,18 @@ static void test_failures_named(void **state)
     assert_error_contains(strerror(ENOENT));
 
     /* A non-empty directory where the file goes: the rename fails. */
-    assert_int_equal(mkdir(path_of("d.bin"), 0700), 0);
-    write_text(path_of("d.bin/keep"), "k");
-    assert_int_equal(nn_atomic_file_save(path_of("d.bin"), "x", 1), NN_ERR_IO);
+    assert_int_equal(mkdir(test_path("d.bin"), 0700), 0);
+    write_text(test_path("d.bin/keep"), "k");
+    assert_int_equal(nn_atomic_file_save(test_path("d.bin"), "x", 1), NN_ERR_IO);
     assert_error_contains("cannot rename");
     assert_error_contains("d.bin.tmp.");
     assert_error_contains(strerror(EISDIR));
-    assert_int_equal(count_entries(), 1); /* the temporary file is gone */
-    unlink(path_of("d.bin/keep"));
-    rmdir(path_of("d.bin"));
+    assert_int_equal(test_dir_entries(), 1); /* the temporary file is gone */
+    unlink(test_path("d.bin/keep"));
+    rmdir(test_path("d.bin"));
 
     /* A write stopped by the file size limit (EFBIG): the old file stays. */
-    write_text(path_of("old.bin"), "old contents");
+    write_text(test_path("old.bin"), "old contents");
     struct rlimit was, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
     lim = was;
@@ -205,21 +164,21 @@ static void test_failures_named(void **state)
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     static char big[1 << 16];
     memset(big, 'b', sizeof big);
-    nn_status s = nn_atomic_file_save(path_of("old.bin"), big, sizeof big);
+    nn_status s = nn_atomic_file_save(test_path("old.bin"), big, sizeof big);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
     signal(SIGXFSZ, prev);
     assert_int_equal(s, NN_ERR_IO);
     assert_error_contains("old.bin: writing");
     assert_error_contains("old.bin.tmp.");
     assert_error_contains(strerror(EFBIG));
-    assert_int_equal(file_size(path_of("old.bin")), strlen("old contents"));
-    assert_int_equal(count_entries(), 1);
+    assert_int_equal(file_size(test_path("old.bin")), strlen("old contents"));
+    assert_int_equal(test_dir_entries(), 1);
 
     /* Bad arguments and misuse. */
     assert_int_equal(nn_atomic_file_save(NULL, "x", 1), NN_ERR_ARG);
     assert_error_contains("path is NULL or empty");
     assert_int_equal(nn_atomic_file_save("", "x", 1), NN_ERR_ARG);
-    assert_int_equal(nn_atomic_file_save(path_of("n.bin"), NULL, 3), NN_ERR_ARG);
+    assert_int_equal(nn_atomic_file_save(test_path("n.bin"), NULL, 3), NN_ERR_ARG);
     assert_error_contains("data is NULL, len 3");
     static char longp[5000];
     memset(longp, 'a', sizeof longp - 1);
@@ -229,33 +188,33 @@ static void test_failures_named(void **state)
 
     /* Abandoning leaves nothing; a finished file takes no more calls. */
     nn_atomic_file af;
-    assert_ok(nn_atomic_file_open(&af, path_of("gone.bin")));
+    assert_ok(nn_atomic_file_open(&af, test_path("gone.bin")));
     assert_ok(nn_atomic_file_write(&af, "abc", 3));
-    assert_int_equal(count_entries(), 2);
+    assert_int_equal(test_dir_entries(), 2);
     nn_atomic_file_abandon(&af);
     nn_atomic_file_abandon(&af);
-    assert_int_equal(count_entries(), 1);
+    assert_int_equal(test_dir_entries(), 1);
     assert_int_equal(nn_atomic_file_write(&af, "abc", 3), NN_ERR_STATE);
     assert_int_equal(nn_atomic_file_commit(&af), NN_ERR_STATE);
     assert_error_contains("no file is open");
 
     /* Streaming writes and an empty file. */
-    assert_ok(nn_atomic_file_open(&af, path_of("s.bin")));
+    assert_ok(nn_atomic_file_open(&af, test_path("s.bin")));
     for (int i = 0; i < 100; i++) assert_ok(nn_atomic_file_write(&af, big, 1000));
     assert_ok(nn_atomic_file_write(&af, NULL, 0));
     assert_ok(nn_atomic_file_commit(&af));
-    assert_int_equal(file_size(path_of("s.bin")), 100000);
-    assert_ok(nn_atomic_file_save(path_of("e.bin"), NULL, 0));
-    assert_int_equal(file_size(path_of("e.bin")), 0);
-    assert_int_equal(count_entries(), 3);
+    assert_int_equal(file_size(test_path("s.bin")), 100000);
+    assert_ok(nn_atomic_file_save(test_path("e.bin"), NULL, 0));
+    assert_int_equal(file_size(test_path("e.bin")), 0);
+    assert_int_equal(test_dir_entries(), 3);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stale_temporaries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_writers_clean_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failures_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_temporaries, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_writers_clean_up, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_failures_named, test_dir_setup, test_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

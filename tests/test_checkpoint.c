@@ -3,43 +3,27 @@
  * naming the difference; truncated, corrupted (a flipped byte: CRC), wrong
  * magic or version files are refused with the model, the optimizer and the
  * blob untouched (compared with memcmp against snapshots); the write leaves
- * no temporary file behind. */
-#include <dirent.h>
+ * no temporary file behind. Files written by nn 0.1.0 (a checkpoint and a
+ * .safetensors file, tests/fixtures/v0.1.0/) still load, to the same bits:
+ * parameters, optimizer state, seeds, and the logits 0.1.0 computed from
+ * them, before and after one more training step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "test_util.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "ckpt");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_tmpdir_remove(dir);
-    return 0;
-}
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
+#include "layers/simd.h"
 
 #define SPEC "flatten\ndense units=8 activation=relu\ndropout rate=0.25\ndense units=3\n"
 #define BATCH 6
 
 static nn_model *make_model(const char *spec, uint64_t seed)
 {
-    nn_model *m = nn_model_create(seed);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, spec));
-    const int shape[2] = {4, 3};
-    assert_ok(nn_model_build(m, 2, shape));
-    return m;
+    return test_make_model(spec, 2, (const int[]){4, 3}, seed);
 }
 
 static tensor *make_batch(int *labels)
@@ -106,27 +90,6 @@ static void snap_free(snapshot *s)
     free(s->state);
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*len);
-    assert_int_equal(fread(b, 1, *len, f), *len);
-    fclose(f);
-    return b;
-}
-
-static void write_bytes(const char *path, const uint8_t *b, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, len, f), len);
-    fclose(f);
-}
-
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -136,7 +99,7 @@ static void test_round_trip(void **state)
     optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
     train(a, oa, x, labels, 5);
     const char blob[] = "epoch=3 rng=12345";
-    assert_ok(nn_checkpoint_save(path_of("a.ckpt"), a, oa, blob, sizeof blob));
+    assert_ok(nn_checkpoint_save(test_path("a.ckpt"), a, oa, blob, sizeof blob));
 
     /* A fresh model with other initial weights, a fresh optimizer. */
     nn_model *b = make_model(SPEC, 99);
@@ -144,7 +107,7 @@ static void test_round_trip(void **state)
     assert_memory_not_equal(a->params, b->params, a->n_params * sizeof(float));
     char got[64] = "";
     size_t got_len = 0;
-    assert_ok(nn_checkpoint_load(path_of("a.ckpt"), b, ob, got, sizeof got, &got_len));
+    assert_ok(nn_checkpoint_load(test_path("a.ckpt"), b, ob, got, sizeof got, &got_len));
     assert_int_equal(got_len, sizeof blob);
     assert_string_equal(got, blob);
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
@@ -176,7 +139,7 @@ static void test_round_trip(void **state)
 
     /* Weights only: no optimizer, no blob. */
     nn_model *c = make_model(SPEC, 7);
-    assert_ok(nn_checkpoint_load(path_of("a.ckpt"), c, NULL, NULL, 0, NULL));
+    assert_ok(nn_checkpoint_load(test_path("a.ckpt"), c, NULL, NULL, 0, NULL));
     assert_ok(nn_model_predict(c, x, NULL, &yb, NULL, NULL));
     assert_memory_equal(pa, yb->data, ny * sizeof(float));
 
@@ -197,33 +160,33 @@ static void test_sgd_and_no_optimizer(void **state)
     nn_model *a = make_model(SPEC, 1);
     optim *oa = optim_sgd_create(0.1f, 0.9f, 1, 0.0f);
     train(a, oa, x, labels, 2);
-    assert_ok(nn_checkpoint_save(path_of("sgd.ckpt"), a, oa, NULL, 0));
+    assert_ok(nn_checkpoint_save(test_path("sgd.ckpt"), a, oa, NULL, 0));
     nn_model *b = make_model(SPEC, 2);
     optim *ob = optim_sgd_create(0.5f, 0.5f, 0, 0.0f);
-    assert_ok(nn_checkpoint_load(path_of("sgd.ckpt"), b, ob, NULL, 0, NULL));
+    assert_ok(nn_checkpoint_load(test_path("sgd.ckpt"), b, ob, NULL, 0, NULL));
     assert_true(ob->momentum == 0.9f && ob->nesterov == 1 && ob->lr == 0.1f);
     assert_memory_equal(ob->state, oa->state, oa->n * sizeof(float));
     /* An Adam run cannot resume from an SGD checkpoint. */
     optim *adam = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
     snapshot s;
     snap(&s, b, adam);
-    assert_int_equal(nn_checkpoint_load(path_of("sgd.ckpt"), b, adam, NULL, 0, NULL), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_load(test_path("sgd.ckpt"), b, adam, NULL, 0, NULL), NN_ERR_STATE);
     assert_error_contains("checkpoint has optimizer sgd, the run uses adam");
     assert_unchanged(&s, b, adam);
     snap_free(&s);
     /* Saved without an optimizer: loads for weights only, refused for a resume. */
-    assert_ok(nn_checkpoint_save(path_of("noopt.ckpt"), a, NULL, NULL, 0));
+    assert_ok(nn_checkpoint_save(test_path("noopt.ckpt"), a, NULL, NULL, 0));
     snap(&s, b, ob);
-    assert_int_equal(nn_checkpoint_load(path_of("noopt.ckpt"), b, ob, NULL, 0, NULL), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_load(test_path("noopt.ckpt"), b, ob, NULL, 0, NULL), NN_ERR_STATE);
     assert_error_contains("no optimizer state");
     assert_unchanged(&s, b, ob);
     snap_free(&s);
-    assert_ok(nn_checkpoint_load(path_of("noopt.ckpt"), b, NULL, NULL, 0, NULL));
+    assert_ok(nn_checkpoint_load(test_path("noopt.ckpt"), b, NULL, NULL, 0, NULL));
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
     /* An optimizer that has not stepped yet round-trips as "no state". */
     optim *fresh = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
-    assert_ok(nn_checkpoint_save(path_of("fresh.ckpt"), a, fresh, NULL, 0));
-    assert_ok(nn_checkpoint_load(path_of("fresh.ckpt"), b, adam, NULL, 0, NULL));
+    assert_ok(nn_checkpoint_save(test_path("fresh.ckpt"), a, fresh, NULL, 0));
+    assert_ok(nn_checkpoint_load(test_path("fresh.ckpt"), b, adam, NULL, 0, NULL));
     assert_int_equal(adam->n, 0);
     assert_null(adam->state);
     assert_int_equal(adam->t, 0);
@@ -273,7 +236,7 @@ static void save_reference(const char *name)
     nn_model *a = make_model(SPEC, 1);
     optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
     train(a, oa, x, labels, 3);
-    assert_ok(nn_checkpoint_save(path_of(name), a, oa, "blob", 4));
+    assert_ok(nn_checkpoint_save(test_path(name), a, oa, "blob", 4));
     nn_model_free(a);
     optim_free(oa);
     tensor_free(x);
@@ -283,7 +246,7 @@ static void test_mismatching_network(void **state)
 {
     (void)state;
     save_reference("ref.ckpt");
-    const char *p = path_of("ref.ckpt");
+    const char *p = test_path("ref.ckpt");
     expect_refused(p, "flatten\ndense units=16 activation=relu\ndropout rate=0.25\ndense units=3\n",
                    NN_ERR_SHAPE, "layer 1 (dense_1): checkpoint has dense units=8, model has dense units=16",
                    NULL);
@@ -316,21 +279,21 @@ static void test_corrupted_files(void **state)
     (void)state;
     save_reference("ref.ckpt");
     size_t len;
-    uint8_t *good = read_file(path_of("ref.ckpt"), &len);
+    uint8_t *good = test_read_bytes(test_path("ref.ckpt"), &len);
     uint8_t *b = malloc(len + 8);
-    const char *bad = path_of("bad.ckpt");
+    const char *bad = test_path("bad.ckpt");
 
     /* Truncated at every kind of place: inside the prefix, the header, the
      * payload, and one byte short. */
     const size_t cuts[] = {0, 5, 20, 40, 100, len / 2, len - 5, len - 1};
     for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
-        write_bytes(bad, good, cuts[k]);
+        test_write_bytes(bad, good, cuts[k]);
         expect_refused(bad, SPEC, NN_ERR_FORMAT, "bad.ckpt", cuts[k] < 8 ? "bad magic" : "truncated");
     }
     /* Trailing bytes. */
     memcpy(b, good, len);
     memcpy(b + len, "garbage!", 8);
-    write_bytes(bad, b, len + 8);
+    test_write_bytes(bad, b, len + 8);
     expect_refused(bad, SPEC, NN_ERR_FORMAT, "trailing data", NULL);
     /* One flipped bit anywhere after the size fields is caught by the CRC:
      * in the header (a layer config), in the parameters, in the optimizer
@@ -339,27 +302,27 @@ static void test_corrupted_files(void **state)
     for (size_t k = 0; k < sizeof flips / sizeof flips[0]; k++) {
         memcpy(b, good, len);
         b[flips[k]] ^= 0x10;
-        write_bytes(bad, b, len);
+        test_write_bytes(bad, b, len);
         expect_refused(bad, SPEC, NN_ERR_FORMAT, "CRC-32 mismatch", "corrupted");
     }
     /* Wrong magic, wrong version. */
     memcpy(b, good, len);
     b[0] = 'X';
-    write_bytes(bad, b, len);
+    test_write_bytes(bad, b, len);
     expect_refused(bad, SPEC, NN_ERR_FORMAT, "not an nn checkpoint (bad magic at offset 0)", NULL);
     memcpy(b, good, len);
     b[8] = 2;
-    write_bytes(bad, b, len);
+    test_write_bytes(bad, b, len);
     expect_refused(bad, SPEC, NN_ERR_FORMAT, "checkpoint format version 2 at offset 8",
                    "this build reads version 1");
     /* Missing file. */
-    expect_refused(path_of("absent.ckpt"), SPEC, NN_ERR_IO, "cannot open checkpoint", NULL);
+    expect_refused(test_path("absent.ckpt"), SPEC, NN_ERR_IO, "cannot open checkpoint", NULL);
     /* A blob larger than the caller's buffer. */
     nn_model *m = make_model(SPEC, 3);
     float *before = malloc(m->n_params * sizeof(float));
     memcpy(before, m->params, m->n_params * sizeof(float));
     char small[2] = {1, 2};
-    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), m, NULL, small, sizeof small, NULL),
+    assert_int_equal(nn_checkpoint_load(test_path("ref.ckpt"), m, NULL, small, sizeof small, NULL),
                      NN_ERR_ARG);
     assert_error_contains("blob has 4 bytes, the buffer 2");
     assert_memory_equal(before, m->params, m->n_params * sizeof(float));
@@ -370,17 +333,6 @@ static void test_corrupted_files(void **state)
     free(b);
 }
 
-static int count_entries(void)
-{
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
 static void test_atomic_write(void **state)
 {
     (void)state;
@@ -388,45 +340,45 @@ static void test_atomic_write(void **state)
     tensor *x = make_batch(labels);
     nn_model *a = make_model(SPEC, 1);
     optim *oa = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
-    assert_ok(nn_checkpoint_save(path_of("x.ckpt"), a, oa, NULL, 0));
-    assert_int_equal(count_entries(), 1); /* no x.ckpt.tmp.<pid> left */
+    assert_ok(nn_checkpoint_save(test_path("x.ckpt"), a, oa, NULL, 0));
+    assert_int_equal(test_dir_entries(), 1); /* no x.ckpt.tmp.<pid> left */
     size_t len1, len2;
-    uint8_t *first = read_file(path_of("x.ckpt"), &len1);
+    uint8_t *first = test_read_bytes(test_path("x.ckpt"), &len1);
     /* Saving over an existing file replaces it whole. */
     train(a, oa, x, labels, 2);
-    assert_ok(nn_checkpoint_save(path_of("x.ckpt"), a, oa, NULL, 0));
-    assert_int_equal(count_entries(), 1);
-    uint8_t *second = read_file(path_of("x.ckpt"), &len2);
+    assert_ok(nn_checkpoint_save(test_path("x.ckpt"), a, oa, NULL, 0));
+    assert_int_equal(test_dir_entries(), 1);
+    uint8_t *second = test_read_bytes(test_path("x.ckpt"), &len2);
     assert_true(len2 > len1); /* now with Adam's moments */
     /* Saving is deterministic: the same state gives the same bytes. */
-    assert_ok(nn_checkpoint_save(path_of("y.ckpt"), a, oa, NULL, 0));
+    assert_ok(nn_checkpoint_save(test_path("y.ckpt"), a, oa, NULL, 0));
     size_t len3;
-    uint8_t *third = read_file(path_of("y.ckpt"), &len3);
+    uint8_t *third = test_read_bytes(test_path("y.ckpt"), &len3);
     assert_int_equal(len2, len3);
     assert_memory_equal(second, third, len2);
     /* A failing save (no such directory) leaves nothing behind and says why. */
     char p[300];
-    snprintf(p, sizeof p, "%s/no/such/dir/z.ckpt", dir);
+    snprintf(p, sizeof p, "%s/no/such/dir/z.ckpt", test_dir());
     assert_int_equal(nn_checkpoint_save(p, a, oa, NULL, 0), NN_ERR_IO);
     assert_error_contains("cannot create");
-    assert_int_equal(count_entries(), 2);
+    assert_int_equal(test_dir_entries(), 2);
     /* A directory where the file should go: the rename fails, the
      * temporary file is removed. */
-    assert_int_equal(mkdir(path_of("d.ckpt"), 0700), 0);
+    assert_int_equal(mkdir(test_path("d.ckpt"), 0700), 0);
     char inner[300];
-    snprintf(inner, sizeof inner, "%s/d.ckpt/keep", dir);
-    write_bytes(inner, (const uint8_t *)"k", 1);
-    assert_int_equal(nn_checkpoint_save(path_of("d.ckpt"), a, oa, NULL, 0), NN_ERR_IO);
+    snprintf(inner, sizeof inner, "%s/d.ckpt/keep", test_dir());
+    test_write_bytes(inner, (const uint8_t *)"k", 1);
+    assert_int_equal(nn_checkpoint_save(test_path("d.ckpt"), a, oa, NULL, 0), NN_ERR_IO);
     assert_error_contains("cannot rename");
-    assert_int_equal(count_entries(), 3);
+    assert_int_equal(test_dir_entries(), 3);
     unlink(inner);
-    rmdir(path_of("d.ckpt"));
+    rmdir(test_path("d.ckpt"));
     /* Unbuilt model and NULL arguments are errors, not crashes. */
     nn_model *u = nn_model_create(1);
-    assert_int_equal(nn_checkpoint_save(path_of("u.ckpt"), u, NULL, NULL, 0), NN_ERR_STATE);
-    assert_int_equal(nn_checkpoint_load(path_of("x.ckpt"), u, NULL, NULL, 0, NULL), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_save(test_path("u.ckpt"), u, NULL, NULL, 0), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_load(test_path("x.ckpt"), u, NULL, NULL, 0, NULL), NN_ERR_STATE);
     assert_int_equal(nn_checkpoint_save(NULL, a, NULL, NULL, 0), NN_ERR_ARG);
-    assert_int_equal(nn_checkpoint_save(path_of("v.ckpt"), a, NULL, NULL, 3), NN_ERR_ARG);
+    assert_int_equal(nn_checkpoint_save(test_path("v.ckpt"), a, NULL, NULL, 3), NN_ERR_ARG);
     nn_model_free(u);
     free(first);
     free(second);
@@ -436,14 +388,179 @@ static void test_atomic_write(void **state)
     tensor_free(x);
 }
 
+/* ---- files written by nn 0.1.0 (tests/fixtures/v0.1.0/README) ------------ */
+
+#define V010 "tests/fixtures/v0.1.0/"
+#define V010_SPEC                                                                                  \
+    "conv2d filters=4 kernel_size=3 activation=relu data_format=channels_last\n"                   \
+    "spatial_dropout2d rate=0.25 data_format=channels_last\n"                                      \
+    "flatten\n"                                                                                    \
+    "dense units=3\n"
+
+/* The values after the line "KEY COUNT [TAG...]" of V010 "expected.txt"
+ * whose tags include tag (the first KEY line when tag is NULL), malloc'ed,
+ * their count in *n; NULL when no line matches. */
+static uint64_t *v010_expected(const char *key, const char *tag, size_t *n)
+{
+    size_t len;
+    char *text = (char *)test_read_bytes(V010 "expected.txt", &len);
+    uint64_t *v = NULL;
+    for (char *line = text; *line && !v;) {
+        char *end = line + strcspn(line, "\n");
+        char *next = *end ? end + 1 : end;
+        *end = '\0';
+        char *save, *word = strtok_r(line, " ", &save);
+        if (word && !strcmp(word, key)) {
+            const char *count = strtok_r(NULL, " ", &save);
+            assert_non_null(count);
+            int tagged = tag == NULL;
+            for (const char *t; !tagged && (t = strtok_r(NULL, " ", &save));) tagged = !strcmp(t, tag);
+            if (tagged) {
+                *n = strtoul(count, NULL, 10);
+                v = malloc((*n ? *n : 1) * sizeof *v);
+                char *p = next, *q;
+                for (size_t i = 0; i < *n; i++, p = q) {
+                    v[i] = strtoull(p, &q, 16);
+                    if (q == p) fail_msg("expected.txt: %s has fewer than %zu values", key, *n);
+                }
+            }
+        }
+        line = next;
+    }
+    free(text);
+    return v;
+}
+
+/* The index of the first float of got whose bits are not want's (a uint32
+ * each), n if there is none. */
+static size_t v010_first_difference(const float *got, const uint64_t *want, size_t n)
+{
+    size_t i = 0;
+    for (uint32_t u; i < n; i++) {
+        memcpy(&u, &got[i], sizeof u);
+        if (u != want[i]) break;
+    }
+    return i;
+}
+
+static void v010_assert_bits(const char *what, const float *got, const uint64_t *want, size_t n)
+{
+    const size_t i = v010_first_difference(got, want, n);
+    if (i < n)
+        fail_msg("%s[%zu] is %a, 0.1.0 gave 0x%08x", what, i, got[i], (unsigned)want[i]);
+}
+
+/* The input of the README: shape (6, 8, 8, 1), x[i] = ((i * 37) % 17 - 8) / 8. */
+static tensor *v010_input(void)
+{
+    tensor *x = tensor_create(4, (const int[]){6, 8, 8, 1});
+    assert_non_null(x);
+    for (int i = 0; i < (int)x->size; i++) x->data[i] = (float)(i * 37 % 17 - 8) / 8.0f;
+    return x;
+}
+
+/* m's eval-mode logits on x against the record `key` that 0.1.0 made with
+ * this build's vector width and OpenBLAS kernel family. Their last bits
+ * depend on both, and only x86 families were recorded: without a record,
+ * says so and checks nothing (the parameters were checked bit for bit). */
+static void v010_check_logits(nn_model *m, tensor *x, const char *key)
+{
+    char tag[64];
+    snprintf(tag, sizeof tag, "%d:%s", VL, openblas_get_corename());
+    size_t n;
+    uint64_t *want = v010_expected(key, tag, &n);
+    if (!want) {
+        printf("    skipped: no 0.1.0 \"%s\" logits recorded for %s (vector width:OpenBLAS core)\n", key, tag);
+        return;
+    }
+    tensor *y;
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size, n);
+    v010_assert_bits(key, y->data, want, n);
+    free(want);
+}
+
+static void test_v0_1_0_checkpoint(void **state)
+{
+    (void)state;
+    /* Another model and an optimizer with other settings: the load must
+     * replace all of it. */
+    nn_model *m = test_make_model(V010_SPEC, 3, (const int[]){8, 8, 1}, 2);
+    optim *o = optim_adam_create(1e-3f, 0.5f, 0.6f, 1e-4f, 0.0f, 0);
+    tensor *x = v010_input();
+    const int labels[6] = {0, 1, 2, 0, 1, 2};
+    size_t n_params, n_state, n_t, n_seed, n_layers;
+    uint64_t *params = v010_expected("params", NULL, &n_params);
+    uint64_t *st = v010_expected("state", NULL, &n_state);
+    uint64_t *t = v010_expected("adam_t", NULL, &n_t);
+    uint64_t *seed = v010_expected("model_seed", NULL, &n_seed);
+    uint64_t *layers = v010_expected("layer_seed_calls", NULL, &n_layers);
+    assert_true(params && st && t && seed && layers);
+    assert_int_equal(n_params, m->n_params);
+    assert_true(n_t == 1 && n_seed == 1 && n_layers == 2 * (size_t)m->n_layers);
+    assert_int_equal(v010_first_difference(m->params, params, m->n_params), 0);
+
+    char blob[16];
+    size_t blob_len = 0;
+    assert_ok(nn_checkpoint_load(V010 "model.ckpt", m, o, blob, sizeof blob, &blob_len));
+    v010_assert_bits("params", m->params, params, n_params);
+    assert_int_equal(optim_state_count(o, o->n), n_state);
+    v010_assert_bits("state", o->state, st, n_state);
+    assert_int_equal(o->t, t[0]);
+    assert_true(o->lr == 1e-2f && o->beta1 == 0.9f && o->beta2 == 0.999f && o->eps == 1e-7f &&
+                o->weight_decay == 0.0f);
+    assert_int_equal(m->seed, seed[0]);
+    for (int i = 0; i < m->n_layers; i++) {
+        assert_int_equal(m->layers[i]->seed, layers[2 * i]);
+        assert_int_equal(m->layers[i]->calls, layers[2 * i + 1]);
+    }
+    assert_int_equal(blob_len, sizeof blob);
+    assert_memory_equal(blob, "nn 0.1.0 state\0", sizeof blob);
+    v010_check_logits(m, x, "loaded");
+
+    /* Training resumes from the loaded state. */
+    assert_ok(nn_model_train_step(m, o, x, labels, NULL, NULL));
+    assert_int_equal(o->t, t[0] + 1);
+    v010_check_logits(m, x, "resumed");
+
+    free(params);
+    free(st);
+    free(t);
+    free(seed);
+    free(layers);
+    tensor_free(x);
+    optim_free(o);
+    nn_model_free(m);
+}
+
+static void test_v0_1_0_safetensors(void **state)
+{
+    (void)state;
+    nn_model *m = test_make_model(V010_SPEC, 3, (const int[]){8, 8, 1}, 2);
+    tensor *x = v010_input();
+    size_t n;
+    uint64_t *params = v010_expected("params", NULL, &n);
+    assert_non_null(params);
+    assert_int_equal(n, m->n_params);
+    assert_int_equal(v010_first_difference(m->params, params, m->n_params), 0);
+    assert_ok(nn_safetensors_load(m, V010 "model.safetensors"));
+    v010_assert_bits("params", m->params, params, n);
+    v010_check_logits(m, x, "loaded");
+    free(params);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sgd_and_no_optimizer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mismatching_network, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupted_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_atomic_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_sgd_and_no_optimizer, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mismatching_network, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupted_files, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_atomic_write, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test(test_v0_1_0_checkpoint),
+        cmocka_unit_test(test_v0_1_0_safetensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,23 +29,15 @@
     "dropout rate=0.25\n"                                                                          \
     "dense units=3\n"
 
-static char dir[64];
 static uint8_t *good;
 static size_t good_len;
 static nn_model *model;
 static optim *opt;
 static const uint8_t blob_ref[16] = "resumable-state";
 
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
 static nn_model *make_model(const char *spec, uint64_t seed)
 {
-    nn_model *m = nn_model_create(seed);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, spec));
-    const int shape[3] = {6, 6, 1};
-    assert_ok(nn_model_build(m, 3, shape));
-    return m;
+    return test_make_model(spec, 3, (const int[]){6, 6, 1}, seed);
 }
 
 static void train(nn_model *m, optim *o, int steps, uint64_t seed)
@@ -108,14 +100,6 @@ static int unchanged(const nn_model *m, const optim *o, const uint8_t *blob)
     return m->seed == snap.model_seed && !memcmp(blob, snap.blob, sizeof snap.blob);
 }
 
-static void write_bytes(const char *path, const uint8_t *b, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len) assert_int_equal(fwrite(b, 1, len, f), len);
-    fclose(f);
-}
-
 static void fix_integrity(uint8_t *b, size_t len)
 {
     for (int i = 0; i < 8; i++) b[16 + i] = (uint8_t)((uint64_t)len >> (8 * i));
@@ -142,20 +126,13 @@ static nn_status try_load(const char *path, const char *what, size_t where)
 
 static int setup(void **state)
 {
-    (void)state;
-    if (test_tmpdir_make(dir, sizeof dir, "ckcorrupt") != 0) return -1;
+    if (test_dir_setup(state) != 0) return -1;
     /* The reference file, from a model trained a few steps. */
     nn_model *m = make_model(SPEC, 5);
     optim *o = optim_adam_create(1e-2f, 0.9f, 0.999f, 1e-7f, 1e-4f, 1);
     train(m, o, 3, 1);
-    assert_ok(nn_checkpoint_save(path_of("ref.ckpt"), m, o, blob_ref, sizeof blob_ref));
-    FILE *f = fopen(path_of("ref.ckpt"), "rb");
-    fseek(f, 0, SEEK_END);
-    good_len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    good = malloc(good_len);
-    if (fread(good, 1, good_len, f) != good_len) return -1;
-    fclose(f);
+    assert_ok(nn_checkpoint_save(test_path("ref.ckpt"), m, o, blob_ref, sizeof blob_ref));
+    good = test_read_bytes(test_path("ref.ckpt"), &good_len);
     nn_model_free(m);
     optim_free(o);
     /* The model loaded into: same network, other weights and state. */
@@ -170,8 +147,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    (void)state;
-    test_tmpdir_remove(dir);
+    test_dir_teardown(state);
     free(good);
     free(snap.params);
     free(snap.buffers);
@@ -192,9 +168,9 @@ static size_t header_len(void)
 static void test_truncated_everywhere(void **state)
 {
     (void)state;
-    const char *p = path_of("cut.ckpt");
+    const char *p = test_path("cut.ckpt");
     for (size_t len = 0; len < good_len; len++) {
-        write_bytes(p, good, len);
+        test_write_bytes(p, good, len);
         nn_status s = try_load(p, "truncated", len);
         if (s != NN_ERR_FORMAT) fail_msg("cut at %zu: status %d, %s", len, s, nn_last_error());
         assert_error_contains(len < 8 ? "bad magic" : "truncated");
@@ -205,13 +181,13 @@ static void test_truncated_everywhere(void **state)
 static void test_every_byte_flipped(void **state)
 {
     (void)state;
-    const char *p = path_of("flip.ckpt");
+    const char *p = test_path("flip.ckpt");
     uint8_t *b = malloc(good_len);
     int crc = 0;
     for (size_t at = 0; at < good_len; at++) {
         memcpy(b, good, good_len);
         b[at] ^= 0x41;
-        write_bytes(p, b, good_len);
+        test_write_bytes(p, b, good_len);
         nn_status s = try_load(p, "flipped byte", at);
         if (s != NN_ERR_FORMAT) fail_msg("byte %zu flipped: status %d, %s", at, s, nn_last_error());
         const char *want = at < 8 ? "bad magic" : at < 12 ? "format version" : at < 16 ? "reserved field"
@@ -228,7 +204,7 @@ static void test_every_byte_flipped(void **state)
 static void test_header_bytes_behind_the_crc(void **state)
 {
     (void)state;
-    const char *p = path_of("hdr.ckpt");
+    const char *p = test_path("hdr.ckpt");
     const size_t H = header_len(), end = 32 + H;
     uint8_t *b = malloc(good_len);
     int refused = 0, loaded = 0;
@@ -237,7 +213,7 @@ static void test_header_bytes_behind_the_crc(void **state)
             memcpy(b, good, good_len);
             b[at] = variant ? (uint8_t)(b[at] + 1) : (uint8_t)(b[at] ^ 0x80);
             fix_integrity(b, good_len);
-            write_bytes(p, b, good_len);
+            test_write_bytes(p, b, good_len);
             nn_status s = try_load(p, "header byte", at);
             if (s == NN_OK) {
                 /* Only the model seed (the header's first 8 bytes) may
@@ -289,12 +265,12 @@ static void test_optimizer_fields_behind_the_crc(void **state)
         {6, 0xbf800000u, "weight_decay -1"}, {7, 7u, "decoupled 7"},
     };
     uint8_t *b = malloc(good_len);
-    const char *p = path_of("opt.ckpt");
+    const char *p = test_path("opt.ckpt");
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         memcpy(b, good, good_len);
         for (int i = 0; i < 4; i++) b[opt_at + 4 * (size_t)bad[k].field + (size_t)i] = (uint8_t)(bad[k].bits >> (8 * i));
         fix_integrity(b, good_len);
-        write_bytes(p, b, good_len);
+        test_write_bytes(p, b, good_len);
         if (try_load(p, bad[k].name, opt_at) != NN_ERR_FORMAT)
             fail_msg("%s: not refused (%s)", bad[k].name, nn_last_error());
         assert_error_contains("adam hyperparameters out of range at offset");
@@ -305,7 +281,7 @@ static void test_optimizer_fields_behind_the_crc(void **state)
     const uint32_t nan_bits = 0x7fc00000u;
     memcpy(b + 32 + H, &nan_bits, 4);
     fix_integrity(b, good_len);
-    write_bytes(p, b, good_len);
+    test_write_bytes(p, b, good_len);
     nn_model *m = make_model(SPEC, 1);
     assert_ok(nn_checkpoint_load(p, m, NULL, NULL, 0, NULL));
     assert_true(isnan(m->params[0]));
@@ -317,13 +293,13 @@ static void test_other_versions_networks_optimizers(void **state)
 {
     (void)state;
     uint8_t *b = malloc(good_len);
-    const char *p = path_of("v.ckpt");
+    const char *p = test_path("v.ckpt");
     for (uint32_t v = 0; v < 4; v++) {
         if (v == NN_CHECKPOINT_VERSION) continue;
         memcpy(b, good, good_len);
         b[8] = (uint8_t)v;
         fix_integrity(b, good_len);
-        write_bytes(p, b, good_len);
+        test_write_bytes(p, b, good_len);
         assert_int_equal(try_load(p, "version", v), NN_ERR_FORMAT);
         char want[96];
         snprintf(want, sizeof want, "checkpoint format version %u at offset 8; this build reads "
@@ -338,7 +314,7 @@ static void test_other_versions_networks_optimizers(void **state)
                                  "dense units=3\n", 1);
     float *before = malloc(other->n_params * sizeof(float));
     memcpy(before, other->params, other->n_params * sizeof(float));
-    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), other, NULL, NULL, 0, NULL), NN_ERR_SHAPE);
+    assert_int_equal(nn_checkpoint_load(test_path("ref.ckpt"), other, NULL, NULL, 0, NULL), NN_ERR_SHAPE);
     assert_error_contains("layer 0 (conv2d_1): checkpoint has conv2d filters=2, model has conv2d filters=3");
     assert_memory_equal(before, other->params, other->n_params * sizeof(float));
     free(before);
@@ -346,18 +322,18 @@ static void test_other_versions_networks_optimizers(void **state)
     /* Another spatial dropout rate is another network too. */
     other = make_model("conv2d filters=2 kernel_size=3 activation=relu\nbatchnorm\n"
                        "spatial_dropout2d rate=0.3\nflatten\ndropout rate=0.25\ndense units=3\n", 1);
-    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), other, NULL, NULL, 0, NULL), NN_ERR_SHAPE);
+    assert_int_equal(nn_checkpoint_load(test_path("ref.ckpt"), other, NULL, NULL, 0, NULL), NN_ERR_SHAPE);
     assert_error_contains("layer 2 (spatial_dropout2d_1): checkpoint has spatial_dropout2d rate=0.5");
     nn_model_free(other);
 
     /* Another optimizer, and a blob buffer that is too small. */
     optim *sgd = optim_sgd_create(0.1f, 0.9f, 0, 0.0f);
     nn_model *m = make_model(SPEC, 1);
-    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), m, sgd, NULL, 0, NULL), NN_ERR_STATE);
+    assert_int_equal(nn_checkpoint_load(test_path("ref.ckpt"), m, sgd, NULL, 0, NULL), NN_ERR_STATE);
     assert_error_contains("checkpoint has optimizer adam, the run uses sgd");
-    assert_int_equal(try_load(path_of("ref.ckpt"), "loaded", 0), NN_OK); /* control: it loads */
+    assert_int_equal(try_load(test_path("ref.ckpt"), "loaded", 0), NN_OK); /* control: it loads */
     uint8_t tiny[4] = {1, 2, 3, 4};
-    assert_int_equal(nn_checkpoint_load(path_of("ref.ckpt"), m, NULL, tiny, sizeof tiny, NULL), NN_ERR_ARG);
+    assert_int_equal(nn_checkpoint_load(test_path("ref.ckpt"), m, NULL, tiny, sizeof tiny, NULL), NN_ERR_ARG);
     assert_error_contains("the training-state blob has 16 bytes, the buffer 4");
     assert_int_equal(tiny[0], 1);
     optim_free(sgd);

@@ -75,27 +75,6 @@ static void count(const char *fn)
         count(fn);                                                                         \
     } while (0)
 
-static char dir[64];
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
-static void write_bytes(const char *path, const void *b, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, len, f), len);
-    fclose(f);
-}
-
-static nn_model *built_model(const char *spec, int rank, const int *shape)
-{
-    nn_model *m = nn_model_create(3);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, spec));
-    assert_ok(nn_model_build(m, rank, shape));
-    return m;
-}
-
 #define MLP "dense units=4 activation=relu\ndense units=3\n"
 static const int mlp_in[1] = {5};
 
@@ -305,18 +284,18 @@ static void test_config_and_format(void **state)
     BAD("nn_image_data_format", nn_image_data_format(&fmt), NN_ERR_CONFIG,
         "NN_IMAGE_DATA_FORMAT must be channels_last or channels_first, but got 'channels_middle'");
     unsetenv("NN_IMAGE_DATA_FORMAT");
-    setenv("HOME", dir, 1);
-    mkdir(path_of(".nn"), 0700);
-    write_bytes(path_of(".nn/nn.json"), "{\"image_data_format\": ", 22);
+    setenv("HOME", test_dir(), 1);
+    mkdir(test_path(".nn"), 0700);
+    test_write_bytes(test_path(".nn/nn.json"), "{\"image_data_format\": ", 22);
     BAD("nn_image_data_format", nn_image_data_format(&fmt), NN_ERR_FORMAT,
         "/.nn/nn.json: not valid JSON (at offset");
-    write_bytes(path_of(".nn/nn.json"), "{\"image_data_format\": \"nhwc\"}", 29);
+    test_write_bytes(test_path(".nn/nn.json"), "{\"image_data_format\": \"nhwc\"}", 29);
     BAD("nn_image_data_format", nn_image_data_format(&fmt), NN_ERR_FORMAT,
         "nn.json: image_data_format must be \"channels_last\" or \"channels_first\"");
     /* A layer that takes the default reports it too, at creation. */
     BAD_NULL("nn_layer_create", nn_layer_create("maxpool2d", ""), "image_data_format must be");
-    unlink(path_of(".nn/nn.json"));
-    rmdir(path_of(".nn"));
+    unlink(test_path(".nn/nn.json"));
+    rmdir(test_path(".nn"));
     if (home) setenv("HOME", home, 1);
     else unsetenv("HOME");
     if (env) setenv("NN_IMAGE_DATA_FORMAT", env, 1);
@@ -486,13 +465,13 @@ static void test_model(void **state)
         "model spec line 3: dropout: rate must be between 0 and 1, but got 2");
     BAD("nn_model_add_spec", nn_model_add_spec(m, NULL), NN_ERR_ARG, "nn_model_add_spec: NULL argument");
     assert_int_equal(m->n_layers, 0); /* a refused spec adds none of its lines */
-    BAD("nn_model_load_spec", nn_model_load_spec(m, path_of("absent.txt")), NN_ERR_IO,
+    BAD("nn_model_load_spec", nn_model_load_spec(m, test_path("absent.txt")), NN_ERR_IO,
         "absent.txt: cannot open model spec");
-    write_bytes(path_of("nul.txt"), "dense units=3\n\0relu\n", 20);
-    BAD("nn_model_load_spec", nn_model_load_spec(m, path_of("nul.txt")), NN_ERR_FORMAT,
+    test_write_bytes(test_path("nul.txt"), "dense units=3\n\0relu\n", 20);
+    BAD("nn_model_load_spec", nn_model_load_spec(m, test_path("nul.txt")), NN_ERR_FORMAT,
         "nul.txt: model spec contains a NUL byte at offset 14");
-    write_bytes(path_of("bad.txt"), "relu\nrelu\ndense unit=3\n", 23);
-    BAD("nn_model_load_spec", nn_model_load_spec(m, path_of("bad.txt")), NN_ERR_CONFIG,
+    test_write_bytes(test_path("bad.txt"), "relu\nrelu\ndense unit=3\n", 23);
+    BAD("nn_model_load_spec", nn_model_load_spec(m, test_path("bad.txt")), NN_ERR_CONFIG,
         "bad.txt: model spec line 3");
     BAD("nn_model_build", nn_model_build(m, 1, mlp_in), NN_ERR_STATE, "the model has no layers");
     nn_model_free(m);
@@ -604,53 +583,45 @@ static void test_optim_threads(void **state)
 
 /* ---- nn/io/npy.h, nn/io/safetensors.h ------------------------------------------- */
 
-/* A version 1.0 .npy file with the given header dict and n data floats. */
-static size_t make_npy(uint8_t *buf, const char *dict, size_t n)
-{
-    size_t dl = strlen(dict), total = (10 + dl + 1 + 63) / 64 * 64, hl = total - 10;
-    memcpy(buf, "\x93NUMPY\x01\x00", 8);
-    buf[8] = (uint8_t)hl;
-    buf[9] = (uint8_t)(hl >> 8);
-    memcpy(buf + 10, dict, dl);
-    memset(buf + 10 + dl, ' ', hl - dl - 1);
-    buf[total - 1] = '\n';
-    memset(buf + total, 0, n * 4);
-    return total + n * 4;
-}
-
 static void test_npy_safetensors(void **state)
 {
     (void)state;
     uint8_t buf[512];
     tensor *t = NULL;
-    BAD("nn_npy_load", nn_npy_load(path_of("absent.npy"), &t), NN_ERR_IO, "absent.npy: cannot open");
-    size_t n = make_npy(buf, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 4);
-    write_bytes(path_of("f8.npy"), buf, n);
-    BAD("nn_npy_load", nn_npy_load(path_of("f8.npy"), &t), NN_ERR_FORMAT,
+    BAD("nn_npy_load", nn_npy_load(test_path("absent.npy"), &t), NN_ERR_IO, "absent.npy: cannot open");
+    size_t n = test_npy_bytes(buf, 1, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 64,
+                              NULL, 4 * 4);
+    test_write_bytes(test_path("f8.npy"), buf, n);
+    BAD("nn_npy_load", nn_npy_load(test_path("f8.npy"), &t), NN_ERR_FORMAT,
         "f8.npy: dtype '<f8' is not supported; only little-endian float32 '<f4' is (this one is "
         "float64");
-    n = make_npy(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 5);
-    write_bytes(path_of("short.npy"), buf, n);
-    BAD("nn_npy_load", nn_npy_load(path_of("short.npy"), &t), NN_ERR_FORMAT,
+    n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 64,
+                       NULL, 5 * 4);
+    test_write_bytes(test_path("short.npy"), buf, n);
+    BAD("nn_npy_load", nn_npy_load(test_path("short.npy"), &t), NN_ERR_FORMAT,
         "short.npy: shape (2, 3) needs 24 data bytes at offset 128, but the file has 20 (truncated)");
     /* A header that promises far more than the file holds is refused
      * before anything that large is allocated. */
-    n = make_npy(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (2000000000,), }", 2);
-    write_bytes(path_of("huge.npy"), buf, n);
-    BAD("nn_npy_load", nn_npy_load(path_of("huge.npy"), &t), NN_ERR_FORMAT,
+    n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2000000000,), }", 64,
+                       NULL, 2 * 4);
+    test_write_bytes(test_path("huge.npy"), buf, n);
+    BAD("nn_npy_load", nn_npy_load(test_path("huge.npy"), &t), NN_ERR_FORMAT,
         "huge.npy: shape (2000000000,) needs 8000000000 data bytes at offset 128, but the file has 8");
     assert_null(t);
     BAD("nn_npy_load", nn_npy_load(NULL, &t), NN_ERR_ARG, "nn_npy_load: path is NULL");
 
     BAD("nn_npy_parse", nn_npy_parse("PK\x03\x04zipzip", 10, "a.npz", &t), NN_ERR_FORMAT,
         "a.npz: not an npy file: bad magic at offset 0");
-    n = make_npy(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", 3);
+    n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", 64,
+                       NULL, 3 * 4);
     BAD("nn_npy_parse", nn_npy_parse(buf, n, "int.npy", &t), NN_ERR_FORMAT,
         "int.npy: npy header at offset 60: '(3)' is an int, not a tuple");
-    n = make_npy(buf, "{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }", 3);
+    n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }", 64,
+                       NULL, 3 * 4);
     BAD("nn_npy_parse", nn_npy_parse(buf, n, "f.npy", &t), NN_ERR_FORMAT,
         "f.npy: fortran_order is True; only C order is supported");
-    n = make_npy(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1), }", 1);
+    n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1), }", 64,
+                       NULL, 1 * 4);
     BAD("nn_npy_parse", nn_npy_parse(buf, n, "r7.npy", &t), NN_ERR_FORMAT,
         "'shape' has more than 6 dimensions");
     BAD("nn_npy_parse", nn_npy_parse(buf, n, "x", NULL), NN_ERR_ARG, "nn_npy_parse: out is NULL");
@@ -658,22 +629,22 @@ static void test_npy_safetensors(void **state)
     const int s2[1] = {2};
     tensor *v = tensor_zeros(1, s2);
     char nodir[300];
-    snprintf(nodir, sizeof nodir, "%s/no/such/dir/v.npy", dir);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/v.npy", test_dir());
     BAD("nn_npy_save", nn_npy_save(nodir, v), NN_ERR_IO, "/no/such/dir/v.npy");
-    BAD("nn_npy_save", nn_npy_save(path_of("v.npy"), NULL), NN_ERR_ARG, "nn_npy_save: NULL argument");
+    BAD("nn_npy_save", nn_npy_save(test_path("v.npy"), NULL), NN_ERR_ARG, "nn_npy_save: NULL argument");
     tensor_free(v);
 
     nn_model *unbuilt = nn_model_create(1);
     assert_ok(nn_model_add_spec(unbuilt, MLP));
-    BAD("nn_safetensors_save", nn_safetensors_save(unbuilt, path_of("u.safetensors")), NN_ERR_STATE,
+    BAD("nn_safetensors_save", nn_safetensors_save(unbuilt, test_path("u.safetensors")), NN_ERR_STATE,
         "u.safetensors: build the model first");
-    BAD("nn_safetensors_load", nn_safetensors_load(unbuilt, path_of("u.safetensors")), NN_ERR_STATE,
+    BAD("nn_safetensors_load", nn_safetensors_load(unbuilt, test_path("u.safetensors")), NN_ERR_STATE,
         "build the model before loading its parameters");
     nn_model_free(unbuilt);
-    nn_model *m = built_model(MLP, 1, mlp_in);
-    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.safetensors", dir);
+    nn_model *m = test_make_model(MLP, 1, mlp_in, 3);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.safetensors", test_dir());
     BAD("nn_safetensors_save", nn_safetensors_save(m, nodir), NN_ERR_IO, "cannot create");
-    BAD("nn_safetensors_load", nn_safetensors_load(m, path_of("absent.safetensors")), NN_ERR_IO,
+    BAD("nn_safetensors_load", nn_safetensors_load(m, test_path("absent.safetensors")), NN_ERR_IO,
         "absent.safetensors: cannot open");
     BAD("nn_safetensors_parse", nn_safetensors_parse(m, "abc", 3, "s.st"), NN_ERR_FORMAT,
         "s.st: truncated: 3 bytes, the header length alone takes 8");
@@ -682,11 +653,11 @@ static void test_npy_safetensors(void **state)
         "s.st: header length 9223372036854775807 at offset 0 is over the limit");
     /* A file written for another network: the first tensor that differs is
      * named with both shapes. */
-    nn_model *other = built_model("dense units=4 activation=relu\ndense units=2\n", 1, mlp_in);
-    assert_ok(nn_safetensors_save(other, path_of("other.safetensors")));
+    nn_model *other = test_make_model("dense units=4 activation=relu\ndense units=2\n", 1, mlp_in, 3);
+    assert_ok(nn_safetensors_save(other, test_path("other.safetensors")));
     float before[64];
     memcpy(before, m->params, m->n_params * sizeof(float));
-    BAD("nn_safetensors_load", nn_safetensors_load(m, path_of("other.safetensors")), NN_ERR_SHAPE,
+    BAD("nn_safetensors_load", nn_safetensors_load(m, test_path("other.safetensors")), NN_ERR_SHAPE,
         "tensor 'dense_2.kernel' has shape (4, 2) in the file, the model has (4, 3)");
     assert_memory_equal(before, m->params, m->n_params * sizeof(float));
     nn_model_free(other);
@@ -721,7 +692,7 @@ static void write_idx(const char *path, uint32_t magic, int dims, const uint32_t
     for (size_t i = 0; i < data_bytes; i++) b[4 + 4 * dims + i] = (uint8_t)(i % 10);
     const size_t len = 4 + 4 * (size_t)dims + data_bytes;
     if (!gz) {
-        write_bytes(path, b, len);
+        test_write_bytes(path, b, len);
         return;
     }
     gzFile g = gzopen(path, "wb");
@@ -735,85 +706,85 @@ static void test_idx_checkpoint(void **state)
     (void)state;
     uint8_t *px = NULL;
     int n = 0, rows = 0, cols = 0;
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("absent-idx3"), &px, &n, &rows, &cols),
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("absent-idx3"), &px, &n, &rows, &cols),
         NN_ERR_IO, "absent-idx3: cannot open");
     const uint32_t lab5[1] = {5}, img[3] = {2, 3, 2}, img_rows0[3] = {2, 0, 2};
-    write_idx(path_of("labels"), NN_IDX_MAGIC_LABELS, 1, lab5, 5, 0);
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("labels"), &px, &n, &rows, &cols),
+    write_idx(test_path("labels"), NN_IDX_MAGIC_LABELS, 1, lab5, 5, 0);
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("labels"), &px, &n, &rows, &cols),
         NN_ERR_FORMAT, "labels: wrong magic 0x00000801 at offset 0, expected 0x00000803");
-    write_idx(path_of("rows0"), NN_IDX_MAGIC_IMAGES, 3, img_rows0, 0, 0);
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("rows0"), &px, &n, &rows, &cols),
+    write_idx(test_path("rows0"), NN_IDX_MAGIC_IMAGES, 3, img_rows0, 0, 0);
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("rows0"), &px, &n, &rows, &cols),
         NN_ERR_FORMAT, "rows0: bad image rows 0 at offset 8 (must be 1..16384)");
-    write_idx(path_of("short.gz"), NN_IDX_MAGIC_IMAGES, 3, img, 7, 1);
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("short.gz"), &px, &n, &rows, &cols),
+    write_idx(test_path("short.gz"), NN_IDX_MAGIC_IMAGES, 3, img, 7, 1);
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("short.gz"), &px, &n, &rows, &cols),
         NN_ERR_FORMAT, "short.gz: truncated data: expected 12 bytes from offset 16, got 7");
-    write_idx(path_of("long"), NN_IDX_MAGIC_IMAGES, 3, img, 13, 0);
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("long"), &px, &n, &rows, &cols),
+    write_idx(test_path("long"), NN_IDX_MAGIC_IMAGES, 3, img, 13, 0);
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("long"), &px, &n, &rows, &cols),
         NN_ERR_FORMAT, "long: unexpected bytes after the data at offset 28");
     const uint32_t huge[3] = {4000000000u, 16384, 16384};
-    write_idx(path_of("huge"), NN_IDX_MAGIC_IMAGES, 3, huge, 0, 0);
-    BAD("nn_idx_load_images", nn_idx_load_images(path_of("huge"), &px, &n, &rows, &cols),
+    write_idx(test_path("huge"), NN_IDX_MAGIC_IMAGES, 3, huge, 0, 0);
+    BAD("nn_idx_load_images", nn_idx_load_images(test_path("huge"), &px, &n, &rows, &cols),
         NN_ERR_FORMAT, "huge: bad image count 4000000000 at offset 4");
     assert_null(px);
     const uint32_t lab0[1] = {0};
     uint8_t *lab = NULL;
-    write_idx(path_of("lab0"), NN_IDX_MAGIC_LABELS, 1, lab0, 0, 0);
-    BAD("nn_idx_load_labels", nn_idx_load_labels(path_of("lab0"), &lab, &n), NN_ERR_FORMAT,
+    write_idx(test_path("lab0"), NN_IDX_MAGIC_LABELS, 1, lab0, 0, 0);
+    BAD("nn_idx_load_labels", nn_idx_load_labels(test_path("lab0"), &lab, &n), NN_ERR_FORMAT,
         "lab0: bad label count 0 at offset 4");
-    write_bytes(path_of("garbage.gz"), "\x1f\x8b\x08\x00garbage-garbage", 19);
-    BAD("nn_idx_load_labels", nn_idx_load_labels(path_of("garbage.gz"), &lab, &n), NN_ERR_FORMAT,
+    test_write_bytes(test_path("garbage.gz"), "\x1f\x8b\x08\x00garbage-garbage", 19);
+    BAD("nn_idx_load_labels", nn_idx_load_labels(test_path("garbage.gz"), &lab, &n), NN_ERR_FORMAT,
         "garbage.gz");
     BAD("nn_idx_load_labels", nn_idx_load_labels(NULL, &lab, &n), NN_ERR_ARG,
         "nn_idx_load_labels: NULL argument");
 
     nn_mnist data;
-    BAD("nn_mnist_load", nn_mnist_load(path_of("nowhere"), &data), NN_ERR_IO,
+    BAD("nn_mnist_load", nn_mnist_load(test_path("nowhere"), &data), NN_ERR_IO,
         "nowhere: neither train-images-idx3-ubyte nor train-images-idx3-ubyte.gz exists");
-    mkdir(path_of("mn"), 0700);
+    mkdir(test_path("mn"), 0700);
     const uint32_t i3[3] = {3, 2, 2}, l2[1] = {2}, l3[1] = {3};
-    write_idx(path_of("mn/train-images-idx3-ubyte"), NN_IDX_MAGIC_IMAGES, 3, i3, 12, 0);
-    write_idx(path_of("mn/train-labels-idx1-ubyte.gz"), NN_IDX_MAGIC_LABELS, 1, l2, 2, 1);
-    BAD("nn_mnist_load", nn_mnist_load(path_of("mn"), &data), NN_ERR_FORMAT,
+    write_idx(test_path("mn/train-images-idx3-ubyte"), NN_IDX_MAGIC_IMAGES, 3, i3, 12, 0);
+    write_idx(test_path("mn/train-labels-idx1-ubyte.gz"), NN_IDX_MAGIC_LABELS, 1, l2, 2, 1);
+    BAD("nn_mnist_load", nn_mnist_load(test_path("mn"), &data), NN_ERR_FORMAT,
         "train-images-idx3-ubyte has 3 images but");
     assert_null(data.train_images);
-    write_idx(path_of("mn/train-labels-idx1-ubyte.gz"), NN_IDX_MAGIC_LABELS, 1, l3, 3, 1);
+    write_idx(test_path("mn/train-labels-idx1-ubyte.gz"), NN_IDX_MAGIC_LABELS, 1, l3, 3, 1);
     const uint8_t bad_label[11] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 12, 2};
-    write_bytes(path_of("mn/t10k-labels-idx1-ubyte"), bad_label, sizeof bad_label);
-    write_idx(path_of("mn/t10k-images-idx3-ubyte"), NN_IDX_MAGIC_IMAGES, 3, i3, 12, 0);
-    BAD("nn_mnist_load", nn_mnist_load(path_of("mn"), &data), NN_ERR_FORMAT,
+    test_write_bytes(test_path("mn/t10k-labels-idx1-ubyte"), bad_label, sizeof bad_label);
+    write_idx(test_path("mn/t10k-images-idx3-ubyte"), NN_IDX_MAGIC_IMAGES, 3, i3, 12, 0);
+    BAD("nn_mnist_load", nn_mnist_load(test_path("mn"), &data), NN_ERR_FORMAT,
         "t10k-labels-idx1-ubyte: label 12 at offset 9 is outside 0..9");
     const char *names[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte.gz",
                            "t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte"};
     for (int k = 0; k < 4; k++) {
         char p[128];
         snprintf(p, sizeof p, "mn/%s", names[k]);
-        unlink(path_of(p));
+        unlink(test_path(p));
     }
-    rmdir(path_of("mn"));
+    rmdir(test_path("mn"));
 
     /* Checkpoints: the argument errors here; corrupted files in
      * test_checkpoint_corrupt.c, mismatching networks in test_checkpoint.c. */
-    nn_model *m = built_model(MLP, 1, mlp_in);
+    nn_model *m = test_make_model(MLP, 1, mlp_in, 3);
     optim *o = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0);
     float w[5] = {0}, g[5] = {0};
     assert_ok(optim_step(o, w, g, 5));
-    BAD("nn_checkpoint_save", nn_checkpoint_save(path_of("a.ckpt"), m, o, NULL, 0), NN_ERR_STATE,
+    BAD("nn_checkpoint_save", nn_checkpoint_save(test_path("a.ckpt"), m, o, NULL, 0), NN_ERR_STATE,
         "nn_checkpoint_save: the optimizer holds state for 5 parameters, the model has 39");
     BAD("nn_checkpoint_save", nn_checkpoint_save(NULL, m, NULL, NULL, 0), NN_ERR_ARG,
         "nn_checkpoint_save: NULL argument");
     char nodir[300];
-    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.ckpt", dir);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.ckpt", test_dir());
     BAD("nn_checkpoint_save", nn_checkpoint_save(nodir, m, NULL, NULL, 0), NN_ERR_IO, "cannot create");
-    BAD("nn_checkpoint_load", nn_checkpoint_load(path_of("absent.ckpt"), m, NULL, NULL, 0, NULL),
+    BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("absent.ckpt"), m, NULL, NULL, 0, NULL),
         NN_ERR_IO, "absent.ckpt: cannot open checkpoint");
-    BAD("nn_checkpoint_load", nn_checkpoint_load(dir, m, NULL, NULL, 0, NULL), NN_ERR_IO,
+    BAD("nn_checkpoint_load", nn_checkpoint_load(test_dir(), m, NULL, NULL, 0, NULL), NN_ERR_IO,
         "not a regular file");
-    assert_ok(nn_checkpoint_save(path_of("m.ckpt"), m, NULL, NULL, 0));
+    assert_ok(nn_checkpoint_save(test_path("m.ckpt"), m, NULL, NULL, 0));
     optim *fresh = optim_sgd_create(0.1f, 0.0f, 0, 0.0f);
-    BAD("nn_checkpoint_load", nn_checkpoint_load(path_of("m.ckpt"), m, fresh, NULL, 0, NULL),
+    BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("m.ckpt"), m, fresh, NULL, 0, NULL),
         NN_ERR_STATE, "m.ckpt: checkpoint has no optimizer state (saved without one)");
-    nn_model *other = built_model("dense units=4\ndense units=3\n", 1, mlp_in);
-    BAD("nn_checkpoint_load", nn_checkpoint_load(path_of("m.ckpt"), other, NULL, NULL, 0, NULL),
+    nn_model *other = test_make_model("dense units=4\ndense units=3\n", 1, mlp_in, 3);
+    BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("m.ckpt"), other, NULL, NULL, 0, NULL),
         NN_ERR_SHAPE, "layer 0 (dense_1): checkpoint has dense activation=relu, model has dense "
                       "activation=linear");
     optim_free(fresh);
@@ -888,20 +859,15 @@ static void test_spatial_dropout(void **state)
     nn_layer_free(l);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "errors");
-}
-
 static int teardown(void **state)
 {
     (void)state;
     static const char *files[] = {"nul.txt", "bad.txt", "f8.npy", "short.npy", "huge.npy",
                                   "other.safetensors", "labels", "rows0", "short.gz", "long",
                                   "huge", "lab0", "garbage.gz", "m.ckpt", "a.ckpt"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(path_of(files[i]));
-    if (rmdir(dir) != 0) fprintf(stderr, "test_errors: %s left behind (not empty)\n", dir);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(test_path(files[i]));
+    if (rmdir(test_dir()) != 0)
+        fprintf(stderr, "test_errors: %s left behind (not empty)\n", test_dir());
     /* The tally, one line per entry point. */
     int total = 0;
     printf("bad inputs tried, by entry point (%d entry points):\n", n_fns);
@@ -926,5 +892,5 @@ int main(void)
         cmocka_unit_test(test_idx_checkpoint),
         cmocka_unit_test(test_spatial_dropout),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, teardown);
 }

@@ -11,23 +11,6 @@
 
 #include "test_util.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "idx");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_tmpdir_remove(dir);
-    return 0;
-}
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
 static void put_be32(uint8_t *b, uint32_t v)
 {
     b[0] = (uint8_t)(v >> 24);
@@ -36,20 +19,17 @@ static void put_be32(uint8_t *b, uint32_t v)
     b[3] = (uint8_t)v;
 }
 
-/* Writes bytes to dir/name, gzip-compressed when gz. */
+/* Writes bytes to test_path(name), gzip-compressed when gz. */
 static void write_file(const char *name, const uint8_t *bytes, size_t n, int gz)
 {
-    const char *p = path_of(name);
+    const char *p = test_path(name);
     if (gz) {
         gzFile f = gzopen(p, "wb");
         assert_non_null(f);
         if (n) assert_int_equal(gzwrite(f, bytes, (unsigned)n), (int)n);
         assert_int_equal(gzclose(f), Z_OK);
     } else {
-        FILE *f = fopen(p, "wb");
-        assert_non_null(f);
-        assert_int_equal(fwrite(bytes, 1, n, f), n);
-        assert_int_equal(fclose(f), 0);
+        test_write_bytes(p, bytes, n);
     }
 }
 
@@ -131,20 +111,20 @@ static void test_gzip_equals_plain(void **state)
     write_labels("lab.gz", 5, 5, 10, 1);
     uint8_t *a, *b, *la, *lb;
     int na, ra, ca, nb, rb, cb, nla, nlb;
-    assert_ok(nn_idx_load_images(path_of("img"), &a, &na, &ra, &ca));
-    assert_ok(nn_idx_load_images(path_of("img.gz"), &b, &nb, &rb, &cb));
+    assert_ok(nn_idx_load_images(test_path("img"), &a, &na, &ra, &ca));
+    assert_ok(nn_idx_load_images(test_path("img.gz"), &b, &nb, &rb, &cb));
     assert_int_equal(na, nb);
     assert_int_equal(ra, rb);
     assert_int_equal(ca, cb);
     assert_memory_equal(a, b, 5 * 6 * 7);
     for (int i = 0; i < 5 * 6 * 7; i++) assert_int_equal(a[i], (uint8_t)(i * 7));
-    assert_ok(nn_idx_load_labels(path_of("lab"), &la, &nla));
-    assert_ok(nn_idx_load_labels(path_of("lab.gz"), &lb, &nlb));
+    assert_ok(nn_idx_load_labels(test_path("lab"), &la, &nla));
+    assert_ok(nn_idx_load_labels(test_path("lab.gz"), &lb, &nlb));
     assert_int_equal(nla, 5);
     assert_int_equal(nlb, 5);
     assert_memory_equal(la, lb, 5);
     /* The .gz file really is compressed: its first bytes are gzip's magic. */
-    FILE *f = fopen(path_of("img.gz"), "rb");
+    FILE *f = fopen(test_path("img.gz"), "rb");
     uint8_t head[2];
     assert_int_equal(fread(head, 1, 2, f), 2);
     fclose(f);
@@ -159,10 +139,10 @@ static void test_gzip_equals_plain(void **state)
 static void test_missing_file(void **state)
 {
     (void)state;
-    expect_image_error(path_of("nope"), NN_ERR_IO, "cannot open", "No such file");
+    expect_image_error(test_path("nope"), NN_ERR_IO, "cannot open", "No such file");
     uint8_t *lab = NULL;
     int n = -5;
-    assert_int_equal(nn_idx_load_labels(path_of("nope"), &lab, &n), NN_ERR_IO);
+    assert_int_equal(nn_idx_load_labels(test_path("nope"), &lab, &n), NN_ERR_IO);
     assert_error_contains("nope");
     assert_null(lab);
     assert_int_equal(n, -5);
@@ -173,22 +153,22 @@ static void test_wrong_magic(void **state)
     (void)state;
     /* A label file given as images, and images given as labels. */
     write_labels("lab", 4, 4, 10, 0);
-    expect_image_error(path_of("lab"), NN_ERR_FORMAT, "wrong magic 0x00000801 at offset 0",
+    expect_image_error(test_path("lab"), NN_ERR_FORMAT, "wrong magic 0x00000801 at offset 0",
                        "expected 0x00000803");
     write_images("img", NN_IDX_MAGIC_IMAGES, 2, 2, 2, 8, 0, 0);
     uint8_t *lab = NULL;
     int n = -5;
-    assert_int_equal(nn_idx_load_labels(path_of("img"), &lab, &n), NN_ERR_FORMAT);
+    assert_int_equal(nn_idx_load_labels(test_path("img"), &lab, &n), NN_ERR_FORMAT);
     assert_error_contains("wrong magic 0x00000803 at offset 0, expected 0x00000801");
     assert_null(lab);
     /* Float elements (type 0x0d) are not read. */
     write_images("float", 0x00000d03u, 2, 2, 2, 32, 0, 0);
-    expect_image_error(path_of("float"), NN_ERR_FORMAT, "wrong magic 0x00000d03", NULL);
+    expect_image_error(test_path("float"), NN_ERR_FORMAT, "wrong magic 0x00000d03", NULL);
     /* Not an IDX file at all, and too short for a magic. */
     write_file("text", (const uint8_t *)"hello world, this is text", 25, 0);
-    expect_image_error(path_of("text"), NN_ERR_FORMAT, "wrong magic", NULL);
+    expect_image_error(test_path("text"), NN_ERR_FORMAT, "wrong magic", NULL);
     write_file("short", (const uint8_t *)"\0\0", 2, 0);
-    expect_image_error(path_of("short"), NN_ERR_FORMAT, "expected 4 bytes of magic at offset 0",
+    expect_image_error(test_path("short"), NN_ERR_FORMAT, "expected 4 bytes of magic at offset 0",
                        "got 2");
 }
 
@@ -196,22 +176,22 @@ static void test_wrong_dimensions(void **state)
 {
     (void)state;
     write_images("rows0", NN_IDX_MAGIC_IMAGES, 2, 0, 5, 0, 0, 0);
-    expect_image_error(path_of("rows0"), NN_ERR_FORMAT, "bad image rows 0 at offset 8", NULL);
+    expect_image_error(test_path("rows0"), NN_ERR_FORMAT, "bad image rows 0 at offset 8", NULL);
     write_images("cols0", NN_IDX_MAGIC_IMAGES, 2, 5, 0, 0, 0, 0);
-    expect_image_error(path_of("cols0"), NN_ERR_FORMAT, "bad image cols 0 at offset 12", NULL);
+    expect_image_error(test_path("cols0"), NN_ERR_FORMAT, "bad image cols 0 at offset 12", NULL);
     write_images("n0", NN_IDX_MAGIC_IMAGES, 0, 28, 28, 0, 0, 0);
-    expect_image_error(path_of("n0"), NN_ERR_FORMAT, "bad image count 0 at offset 4", NULL);
+    expect_image_error(test_path("n0"), NN_ERR_FORMAT, "bad image count 0 at offset 4", NULL);
     write_images("wide", NN_IDX_MAGIC_IMAGES, 1, 28, 100000, 0, 0, 0);
-    expect_image_error(path_of("wide"), NN_ERR_FORMAT, "bad image cols 100000 at offset 12", NULL);
+    expect_image_error(test_path("wide"), NN_ERR_FORMAT, "bad image cols 100000 at offset 12", NULL);
     /* Each extent allowed, the product absurd: refused before allocating. */
     write_images("huge", NN_IDX_MAGIC_IMAGES, 2000000000u, 16384, 16384, 0, 0, 0);
-    expect_image_error(path_of("huge"), NN_ERR_FORMAT, "promises 2000000000 images", "more than");
+    expect_image_error(test_path("huge"), NN_ERR_FORMAT, "promises 2000000000 images", "more than");
     write_images("neg", NN_IDX_MAGIC_IMAGES, 0x80000000u, 1, 1, 0, 0, 0);
-    expect_image_error(path_of("neg"), NN_ERR_FORMAT, "bad image count 2147483648", NULL);
+    expect_image_error(test_path("neg"), NN_ERR_FORMAT, "bad image count 2147483648", NULL);
     /* The header itself cut inside the extents. */
     uint8_t b[10] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0};
     write_file("cuthdr", b, sizeof b, 0);
-    expect_image_error(path_of("cuthdr"), NN_ERR_FORMAT, "expected 12 bytes of dimensions at offset 4",
+    expect_image_error(test_path("cuthdr"), NN_ERR_FORMAT, "expected 12 bytes of dimensions at offset 4",
                        "got 6");
 }
 
@@ -220,19 +200,19 @@ static void test_truncated(void **state)
     (void)state;
     /* 3 images of 4x5 promised, 2.5 present. */
     write_images("cut", NN_IDX_MAGIC_IMAGES, 3, 4, 5, 50, 0, 0);
-    expect_image_error(path_of("cut"), NN_ERR_FORMAT, "truncated data: expected 60 bytes from offset 16",
+    expect_image_error(test_path("cut"), NN_ERR_FORMAT, "truncated data: expected 60 bytes from offset 16",
                        "got 50");
     write_images("cut.gz", NN_IDX_MAGIC_IMAGES, 3, 4, 5, 50, 0, 1);
-    expect_image_error(path_of("cut.gz"), NN_ERR_FORMAT, "expected 60 bytes from offset 16", "got 50");
+    expect_image_error(test_path("cut.gz"), NN_ERR_FORMAT, "expected 60 bytes from offset 16", "got 50");
     write_labels("labcut", 10, 7, 10, 0);
     uint8_t *lab = NULL;
     int n = -5;
-    assert_int_equal(nn_idx_load_labels(path_of("labcut"), &lab, &n), NN_ERR_FORMAT);
+    assert_int_equal(nn_idx_load_labels(test_path("labcut"), &lab, &n), NN_ERR_FORMAT);
     assert_error_contains("expected 10 bytes from offset 8, got 7");
     assert_null(lab);
     /* A gzip stream cut short (the compressed file itself truncated). */
     write_images("full.gz", NN_IDX_MAGIC_IMAGES, 40, 20, 20, 16000, 0, 1);
-    FILE *f = fopen(path_of("full.gz"), "rb");
+    FILE *f = fopen(test_path("full.gz"), "rb");
     uint8_t buf[65536];
     size_t len = fread(buf, 1, sizeof buf, f);
     fclose(f);
@@ -240,7 +220,7 @@ static void test_truncated(void **state)
     write_file("half.gz", buf, len / 2, 0);
     uint8_t sentinel = 0, *px = &sentinel;
     int rows, cols;
-    nn_status s = nn_idx_load_images(path_of("half.gz"), &px, &n, &rows, &cols);
+    nn_status s = nn_idx_load_images(test_path("half.gz"), &px, &n, &rows, &cols);
     assert_int_equal(s, NN_ERR_FORMAT);
     assert_error_contains("half.gz");
     assert_ptr_equal(px, &sentinel);
@@ -250,7 +230,7 @@ static void test_trailing_bytes(void **state)
 {
     (void)state;
     write_images("long", NN_IDX_MAGIC_IMAGES, 2, 3, 3, 18, 5, 0);
-    expect_image_error(path_of("long"), NN_ERR_FORMAT, "unexpected bytes after the data at offset 34",
+    expect_image_error(test_path("long"), NN_ERR_FORMAT, "unexpected bytes after the data at offset 34",
                        NULL);
 }
 
@@ -274,7 +254,7 @@ static void test_mnist_load(void **state)
     (void)state;
     write_mnist(12, 12, 5, 0x5, 10); /* train images and test images gzipped */
     nn_mnist m;
-    assert_ok(nn_mnist_load(dir, &m));
+    assert_ok(nn_mnist_load(test_dir(), &m));
     assert_int_equal(m.n_train, 12);
     assert_int_equal(m.n_test, 5);
     assert_int_equal(m.rows, 4);
@@ -292,28 +272,28 @@ static void test_mnist_errors(void **state)
     (void)state;
     nn_mnist m;
     /* Empty directory: names the missing file in both forms. */
-    assert_int_equal(nn_mnist_load(dir, &m), NN_ERR_IO);
+    assert_int_equal(nn_mnist_load(test_dir(), &m), NN_ERR_IO);
     assert_error_contains("neither train-images-idx3-ubyte nor train-images-idx3-ubyte.gz");
     assert_null(m.train_images);
     /* Counts that differ. */
     write_mnist(12, 11, 5, 0, 10);
-    assert_int_equal(nn_mnist_load(dir, &m), NN_ERR_FORMAT);
+    assert_int_equal(nn_mnist_load(test_dir(), &m), NN_ERR_FORMAT);
     assert_error_contains("has 12 images but");
     assert_error_contains("has 11 labels");
     assert_null(m.train_images);
     assert_null(m.train_labels);
-    teardown(NULL);
-    setup(NULL);
+    test_dir_teardown(NULL);
+    test_dir_setup(NULL);
     /* A label outside 0..9. */
     write_mnist(12, 12, 5, 0, 12);
-    assert_int_equal(nn_mnist_load(dir, &m), NN_ERR_FORMAT);
+    assert_int_equal(nn_mnist_load(test_dir(), &m), NN_ERR_FORMAT);
     assert_error_contains("label 10 at offset 18 is outside 0..9");
-    teardown(NULL);
-    setup(NULL);
+    test_dir_teardown(NULL);
+    test_dir_setup(NULL);
     /* Test images missing while training ones exist. */
     write_mnist(12, 12, 5, 0, 10);
-    unlink(path_of("t10k-images-idx3-ubyte"));
-    assert_int_equal(nn_mnist_load(dir, &m), NN_ERR_IO);
+    unlink(test_path("t10k-images-idx3-ubyte"));
+    assert_int_equal(nn_mnist_load(test_dir(), &m), NN_ERR_IO);
     assert_error_contains("t10k-images-idx3-ubyte.gz");
     assert_null(m.train_images);
 }
@@ -322,14 +302,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_committed_fixture),
-        cmocka_unit_test_setup_teardown(test_gzip_equals_plain, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_magic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_dimensions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_trailing_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mnist_load, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mnist_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gzip_equals_plain, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_magic, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_dimensions, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_trailing_bytes, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mnist_load, test_dir_setup, test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mnist_errors, test_dir_setup, test_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

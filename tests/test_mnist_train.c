@@ -30,7 +30,6 @@
     "dropout rate=0.25\n"                                                                          \
     "dense units=10\n"
 
-static char dir[64];
 static nn_mnist data;
 static int threads_at_start;
 
@@ -75,30 +74,16 @@ static int teardown_group(void **state)
     return 0;
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "mnist");
-}
-
 static int teardown(void **state)
 {
-    (void)state;
-    test_tmpdir_remove(dir);
+    test_dir_teardown(state);
     nn_set_threads(threads_at_start);
     return 0;
 }
 
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
 static nn_model *make_model(uint64_t seed)
 {
-    nn_model *m = nn_model_create(seed);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, SPEC));
-    const int shape[3] = {8, 8, 1};
-    assert_ok(nn_model_build(m, 3, shape));
-    return m;
+    return test_make_model(SPEC, 3, (const int[]){8, 8, 1}, seed);
 }
 
 static optim *make_adam(float lr)
@@ -115,26 +100,12 @@ static mnist_config make_config(int epochs, FILE *log, const char *save)
     return c;
 }
 
-static uint8_t *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*len + 1);
-    assert_int_equal(fread(b, 1, *len, f), *len);
-    b[*len] = 0;
-    fclose(f);
-    return b;
-}
-
 /* The log without the "final" records and without the timing keys (which
  * come last on each line): what must be identical between runs. */
 static char *log_without_timings(const char *path)
 {
     size_t len;
-    char *text = (char *)read_all(path, &len);
+    char *text = (char *)test_read_bytes(path, &len);
     char *out = calloc(len + 1, 1);
     size_t used = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -151,7 +122,7 @@ static char *log_without_timings(const char *path)
 static int train_losses(const char *path, double *loss, int max)
 {
     size_t len;
-    char *text = (char *)read_all(path, &len);
+    char *text = (char *)test_read_bytes(path, &len);
     int n = 0;
     for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n")) {
         const char *p = strstr(line, "\"train_loss\": ");
@@ -167,7 +138,7 @@ static void test_loss_falls(void **state)
     (void)state;
     nn_model *m = make_model(11);
     optim *o = make_adam(3e-3f);
-    FILE *log = fopen(path_of("log.jsonl"), "w");
+    FILE *log = fopen(test_path("log.jsonl"), "w");
     mnist_config cfg = make_config(4, log, NULL);
     mnist_state st;
     mnist_state_init(&st, &cfg, data.n_train);
@@ -177,7 +148,7 @@ static void test_loss_falls(void **state)
     assert_ok(mnist_train(m, o, &data, &cfg, &st, &res));
     fclose(log);
     double loss[8];
-    assert_int_equal(train_losses(path_of("log.jsonl"), loss, 8), 4);
+    assert_int_equal(train_losses(test_path("log.jsonl"), loss, 8), 4);
     for (int e = 1; e < 4; e++)
         if (!(loss[e] < loss[e - 1])) fail_msg("train loss rose: epoch %d %g -> %g", e, loss[e - 1], loss[e]);
     if (!(loss[3] < 0.5 * loss[0])) fail_msg("train loss %g -> %g: not halved", loss[0], loss[3]);
@@ -199,8 +170,8 @@ static void test_resume_bit_exact(void **state)
     /* Straight: 4 epochs, checkpoint after each. */
     nn_model *a = make_model(11);
     optim *oa = make_adam(3e-3f);
-    FILE *la = fopen(path_of("a.jsonl"), "w");
-    mnist_config ca = make_config(4, la, path_of("a.ckpt"));
+    FILE *la = fopen(test_path("a.jsonl"), "w");
+    mnist_config ca = make_config(4, la, test_path("a.ckpt"));
     ca.shift = 2;
     mnist_state sa;
     mnist_state_init(&sa, &ca, data.n_train);
@@ -211,8 +182,8 @@ static void test_resume_bit_exact(void **state)
     /* Split: 2 epochs, stop, drop everything. */
     nn_model *b = make_model(11);
     optim *ob = make_adam(3e-3f);
-    FILE *lb = fopen(path_of("b.jsonl"), "w");
-    mnist_config cb = make_config(2, lb, path_of("b.ckpt"));
+    FILE *lb = fopen(test_path("b.jsonl"), "w");
+    mnist_config cb = make_config(2, lb, test_path("b.ckpt"));
     cb.shift = 2;
     mnist_state sb;
     mnist_state_init(&sb, &cb, data.n_train);
@@ -230,12 +201,12 @@ static void test_resume_bit_exact(void **state)
     memset(&sb, 0, sizeof sb);
     uint8_t blob[MNIST_STATE_BYTES];
     size_t blob_len = 0;
-    assert_ok(nn_checkpoint_load(path_of("b.ckpt"), b, ob, blob, sizeof blob, &blob_len));
+    assert_ok(nn_checkpoint_load(test_path("b.ckpt"), b, ob, blob, sizeof blob, &blob_len));
     assert_ok(mnist_state_unpack(&sb, blob, blob_len, "b.ckpt"));
     assert_int_equal(sb.epoch, 2);
     assert_int_equal(sb.shift, 2);
-    lb = fopen(path_of("b.jsonl"), "a");
-    cb = make_config(4, lb, path_of("b.ckpt"));
+    lb = fopen(test_path("b.jsonl"), "a");
+    cb = make_config(4, lb, test_path("b.ckpt"));
     assert_ok(mnist_train(b, ob, &data, &cb, &sb, &rb));
     fclose(lb);
 
@@ -247,10 +218,10 @@ static void test_resume_bit_exact(void **state)
     /* Dropout layers counted every training batch of all 4 epochs. */
     assert_int_equal(a->layers[2]->calls, 4 * (data.n_train / 32));
     size_t na, nb;
-    uint8_t *fa = read_all(path_of("a.ckpt"), &na), *fb = read_all(path_of("b.ckpt"), &nb);
+    uint8_t *fa = test_read_bytes(test_path("a.ckpt"), &na), *fb = test_read_bytes(test_path("b.ckpt"), &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(fa, fb, na);
-    char *ta = log_without_timings(path_of("a.jsonl")), *tb = log_without_timings(path_of("b.jsonl"));
+    char *ta = log_without_timings(test_path("a.jsonl")), *tb = log_without_timings(test_path("b.jsonl"));
     assert_string_equal(ta, tb);
     assert_non_null(strstr(ta, "\"epoch\": 4,"));
     assert_true(ra.test.acc == rb.test.acc && ra.test.loss == rb.test.loss);
@@ -286,7 +257,7 @@ static void test_resume_needs_all_state(void **state)
     for (int variant = 0; variant < 4; variant++) {
         nn_model *b = make_model(11);
         optim *ob = make_adam(3e-3f);
-        mnist_config cb = make_config(2, NULL, path_of("v.ckpt"));
+        mnist_config cb = make_config(2, NULL, test_path("v.ckpt"));
         cb.shift = 1;
         mnist_state sb;
         mnist_state_init(&sb, &cb, data.n_train);
@@ -297,7 +268,7 @@ static void test_resume_needs_all_state(void **state)
         optim_free(ob);
         b = make_model(11);
         ob = make_adam(3e-3f);
-        assert_ok(nn_checkpoint_load(path_of("v.ckpt"), b, ob, blob, sizeof blob, &blob_len));
+        assert_ok(nn_checkpoint_load(test_path("v.ckpt"), b, ob, blob, sizeof blob, &blob_len));
         assert_ok(mnist_state_unpack(&sb, blob, blob_len, "v.ckpt"));
         if (variant == 0) tensor_rng_seed(&sb.order, 1);      /* data order lost */
         if (variant == 1) b->layers[2]->calls = 0;            /* dropout counter lost */
@@ -322,7 +293,7 @@ static void test_threads_invariant(void **state)
         assert_ok(nn_set_threads(k + 1));
         m[k] = make_model(11);
         optim *o = make_adam(3e-3f);
-        FILE *log = fopen(path_of(k ? "t2.jsonl" : "t1.jsonl"), "w");
+        FILE *log = fopen(test_path(k ? "t2.jsonl" : "t1.jsonl"), "w");
         mnist_config cfg = make_config(2, log, NULL);
         cfg.shift = 2;
         mnist_state st;
@@ -333,7 +304,7 @@ static void test_threads_invariant(void **state)
         optim_free(o);
     }
     assert_memory_equal(m[0]->params, m[1]->params, m[0]->n_params * sizeof(float));
-    char *a = log_without_timings(path_of("t1.jsonl")), *b = log_without_timings(path_of("t2.jsonl"));
+    char *a = log_without_timings(test_path("t1.jsonl")), *b = log_without_timings(test_path("t2.jsonl"));
     assert_string_equal(a, b);
     free(a);
     free(b);
@@ -346,18 +317,18 @@ static void test_nan_stops_and_keeps_checkpoint(void **state)
     (void)state;
     nn_model *m = make_model(11);
     optim *o = make_adam(3e-3f);
-    mnist_config cfg = make_config(1, NULL, path_of("good.ckpt"));
+    mnist_config cfg = make_config(1, NULL, test_path("good.ckpt"));
     mnist_state st;
     mnist_state_init(&st, &cfg, data.n_train);
     mnist_result res;
     assert_ok(mnist_train(m, o, &data, &cfg, &st, &res));
     size_t n_before, n_after;
-    uint8_t *before = read_all(path_of("good.ckpt"), &n_before);
+    uint8_t *before = test_read_bytes(test_path("good.ckpt"), &n_before);
     /* Epoch 2 with an absurd learning rate: the weights blow up after the
      * first step and the second batch's loss is not finite. */
     st.lr = 1e30f;
-    FILE *log = fopen(path_of("nan.jsonl"), "w");
-    cfg = make_config(3, log, path_of("good.ckpt"));
+    FILE *log = fopen(test_path("nan.jsonl"), "w");
+    cfg = make_config(3, log, test_path("good.ckpt"));
     nn_status s = mnist_train(m, o, &data, &cfg, &st, &res);
     fclose(log);
     assert_int_equal(s, NN_ERR_NUMERIC);
@@ -365,11 +336,11 @@ static void test_nan_stops_and_keeps_checkpoint(void **state)
     assert_error_contains("not finite");
     assert_error_contains("last completed epoch is kept");
     assert_int_equal(st.epoch, 1);
-    uint8_t *after = read_all(path_of("good.ckpt"), &n_after);
+    uint8_t *after = test_read_bytes(test_path("good.ckpt"), &n_after);
     assert_int_equal(n_before, n_after);
     assert_memory_equal(before, after, n_before);
     size_t log_len;
-    char *text = (char *)read_all(path_of("nan.jsonl"), &log_len);
+    char *text = (char *)test_read_bytes(test_path("nan.jsonl"), &log_len);
     assert_int_equal(log_len, 0); /* no epoch completed, no final record */
     free(text);
     free(before);
@@ -649,11 +620,11 @@ int main(void)
         cmocka_unit_test(test_shift_batch),
         cmocka_unit_test(test_shift_parse),
         cmocka_unit_test(test_lr_underflow),
-        cmocka_unit_test_setup_teardown(test_loss_falls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_bit_exact, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_needs_all_state, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_threads_invariant, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nan_stops_and_keeps_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loss_falls, test_dir_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_bit_exact, test_dir_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_needs_all_state, test_dir_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_invariant, test_dir_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nan_stops_and_keeps_checkpoint, test_dir_setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }

@@ -3,78 +3,17 @@
  * in-memory parser, which must agree). Needs no Python: the files that
  * numpy would write are built byte by byte here. numpy itself reads our
  * files in tests/torch_roundtrip.py when it is installed. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "test_util.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    return test_tmpdir_make(dir, sizeof dir, "npy");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_tmpdir_remove(dir);
-    return 0;
-}
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
-static void write_bytes(const char *path, const void *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-/* Builds an npy file: version major.minor, the given header text (padded
- * with spaces + '\n' to `align` unless align is 0), then nbytes of data. */
-static size_t make_npy(unsigned char *out, int major, int minor, const char *header, size_t align,
-                       const float *data, size_t nbytes)
-{
-    size_t width = major == 1 ? 2 : 4, pre = 8 + width, hl = strlen(header);
-    size_t total = align ? (pre + hl + 1 + align - 1) / align * align : pre + hl;
-    size_t hlen = total - pre;
-    memcpy(out, "\x93NUMPY", 6);
-    out[6] = (unsigned char)major;
-    out[7] = (unsigned char)minor;
-    for (size_t k = 0; k < width; k++) out[8 + k] = (unsigned char)(hlen >> (8 * k));
-    memcpy(out + pre, header, hl);
-    if (align) {
-        memset(out + pre + hl, ' ', hlen - hl - 1);
-        out[total - 1] = '\n';
-    }
-    memcpy(out + total, data, nbytes);
-    return total + nbytes;
-}
-
 /* Loads through both entry points; both must give status `want`. */
 static tensor *load_both(const char *name, const unsigned char *b, size_t n, nn_status want)
 {
-    const char *p = path_of(name);
-    write_bytes(p, b, n);
+    const char *p = test_path(name);
+    test_write_bytes(p, b, n);
     tensor *t1 = NULL, *t2 = NULL;
     nn_status s1 = nn_npy_load(p, &t1);
     char msg1[512];
@@ -110,10 +49,10 @@ static void test_round_trip(void **state)
         tensor_init_normal(t, &rng, 0.0f, 3.0f);
         if (t->size) t->data[0] = -0.0f;
         if (t->size > 1) t->data[1] = 1e-42f; /* a denormal survives bit-exactly */
-        const char *p = path_of("rt.npy");
+        const char *p = test_path("rt.npy");
         assert_ok(nn_npy_save(p, t));
         size_t n;
-        unsigned char *b = read_bytes(p, &n);
+        unsigned char *b = test_read_bytes(p, &n);
         /* numpy's own layout: version 1.0, data 64-byte aligned, header ends in '\n'. */
         assert_memory_equal(b, "\x93NUMPY\x01\x00", 8);
         size_t off = 10 + (size_t)(b[8] | b[9] << 8);
@@ -135,17 +74,17 @@ static void test_header_text(void **state)
     (void)state;
     tensor *t = tensor_create(2, (int[]){2, 3});
     for (int i = 0; i < 6; i++) t->data[i] = (float)i;
-    assert_ok(nn_npy_save(path_of("h.npy"), t));
+    assert_ok(nn_npy_save(test_path("h.npy"), t));
     size_t n;
-    unsigned char *b = read_bytes(path_of("h.npy"), &n);
+    unsigned char *b = test_read_bytes(test_path("h.npy"), &n);
     const char want[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
     assert_memory_equal(b + 10, want, sizeof want - 1);
     free(b);
     tensor_free(t);
 
     t = tensor_zeros(1, (int[]){3}); /* tensor_create leaves the data unset */
-    assert_ok(nn_npy_save(path_of("h1.npy"), t));
-    b = read_bytes(path_of("h1.npy"), &n);
+    assert_ok(nn_npy_save(test_path("h1.npy"), t));
+    b = test_read_bytes(test_path("h1.npy"), &n);
     const char want1[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }";
     assert_memory_equal(b + 10, want1, sizeof want1 - 1);
     free(b);
@@ -172,7 +111,7 @@ static void test_header_variants(void **state)
     };
     for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
         unsigned char buf[512];
-        size_t n = make_npy(buf, ok[k].major, 0, ok[k].header, ok[k].align, data, sizeof data);
+        size_t n = test_npy_bytes(buf, ok[k].major, 0, ok[k].header, ok[k].align, data, sizeof data);
         char name[32];
         snprintf(name, sizeof name, "variant%zu.npy", k);
         tensor *t = load_both(name, buf, n, NN_OK);
@@ -184,7 +123,7 @@ static void test_header_variants(void **state)
     }
     /* (6,) and a 1-d shape with a space before the comma. */
     unsigned char buf[512];
-    size_t n = make_npy(buf, 1, 0, "{'descr':'<f4','fortran_order':False,'shape':(6 ,)}", 64, data,
+    size_t n = test_npy_bytes(buf, 1, 0, "{'descr':'<f4','fortran_order':False,'shape':(6 ,)}", 64, data,
                         sizeof data);
     tensor *t = load_both("one_d.npy", buf, n, NN_OK);
     assert_int_equal(t->rank, 1);
@@ -259,7 +198,7 @@ static void test_errors(void **state)
         unsigned char buf[512];
         long nb = c->data_bytes >= 0 ? c->data_bytes : 8;
         if (!strcmp(c->name, "fortran.npy")) nb = 16;
-        size_t n = make_npy(buf, c->major, c->minor, c->header, 64, data, (size_t)nb);
+        size_t n = test_npy_bytes(buf, c->major, c->minor, c->header, 64, data, (size_t)nb);
         load_both(c->name, buf, n, NN_ERR_FORMAT);
         if (!strstr(nn_last_error(), c->needle))
             fail_msg("%s: message '%s' lacks '%s'", c->name, nn_last_error(), c->needle);
@@ -273,7 +212,7 @@ static void test_offsets_in_messages(void **state)
     unsigned char buf[256];
     /* The ':' is missing after 'shape': the key ends at byte 10 + 50 + 7. */
     const char *h = "{'descr': '<f4', 'fortran_order': False, 'shape' (2,)}";
-    size_t n = make_npy(buf, 1, 0, h, 64, data, sizeof data);
+    size_t n = test_npy_bytes(buf, 1, 0, h, 64, data, sizeof data);
     load_both("offset.npy", buf, n, NN_ERR_FORMAT);
     char want[64];
     snprintf(want, sizeof want, "at offset %zu", (size_t)10 + (size_t)(strstr(h, " (2") - h) + 1);
@@ -286,7 +225,7 @@ static void test_truncated_and_magic(void **state)
     (void)state;
     float data[2] = {1, 2};
     unsigned char buf[256];
-    size_t n = make_npy(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 64,
+    size_t n = test_npy_bytes(buf, 1, 0, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 64,
                         data, sizeof data);
     /* Cut at every length inside the preamble and header. */
     for (size_t cut = 0; cut < 64; cut++) {
@@ -317,28 +256,17 @@ static void test_truncated_and_magic(void **state)
     assert_error_contains("over the");
 }
 
-static int count_entries(void)
-{
-    DIR *d = opendir(dir);
-    int k = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.') k++;
-    closedir(d);
-    return k;
-}
-
 static void test_save_atomic_and_errors(void **state)
 {
     (void)state;
-    teardown(NULL);
-    setup(NULL);
+    test_dir_teardown(NULL);
+    test_dir_setup(NULL);
     tensor *a = tensor_zeros(1, (int[]){4}), *b = tensor_create(2, (int[]){2, 2});
     for (int i = 0; i < 4; i++) b->data[i] = (float)i + 0.5f;
-    const char *p = path_of("over.npy");
+    const char *p = test_path("over.npy");
     assert_ok(nn_npy_save(p, a));
     assert_ok(nn_npy_save(p, b)); /* replaces the file */
-    assert_int_equal(count_entries(), 1); /* no temporary left behind */
+    assert_int_equal(test_dir_entries(), 1); /* no temporary left behind */
     tensor *c;
     assert_ok(nn_npy_load(p, &c));
     assert_int_equal(c->rank, 2);
@@ -347,14 +275,14 @@ static void test_save_atomic_and_errors(void **state)
 
     assert_int_equal(nn_npy_save("/nonexistent-dir/x.npy", a), NN_ERR_IO);
     assert_error_contains("/nonexistent-dir/x.npy");
-    assert_int_equal(nn_npy_load(path_of("missing.npy"), &c), NN_ERR_IO);
+    assert_int_equal(nn_npy_load(test_path("missing.npy"), &c), NN_ERR_IO);
     assert_error_contains("missing.npy: cannot open");
     assert_null(c);
     assert_int_equal(nn_npy_save(NULL, a), NN_ERR_ARG);
     assert_int_equal(nn_npy_save(p, NULL), NN_ERR_ARG);
     assert_int_equal(nn_npy_load(p, NULL), NN_ERR_ARG);
     assert_int_equal(nn_npy_parse(NULL, 4, "x", &c), NN_ERR_ARG);
-    assert_int_equal(count_entries(), 1);
+    assert_int_equal(test_dir_entries(), 1);
     tensor_free(a);
     tensor_free(b);
 }
@@ -370,5 +298,5 @@ int main(void)
         cmocka_unit_test(test_truncated_and_magic),
         cmocka_unit_test(test_save_atomic_and_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

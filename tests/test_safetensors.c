@@ -21,55 +21,18 @@
 
 #include "test_util.h"
 
-static char dir[64];
-
 static int setup(void **state)
 {
-    (void)state;
     /* Pin the data format: no test may depend on the user's default. */
     nn_set_image_data_format(NN_CHANNELS_LAST);
-    return test_tmpdir_make(dir, sizeof dir, "st");
+    return test_dir_setup(state);
 }
 
 static int teardown(void **state)
 {
-    (void)state;
-    test_tmpdir_remove(dir);
+    test_dir_teardown(state);
     nn_reset_image_data_format();
     return 0;
-}
-
-static const char *path_of(const char *name) { return test_path_in(dir, name); }
-
-static void write_bytes(const char *path, const void *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static nn_model *make_model(const char *spec, int rank, const int *shape, uint64_t seed)
-{
-    nn_model *m = nn_model_create(seed);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, spec));
-    assert_ok(nn_model_build(m, rank, shape));
-    return m;
 }
 
 static tensor *random_input(int n, int rank, const int *shape, uint64_t seed)
@@ -115,14 +78,14 @@ static void test_round_trip(void **state)
 {
     (void)state;
     const int shape[3] = {6, 6, 2};
-    nn_model *a = make_model(small_spec, 3, shape, 11);
+    nn_model *a = test_make_model(small_spec, 3, shape, 11);
     tensor *x = random_input(8, 3, shape, 3);
     train(a, x, 5, 5);
     tensor *ya = predict(a, x);
-    const char *p = path_of("small.safetensors");
+    const char *p = test_path("small.safetensors");
     assert_ok(nn_safetensors_save(a, p));
 
-    nn_model *b = make_model(small_spec, 3, shape, 12);
+    nn_model *b = test_make_model(small_spec, 3, shape, 12);
     tensor *yb = predict(b, x);
     /* Different initial weights: the comparison below can fail. */
     assert_memory_not_equal(ya->data, yb->data, ya->size * sizeof(float));
@@ -134,8 +97,8 @@ static void test_round_trip(void **state)
 
     /* The same through the in-memory parser. */
     size_t n;
-    unsigned char *bytes = read_bytes(p, &n);
-    nn_model *c = make_model(small_spec, 3, shape, 13);
+    unsigned char *bytes = test_read_bytes(p, &n);
+    nn_model *c = test_make_model(small_spec, 3, shape, 13);
     assert_ok(nn_safetensors_parse(c, bytes, n, "mem"));
     assert_memory_equal(a->params, c->params, a->n_params * sizeof(float));
     free(bytes);
@@ -163,13 +126,13 @@ static void test_file_layout(void **state)
 {
     (void)state;
     const int shape[3] = {6, 6, 2};
-    nn_model *m = make_model(small_spec, 3, shape, 21);
+    nn_model *m = test_make_model(small_spec, 3, shape, 21);
     tensor *x = random_input(4, 3, shape, 5);
     train(m, x, 5, 2);
-    const char *p = path_of("layout.safetensors");
+    const char *p = test_path("layout.safetensors");
     assert_ok(nn_safetensors_save(m, p));
     size_t n;
-    unsigned char *b = read_bytes(p, &n);
+    unsigned char *b = test_read_bytes(p, &n);
     uint64_t hlen = 0;
     for (int k = 7; k >= 0; k--) hlen = hlen << 8 | b[k];
     assert_int_equal((8 + hlen) % 8, 0);
@@ -244,8 +207,8 @@ static void expect_reject(nn_model *m, const char *name, const unsigned char *b,
 {
     float before[8];
     memcpy(before, m->params, sizeof before);
-    const char *p = path_of(name);
-    write_bytes(p, b, n);
+    const char *p = test_path(name);
+    test_write_bytes(p, b, n);
     nn_status s1 = nn_safetensors_load(m, p);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", nn_last_error());
@@ -262,7 +225,7 @@ static void expect_reject(nn_model *m, const char *name, const unsigned char *b,
 static void test_malformed(void **state)
 {
     (void)state;
-    nn_model *m = make_model(TINY_SPEC, 1, (int[]){3}, 1);
+    nn_model *m = test_make_model(TINY_SPEC, 1, (int[]){3}, 1);
     unsigned char buf[1024];
     /* The valid file first: the cases below differ from it in one thing. */
     size_t n = make_file(buf, "{" K_OK "," B_OK "}", 32);
@@ -388,7 +351,7 @@ static void test_malformed(void **state)
         assert_error_contains("cut");
     }
     /* Wrong model: the valid file into a model of another width. */
-    nn_model *w = make_model("dense units=3\n", 1, (int[]){3}, 1);
+    nn_model *w = test_make_model("dense units=3\n", 1, (int[]){3}, 1);
     assert_int_equal(nn_safetensors_parse(w, buf, n, "wide"), NN_ERR_SHAPE);
     assert_error_contains("'dense_1.kernel' has shape (3, 2) in the file, the model has (3, 3)");
     nn_model_free(w);
@@ -396,9 +359,9 @@ static void test_malformed(void **state)
     nn_model *u = nn_model_create(1);
     assert_ok(nn_model_add(u, "dense", "units=2"));
     assert_int_equal(nn_safetensors_parse(u, buf, n, "x"), NN_ERR_STATE);
-    assert_int_equal(nn_safetensors_save(u, path_of("u.safetensors")), NN_ERR_STATE);
+    assert_int_equal(nn_safetensors_save(u, test_path("u.safetensors")), NN_ERR_STATE);
     nn_model_free(u);
-    assert_int_equal(nn_safetensors_load(m, path_of("absent.safetensors")), NN_ERR_IO);
+    assert_int_equal(nn_safetensors_load(m, test_path("absent.safetensors")), NN_ERR_IO);
     assert_error_contains("absent.safetensors: cannot open");
     assert_int_equal(nn_safetensors_load(NULL, "x"), NN_ERR_ARG);
     assert_int_equal(nn_safetensors_save(m, NULL), NN_ERR_ARG);
@@ -413,11 +376,11 @@ static void test_mutations(void **state)
 {
     (void)state;
     const int shape[3] = {6, 6, 2};
-    nn_model *m = make_model(small_spec, 3, shape, 31);
-    const char *p = path_of("mut.safetensors");
+    nn_model *m = test_make_model(small_spec, 3, shape, 31);
+    const char *p = test_path("mut.safetensors");
     assert_ok(nn_safetensors_save(m, p));
     size_t n;
-    unsigned char *orig = read_bytes(p, &n), *b = malloc(n);
+    unsigned char *orig = test_read_bytes(p, &n), *b = malloc(n);
     uint64_t hlen = 0;
     for (int k = 7; k >= 0; k--) hlen = hlen << 8 | orig[k];
     float *before = malloc(m->n_params * sizeof(float));
@@ -476,20 +439,20 @@ static void torch_case(const char *tag, const char *spec_path, const char *spec,
     tensor *y = predict(m, x);
     char sub[64];
     snprintf(sub, sizeof sub, "%s, %s", tag, nn_data_format_name(fmt));
-    assert_ok(nn_safetensors_save(m, path_of("model.safetensors")));
-    assert_ok(nn_npy_save(path_of("inputs.npy"), x));
-    assert_ok(nn_npy_save(path_of("logits.npy"), y));
-    unlink(path_of("torch_logits.npy"));
+    assert_ok(nn_safetensors_save(m, test_path("model.safetensors")));
+    assert_ok(nn_npy_save(test_path("inputs.npy"), x));
+    assert_ok(nn_npy_save(test_path("logits.npy"), y));
+    unlink(test_path("torch_logits.npy"));
 
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/torch_roundtrip.py %s", dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/torch_roundtrip.py %s", test_dir());
     fflush(stdout);
     int rc = system(cmd);
     if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
         fail_msg("%s: %s failed (status %d)", sub, cmd, rc);
 
     tensor *t = NULL;
-    if (access(path_of("torch_logits.npy"), R_OK) != 0) {
+    if (access(test_path("torch_logits.npy"), R_OK) != 0) {
         /* The script printed why it skipped (no numpy or no torch). */
         tensor_free(y);
         tensor_free(x);
@@ -497,7 +460,7 @@ static void torch_case(const char *tag, const char *spec_path, const char *spec,
         skip();
     }
     /* numpy.save wrote these; reading them back is the numpy -> nn check. */
-    assert_ok(nn_npy_load(path_of("torch_logits.npy"), &t));
+    assert_ok(nn_npy_load(test_path("torch_logits.npy"), &t));
     assert_int_equal(t->rank, 2);
     assert_memory_equal(t->shape, y->shape, sizeof t->shape);
     double max_err = 0.0, max_abs = 0.0;
@@ -509,8 +472,8 @@ static void torch_case(const char *tag, const char *spec_path, const char *spec,
     assert_true(max_err <= 1e-4 * (1.0 + max_abs));
     /* numpy re-saved our input file byte for byte: our header is numpy's. */
     size_t n1, n2;
-    unsigned char *ours = read_bytes(path_of("inputs.npy"), &n1);
-    unsigned char *theirs = read_bytes(path_of("numpy_inputs.npy"), &n2);
+    unsigned char *ours = test_read_bytes(test_path("inputs.npy"), &n1);
+    unsigned char *theirs = test_read_bytes(test_path("numpy_inputs.npy"), &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(ours, theirs, n1);
     free(ours);

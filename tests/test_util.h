@@ -16,6 +16,19 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Asserts that the last error message contains `needle`. */
+#define assert_error_contains(needle)                                                     \
+    do {                                                                                  \
+        if (!strstr(nn_last_error(), (needle)))                                           \
+            fail_msg("error message '%s' does not contain '%s'", nn_last_error(), (needle)); \
+    } while (0)
+
+#define assert_ok(expr)                                                                   \
+    do {                                                                                  \
+        nn_status s_ = (expr);                                                            \
+        if (s_ != NN_OK) fail_msg("%s failed: %s", #expr, nn_last_error());               \
+    } while (0)
+
 /* Makes t a leaf that requires a gradient, with a zeroed grad buffer of
  * its own (tensor_free releases it). Returns t. */
 static inline tensor *test_require_grad(tensor *t)
@@ -64,6 +77,115 @@ static inline const char *test_path_in(const char *dir, const char *name)
     return p[k];
 }
 
+/* The suite's scratch directory, for suites that write files.
+ * test_dir_setup, a cmocka setup (of the group or of each test), makes it,
+ * named after the suite's source file (tests/test_npy.c gives
+ * /tmp/nn_test_npy_XXXXXX: __BASE_FILE__ is the .c file, even here in its
+ * header); test_dir_teardown removes it with the files in it; test_path(name)
+ * is name inside it, as test_path_in gives it. */
+#define TEST_DIR_SIZE 64
+static inline char *test_dir(void)
+{
+    static char dir[TEST_DIR_SIZE];
+    return dir;
+}
+
+static inline const char *test_path(const char *name) { return test_path_in(test_dir(), name); }
+
+static inline int test_dir_setup(void **state)
+{
+    (void)state;
+    const char *base = strrchr(__BASE_FILE__, '/');
+    base = base ? base + 1 : __BASE_FILE__;
+    if (!strncmp(base, "test_", 5)) base += 5;
+    char tag[40];
+    snprintf(tag, sizeof tag, "%.*s", (int)strcspn(base, "."), base);
+    return test_tmpdir_make(test_dir(), TEST_DIR_SIZE, tag);
+}
+
+static inline int test_dir_teardown(void **state)
+{
+    (void)state;
+    test_tmpdir_remove(test_dir());
+    return 0;
+}
+
+/* Entries in the scratch directory, "." and ".." aside. */
+static inline int test_dir_entries(void)
+{
+    DIR *d = opendir(test_dir());
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+/* Writes b[0..n) to path, replacing it. */
+static inline void test_write_bytes(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (n) assert_int_equal(fwrite(b, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The whole of path, malloc'ed, with a '\0' after its *n bytes (so a text
+ * file is also a string). */
+static inline uint8_t *test_read_bytes(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len >= 0);
+    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
+    uint8_t *b = malloc((size_t)len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    b[len] = 0;
+    *n = (size_t)len;
+    return b;
+}
+
+/* A model from spec, built for one sample of the given shape. */
+static inline nn_model *test_make_model(const char *spec, int rank, const int *shape, uint64_t seed)
+{
+    nn_model *m = nn_model_create(seed);
+    assert_non_null(m);
+    assert_ok(nn_model_add_spec(m, spec));
+    assert_ok(nn_model_build(m, rank, shape));
+    return m;
+}
+
+/* Builds an npy file in out: version major.minor, the given header text
+ * (padded with spaces + '\n' to `align` unless align is 0), then nbytes of
+ * data (zeros when data is NULL). Returns the file's length. */
+static inline size_t test_npy_bytes(unsigned char *out, int major, int minor, const char *header,
+                                    size_t align, const float *data, size_t nbytes)
+{
+    size_t width = major == 1 ? 2 : 4, pre = 8 + width, hl = strlen(header);
+    size_t total = align ? (pre + hl + 1 + align - 1) / align * align : pre + hl;
+    size_t hlen = total - pre;
+    memcpy(out, "\x93NUMPY", 6);
+    out[6] = (unsigned char)major;
+    out[7] = (unsigned char)minor;
+    for (size_t k = 0; k < width; k++) out[8 + k] = (unsigned char)(hlen >> (8 * k));
+    memcpy(out + pre, header, hl);
+    if (align) {
+        memset(out + pre + hl, ' ', hlen - hl - 1);
+        out[total - 1] = '\n';
+    }
+    if (data)
+        memcpy(out + total, data, nbytes);
+    else
+        memset(out + total, 0, nbytes);
+    return total + nbytes;
+}
+
 /* Resident set size in KiB, from /proc/self/statm (pages); -1 if unread. */
 static inline long test_rss_kib(void)
 {
@@ -95,18 +217,5 @@ static inline int test_rss_unreliable(void)
     const char *preload = getenv("LD_PRELOAD");
     return TEST_ASAN || (preload && strstr(preload, "vgpreload"));
 }
-
-/* Asserts that the last error message contains `needle`. */
-#define assert_error_contains(needle)                                                     \
-    do {                                                                                  \
-        if (!strstr(nn_last_error(), (needle)))                                           \
-            fail_msg("error message '%s' does not contain '%s'", nn_last_error(), (needle)); \
-    } while (0)
-
-#define assert_ok(expr)                                                                   \
-    do {                                                                                  \
-        nn_status s_ = (expr);                                                            \
-        if (s_ != NN_OK) fail_msg("%s failed: %s", #expr, nn_last_error());               \
-    } while (0)
 
 #endif

@@ -17,10 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <cblas.h>
-
+#include "bench_util.h"
 #include "nn/nn.h"
 
 typedef struct {
@@ -35,25 +33,6 @@ static const bench_case cases[] = {
      56, 56, 64, 1},
 };
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void die(const char *what)
 {
     fprintf(stderr, "bench_conv: %s: %s\n", what, nn_last_error());
@@ -63,28 +42,12 @@ static void die(const char *what)
 static double bench_sgemm(int threads, int reps)
 {
     const int n = 2048;
-    float *a = tensor_aligned_alloc((size_t)n * n * sizeof(float));
-    float *b = tensor_aligned_alloc((size_t)n * n * sizeof(float));
-    float *c = tensor_aligned_alloc((size_t)n * n * sizeof(float));
-    if (!a || !b || !c) die("sgemm buffers");
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        a[i] = (float)(i % 13) * 0.01f;
-        b[i] = (float)(i % 7) * 0.02f;
-    }
-    double t[64];
-    if (reps > 64) reps = 64;
-    for (int r = -1; r < reps; r++) {
-        const double t0 = now_ms();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        if (r >= 0) t[r] = now_ms() - t0;
-    }
-    const double ms = median(t, reps), gflops = 2.0 * n * n * n / (ms * 1e6);
+    const double ms = bench_sgemm_ms(n, reps);
+    if (ms < 0) die("sgemm buffers");
+    const double gflops = 2.0 * n * n * n / (ms * 1e6);
     printf("{\"op\":\"sgemm\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":%d,\"ms\":%.2f,\"gflops\":%.1f}\n", n,
            n, n, threads, ms, gflops);
     fflush(stdout);
-    tensor_aligned_free(a);
-    tensor_aligned_free(b);
-    tensor_aligned_free(c);
     return gflops;
 }
 
@@ -127,16 +90,16 @@ static void bench_conv(const bench_case *bc, int cf, int threads, int reps, doub
     for (int r = -2; r < reps; r++) {
         tensor *y;
         nn_graph_reset(g);
-        const double t0 = now_ms();
+        const double t0 = bench_now_ms();
         if (nn_layer_forward(l, g, x, &y, 1)) die("forward");
-        const double t1 = now_ms();
+        const double t1 = bench_now_ms();
         if (!y->node) die("forward recorded no node");
         /* The ReLU backward masks dy in place: a fresh copy every run. */
         memcpy(dy, w->data, w->size * sizeof(float));
         y->grad = dy;
-        const double t2 = now_ms();
+        const double t2 = bench_now_ms();
         y->node->backward(y->node);
-        const double t3 = now_ms();
+        const double t3 = bench_now_ms();
         if (r >= 0) {
             tf[r] = t1 - t0;
             tb[r] = (t1 - t0) + (t3 - t2);
@@ -145,7 +108,7 @@ static void bench_conv(const bench_case *bc, int cf, int threads, int reps, doub
     tensor_aligned_free(dy);
     const int OH = cf ? out[2] : out[1], OW = cf ? out[3] : out[2], F = cf ? out[1] : out[3];
     const double gemm = 2.0 * bc->N * OH * OW * 9.0 * bc->C * F;
-    const double fwd = median(tf, reps), fb = median(tb, reps);
+    const double fwd = bench_median(tf, reps), fb = bench_median(tb, reps);
     const double gf = gemm / (fwd * 1e6), gfb = gemm * (bc->x_grad ? 3 : 2) / (fb * 1e6);
     printf("{\"layer\":\"conv2d\",\"shape\":\"%s\",\"batch\":%d,\"x_grad\":%s,\"data_format\":\"%s\","
            "\"threads\":%d,\"fwd_ms\":%.2f,\"fwd_bwd_ms\":%.2f,\"fwd_gflops\":%.1f,"

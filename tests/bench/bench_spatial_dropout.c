@@ -45,31 +45,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "nn/nn.h"
 
 #define FLUSH_BYTES ((size_t)96 << 20)
 #define MAX_REPS 1000
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static unsigned char *flush_buf;
 static unsigned flush_round;
@@ -209,15 +190,15 @@ static void time_ops(bench_case *b, int reps, int flushed, double *ms)
             if (!flushed) run_op(b, op);
             for (int r = done; r < done + k; r++) {
                 if (flushed) flush_caches();
-                double t0 = now_ms();
+                double t0 = bench_now_ms();
                 run_op(b, op);
-                t[op][r] = now_ms() - t0;
+                t[op][r] = bench_now_ms() - t0;
             }
         }
         done += k;
     }
     for (int op = 0; op < N_OPS; op++)
-        ms[op] = timed(b, op) ? median(t[op], reps) : 0.0;
+        ms[op] = timed(b, op) ? bench_median(t[op], reps) : 0.0;
 }
 
 static float *alloc_floats(size_t n)

@@ -11,40 +11,20 @@
  * ReLU sparsity is realistic), else seeded noise; kept as bytes and
  * converted a batch at a time, inside the timed loop, as in training. One JSON object per line,
  * also appended to build/bench/train.jsonl for tests/bench/torch_train.py. */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "nn/io/idx.h"
 #include "nn/nn.h"
 
 #define BATCH 128
 #define STEPS 8   /* training steps per repetition */
 #define REPS 7
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Forward FLOPs per sample: 2 * kernel elements * output positions for every
  * layer with a "kernel" parameter (dense and conv2d). */
@@ -66,21 +46,12 @@ static double forward_flops(const nn_model *m)
     return total;
 }
 
+/* cblas_sgemm's GFLOP/s on 2048^3, the median of 5 runs; 0 if it could not run. */
 static double sgemm_gflops(void)
 {
     const int n = 2048;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
-          *c = malloc(sizeof(float) * n * n);
-    for (long i = 0; i < (long)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    double t[5];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    for (int r = 0; r < 5; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        t[r] = now() - t0;
-    }
-    free(a), free(b), free(c);
-    return 2.0 * n * n * n / median(t, 5) * 1e-9;
+    const double ms = bench_sgemm_ms(n, 5);
+    return ms > 0 ? 2.0 * n * n * n / (ms * 1e6) : 0.0;
 }
 
 int main(int argc, char **argv)
@@ -131,7 +102,7 @@ int main(int argc, char **argv)
         long offset = 0;
         double train_t[REPS], eval_t[REPS];
         for (int r = -1; r < REPS; r++) { /* r = -1 warms up */
-            double t0 = now();
+            double t0 = bench_now_ms();
             for (int s = 0; s < STEPS; s++) {
                 if (offset + BATCH > n_images) offset = 0;
                 nn_idx_to_float(batch, bytes + offset * 784, (size_t)BATCH * 784, 1.0f / 255.0f);
@@ -144,8 +115,8 @@ int main(int argc, char **argv)
                 tensor_free(x);
                 offset += BATCH;
             }
-            if (r >= 0) train_t[r] = now() - t0;
-            t0 = now();
+            if (r >= 0) train_t[r] = bench_now_ms() - t0;
+            t0 = bench_now_ms();
             for (int s = 0; s < STEPS; s++) {
                 nn_idx_to_float(batch, bytes + (long)s * BATCH * 784, (size_t)BATCH * 784, 1.0f / 255.0f);
                 tensor *x = tensor_wrap(batch, 4, shape);
@@ -153,10 +124,10 @@ int main(int argc, char **argv)
                 if (nn_model_predict(m, x, NULL, &logits, NULL, NULL) != NN_OK) return 1;
                 tensor_free(x);
             }
-            if (r >= 0) eval_t[r] = now() - t0;
+            if (r >= 0) eval_t[r] = bench_now_ms() - t0;
         }
-        double train_ips = STEPS * BATCH / median(train_t, REPS);
-        double eval_ips = STEPS * BATCH / median(eval_t, REPS);
+        double train_ips = STEPS * BATCH / (bench_median(train_t, REPS) * 1e-3);
+        double eval_ips = STEPS * BATCH / (bench_median(eval_t, REPS) * 1e-3);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         char line[512];
