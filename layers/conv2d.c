@@ -15,7 +15,9 @@
  * "bias" (F). Init: glorot_uniform with fan_in = KH*KW*C, fan_out = KH*KW*F;
  * bias zeros.
  *
- * Computation: Winograd F(2x2, 3x3) for 3x3 windows at stride 1
+ * Computation: start reading at layers/conv_reference.c, the direct loops
+ * that define what is computed; the layer runs the fast kernels that the
+ * tests hold to them -- Winograd F(2x2, 3x3) for 3x3 windows at stride 1
  * (layers/conv_winograd.c), register-blocked GEMM tiles reading NHWC
  * tensors directly otherwise (layers/conv_gemm.c), with the buffers and the
  * choice between them in layers/conv_core.c. NHWC is the fast path.

@@ -1,7 +1,8 @@
 /* conv_core: window geometry, layout transposes and padded copies, the
  * convolution's buffers and passes, col2im, deterministic per-channel sums
  * and the pooling config (see conv_core.h). The kernels the passes call are
- * in conv_gemm.c (GEMM tiles) and conv_winograd.c.
+ * in conv_gemm.c (GEMM tiles) and conv_winograd.c; what they compute is
+ * written plainly in conv_reference.c.
  *
  * The passes of one convolution, NHWC, T = KH*KW*C:
  *   forward   xp = x with its padding (a copy only when there is padding);

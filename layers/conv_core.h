@@ -5,6 +5,13 @@
  * the adjoint of im2col, per-channel sums whose result does not depend on
  * the thread count, and the pooling layers' shared config.
  *
+ * Reading order for the convolution: start with layers/conv_reference.c,
+ * the direct loops that say what is computed, one loop nest per result; then
+ * nn_conv_forward and nn_conv_backward in conv_core.c, which pick the
+ * kernels; then the kernels themselves, layers/conv_gemm.c (GEMM tiles, any
+ * geometry) and layers/conv_winograd.c (3x3, stride 1). tests/test_conv.c
+ * holds both to the reference.
+ *
  * Kernels take outputs first, then inputs, then shapes; they never allocate
  * (the caller passes scratch, sized by the *_sizes functions) and never
  * record graph nodes. Loops are OpenMP-parallel and every output element is
@@ -64,7 +71,9 @@ void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, i
  *   k (KH, KW, C, F) read as a (T, F) matrix, T = KH*KW*C, b (F) or NULL.
  * Buffers come from the caller: nn_conv_work_sizes gives their float counts
  * (0: not needed) for the gradients that will be asked for. The same work
- * must be passed to the backward of the same forward. */
+ * must be passed to the backward of the same forward. The same sums,
+ * written as plain loops: nn_conv_forward_reference and
+ * nn_conv_backward_reference (layers/conv_reference.h). */
 typedef struct nn_conv_work {
     float *xp;      /* forward: padded input (N, Hp, Wp, C) when padded */
     float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */

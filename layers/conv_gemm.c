@@ -19,6 +19,7 @@
  * so its results change with OMP_NUM_THREADS. Here each output element is
  * summed by one thread in an order fixed by the shapes alone; dkernel's sum
  * over pixels runs in fixed groups of rows combined in group order.
+ * The direct loops these tiles must agree with are in conv_reference.c.
  *
  * Vector width: see conv_simd.h.
  */

@@ -5,7 +5,8 @@
  *
  * Internal to the convolution: layers/conv_core.c dispatches to these,
  * layers/conv_winograd.c runs its 16 products on nn_conv_gemm's tiles, and
- * conv2d.c masks channels_first gradients with nn_conv_relu_mask.
+ * conv2d.c masks channels_first gradients with nn_conv_relu_mask. What the
+ * tiles compute is written plainly in layers/conv_reference.c.
  *
  * ld* are row lengths in floats; vector loads may read up to the next
  * multiple of the vector width, so rows are padded to it where noted.

@@ -18,7 +18,7 @@
  * transposed kernel, zero outside dz: a "full" correlation) and, with the
  * roles transposed (F(3x3, 2x2), at the end of the file), for the kernel
  * gradient of conv2d layers with 3x3 windows, stride 1 and dilation 1.
- * Rounding differs from the direct sums by a few ulps
+ * Rounding differs from the direct sums (conv_reference.c) by a few ulps
  * (the transforms add and subtract neighbours), well inside the PyTorch
  * fixtures' tolerance.
  *

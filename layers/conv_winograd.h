@@ -3,7 +3,9 @@
  * forward, dx, and (as F(3x3, 2x2)) dkernel.
  *
  * Internal to the convolution: layers/conv_core.c sizes their buffers and
- * dispatches to them.
+ * dispatches to them. They compute the same sums as the direct loop in
+ * layers/conv_reference.c, rounded differently (the transforms add and
+ * subtract neighbouring values).
  *
  * Omits: other window sizes, strides and dilation (layers/conv_gemm.h).
  */
