@@ -177,6 +177,16 @@ static size_t conv_core_dcol_chunk(const nn_conv_geom *g, int N)
     return chunk;
 }
 
+/* Winograd or the GEMM tiles: the one choice every pass below follows. */
+static int conv_core_winograd(const nn_conv_geom *g, int F)
+{
+    switch (g->path) {
+    case NN_CONV_PATH_GEMM: return 0;
+    case NN_CONV_PATH_WINOGRAD: return nn_conv_winograd_fits(g);
+    default: return nn_conv_winograd_applies(g, F);
+    }
+}
+
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db)
 {
@@ -184,7 +194,7 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
     memset(s, 0, sizeof *s);
     if (conv_core_is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
-    const int wino = nn_conv_winograd_applies(g, F);
+    const int wino = conv_core_winograd(g, F);
     if (F != Fp && !wino) s->kp = T * Fp;
     s->bp = (size_t)Fp;
     if (need_dk && wino) {
@@ -227,7 +237,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     if (N == 0 || g->OH == 0 || g->OW == 0) return;
-    if (nn_conv_winograd_applies(g, F)) {
+    if (conv_core_winograd(g, F)) {
         /* The transformed kernel has padded columns of its own. */
         nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
         nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
@@ -250,7 +260,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
     if (N == 0 || P == 0) return;
     nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
-    if (dk && T && nn_conv_winograd_applies(g, F)) {
+    if (dk && T && conv_core_winograd(g, F)) {
         nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
     } else if (dk && T) {
         const float *dzk = dz;
@@ -262,7 +272,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                                 nn_conv_dk_groups(g, N, F));
     }
     if (!dx || !T) return;
-    if (nn_conv_winograd_applies(g, F)) {
+    if (conv_core_winograd(g, F)) {
         /* dx is the correlation of dz (zero outside it) with the flipped
          * kernel, shifted by the window less the forward's padding. */
         nn_conv_winograd_kernel(w->wkt, k, C, F, 1);

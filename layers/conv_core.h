@@ -39,7 +39,14 @@ typedef struct nn_conv_geom {
     int PT, PL; /* implicit padding before row 0 / column 0 */
     int OH, OW;
     int Hp, Wp; /* input extent with all its padding (what the windows span) */
+    int path;   /* which kernels nn_conv_* run: NN_CONV_PATH_*, 0 = auto */
 } nn_conv_geom;
+
+/* The convolution's kernels: AUTO lets the dispatch pick (Winograd where it
+ * applies, see conv_winograd.h, else the GEMM tiles); the others force one,
+ * so tests can hold each to the reference. WINOGRAD where Winograd does not
+ * fit (not 3x3, stride 1, dilation 1) runs the GEMM tiles. */
+enum { NN_CONV_PATH_AUTO = 0, NN_CONV_PATH_GEMM = 1, NN_CONV_PATH_WINOGRAD = 2 };
 
 enum { NN_PAD_VALID = 0, NN_PAD_SAME = 1 };
 extern const char *const nn_conv_paddings[]; /* {"valid", "same", NULL} */

@@ -51,11 +51,15 @@
 
 static int conv_winograd_round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+int nn_conv_winograd_fits(const nn_conv_geom *g)
+{
+    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1;
+}
+
 int nn_conv_winograd_applies(const nn_conv_geom *g, int F)
 {
     /* Below 8 channels the GEMMs are too thin for the transforms to pay. */
-    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
-           g->C >= 8 && F >= 8;
+    return nn_conv_winograd_fits(g) && g->C >= 8 && F >= 8;
 }
 
 size_t nn_conv_winograd_kernel_size(int Cin, int Cout)

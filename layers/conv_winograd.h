@@ -16,8 +16,10 @@
 
 #include "layers/conv_core.h"
 
-/* Winograd computes this geometry's convolution (3x3 windows, stride 1,
- * dilation 1) and pays: at least 8 channels in (g->C) and out (F). */
+/* Winograd computes this geometry's convolution: 3x3 windows, stride 1,
+ * dilation 1. */
+int nn_conv_winograd_fits(const nn_conv_geom *g);
+/* ... and pays: it fits, with at least 8 channels in (g->C) and out (F). */
 int nn_conv_winograd_applies(const nn_conv_geom *g, int F);
 /* Floats of the transformed kernel U (16, Cin, Cout rounded up to vectors)
  * and of the scratch for `slots` threads; slots is the OpenMP thread limit
