@@ -15,11 +15,15 @@
  * "bias" (F). Init: glorot_uniform with fan_in = KH*KW*C, fan_out = KH*KW*F;
  * bias zeros.
  *
- * Computation: register-blocked GEMM tiles reading NHWC tensors directly
- * (layers/conv_gemm.c, passes in layers/conv_core.c); NHWC is the fast
- * path. channels_first input is transposed to NHWC, run through the same
- * core, and the output transposed back, so both formats give the same
- * numbers for the same kernel. The bias and ReLU are applied in registers
+ * Computation: start reading at layers/conv_reference.c, the direct loops
+ * that define what is computed; the layer runs the fast kernels that the
+ * tests hold to them -- Winograd F(2x2, 3x3) for 3x3 windows at stride 1
+ * (layers/conv_winograd.c), register-blocked GEMM tiles reading NHWC
+ * tensors directly otherwise (layers/conv_gemm.c), with the buffers and the
+ * choice between them in layers/conv_core.c. NHWC is the fast path.
+ * channels_first input is transposed to NHWC, run through the same core,
+ * and the output transposed back, so both formats give the same numbers
+ * for the same kernel. The bias and ReLU are applied in registers
  * before the output is stored; backward masks dy by y > 0, as dense does.
  * Results are bit-identical for any thread count.
  * Memory: padded copies and backward's buffers come from the graph arena,
@@ -32,6 +36,7 @@
 #include <string.h>
 
 #include "layers/conv_core.h"
+#include "layers/conv_gemm.h"
 #include "layers/format.h"
 #include "layers/layer.h"
 
@@ -139,7 +144,7 @@ static void conv2d_backward(nn_node *n)
 }
 
 /* n floats from the arena, or NULL when n is 0; *failed is set on error. */
-static void *arena(nn_graph *g, size_t n, size_t elem, int *failed)
+static void *conv2d_arena(nn_graph *g, size_t n, size_t elem, int *failed)
 {
     if (!n) return NULL;
     void *p = nn_graph_alloc(g, n * elem);
@@ -171,30 +176,30 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     nn_conv_work_sizes(&z, g, N, F, need_dx, need_dk, need_db);
     int failed = 0;
     tensor *y = nn_graph_tensor(gr, 4, shape);
-    conv2d_ctx *c = arena(gr, 1, sizeof *c, &failed);
+    conv2d_ctx *c = conv2d_arena(gr, 1, sizeof *c, &failed);
     if (!y || failed) return NN_ERR_MEMORY;
     memset(c, 0, sizeof *c);
     c->s = s;
     nn_conv_work *w = &c->w;
-    w->xp = arena(gr, z.xp, sizeof(float), &failed);
-    w->kp = arena(gr, z.kp, sizeof(float), &failed);
-    w->bp = arena(gr, z.bp, sizeof(float), &failed);
-    w->dzp = arena(gr, z.dzp, sizeof(float), &failed);
-    w->part = arena(gr, z.part, sizeof(float), &failed);
-    w->dzs = arena(gr, z.dzs, sizeof(float), &failed);
-    w->kt = arena(gr, z.kt, sizeof(float), &failed);
-    w->dcol = arena(gr, z.dcol, sizeof(float), &failed);
-    w->db = arena(gr, z.db, sizeof(float), &failed);
-    w->wk = arena(gr, z.wk, sizeof(float), &failed);
-    w->wkt = arena(gr, z.wkt, sizeof(float), &failed);
-    w->ws = arena(gr, z.ws, sizeof(float), &failed);
+    w->xp = conv2d_arena(gr, z.xp, sizeof(float), &failed);
+    w->kp = conv2d_arena(gr, z.kp, sizeof(float), &failed);
+    w->bp = conv2d_arena(gr, z.bp, sizeof(float), &failed);
+    w->dzp = conv2d_arena(gr, z.dzp, sizeof(float), &failed);
+    w->part = conv2d_arena(gr, z.part, sizeof(float), &failed);
+    w->dzs = conv2d_arena(gr, z.dzs, sizeof(float), &failed);
+    w->kt = conv2d_arena(gr, z.kt, sizeof(float), &failed);
+    w->dcol = conv2d_arena(gr, z.dcol, sizeof(float), &failed);
+    w->db = conv2d_arena(gr, z.db, sizeof(float), &failed);
+    w->wk = conv2d_arena(gr, z.wk, sizeof(float), &failed);
+    w->wkt = conv2d_arena(gr, z.wkt, sizeof(float), &failed);
+    w->ws = conv2d_arena(gr, z.ws, sizeof(float), &failed);
     w->ws_slots = z.ws_slots;
     const float *xd = x->data;
     float *yd = y->data;
     if (cf) {
-        float *xn = arena(gr, x->size, sizeof(float), &failed);
-        c->y_nhwc = arena(gr, y->size, sizeof(float), &failed);
-        if (need_dx) c->dx_nhwc = arena(gr, x->size, sizeof(float), &failed);
+        float *xn = conv2d_arena(gr, x->size, sizeof(float), &failed);
+        c->y_nhwc = conv2d_arena(gr, y->size, sizeof(float), &failed);
+        if (need_dx) c->dx_nhwc = conv2d_arena(gr, x->size, sizeof(float), &failed);
         if (failed) return NN_ERR_MEMORY;
         nn_conv_to_nhwc(xn, x->data, N, g->C, g->H * g->W, 0);
         xd = xn;

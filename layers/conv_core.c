@@ -1,7 +1,8 @@
 /* conv_core: window geometry, layout transposes and padded copies, the
  * convolution's buffers and passes, col2im, deterministic per-channel sums
- * and the pooling config (see conv_core.h). The GEMM tiles themselves are in
- * conv_gemm.c.
+ * and the pooling config (see conv_core.h). The kernels the passes call are
+ * in conv_gemm.c (GEMM tiles) and conv_winograd.c; what they compute is
+ * written plainly in conv_reference.c.
  *
  * The passes of one convolution, NHWC, T = KH*KW*C:
  *   forward   xp = x with its padding (a copy only when there is padding);
@@ -22,6 +23,9 @@
 #include "layers/conv_core.h"
 
 #include <string.h>
+
+#include "layers/conv_gemm.h"
+#include "layers/conv_winograd.h"
 
 const char *const nn_conv_paddings[] = {"valid", "same", NULL};
 /* Elements per block of the per-channel sums: fixed, never derived from the
@@ -79,7 +83,7 @@ nn_status nn_conv_image_shape(const char *layer, int in_rank, const int *in_shap
 
 #define TILE 32
 
-static void transpose_batched(float *dst, const float *src, int N, int A, int B, int add)
+static void conv_core_transpose(float *dst, const float *src, int N, int A, int B, int add)
 {
     const size_t plane = (size_t)A * B;
     if (A == 1 || B == 1) {
@@ -111,12 +115,12 @@ static void transpose_batched(float *dst, const float *src, int N, int A, int B,
 
 void nn_conv_to_nhwc(float *dst, const float *src, int N, int C, int HW, int add)
 {
-    transpose_batched(dst, src, N, C, HW, add);
+    conv_core_transpose(dst, src, N, C, HW, add);
 }
 
 void nn_conv_to_nchw(float *dst, const float *src, int N, int C, int HW, int add)
 {
-    transpose_batched(dst, src, N, HW, C, add);
+    conv_core_transpose(dst, src, N, HW, C, add);
 }
 
 /* ---- padded copies ---- */
@@ -143,7 +147,7 @@ void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, i
 }
 
 /* dst (rows, ldd) = src (rows, cols), zero in columns [cols, ldd). */
-static void pad_cols(float *dst, int ldd, const float *src, size_t rows, int cols)
+static void conv_core_pad_cols(float *dst, int ldd, const float *src, size_t rows, int cols)
 {
     #pragma omp parallel for schedule(static) if (rows * (size_t)ldd > NN_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
@@ -157,14 +161,14 @@ static void pad_cols(float *dst, int ldd, const float *src, size_t rows, int col
 /* Upper bound of one chunk of dx columns on the strided path. */
 #define NN_CONV_CHUNK_BYTES ((size_t)8 << 20)
 
-static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+static int conv_core_round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-static int is_padded(const nn_conv_geom *g)
+static int conv_core_is_padded(const nn_conv_geom *g)
 {
     return g->PT || g->PL || g->Hp != g->H || g->Wp != g->W;
 }
 
-static size_t dcol_chunk(const nn_conv_geom *g, int N)
+static size_t conv_core_dcol_chunk(const nn_conv_geom *g, int N)
 {
     const size_t per = (size_t)g->OH * g->OW * g->KH * g->KW * g->C * sizeof(float);
     size_t chunk = per ? NN_CONV_CHUNK_BYTES / per : (size_t)N;
@@ -173,14 +177,24 @@ static size_t dcol_chunk(const nn_conv_geom *g, int N)
     return chunk;
 }
 
+/* Winograd or the GEMM tiles: the one choice every pass below follows. */
+static int conv_core_winograd(const nn_conv_geom *g, int F)
+{
+    switch (g->path) {
+    case NN_CONV_PATH_GEMM: return 0;
+    case NN_CONV_PATH_WINOGRAD: return nn_conv_winograd_fits(g);
+    default: return nn_conv_winograd_applies(g, F);
+    }
+}
+
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db)
 {
-    const int VLw = nn_conv_vector_width(), Fp = round_up(F, VLw);
+    const int VLw = nn_conv_vector_width(), Fp = conv_core_round_up(F, VLw);
     const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
     memset(s, 0, sizeof *s);
-    if (is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
-    const int wino = nn_conv_winograd_applies(g, F);
+    if (conv_core_is_padded(g)) s->xp = (size_t)N * g->Hp * g->Wp * g->C;
+    const int wino = conv_core_winograd(g, F);
     if (F != Fp && !wino) s->kp = T * Fp;
     s->bp = (size_t)Fp;
     if (need_dk && wino) {
@@ -199,10 +213,10 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     } else if (need_dx) {
         if (g->SH == 1 && g->SW == 1) {
             s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
-            s->kt = (size_t)g->KH * g->KW * F * round_up(g->C, VLw);
+            s->kt = (size_t)g->KH * g->KW * F * conv_core_round_up(g->C, VLw);
         } else {
-            s->kt = (size_t)F * round_up((int)T, VLw);
-            s->dcol = dcol_chunk(g, N) * P * T;
+            s->kt = (size_t)F * conv_core_round_up((int)T, VLw);
+            s->dcol = conv_core_dcol_chunk(g, N) * P * T;
         }
     }
     if (need_db) s->db = nn_conv_db_scratch((size_t)N * P, F);
@@ -211,10 +225,10 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
 void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
                      const nn_conv_geom *g, int N, int F, nn_conv_work *w)
 {
-    const int Fp = round_up(F, nn_conv_vector_width());
+    const int Fp = conv_core_round_up(F, nn_conv_vector_width());
     const size_t T = (size_t)g->KH * g->KW * g->C;
     w->x = x;
-    if (is_padded(g)) {
+    if (conv_core_is_padded(g)) {
         nn_conv_pad(w->xp, g->Hp, g->Wp, x, g->H, g->W, N, g->C, g->PT, g->PL);
         w->x = w->xp;
     }
@@ -223,7 +237,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     if (N == 0 || g->OH == 0 || g->OW == 0) return;
-    if (nn_conv_winograd_applies(g, F)) {
+    if (conv_core_winograd(g, F)) {
         /* The transformed kernel has padded columns of its own. */
         nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
         nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
@@ -232,7 +246,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
     }
     const float *kp = k;
     if (F != Fp) {
-        pad_cols(w->kp, Fp, k, T, F);
+        conv_core_pad_cols(w->kp, Fp, k, T, F);
         kp = w->kp;
     }
     nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
@@ -241,24 +255,24 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
 void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
                       const nn_conv_geom *g, int N, int F, nn_conv_work *w)
 {
-    const int VLw = nn_conv_vector_width(), Fp = round_up(F, VLw);
+    const int VLw = nn_conv_vector_width(), Fp = conv_core_round_up(F, VLw);
     const int C = g->C, KH = g->KH, KW = g->KW;
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
     if (N == 0 || P == 0) return;
     nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
-    if (dk && T && nn_conv_winograd_applies(g, F)) {
+    if (dk && T && conv_core_winograd(g, F)) {
         nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
     } else if (dk && T) {
         const float *dzk = dz;
         if (F != Fp) {
-            pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);
+            conv_core_pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);
             dzk = w->dzp;
         }
         nn_conv_backward_kernel(dk, w->x, g->Hp, g->Wp, dzk, F != Fp ? Fp : F, g, N, F, w->part,
                                 nn_conv_dk_groups(g, N, F));
     }
     if (!dx || !T) return;
-    if (nn_conv_winograd_applies(g, F)) {
+    if (conv_core_winograd(g, F)) {
         /* dx is the correlation of dz (zero outside it) with the flipped
          * kernel, shifted by the window less the forward's padding. */
         nn_conv_winograd_kernel(w->wkt, k, C, F, 1);
@@ -269,7 +283,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     if (g->SH == 1 && g->SW == 1) {
         /* Stride 1: dx is the correlation of dz, padded by the window less
          * the forward's padding, with the flipped kernel. */
-        const int Cp = round_up(C, VLw);
+        const int Cp = conv_core_round_up(C, VLw);
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++)
                 for (int f = 0; f < F; f++) {
@@ -286,11 +300,11 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     }
     /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
      * gathered back into dx. */
-    const int Tp = round_up((int)T, VLw);
+    const int Tp = conv_core_round_up((int)T, VLw);
     for (int f = 0; f < F; f++)
         for (size_t t = 0; t < (size_t)Tp; t++) w->kt[(size_t)f * Tp + t] = t < T ? k[t * F + f] : 0.0f;
     const size_t in_per = (size_t)g->H * g->W * C;
-    const int chunk = (int)dcol_chunk(g, N);
+    const int chunk = (int)conv_core_dcol_chunk(g, N);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         nn_conv_backward_cols(w->dcol, dz + (size_t)n0 * P * F, w->kt, Tp, (size_t)nb * P, F, (int)T);
@@ -332,7 +346,7 @@ void nn_conv_col2im(float *dx, const float *col, const nn_conv_geom *g, int nb, 
 
 /* ---- deterministic per-channel sums ---- */
 
-static size_t sum_rows_per_block(int C, size_t inner)
+static size_t conv_core_sum_rows_per_block(int C, size_t inner)
 {
     const size_t per = (size_t)C * inner;
     const size_t r = per ? NN_SUM_BLOCK / per : 1;
@@ -341,7 +355,7 @@ static size_t sum_rows_per_block(int C, size_t inner)
 
 size_t nn_conv_sum_scratch(size_t outer, int C, size_t inner)
 {
-    const size_t rpb = sum_rows_per_block(C, inner);
+    const size_t rpb = conv_core_sum_rows_per_block(C, inner);
     const size_t blocks = (outer + rpb - 1) / rpb;
     return (blocks ? blocks : 1) * (size_t)(C > 0 ? C : 1);
 }
@@ -349,7 +363,7 @@ size_t nn_conv_sum_scratch(size_t outer, int C, size_t inner)
 void nn_conv_channel_sums(double *out, const float *a, const float *sa, const float *b,
                           const float *sb, size_t outer, int C, size_t inner, double *part)
 {
-    const size_t rpb = sum_rows_per_block(C, inner);
+    const size_t rpb = conv_core_sum_rows_per_block(C, inner);
     const size_t blocks = (outer + rpb - 1) / rpb;
     #pragma omp parallel for schedule(static) if (outer * (size_t)C * inner > NN_PAR_MIN)
     for (size_t blk = 0; blk < blocks; blk++) {

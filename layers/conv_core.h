@@ -1,9 +1,16 @@
-/* conv_core: the raw-buffer kernels the convolution stack shares
- * (layers/conv2d.c, maxpool2d.c, avgpool2d.c, global_avgpool2d.c,
- * batchnorm.c): window geometry with Keras's valid/same padding, layout
- * transposes and padded copies, the NHWC convolution (conv_gemm.c), the
- * adjoint of im2col, per-channel sums whose result does not depend on the
- * thread count, and the pooling layers' shared config.
+/* conv_core: what the convolution stack shares (layers/conv2d.c,
+ * maxpool2d.c, avgpool2d.c, global_avgpool2d.c, batchnorm.c): window
+ * geometry with Keras's valid/same padding, layout transposes and padded
+ * copies, the convolution's buffers and its dispatch to the fast kernels,
+ * the adjoint of im2col, per-channel sums whose result does not depend on
+ * the thread count, and the pooling layers' shared config.
+ *
+ * Reading order for the convolution: start with layers/conv_reference.c,
+ * the direct loops that say what is computed, one loop nest per result; then
+ * nn_conv_forward and nn_conv_backward in conv_core.c, which pick the
+ * kernels; then the kernels themselves, layers/conv_gemm.c (GEMM tiles, any
+ * geometry) and layers/conv_winograd.c (3x3, stride 1). tests/test_conv.c
+ * holds both to the reference.
  *
  * Kernels take outputs first, then inputs, then shapes; they never allocate
  * (the caller passes scratch, sized by the *_sizes functions) and never
@@ -32,7 +39,14 @@ typedef struct nn_conv_geom {
     int PT, PL; /* implicit padding before row 0 / column 0 */
     int OH, OW;
     int Hp, Wp; /* input extent with all its padding (what the windows span) */
+    int path;   /* which kernels nn_conv_* run: NN_CONV_PATH_*, 0 = auto */
 } nn_conv_geom;
+
+/* The convolution's kernels: AUTO lets the dispatch pick (Winograd where it
+ * applies, see conv_winograd.h, else the GEMM tiles); the others force one,
+ * so tests can hold each to the reference. WINOGRAD where Winograd does not
+ * fit (not 3x3, stride 1, dilation 1) runs the GEMM tiles. */
+enum { NN_CONV_PATH_AUTO = 0, NN_CONV_PATH_GEMM = 1, NN_CONV_PATH_WINOGRAD = 2 };
 
 enum { NN_PAD_VALID = 0, NN_PAD_SAME = 1 };
 extern const char *const nn_conv_paddings[]; /* {"valid", "same", NULL} */
@@ -64,7 +78,9 @@ void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, i
  *   k (KH, KW, C, F) read as a (T, F) matrix, T = KH*KW*C, b (F) or NULL.
  * Buffers come from the caller: nn_conv_work_sizes gives their float counts
  * (0: not needed) for the gradients that will be asked for. The same work
- * must be passed to the backward of the same forward. */
+ * must be passed to the backward of the same forward. The same sums,
+ * written as plain loops: nn_conv_forward_reference and
+ * nn_conv_backward_reference (layers/conv_reference.h). */
 typedef struct nn_conv_work {
     float *xp;      /* forward: padded input (N, Hp, Wp, C) when padded */
     float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */
@@ -96,71 +112,6 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
  * is given, dz is first masked in place by y > 0 (the ReLU's backward). */
 void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
                       const nn_conv_geom *g, int N, int F, nn_conv_work *w);
-
-/* The tiles behind them (conv_gemm.c); ld* are row lengths in floats, and
- * vector loads may read up to the next multiple of the vector width. */
-int nn_conv_vector_width(void);
-void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float *kp, int ldk,
-                          const float *bp, int relu, const nn_conv_geom *g, int N, int F);
-/* dx (N, H, W, C) += stride-1 convolution of dzs with kt (KH*KW*F, ldk). */
-void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt, int ldk,
-                                   const nn_conv_geom *g, int N, int F);
-/* dcol (M, T) = dz (M, F) kt2 (F, ldk). */
-void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,
-                           int T);
-/* out (rows, cols) = a (rows, K) b (K, cols), rows strided lda, ldb, ldo;
- * one thread (callers parallelize around it). Columns past a multiple of
- * the vector width are computed but not stored. */
-void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda, int K,
-                  const float *b, size_t ldb);
-/* out (rows, cols) += a^T b, a (K, rows) and b (K, cols) row-major; one
- * thread; cols a multiple of the vector width. */
-void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda,
-                         int K, const float *b, size_t ldb);
-/* dk (T, F) += sum over pixels, in G fixed groups of output rows. */
-int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F);
-void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
-                             const nn_conv_geom *g, int N, int F, float *part, int G);
-
-/* Winograd F(2x2, 3x3) (conv_winograd.c), for 3x3 windows at stride 1 and
- * dilation 1 with at least 8 channels in and out: */
-int nn_conv_winograd_applies(const nn_conv_geom *g, int F);
-/* Floats of the transformed kernel U (16, Cin, Cout rounded up to vectors)
- * and of the scratch for `slots` threads; slots is the OpenMP thread limit
- * when the buffers are sized, and the kernels below never run more threads
- * than the slots they are given (the limit may rise between a forward and
- * its backward). */
-size_t nn_conv_winograd_kernel_size(int Cin, int Cout);
-int nn_conv_winograd_slots(void);
-size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout);
-/* U from k (3, 3, C, F): Cin = C, Cout = F; flip: Cin = F, Cout = C with
- * the kernel rotated by 180 degrees (for dx). */
-void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
-/* y (N, OH, OW, Cout) = (add ? y : 0) + act(b + sum over 3x3 windows of
- * x (N, H, W, Cin) read at (oh + oy + a, ow + ox + b), zero outside x).
- * bias: NULL or Cout rounded up to vectors. */
-void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
-                      int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
-                      float *scratch, int slots);
-
-/* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
- * F(3x3, 2x2) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
- * is the input with its padding, dz (N, OH, OW, F). The sum over 2x2 tiles
- * runs in fixed groups combined in order; part holds
- * nn_conv_winograd_dk_size() floats. */
-size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F);
-void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
-                         int F, float *part, float *scratch, int slots);
-
-/* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
- * (the sign of y is random, which a branch would mispredict half the time). */
-void nn_conv_relu_mask(float *dz, const float *y, size_t n);
-/* One pass over dz (rows, F): the ReLU mask (when y is not NULL) and, when
- * db is not NULL, db += the column sums -- float within fixed blocks of 256
- * rows, the blocks combined in order in double. part holds
- * nn_conv_db_scratch(rows, F) floats. */
-size_t nn_conv_db_scratch(size_t rows, int F);
-void nn_conv_dz_pass(float *dz, const float *y, float *db, float *part, size_t rows, int F);
 
 /* The adjoint of im2col: dx (nb, H, W, C) = (add ? dx : 0) + for each
  * element the sum of the entries of col (nb*OH*OW, KH*KW*C) -- row (n, oh,

@@ -1,6 +1,6 @@
 /* conv_gemm: the convolution's arithmetic as register-blocked GEMM tiles
  * that read their operands straight from NHWC tensors (an implicit GEMM:
- * no column matrix is built). See conv_core.h for the shapes.
+ * no column matrix is built). See conv_gemm.h for the shapes.
  *
  * Every product here has the form
  *     out[r][f] (+)= sum_t a[r][t] * b[t][f]
@@ -19,17 +19,18 @@
  * so its results change with OMP_NUM_THREADS. Here each output element is
  * summed by one thread in an order fixed by the shapes alone; dkernel's sum
  * over pixels runs in fixed groups of rows combined in group order.
+ * The direct loops these tiles must agree with are in conv_reference.c.
  *
  * Vector width: see conv_simd.h.
  */
-#include <string.h>
+#include "layers/conv_gemm.h"
 
-#include "layers/conv_core.h"
+#include <string.h>
 
 #include "layers/conv_simd.h"
 
 #if VL == 16
-#define VMAX 4 /* vectors per tile; rows per tile from tile_rows() */
+#define VMAX 4 /* vectors per tile; rows per tile from conv_gemm_tile_rows() */
 #else
 #define VMAX 2
 #endif
@@ -37,7 +38,7 @@
 
 /* Rows per tile for V vectors: as many accumulators as the registers hold
  * next to V loaded vectors and one broadcast. */
-INLINE int tile_rows(int V)
+INLINE int conv_gemm_tile_rows(int V)
 {
 #if VL == 16
     return V == 4 ? 6 : 8;
@@ -108,15 +109,15 @@ void nn_conv_dz_pass(float *dz, const float *y, float *db, float *part, size_t r
 
 /* The accumulators of an R x V tile (R rows of V vectors), and the steps
  * every GEMM-shaped kernel here takes on them. */
-INLINE void tile_zero(vf acc[RMAX][VMAX], const int R, const int V)
+INLINE void conv_gemm_tile_zero(vf acc[RMAX][VMAX], const int R, const int V)
 {
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (vf){0};
 }
 
 /* acc[r] += a[r * as] * (the V vectors at b), for r < rr: one rank-1
  * update, the broadcast operand a column of the left-hand side. */
-INLINE void tile_fma(vf acc[RMAX][VMAX], const float *restrict a, size_t as,
-                     const float *restrict b, int rr, const int R, const int V)
+INLINE void conv_gemm_tile_fma(vf acc[RMAX][VMAX], const float *restrict a, size_t as,
+                               const float *restrict b, int rr, const int R, const int V)
 {
     vf bv[VMAX];
     UNROLL for (int v = 0; v < V; v++) bv[v] = vload(b + v * VL);
@@ -129,8 +130,8 @@ INLINE void tile_fma(vf acc[RMAX][VMAX], const float *restrict a, size_t as,
 }
 
 /* out[r] += acc[r] for r < rr, rows ldo apart. */
-INLINE void tile_add_to(float *restrict out, size_t ldo, vf acc[RMAX][VMAX], int rr, const int R,
-                        const int V)
+INLINE void conv_gemm_tile_add_to(float *restrict out, size_t ldo, vf acc[RMAX][VMAX], int rr,
+                                  const int R, const int V)
 {
     UNROLL for (int r = 0; r < R; r++) {
         if (r >= rr) break;
@@ -141,21 +142,25 @@ INLINE void tile_add_to(float *restrict out, size_t ldo, vf acc[RMAX][VMAX], int
     }
 }
 
-/* Runs CALL(rows, V) for a tile of V vectors and rr rows, R = tile_rows(V)
- * rows when full: each (rows, V) pair is its own unrolled kernel, and full
- * tiles get the constant row count, so their row test folds away. */
+/* Runs CALL(rows, V) for a tile of V vectors and rr rows, R =
+ * conv_gemm_tile_rows(V) rows when full: each (rows, V) pair is its own
+ * unrolled kernel, and full tiles get the constant row count, so their row
+ * test folds away. */
+#define TILE_RUN(CALL, rr, V)                                                      \
+    if ((rr) == conv_gemm_tile_rows(V)) CALL(conv_gemm_tile_rows(V), V);          \
+    else CALL(rr, V)
 #if VMAX >= 4
-#define TILE_CASES_WIDE(CALL, rr)                                                \
-    case 4: if ((rr) == tile_rows(4)) CALL(tile_rows(4), 4); else CALL(rr, 4); break; \
-    case 3: if ((rr) == tile_rows(3)) CALL(tile_rows(3), 3); else CALL(rr, 3); break;
+#define TILE_CASES_WIDE(CALL, rr)                                                  \
+    case 4: TILE_RUN(CALL, rr, 4); break;                                          \
+    case 3: TILE_RUN(CALL, rr, 3); break;
 #else
 #define TILE_CASES_WIDE(CALL, rr)
 #endif
-#define TILE_DISPATCH(CALL, V, rr)                                                  \
-    switch (V) {                                                                    \
-    TILE_CASES_WIDE(CALL, rr)                                                       \
-    case 2: if ((rr) == tile_rows(2)) CALL(tile_rows(2), 2); else CALL(rr, 2); break; \
-    default: if ((rr) == tile_rows(1)) CALL(tile_rows(1), 1); else CALL(rr, 1); break; \
+#define TILE_DISPATCH(CALL, V, rr)                                                 \
+    switch (V) {                                                                   \
+    TILE_CASES_WIDE(CALL, rr)                                                      \
+    case 2: TILE_RUN(CALL, rr, 2); break;                                          \
+    default: TILE_RUN(CALL, rr, 1); break;                                         \
     }
 
 /* The reduction of one tile: nkh x nkw segments of `run` elements; segment
@@ -168,18 +173,19 @@ typedef struct {
 /* out[r][f] for r < rr, f < nvalid of a tile of R rows x V vectors:
  *   t = sum over segments and j of a[r*pstride + off + j] * b[(row + j)*ldb]
  *   then + bias, ReLU, or + out (add), and stored (ld ldo). */
-INLINE void tile(float *restrict out, size_t ldo, int rr, int nvalid, const float *restrict a,
-                 size_t pstride, const segs *s, const float *restrict b, size_t ldb,
-                 const float *restrict bias, int relu, int add, const int R, const int V)
+INLINE void conv_gemm_tile(float *restrict out, size_t ldo, int rr, int nvalid,
+                           const float *restrict a, size_t pstride, const segs *s,
+                           const float *restrict b, size_t ldb, const float *restrict bias,
+                           int relu, int add, const int R, const int V)
 {
     vf acc[RMAX][VMAX];
-    tile_zero(acc, R, V);
+    conv_gemm_tile_zero(acc, R, V);
     for (int i = 0; i < s->nkh; i++)
         for (int k = 0; k < s->nkw; k++) {
             const float *restrict as = a + i * s->ah + k * s->aw;
             const float *restrict bs = b + (i * s->bh + k * s->bw) * ldb;
             for (int j = 0; j < s->run; j++)
-                tile_fma(acc, as + j, pstride, bs + (size_t)j * ldb, rr, R, V);
+                conv_gemm_tile_fma(acc, as + j, pstride, bs + (size_t)j * ldb, rr, R, V);
         }
     UNROLL for (int r = 0; r < R; r++) {
         if (r >= rr) break;
@@ -204,25 +210,28 @@ INLINE void tile(float *restrict out, size_t ldo, int rr, int nvalid, const floa
 
 /* Runs a row of `rows` tiles of one column group: rows spaced pstride in a
  * and ldo in out; V vectors wide (nvalid columns valid). */
-static void tile_row(float *out, size_t ldo, int rows, int nvalid, const float *a, size_t pstride,
-                     const segs *s, const float *b, size_t ldb, const float *bias, int relu, int add)
+static void conv_gemm_tile_row(float *out, size_t ldo, int rows, int nvalid, const float *a,
+                               size_t pstride, const segs *s, const float *b, size_t ldb,
+                               const float *bias, int relu, int add)
 {
     const int V = (nvalid + VL - 1) / VL;
-    const int R = tile_rows(V);
+    const int R = conv_gemm_tile_rows(V);
     for (int r0 = 0; r0 < rows; r0 += R) {
         const int rr = rows - r0 < R ? rows - r0 : R;
         float *o = out + (size_t)r0 * ldo;
         const float *ar = a + (size_t)r0 * pstride;
-#define TILE(RR, VV) tile(o, ldo, RR, nvalid, ar, pstride, s, b, ldb, bias, relu, add, tile_rows(VV), VV)
+#define TILE(RR, VV)                                                                  \
+    conv_gemm_tile(o, ldo, RR, nvalid, ar, pstride, s, b, ldb, bias, relu, add,       \
+                   conv_gemm_tile_rows(VV), VV)
         TILE_DISPATCH(TILE, V, rr)
 #undef TILE
     }
 }
 
 /* Column groups of at most VMAX vectors over `cols` columns. */
-static int col_groups(int cols) { return (cols + VMAX * VL - 1) / (VMAX * VL); }
+static int conv_gemm_col_groups(int cols) { return (cols + VMAX * VL - 1) / (VMAX * VL); }
 
-static segs window_segs(const nn_conv_geom *g, int rowlen, int ch)
+static segs conv_gemm_window_segs(const nn_conv_geom *g, int rowlen, int ch)
 {
     /* Over an (.., rowlen, ch) NHWC image: with dilation 1 along W a kernel
      * row's KW*ch elements are contiguous. */
@@ -246,8 +255,8 @@ static segs window_segs(const nn_conv_geom *g, int rowlen, int ch)
 void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float *kp, int ldk,
                           const float *bp, int relu, const nn_conv_geom *g, int N, int F)
 {
-    const int C = g->C, OH = g->OH, OW = g->OW, groups = col_groups(F);
-    const segs s = window_segs(g, Wp, C);
+    const int C = g->C, OH = g->OH, OW = g->OW, groups = conv_gemm_col_groups(F);
+    const segs s = conv_gemm_window_segs(g, Wp, C);
     const long rows = (long)N * OH;
     #pragma omp parallel for collapse(2) schedule(static)
     for (long q = 0; q < rows; q++)
@@ -255,8 +264,9 @@ void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float
             const long n = q / OH, oh = q % OH;
             const int fo = cg * VMAX * VL, nvalid = F - fo < VMAX * VL ? F - fo : VMAX * VL;
             const float *xr = xp + ((size_t)n * Hp + (size_t)oh * g->SH) * Wp * C;
-            tile_row(y + (size_t)q * OW * F + fo, (size_t)F, OW, nvalid, xr, (size_t)g->SW * C, &s,
-                     kp + fo, (size_t)ldk, bp ? bp + fo : NULL, relu, 0);
+            conv_gemm_tile_row(y + (size_t)q * OW * F + fo, (size_t)F, OW, nvalid, xr,
+                               (size_t)g->SW * C, &s, kp + fo, (size_t)ldk, bp ? bp + fo : NULL,
+                               relu, 0);
         }
 }
 
@@ -265,9 +275,9 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
 {
     /* dx is a stride-1 convolution of the spatially padded dz with the
      * flipped, transposed kernel: the forward's tiles with C and F swapped. */
-    const int H = g->H, W = g->W, C = g->C, groups = col_groups(C);
+    const int H = g->H, W = g->W, C = g->C, groups = conv_gemm_col_groups(C);
     const int Hs = H + (g->KH - 1) * g->DH, Ws = W + (g->KW - 1) * g->DW;
-    const segs s = window_segs(g, Ws, F);
+    const segs s = conv_gemm_window_segs(g, Ws, F);
     const long rows = (long)N * H;
     #pragma omp parallel for collapse(2) schedule(static)
     for (long q = 0; q < rows; q++)
@@ -275,8 +285,8 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
             const long n = q / H, ih = q % H;
             const int co = cg * VMAX * VL, nvalid = C - co < VMAX * VL ? C - co : VMAX * VL;
             const float *ar = dzs + ((size_t)n * Hs + ih) * Ws * F;
-            tile_row(dx + (size_t)q * W * C + co, (size_t)C, W, nvalid, ar, (size_t)F, &s, kt + co,
-                     (size_t)ldk, NULL, 0, 1);
+            conv_gemm_tile_row(dx + (size_t)q * W * C + co, (size_t)C, W, nvalid, ar, (size_t)F, &s,
+                               kt + co, (size_t)ldk, NULL, 0, 1);
         }
 }
 
@@ -284,20 +294,22 @@ void nn_conv_gemm(float *out, size_t ldo, int rows, int cols, const float *a, si
                   const float *b, size_t ldb)
 {
     const segs s = {1, 1, K, 0, 0, 0, 0};
-    for (int cg = 0; cg < col_groups(cols); cg++) {
+    for (int cg = 0; cg < conv_gemm_col_groups(cols); cg++) {
         const int fo = cg * VMAX * VL, nvalid = cols - fo < VMAX * VL ? cols - fo : VMAX * VL;
-        tile_row(out + fo, ldo, rows, nvalid, a, lda, &s, b + fo, ldb, NULL, 0, 0);
+        conv_gemm_tile_row(out + fo, ldo, rows, nvalid, a, lda, &s, b + fo, ldb, NULL, 0, 0);
     }
 }
 
 /* out[r][f] += sum_t a[t][r] * b[t][f] for a tile of R rows x V vectors. */
-INLINE void tn_tile(float *restrict out, size_t ldo, int rr, const float *restrict a, size_t lda,
-                    int K, const float *restrict b, size_t ldb, const int R, const int V)
+INLINE void conv_gemm_tn_tile(float *restrict out, size_t ldo, int rr, const float *restrict a,
+                              size_t lda, int K, const float *restrict b, size_t ldb, const int R,
+                              const int V)
 {
     vf acc[RMAX][VMAX];
-    tile_zero(acc, R, V);
-    for (int t = 0; t < K; t++) tile_fma(acc, a + (size_t)t * lda, 1, b + (size_t)t * ldb, rr, R, V);
-    tile_add_to(out, ldo, acc, rr, R, V);
+    conv_gemm_tile_zero(acc, R, V);
+    for (int t = 0; t < K; t++)
+        conv_gemm_tile_fma(acc, a + (size_t)t * lda, 1, b + (size_t)t * ldb, rr, R, V);
+    conv_gemm_tile_add_to(out, ldo, acc, rr, R, V);
 }
 
 void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float *a, size_t lda,
@@ -305,12 +317,13 @@ void nn_conv_gemm_tn_add(float *out, size_t ldo, int rows, int cols, const float
 {
     for (int fo = 0; fo < cols; fo += VMAX * VL) {
         const int V = ((cols - fo < VMAX * VL ? cols - fo : VMAX * VL) + VL - 1) / VL;
-        const int R = tile_rows(V);
+        const int R = conv_gemm_tile_rows(V);
         for (int r0 = 0; r0 < rows; r0 += R) {
             const int rr = rows - r0 < R ? rows - r0 : R;
             float *o = out + (size_t)r0 * ldo + fo;
             const float *ar = a + r0;
-#define TN(RR, VV) tn_tile(o, ldo, RR, ar, lda, K, b + fo, ldb, tile_rows(VV), VV)
+#define TN(RR, VV) \
+    conv_gemm_tn_tile(o, ldo, RR, ar, lda, K, b + fo, ldb, conv_gemm_tile_rows(VV), VV)
             TILE_DISPATCH(TN, V, rr)
 #undef TN
         }
@@ -322,7 +335,7 @@ void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int l
 {
     /* dcol (M, T) = dz (M, F) kernel^T: one segment, the F channels. */
     const segs s = {1, 1, F, 0, 0, 0, 0};
-    const int groups = col_groups(T);
+    const int groups = conv_gemm_col_groups(T);
     const long blocks = (long)((M + 63) / 64);
     #pragma omp parallel for collapse(2) schedule(static)
     for (long bk = 0; bk < blocks; bk++)
@@ -330,8 +343,8 @@ void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int l
             const size_t p0 = (size_t)bk * 64;
             const int rows = M - p0 < 64 ? (int)(M - p0) : 64;
             const int to = cg * VMAX * VL, nvalid = T - to < VMAX * VL ? T - to : VMAX * VL;
-            tile_row(dcol + p0 * T + to, (size_t)T, rows, nvalid, dz + p0 * F, (size_t)F, &s,
-                     kt2 + to, (size_t)ldk, NULL, 0, 0);
+            conv_gemm_tile_row(dcol + p0 * T + to, (size_t)T, rows, nvalid, dz + p0 * F,
+                               (size_t)F, &s, kt2 + to, (size_t)ldk, NULL, 0, 0);
         }
 }
 
@@ -339,22 +352,22 @@ void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int l
 
 /* part[r][f] += sum over pixels of x[pixel][r] * dz[pixel][f] for rows
  * q in [q0, q1): the R x V tile of kernel rows j0.. and columns fo... */
-INLINE void dk_tile(float *restrict part, size_t ldp, int rr, const float *restrict xseg,
-                    const float *restrict dz, size_t ldz, const nn_conv_geom *g, int Hp, int Wp,
-                    long q0, long q1, const int R, const int V)
+INLINE void conv_gemm_dk_tile(float *restrict part, size_t ldp, int rr, const float *restrict xseg,
+                              const float *restrict dz, size_t ldz, const nn_conv_geom *g, int Hp,
+                              int Wp, long q0, long q1, const int R, const int V)
 {
     const int OH = g->OH, OW = g->OW, C = g->C;
     const size_t px = (size_t)g->SW * C;
     vf acc[RMAX][VMAX];
-    tile_zero(acc, R, V);
+    conv_gemm_tile_zero(acc, R, V);
     for (long q = q0; q < q1; q++) {
         const long n = q / OH, oh = q % OH;
         const float *restrict xr = xseg + ((size_t)n * Hp + (size_t)oh * g->SH) * Wp * C;
         const float *restrict dr = dz + (size_t)q * OW * ldz;
         for (int ow = 0; ow < OW; ow++)
-            tile_fma(acc, xr + ow * px, 1, dr + (size_t)ow * ldz, rr, R, V);
+            conv_gemm_tile_fma(acc, xr + ow * px, 1, dr + (size_t)ow * ldz, rr, R, V);
     }
-    tile_add_to(part, ldp, acc, rr, R, V);
+    conv_gemm_tile_add_to(part, ldp, acc, rr, R, V);
 }
 
 /* Output rows per pass over a group, so a group's dz and x rows stay in L1
@@ -381,7 +394,7 @@ void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const f
     const long rows = (long)N * g->OH;
     /* Segments: a kernel row (dilation 1 along W) or one kernel element. */
     const int nkw = g->DW == 1 ? 1 : KW, run = g->DW == 1 ? KW * C : C;
-    const int nseg = g->KH * nkw, items = G * nseg, groups = col_groups(F);
+    const int nseg = g->KH * nkw, items = G * nseg, groups = conv_gemm_col_groups(F);
     #pragma omp parallel for schedule(static)
     for (int it = 0; it < items; it++) {
         const int gi = it / nseg, sg = it % nseg, kh = sg / nkw, kw = sg % nkw;
@@ -395,12 +408,13 @@ void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const f
             for (int cg = 0; cg < groups; cg++) {
                 const int fo = cg * VMAX * VL;
                 const int V = ((F - fo < VMAX * VL ? F - fo : VMAX * VL) + VL - 1) / VL;
-                const int R = tile_rows(V);
+                const int R = conv_gemm_tile_rows(V);
                 for (int j0 = 0; j0 < run; j0 += R) {
                     const int rr = run - j0 < R ? run - j0 : R;
                     float *p = pg + (size_t)j0 * Fp + fo;
-#define DK(RR, VV) dk_tile(p, (size_t)Fp, RR, xseg + j0, dz + fo, (size_t)ldz, g, Hp, Wp, qb, qe, \
-                           tile_rows(VV), VV)
+#define DK(RR, VV)                                                                        \
+    conv_gemm_dk_tile(p, (size_t)Fp, RR, xseg + j0, dz + fo, (size_t)ldz, g, Hp, Wp, qb, qe, \
+                      conv_gemm_tile_rows(VV), VV)
                     TILE_DISPATCH(DK, V, rr)
 #undef DK
                 }

@@ -18,8 +18,9 @@
  * transposed kernel, zero outside dz: a "full" correlation) and, with the
  * roles transposed (F(3x3, 2x2), at the end of the file), for the kernel
  * gradient of conv2d layers with 3x3 windows, stride 1 and dilation 1.
- * Rounding differs from the direct sums by a few ulps (the transforms add
- * and subtract neighbours), well inside the PyTorch fixtures' tolerance.
+ * Rounding differs from the direct sums (conv_reference.c) by a few ulps
+ * (the transforms add and subtract neighbours), well inside the PyTorch
+ * fixtures' tolerance.
  *
  * Determinism: every output is computed by one tile whose sums run in an
  * order fixed by the shapes, and the kernel gradient's sum over tiles runs
@@ -29,6 +30,8 @@
  * Omits: larger tiles (F(4x4, 3x3) saves more multiplies but loses about
  * two more digits of precision), other window sizes, strides, dilation.
  */
+#include "layers/conv_winograd.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -36,7 +39,7 @@
 #include <omp.h>
 #endif
 
-#include "layers/conv_core.h"
+#include "layers/conv_gemm.h"
 #include "layers/conv_simd.h"
 
 /* Tiles per block: a multiple of the GEMM tile's rows (6 and 8), small
@@ -46,16 +49,23 @@
 /* The transforms' 16-value arrays must live in registers: unroll fully. */
 #define UNROLL16 _Pragma("GCC unroll 16")
 
-static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+static int conv_winograd_round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+int nn_conv_winograd_fits(const nn_conv_geom *g)
+{
+    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1;
+}
 
 int nn_conv_winograd_applies(const nn_conv_geom *g, int F)
 {
     /* Below 8 channels the GEMMs are too thin for the transforms to pay. */
-    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
-           g->C >= 8 && F >= 8;
+    return nn_conv_winograd_fits(g) && g->C >= 8 && F >= 8;
 }
 
-size_t nn_conv_winograd_kernel_size(int Cin, int Cout) { return (size_t)16 * Cin * round_up(Cout, VL); }
+size_t nn_conv_winograd_kernel_size(int Cin, int Cout)
+{
+    return (size_t)16 * Cin * conv_winograd_round_up(Cout, VL);
+}
 
 int nn_conv_winograd_slots(void)
 {
@@ -68,12 +78,15 @@ int nn_conv_winograd_slots(void)
 
 /* One thread's slot of the scratch: the block's transformed inputs
  * (16, TB, ldi) and then its products or transformed dz (16, TB, ldo). */
-static size_t slot_floats(int ldi, int ldo) { return (size_t)16 * TB * (size_t)(ldi + ldo); }
+static size_t conv_winograd_slot_floats(int ldi, int ldo)
+{
+    return (size_t)16 * TB * (size_t)(ldi + ldo);
+}
 
-static float *thread_slot(float *scratch, int ldi, int ldo)
+static float *conv_winograd_thread_slot(float *scratch, int ldi, int ldo)
 {
 #ifdef _OPENMP
-    return scratch + (size_t)omp_get_thread_num() * slot_floats(ldi, ldo);
+    return scratch + (size_t)omp_get_thread_num() * conv_winograd_slot_floats(ldi, ldo);
 #else
     (void)ldi;
     (void)ldo;
@@ -83,15 +96,19 @@ static float *thread_slot(float *scratch, int ldi, int ldo)
 
 size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout)
 {
-    return (size_t)slots * slot_floats(round_up(Cin, VL), round_up(Cout, VL));
+    const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
+    return (size_t)slots * conv_winograd_slot_floats(ldi, ldo);
 }
 
 /* Tiles are 2x2 output blocks, numbered over (N, TH, TW) with TH, TW the
  * output's size in blocks. */
-static long tile_count(int N, int OH, int OW) { return (long)N * ((OH + 1) / 2) * ((OW + 1) / 2); }
+static long conv_winograd_tile_count(int N, int OH, int OW)
+{
+    return (long)N * ((OH + 1) / 2) * ((OW + 1) / 2);
+}
 
 /* Tile t: sample *n and top-left output pixel (*i0, *j0). */
-INLINE void tile_origin(long t, int OH, int OW, long *n, int *i0, int *j0)
+INLINE void conv_winograd_tile_origin(long t, int OH, int OW, long *n, int *i0, int *j0)
 {
     const long TH = (OH + 1) / 2, TW = (OW + 1) / 2, r = t % (TH * TW);
     *n = t / (TH * TW);
@@ -105,7 +122,7 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
 {
     /* k is (3, 3, C, F). Forward: ci = c, co = f, g[a][b] = k[a][b][c][f].
      * dx (flip): ci = f, co = c, g[a][b] = k[2-a][2-b][c][f]. */
-    const int Cin = flip ? F : C, Cout = flip ? C : F, ld = round_up(Cout, VL);
+    const int Cin = flip ? F : C, Cout = flip ? C : F, ld = conv_winograd_round_up(Cout, VL);
     #pragma omp parallel for schedule(static) if ((size_t)Cin * ld > 4096)
     for (int ci = 0; ci < Cin; ci++)
         for (int co = 0; co < ld; co++) {
@@ -138,7 +155,7 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
 /* ---- the input transform of one tile: V[xi][c] = (B^T d B)[xi] ----
  * d[i][j] is the patch row i, column j: a pointer to its channels, or NULL
  * outside the image (zero). V rows are `ldv` apart per xi. */
-INLINE void input_transform(float *V, size_t ldv, int c, const vf p[16])
+INLINE void conv_winograd_input_transform(float *V, size_t ldv, int c, const vf p[16])
 {
     vf r[16];
     UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
@@ -157,25 +174,26 @@ INLINE void input_transform(float *V, size_t ldv, int c, const vf p[16])
 
 /* V rows hold Cin rounded up to whole vectors, so the last channels are
  * transformed as one vector zero-padded past Cin. */
-INLINE void input_tile_any(float *V, size_t ldv, const float *const d[16], int Cin, const int full)
+INLINE void conv_winograd_input_tile_any(float *V, size_t ldv, const float *const d[16], int Cin,
+                                         const int full)
 {
     int c = 0;
     for (; c + VL <= Cin; c += VL) {
         vf p[16];
         UNROLL16 for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
-        input_transform(V, ldv, c, p);
+        conv_winograd_input_transform(V, ldv, c, p);
     }
     if (c < Cin) {
         vf p[16];
         for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload_part(d[i] + c, Cin - c) : (vf){0};
-        input_transform(V, ldv, c, p);
+        conv_winograd_input_transform(V, ldv, c, p);
     }
 }
 
 /* The 4x4 patch at rows i0.., columns j0.. of sample n of x (N, H, W, Cin),
  * zero outside x. Inside x (most tiles) the loads need no test. */
-INLINE void input_patch(float *V, size_t ldv, const float *x, long n, int i0, int j0, int H, int W,
-                        int Cin)
+INLINE void conv_winograd_input_patch(float *V, size_t ldv, const float *x, long n, int i0, int j0,
+                                      int H, int W, int Cin)
 {
     const float *d[16];
     const int full = i0 >= 0 && j0 >= 0 && i0 + 4 <= H && j0 + 4 <= W;
@@ -187,16 +205,16 @@ INLINE void input_patch(float *V, size_t ldv, const float *x, long n, int i0, in
                                : NULL;
         }
     if (full)
-        input_tile_any(V, ldv, d, Cin, 1);
+        conv_winograd_input_tile_any(V, ldv, d, Cin, 1);
     else
-        input_tile_any(V, ldv, d, Cin, 0);
+        conv_winograd_input_tile_any(V, ldv, d, Cin, 0);
 }
 
 /* ---- the output transform of one tile: y = A^T m A (+ bias, ReLU) ----
  * M rows `ldm` apart per xi; o[r][s] points at output pixel (r, s) of the
  * 2x2 block, or is NULL outside the output. */
-INLINE void output_tile(float *const o[4], const float *M, size_t ldm, int Cout, const float *bias,
-                        int relu, int add)
+INLINE void conv_winograd_output_tile(float *const o[4], const float *M, size_t ldm, int Cout,
+                                      const float *bias, int relu, int add)
 {
     for (int c = 0; c < Cout; c += VL) {
         vf m[16], s[8], y[4];
@@ -231,19 +249,19 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
                       int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
                       float *scratch, int slots)
 {
-    const long tiles = tile_count(N, OH, OW), blocks = (tiles + TB - 1) / TB;
-    const int ldi = round_up(Cin, VL), ldo = round_up(Cout, VL);
+    const long tiles = conv_winograd_tile_count(N, OH, OW), blocks = (tiles + TB - 1) / TB;
+    const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long bk = 0; bk < blocks; bk++) {
-        float *V = thread_slot(scratch, ldi, ldo), *M = V + (size_t)16 * TB * ldi;
+        float *V = conv_winograd_thread_slot(scratch, ldi, ldo), *M = V + (size_t)16 * TB * ldi;
         const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
         const int nt = (int)(t1 - t0);
         for (long t = t0; t < t1; t++) {
             long n;
             int i0, j0;
-            tile_origin(t, OH, OW, &n, &i0, &j0);
-            input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy, j0 + ox, H, W,
-                        Cin);
+            conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
+            conv_winograd_input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy,
+                                      j0 + ox, H, W, Cin);
         }
         for (int xi = 0; xi < 16; xi++)
             nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, nt, ldo, V + (size_t)xi * TB * ldi,
@@ -251,14 +269,15 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
         for (long t = t0; t < t1; t++) {
             long n;
             int i0, j0;
-            tile_origin(t, OH, OW, &n, &i0, &j0);
+            conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
             float *o[4];
             for (int i = 0; i < 2; i++)
                 for (int j = 0; j < 2; j++)
                     o[i * 2 + j] = i0 + i < OH && j0 + j < OW
                                        ? y + (((size_t)n * OH + i0 + i) * OW + j0 + j) * Cout
                                        : NULL;
-            output_tile(o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias, relu, add);
+            conv_winograd_output_tile(o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias,
+                                      relu, add);
         }
     }
 }
@@ -272,21 +291,25 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
 
 /* Groups of tile blocks whose partial sums are combined in group order:
  * fixed by the shapes alone, never by the thread count. */
-static long dk_groups(long blocks) { return blocks < 16 ? (blocks ? blocks : 1) : 16; }
-
-static long tile_blocks(const nn_conv_geom *g, int N)
+static long conv_winograd_dk_groups(long blocks)
 {
-    return (tile_count(N, g->OH, g->OW) + TB - 1) / TB;
+    return blocks < 16 ? (blocks ? blocks : 1) : 16;
+}
+
+static long conv_winograd_tile_blocks(const nn_conv_geom *g, int N)
+{
+    return (conv_winograd_tile_count(N, g->OH, g->OW) + TB - 1) / TB;
 }
 
 size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F)
 {
-    return (size_t)dk_groups(tile_blocks(g, N)) * 16 * g->C * round_up(F, VL);
+    const long G = conv_winograd_dk_groups(conv_winograd_tile_blocks(g, N));
+    return (size_t)G * 16 * g->C * conv_winograd_round_up(F, VL);
 }
 
 /* Z[xi][f] = (A z A^T)[xi] for the 2x2 block z[r][s] (NULL: outside dz),
  * f < F; zero for f in [F, ldz). Rows of Z are `ldm` apart per xi. */
-INLINE void dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ldz)
+INLINE void conv_winograd_dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ldz)
 {
     for (int f = 0; f < ldz; f += VL) { /* ldz is F rounded up to whole vectors */
         vf q[4], t[8];
@@ -311,12 +334,13 @@ void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_co
                          int F, float *part, float *scratch, int slots)
 {
     const int C = g->C, Hp = g->Hp, Wp = g->Wp, OH = g->OH, OW = g->OW;
-    const int ldi = round_up(C, VL), ldo = round_up(F, VL);
-    const long tiles = tile_count(N, OH, OW), blocks = tile_blocks(g, N), G = dk_groups(blocks);
+    const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
+    const long tiles = conv_winograd_tile_count(N, OH, OW);
+    const long blocks = conv_winograd_tile_blocks(g, N), G = conv_winograd_dk_groups(blocks);
     const size_t per_group = (size_t)16 * C * ldo;
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long gi = 0; gi < G; gi++) {
-        float *V = thread_slot(scratch, ldi, ldo), *Z = V + (size_t)16 * TB * ldi;
+        float *V = conv_winograd_thread_slot(scratch, ldi, ldo), *Z = V + (size_t)16 * TB * ldi;
         float *dU = part + (size_t)gi * per_group;
         memset(dU, 0, per_group * sizeof *dU);
         for (long bk = blocks * gi / G; bk < blocks * (gi + 1) / G; bk++) {
@@ -324,15 +348,16 @@ void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_co
             for (long t = t0; t < t1; t++) {
                 long n;
                 int i0, j0;
-                tile_origin(t, OH, OW, &n, &i0, &j0);
+                conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
                 const float *z[4];
                 for (int i = 0; i < 2; i++)
                     for (int j = 0; j < 2; j++)
                         z[i * 2 + j] = i0 + i < OH && j0 + j < OW
                                            ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
                                            : NULL;
-                input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0, Hp, Wp, C);
-                dz_tile(Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
+                conv_winograd_input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0,
+                                          j0, Hp, Wp, C);
+                conv_winograd_dz_tile(Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
             }
             for (int xi = 0; xi < 16; xi++)
                 nn_conv_gemm_tn_add(dU + (size_t)xi * C * ldo, (size_t)ldo, C, ldo,

@@ -1,21 +1,25 @@
 /* The convolution stack: conv2d, maxpool2d, avgpool2d, global_avgpool2d and
  * batchnorm against PyTorch 1.13 references (tests/fixtures/conv, written by
  * tests/gen_conv_fixtures.py), plus format agreement, thread-count
- * invariance, the tiled kernels against a direct loop on larger shapes, and
- * config/shape errors.
+ * invariance, the layer's kernels against the library's direct loops
+ * (layers/conv_reference.c) on larger shapes, Winograd and the GEMM tiles
+ * forced on the same inputs, and config/shape errors.
  *
  * Tolerance of every fixture comparison (forward, dx, parameter gradients,
- * moving statistics), both must hold:
+ * moving statistics) and of the layer against the direct loops, both must
+ * hold (the Winograd/GEMM comparison has its own, described there):
  *   elementwise  |got - ref| <= 1e-4 * |ref| + 1e-5 * max|ref|
  *   norm-wise    ||got - ref|| / ||ref|| < 1e-4
  * The small absolute floor (relative to the array's largest value) covers
  * outputs that are sums of terms cancelling to near zero, whose float32
  * error is relative to the terms, not to the result. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "layers/conv_core.h"
+#include "layers/conv_reference.h"
 #include "test_util.h"
 
 #define FX_DIR "tests/fixtures/conv/"
@@ -510,7 +514,7 @@ static void test_thread_count_invariance(void **state)
     check_threads("batchnorm", "data_format=channels_first", 4, img);
 }
 
-/* ---- the tiled kernels against a direct loop in double ---- */
+/* ---- the tiled kernels against the library's direct loops ---- */
 
 /* Larger shapes than the fixtures: several row groups in dkernel, remainder
  * tiles, filter and channel counts that are not multiples of the vector
@@ -533,46 +537,18 @@ static void check_direct(int N, int H, int W, int C, int F, int K, int S, int D,
     assert_int_equal(y->shape[1], OH);
     assert_int_equal(y->shape[2], OW);
     const float *k = l->params[0].t->data, *b = l->params[1].t->data;
+    /* The loss is sum(w * y), so dL/dy = w. */
     tensor *w = tensor_create(y->rank, y->shape);
     fill_normal(w->data, w->size, 42);
     const size_t T = (size_t)K * K * C;
-    double *ry = calloc(y->size, sizeof(double)), *rdx = calloc(x->size, sizeof(double));
-    double *rdk = calloc(T * F, sizeof(double)), *rdb = calloc((size_t)F, sizeof(double));
-    for (int n = 0; n < N; n++)
-        for (int oh = 0; oh < OH; oh++)
-            for (int ow = 0; ow < OW; ow++)
-                for (int f = 0; f < F; f++) {
-                    const size_t yi = (((size_t)n * OH + oh) * OW + ow) * F + f;
-                    const double dz = w->data[yi];
-                    double acc = b[f];
-                    rdb[f] += dz;
-                    for (int kh = 0; kh < K; kh++)
-                        for (int kw = 0; kw < K; kw++) {
-                            const int ih = oh * S - g.PT + kh * D, iw = ow * S - g.PL + kw * D;
-                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                            for (int c = 0; c < C; c++) {
-                                const size_t xi = (((size_t)n * H + ih) * W + iw) * C + c;
-                                const size_t ki = ((size_t)(kh * K + kw) * C + c) * F + f;
-                                acc += (double)x->data[xi] * k[ki];
-                                rdx[xi] += dz * k[ki];
-                                rdk[ki] += dz * x->data[xi];
-                            }
-                        }
-                    ry[yi] = acc;
-                }
-    const size_t most = x->size > y->size ? x->size : y->size;
-    float *tmp = malloc((most > T * F ? most : T * F) * sizeof(float));
-#define CHECK_AGAINST(name, got, ref, n)                                  \
-    do {                                                                  \
-        for (size_t i_ = 0; i_ < (n); i_++) tmp[i_] = (float)(ref)[i_];   \
-        check_close(config, name, got, tmp, n);                           \
-    } while (0)
-    CHECK_AGAINST("y", y->data, ry, y->size);
-    CHECK_AGAINST("dx", x->grad, rdx, x->size);
-    CHECK_AGAINST("dkernel", l->params[0].t->grad, rdk, T * F);
-    CHECK_AGAINST("dbias", l->params[1].t->grad, rdb, (size_t)F);
-#undef CHECK_AGAINST
-    free(tmp);
+    float *ry = malloc(y->size * sizeof(float)), *rdx = calloc(x->size, sizeof(float));
+    float *rdk = calloc(T * F, sizeof(float)), *rdb = calloc((size_t)F, sizeof(float));
+    nn_conv_forward_reference(ry, x->data, k, b, &g, N, F);
+    nn_conv_backward_reference(rdx, rdk, rdb, w->data, x->data, k, &g, N, F);
+    check_close(config, "y", y->data, ry, y->size);
+    check_close(config, "dx", x->grad, rdx, x->size);
+    check_close(config, "dkernel", l->params[0].t->grad, rdk, T * F);
+    check_close(config, "dbias", l->params[1].t->grad, rdb, (size_t)F);
     free(ry);
     free(rdx);
     free(rdk);
@@ -591,6 +567,179 @@ static void test_tiled_conv_matches_direct_loop(void **state)
     check_direct(4, 64, 64, 64, 16, 3, 2, 1, 1); /* strided dx in two chunks */
     check_direct(2, 20, 18, 8, 40, 3, 1, 2, 1);  /* dilation: one segment per tap */
     check_direct(3, 9, 30, 3, 100, 5, 1, 1, 0);  /* F = 64 + 36: two column groups */
+}
+
+/* ---- Winograd and the GEMM tiles on the same input ----
+ *
+ * Both paths are forced (nn_conv_geom.path) on 3x3 stride-1 convolutions,
+ * Winograd also below the 8 channels where the dispatch would pick it, and
+ * each is compared with the reference and with the other.
+ *
+ * Tolerance, per element: |got - want| <= 16 eps S, eps = FLT_EPSILON and
+ * S the sum of the absolute values of the terms the element adds up (|b| +
+ * sum |x| |k| for y; for a gradient, the |value| it is added to plus the
+ * sum of |dz| |k| or |x| |dz|). Every rounding in either path is at most eps
+ * times a partial sum, and their errors add like a random walk, so each
+ * path lands within a few eps S of the exact sum. The GEMM tiles round once
+ * per product in a chain of FMAs; Winograd rounds differently -- in the
+ * transforms, whose coefficients are 0, +-1/2 and +-1 (adding up to 4
+ * neighbours and 9 products), and in 16 shorter sums -- but by the same
+ * order: measured on these shapes (AVX-512), at most 2.6 eps S for either path
+ * against the reference (whose double sums add about 1e-16 S) and 2.8 eps S
+ * between the two. 16 leaves a factor of 5 for other vector widths and
+ * summation orders, while a wrong or missing term (about S / K for K terms,
+ * K >= 27 here) would exceed it by far. */
+
+/* A convolution's forward output and its three gradients. */
+typedef struct {
+    float *y, *dx, *dk, *db;
+} conv_result;
+
+static conv_result conv_result_alloc(size_t ny, size_t nx, size_t nk, int F)
+{
+    conv_result r = {malloc(ny * sizeof(float)), malloc(nx * sizeof(float)),
+                     malloc(nk * sizeof(float)), malloc((size_t)F * sizeof(float))};
+    return r;
+}
+
+static void conv_result_free(conv_result *r)
+{
+    free(r->y);
+    free(r->dx);
+    free(r->dk);
+    free(r->db);
+}
+
+static float *conv_scratch(size_t n) { return n ? malloc(n * sizeof(float)) : NULL; }
+
+/* Forward (no ReLU) and backward of the raw-buffer NHWC convolution on the
+ * forced path, with dz = dy; the gradients start from `pre`, since backward
+ * adds into them. */
+static conv_result run_path(int path, nn_conv_geom g, int N, int F, const float *x, const float *k,
+                            const float *b, const float *dy, const conv_result *pre)
+{
+    g.path = path;
+    const size_t ny = (size_t)N * g.OH * g.OW * F, nx = (size_t)N * g.H * g.W * g.C;
+    const size_t nk = (size_t)g.KH * g.KW * g.C * F;
+    nn_conv_sizes z;
+    nn_conv_work_sizes(&z, &g, N, F, 1, 1, 1);
+    /* The path asked for is the one sized and run: only Winograd transforms
+     * the kernel. */
+    assert_int_equal(z.wk != 0, path == NN_CONV_PATH_WINOGRAD);
+    nn_conv_work w = {
+        .xp = conv_scratch(z.xp), .kp = conv_scratch(z.kp), .bp = conv_scratch(z.bp),
+        .dzp = conv_scratch(z.dzp), .part = conv_scratch(z.part), .dzs = conv_scratch(z.dzs),
+        .kt = conv_scratch(z.kt), .dcol = conv_scratch(z.dcol), .db = conv_scratch(z.db),
+        .wk = conv_scratch(z.wk), .wkt = conv_scratch(z.wkt), .ws = conv_scratch(z.ws),
+        .ws_slots = z.ws_slots,
+    };
+    conv_result r = conv_result_alloc(ny, nx, nk, F);
+    memcpy(r.dx, pre->dx, nx * sizeof(float));
+    memcpy(r.dk, pre->dk, nk * sizeof(float));
+    memcpy(r.db, pre->db, (size_t)F * sizeof(float));
+    float *dz = malloc(ny * sizeof(float));
+    memcpy(dz, dy, ny * sizeof(float));
+    nn_conv_forward(r.y, x, k, b, 0, &g, N, F, &w);
+    nn_conv_backward(r.dx, r.dk, r.db, dz, NULL, k, &g, N, F, &w);
+    free(dz);
+    float *bufs[] = {w.xp, w.kp, w.bp, w.dzp, w.part, w.dzs, w.kt, w.dcol, w.db, w.wk, w.wkt, w.ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    return r;
+}
+
+/* The tolerance described above. */
+static void check_rounding(const char *shape, const char *what, const float *got, const float *want,
+                           const float *S, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double diff = fabs((double)got[i] - want[i]), tol = 16.0 * FLT_EPSILON * S[i];
+        if (!(diff <= tol))
+            fail_msg("%s: %s: [%zu] got %.9g want %.9g: |diff| %.3g > 16 eps S = %.3g", shape, what,
+                     i, (double)got[i], (double)want[i], diff, tol);
+    }
+}
+
+static float *abs_copy(const float *a, size_t n)
+{
+    float *r = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) r[i] = fabsf(a[i]);
+    return r;
+}
+
+static void check_paths(int N, int H, int W, int C, int F, int same)
+{
+    nn_conv_geom g = {.H = H, .W = W, .C = C, .KH = 3, .KW = 3, .SH = 1, .SW = 1, .DH = 1, .DW = 1};
+    assert_ok(nn_conv_geom_init(&g, same, "test"));
+    const size_t ny = (size_t)N * g.OH * g.OW * F, nx = (size_t)N * H * W * C, nk = (size_t)9 * C * F;
+    float *x = malloc(nx * sizeof(float)), *k = malloc(nk * sizeof(float));
+    float *b = malloc((size_t)F * sizeof(float)), *dy = malloc(ny * sizeof(float));
+    fill_normal(x, nx, 61);
+    fill_normal(k, nk, 62);
+    fill_normal(b, (size_t)F, 63);
+    fill_normal(dy, ny, 64);
+    conv_result pre = conv_result_alloc(0, nx, nk, F);
+    fill_normal(pre.dx, nx, 65);
+    fill_normal(pre.dk, nk, 66);
+    fill_normal(pre.db, (size_t)F, 67);
+
+    /* The reference, and S from the same loops on absolute values. */
+    conv_result ref = conv_result_alloc(ny, nx, nk, F);
+    memcpy(ref.dx, pre.dx, nx * sizeof(float));
+    memcpy(ref.dk, pre.dk, nk * sizeof(float));
+    memcpy(ref.db, pre.db, (size_t)F * sizeof(float));
+    nn_conv_forward_reference(ref.y, x, k, b, &g, N, F);
+    nn_conv_backward_reference(ref.dx, ref.dk, ref.db, dy, x, k, &g, N, F);
+    float *ax = abs_copy(x, nx), *ak = abs_copy(k, nk), *ab = abs_copy(b, (size_t)F);
+    float *ady = abs_copy(dy, ny);
+    conv_result S = {malloc(ny * sizeof(float)), abs_copy(pre.dx, nx), abs_copy(pre.dk, nk),
+                     abs_copy(pre.db, (size_t)F)};
+    nn_conv_forward_reference(S.y, ax, ak, ab, &g, N, F);
+    nn_conv_backward_reference(S.dx, S.dk, S.db, ady, ax, ak, &g, N, F);
+
+    conv_result gm = run_path(NN_CONV_PATH_GEMM, g, N, F, x, k, b, dy, &pre);
+    conv_result wi = run_path(NN_CONV_PATH_WINOGRAD, g, N, F, x, k, b, dy, &pre);
+    char shape[96];
+    snprintf(shape, sizeof shape, "3x3 %s, x (%d, %d, %d, %d), F = %d", same ? "same" : "valid", N,
+             H, W, C, F);
+    const conv_result *paths[2] = {&gm, &wi};
+    static const char *const names[2][3] = {{"y (gemm)", "dx (gemm)", "dkernel (gemm)"},
+                                            {"y (winograd)", "dx (winograd)", "dkernel (winograd)"}};
+    for (int p = 0; p < 2; p++) {
+        check_rounding(shape, names[p][0], paths[p]->y, ref.y, S.y, ny);
+        check_rounding(shape, names[p][1], paths[p]->dx, ref.dx, S.dx, nx);
+        check_rounding(shape, names[p][2], paths[p]->dk, ref.dk, S.dk, nk);
+    }
+    check_rounding(shape, "y (winograd vs gemm)", wi.y, gm.y, S.y, ny);
+    check_rounding(shape, "dx (winograd vs gemm)", wi.dx, gm.dx, S.dx, nx);
+    check_rounding(shape, "dkernel (winograd vs gemm)", wi.dk, gm.dk, S.dk, nk);
+    /* dbias comes from the one pass over dz that both paths share. */
+    check_rounding(shape, "dbias", gm.db, ref.db, S.db, (size_t)F);
+    assert_memory_equal(wi.db, gm.db, (size_t)F * sizeof(float));
+
+    conv_result_free(&gm);
+    conv_result_free(&wi);
+    conv_result_free(&S);
+    conv_result_free(&ref);
+    conv_result_free(&pre);
+    free(x);
+    free(k);
+    free(b);
+    free(dy);
+    free(ax);
+    free(ak);
+    free(ab);
+    free(ady);
+}
+
+static void test_winograd_and_gemm_agree(void **state)
+{
+    (void)state;
+    check_paths(2, 10, 12, 16, 16, 0); /* whole vectors (AVX-512), even output */
+    check_paths(3, 17, 19, 20, 20, 1); /* partial vectors, odd output: half 2x2 tiles */
+    check_paths(2, 9, 11, 3, 5, 1);    /* below the dispatch's 8 channels, less than a vector */
+    check_paths(2, 5, 4, 8, 24, 1);    /* an image smaller than a block of tiles */
+    check_paths(1, 30, 30, 64, 40, 0); /* F = 32 + 8: two column groups in the tiles */
+    check_paths(4, 28, 28, 32, 64, 0); /* MNIST's second convolution: several dkernel groups */
 }
 
 /* ---- errors ---- */
@@ -778,6 +927,7 @@ int main(void)
         cmocka_unit_test(test_thread_count_invariance),
         cmocka_unit_test(test_threads_raised_before_backward),
         cmocka_unit_test(test_tiled_conv_matches_direct_loop),
+        cmocka_unit_test(test_winograd_and_gemm_agree),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),
         cmocka_unit_test(test_batchnorm_moving_statistics),
