@@ -345,6 +345,7 @@ int nn_sd_mask(uint8_t *mask, int N, int C, float rate, uint64_t seed, uint64_t 
 static void spatial_dropout_kernels_forward_first(float *y, const float *x, const keep_src *k,
                                                   size_t nc, size_t spatial, float s, size_t total)
 {
+    (void)total; /* only the OpenMP clause reads it */
     SD_OMP(omp parallel if (total >= PAR_MIN))
     {
         uint8_t buf[CHUNK];
@@ -419,6 +420,7 @@ static void spatial_dropout_kernels_forward_last(float *y, const float *x, const
                                                  int N, int C, size_t spatial, float s,
                                                  size_t total)
 {
+    (void)total; /* only the OpenMP clause reads it */
     SD_OMP(omp parallel if (total >= PAR_MIN))
     {
         uint8_t buf[CHUNK];
