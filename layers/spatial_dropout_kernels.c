@@ -3,6 +3,9 @@
  * bit. Needs only the C library (OpenMP when built with -fopenmp, GCC/Clang
  * vector extensions), so these two files can be copied into any build:
  *     cc -std=c11 -O2 -march=native -fopenmp -c spatial_dropout_kernels.c
+ * Reading order: the error and argument checks and the hash (short), the
+ * definition (nn_sd_forward_reference, nn_sd_backward_reference), then the
+ * vector helpers and the fast kernels.
  *
  * Fast kernel layout choices, for speed:
  *  - channels_first: every (n, c) map is one contiguous plane. Each thread
@@ -182,7 +185,7 @@ int nn_sd_forward_reference(float *y, uint8_t *mask, const float *x, int N, int 
             if (mask) mask[m] = (uint8_t)keep;
             for (size_t p = 0; p < S; p++) {
                 const size_t i = spatial_dropout_kernels_at(layout, n, c, p, (size_t)C, S);
-                y[i] = keep ? x[i] * s : 0.0f; /* never reads x for a dropped map */
+                y[i] = keep ? x[i] * s : 0.0f; /* +0.0 whatever x holds, even NaN */
             }
         }
     return NN_SD_OK;
