@@ -1,30 +1,31 @@
-/* Spatial dropout: drop whole feature maps (Keras SpatialDropout1D/2D/3D,
- * PyTorch Dropout1d/2d/3d), as raw-buffer kernels usable without the graph,
- * and the plumbing the three layer files share.
+/* Spatial dropout in nn: drop whole feature maps (Keras SpatialDropout1D/
+ * 2D/3D, PyTorch Dropout1d/2d/3d), as raw-buffer functions usable without
+ * the graph, and the plumbing the three layer files share.
  *
- * One keep/drop draw per (sample n, channel c), with probability 1 - rate of
- * keeping. A kept map is multiplied by s = 1.0f / (float)(1.0 - rate), the
- * value PyTorch computes, so results match F.dropout2d bit for bit given the
- * same mask. A dropped map is written as +0.0 without reading the input, so
- * it is +0.0 even where x is Inf or NaN (PyTorch gives NaN there, and -0.0
- * for negative x).
+ * The raw-buffer functions below are nn's face of the self-contained
+ * kernels in layers/spatial_dropout_kernels.h (included here, so nn/nn.h
+ * users see both): the same computation, the same bits, with nn's types
+ * (nn_data_format, nn_status) and messages through nn_last_error(). That
+ * header defines the operation (mask, scale, +0.0 for dropped maps, the
+ * counter-based draws, the layouts) and holds the plain scalar reference
+ * (nn_sd_forward_reference, nn_sd_backward_reference). To use spatial
+ * dropout without nn, copy spatial_dropout_kernels.h and .c instead.
  *
- * Draws come from the counter-based generator of tensor/random.h:
+ * In brief: one keep/drop draw per (sample n, channel c),
  *     keep(n, c) = tensor_hash_uniform(seed, call, n*C + c) < 1.0f - rate
- * so a mask depends only on (seed, call, n, c): the same for any thread
- * count or schedule, and the same (n, c) key in both data formats.
- *
- * Layouts (all buffers dense, row-major; "spatial" is the product of the
- * spatial extents: L for 1-D, H*W for 2-D, D*H*W for 3-D):
+ * (nn_sd_uniform is the same function), kept maps scaled by
+ * s = 1.0f / (float)(1.0 - rate), dropped maps +0.0 whatever x holds.
  *     NN_CHANNELS_FIRST  x[n][c][p]   (N, C, spatial)
  *     NN_CHANNELS_LAST   x[n][p][c]   (N, spatial, C)
  *     mask               mask[n*C + c], 1 = kept, 0 = dropped   (N, C) bytes
+ * "spatial" is L for 1-D, H*W for 2-D, D*H*W for 3-D.
  *
- * The kernels allocate nothing, never print, use OpenMP above a small size,
- * and give bit-identical results for any thread count. Errors (negative
- * extents, a size that overflows, a rate that is not a finite number in
- * [0, 1], an unknown format, a NULL buffer for a non-empty shape) return a
- * status with a message naming the function and the value.
+ * The functions allocate nothing, never print, use OpenMP above a small
+ * size, and give bit-identical results for any thread count. Errors
+ * (negative extents or a size that overflows: NN_ERR_SHAPE; a rate that is
+ * not a finite number in [0, 1], an unknown format, a NULL buffer for a
+ * non-empty shape: NN_ERR_ARG) return a status with a message naming the
+ * function and the value.
  *
  * Example, between one's own convolution kernels (channels_first):
  *     uint8_t *mask = malloc((size_t)N * C);
@@ -58,6 +59,10 @@
 
 #include "layers/format.h"
 #include "layers/layer.h"
+#include "layers/spatial_dropout_kernels.h"
+
+/* The raw-buffer functions: nn_sd_scale, nn_sd_mask, nn_sd_forward,
+ * nn_sd_apply and nn_sd_backward with nn's types and statuses. */
 
 /* The kept-map scale 1.0f / (float)(1.0 - rate), or 0 when rate is 1. */
 float nn_spatial_dropout_scale(float rate);

@@ -1,9 +1,15 @@
-/* SpatialDropout1D/2D/3D: the layers and the raw-buffer kernels.
+/* SpatialDropout1D/2D/3D: the layers, the raw-buffer API and the
+ * self-contained kernels of layers/spatial_dropout_kernels.h.
  *
- * Every expected mask here is recomputed from tensor_hash_uniform directly
- * (keep(n, c) = u(seed, call, n*C + c) < 1 - rate), never read back from the
- * library, and every expected value from the written-out PyTorch formula
- * s = 1.0f / (float)(1.0 - rate). Values are compared bit for bit.
+ * Expected outputs, masks and gradients come from the scalar references
+ * of the kernels' pair (nn_sd_forward_reference, nn_sd_backward_reference),
+ * never from the fast kernels under test. The references themselves are
+ * held to the definition in test_reference_follows_the_definition, which
+ * recomputes every mask from tensor_hash_uniform directly
+ * (keep(n, c) = u(seed, call, n*C + c) < 1 - rate) and every value from the
+ * written-out PyTorch formula s = 1.0f / (float)(1.0 - rate); the pair's
+ * copy of the hash is held to tensor_hash_uniform. Values are compared bit
+ * for bit.
  * The finite-difference check of every registered layer (these included) is
  * in test_gradcheck.c; the one here also covers channels_last. */
 #include <limits.h>
@@ -15,9 +21,11 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
+/* The definition, written out independently of the library: PyTorch's
+ * scale and nn's counter-based draw (tensor/random.h). */
 static float ref_scale(float rate) { return 1.0f / (float)(1.0 - (double)rate); }
 
-static int ref_keep(uint64_t seed, uint64_t call, size_t i, float rate)
+static int definition_keep(uint64_t seed, uint64_t call, size_t i, float rate)
 {
     return tensor_hash_uniform(seed, call, i) < 1.0f - rate;
 }
@@ -70,23 +78,64 @@ static nn_layer *make_layer(const char *type, const char *cfg, int rank, const i
 
 static const nn_spatial_dropout_state *state_of(const nn_layer *l) { return l->state; }
 
-/* y must be x * s on kept maps and +0.0 on dropped ones, with the mask of
- * (seed, call) recomputed here. Returns the number of dropped maps. */
+/* The reference mask of (seed, call): mask (N, C) out. */
+static void ref_mask(uint8_t *mask, int N, int C, float rate, uint64_t seed, uint64_t call)
+{
+    assert_int_equal(nn_sd_forward_reference(NULL, mask, NULL, N, C, 0, NN_SD_CHANNELS_FIRST, rate,
+                                             seed, call), NN_SD_OK);
+}
+
+/* mask must be the reference mask of (seed, call). */
+static void check_mask(const uint8_t *mask, int N, int C, float rate, uint64_t seed, uint64_t call)
+{
+    uint8_t *want = malloc((size_t)N * (size_t)C + 1);
+    assert_non_null(want);
+    ref_mask(want, N, C, rate, seed, call);
+    for (size_t m = 0; m < (size_t)N * (size_t)C; m++)
+        if (mask[m] != want[m]) fail_msg("mask[%zu] = %d, the reference says %d", m, mask[m], want[m]);
+    free(want);
+}
+
+/* y must be the reference forward of x for (seed, call), bit for bit: x * s
+ * on kept maps and +0.0 on dropped ones. Returns the number of dropped maps. */
 static size_t check_output(const float *y, const float *x, int N, int C, size_t spatial,
                            nn_data_format f, float rate, uint64_t seed, uint64_t call)
 {
-    const float s = ref_scale(rate);
-    const size_t total = (size_t)N * (size_t)C * spatial;
-    for (size_t e = 0; e < total; e++) {
-        const size_t m = map_of(e, C, spatial, f);
-        const uint32_t want = ref_keep(seed, call, m, rate) ? bits(x[e] * s) : 0u;
-        if (bits(y[e]) != want)
-            fail_msg("element %zu (map %zu, %s): got %a (0x%08x), want 0x%08x", e, m,
-                     nn_data_format_name(f), (double)y[e], bits(y[e]), want);
-    }
+    const size_t total = (size_t)N * (size_t)C * spatial, nc = (size_t)N * (size_t)C;
+    float *want = malloc(total * sizeof(float) + 1);
+    uint8_t *mask = malloc(nc + 1);
+    assert_true(want && mask);
+    assert_int_equal(nn_sd_forward_reference(want, mask, x, N, C, (long)spatial, (int)f, rate, seed,
+                                             call), NN_SD_OK);
+    for (size_t e = 0; e < total; e++)
+        if (bits(y[e]) != bits(want[e]))
+            fail_msg("element %zu (map %zu, %s): got %a (0x%08x), want 0x%08x", e,
+                     map_of(e, C, spatial, f), nn_data_format_name(f), (double)y[e], bits(y[e]),
+                     bits(want[e]));
     size_t dropped = 0;
-    for (size_t m = 0; m < (size_t)N * (size_t)C; m++) dropped += !ref_keep(seed, call, m, rate);
+    for (size_t m = 0; m < nc; m++) dropped += !mask[m];
+    free(want);
+    free(mask);
     return dropped;
+}
+
+/* dx must be the reference backward added to dx0, bit for bit:
+ * dx0 + dy * s on kept maps, dx0 itself on dropped ones. dx0 NULL: zeros. */
+static void check_grad(const float *dx, const float *dx0, const uint8_t *mask, const float *dy, int N,
+                       int C, size_t spatial, nn_data_format f, float rate)
+{
+    const size_t total = (size_t)N * (size_t)C * spatial;
+    float *want = calloc(total + 1, sizeof(float));
+    assert_non_null(want);
+    if (dx0) memcpy(want, dx0, total * sizeof(float));
+    assert_int_equal(nn_sd_backward_reference(want, mask, dy, N, C, (long)spatial, (int)f, rate),
+                     NN_SD_OK);
+    for (size_t e = 0; e < total; e++)
+        if (bits(dx[e]) != bits(want[e]))
+            fail_msg("dx[%zu] (map %zu, %s): got %a (0x%08x), want 0x%08x", e,
+                     map_of(e, C, spatial, f), nn_data_format_name(f), (double)dx[e], bits(dx[e]),
+                     bits(want[e]));
+    free(want);
 }
 
 /* NCHW <-> NHWC for (N, C, S) with S = H*W. */
@@ -104,6 +153,183 @@ static void to_first(float *dst, const float *src, int N, int C, size_t S)
         for (int c = 0; c < C; c++)
             for (size_t p = 0; p < S; p++)
                 dst[((size_t)n * C + c) * S + p] = src[((size_t)n * S + p) * (size_t)C + (size_t)c];
+}
+
+/* ---- the kernels' pair: hash, reference, errors ------------------------------ */
+
+/* The pair repeats tensor/random.h's hash so that it travels alone; its
+ * draws must be tensor_hash_uniform's, bit for bit, or the pair's masks
+ * and the rest of nn's (dropout, the model's seeds) would drift apart. */
+static void test_pair_uniform_is_tensor_hash_uniform(void **state)
+{
+    (void)state;
+    static const uint64_t keys[] = {0, 1, 2, 7, 42, 1000003, 0x9e3779b97f4a7c15ull,
+                                    (uint64_t)1 << 32, (uint64_t)1 << 63, UINT64_MAX - 1, UINT64_MAX};
+    enum { K = sizeof keys / sizeof keys[0], RANDOM = 200000 };
+    size_t checked = 0;
+    for (size_t a = 0; a < K; a++)
+        for (size_t b = 0; b < K; b++) {
+            for (uint64_t i = 0; i < 64; i++, checked++)
+                if (bits(nn_sd_uniform(keys[a], keys[b], i)) != bits(tensor_hash_uniform(keys[a], keys[b], i)))
+                    fail_msg("nn_sd_uniform(%llu, %llu, %llu) differs", (unsigned long long)keys[a],
+                             (unsigned long long)keys[b], (unsigned long long)i);
+            for (size_t c = 0; c < K; c++, checked++)
+                if (bits(nn_sd_uniform(keys[a], keys[b], keys[c])) !=
+                    bits(tensor_hash_uniform(keys[a], keys[b], keys[c])))
+                    fail_msg("nn_sd_uniform(%llu, %llu, %llu) differs", (unsigned long long)keys[a],
+                             (unsigned long long)keys[b], (unsigned long long)keys[c]);
+        }
+    tensor_rng r;
+    tensor_rng_seed(&r, 99);
+    for (int k = 0; k < RANDOM; k++, checked++) {
+        const uint64_t seed = tensor_rng_next(&r), call = tensor_rng_next(&r) >> (k % 64);
+        const uint64_t i = tensor_rng_next(&r) >> (k % 61);
+        if (bits(nn_sd_uniform(seed, call, i)) != bits(tensor_hash_uniform(seed, call, i)))
+            fail_msg("nn_sd_uniform(%llu, %llu, %llu) differs", (unsigned long long)seed,
+                     (unsigned long long)call, (unsigned long long)i);
+    }
+    assert_int_equal(checked, K * K * (64 + K) + RANDOM);
+}
+
+/* The references against the definition written out here: every mask
+ * entry from tensor_hash_uniform, every kept value x * s with PyTorch's s,
+ * every dropped one +0.0 whatever x holds (Inf, NaN, -0.0, negative), and
+ * the backward adding dy * s (rounded, then added) on kept maps only,
+ * leaving dropped ones untouched even where dy is Inf or NaN and dx -0.0. */
+static void test_reference_follows_the_definition(void **state)
+{
+    (void)state;
+    static const float rates[] = {0.0f, 0.1f, 0.3f, 0.5f, 0.999f, 1.0f};
+    static const int Cs[] = {1, 5, 16};
+    static const float special[] = {INFINITY, -INFINITY, NAN, -0.0f, 0.0f, -1.5f};
+    const int N = 4;
+    const long S = 7;
+    size_t kept = 0, dropped = 0;
+    for (size_t ri = 0; ri < sizeof rates / sizeof rates[0]; ri++)
+        for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+            for (int f = 0; f < 2; f++) {
+                const int C = Cs[ci];
+                const float rate = rates[ri], s = ref_scale(rate);
+                const uint64_t seed = 9 + ci, call = ri;
+                const size_t nc = (size_t)N * (size_t)C, total = nc * (size_t)S;
+                float *x = malloc(total * sizeof(float)), *y = malloc(total * sizeof(float));
+                float *dy = malloc(total * sizeof(float)), *dx = malloc(total * sizeof(float));
+                float *dx0 = malloc(total * sizeof(float));
+                uint8_t *mask = malloc(nc), *ones = malloc(nc);
+                assert_true(x && y && dy && dx && dx0 && mask && ones);
+                fill_nonzero(x, total, 70 + ri);
+                fill_nonzero(dy, total, 80 + ci);
+                fill_nonzero(dx0, total, 90 + (size_t)f);
+                for (size_t e = 0; e < total; e += 5) x[e] = special[(e / 5) % 6];
+                for (size_t e = 1; e < total; e += 5) dy[e] = special[(e / 5) % 3];
+                for (size_t e = 2; e < total; e += 5) dx0[e] = -0.0f;
+                assert_int_equal(nn_sd_forward_reference(y, mask, x, N, C, S, f, rate, seed, call),
+                                 NN_SD_OK);
+                for (size_t m = 0; m < nc; m++) {
+                    assert_int_equal(mask[m], definition_keep(seed, call, m, rate));
+                    kept += mask[m];
+                    dropped += !mask[m];
+                }
+                for (size_t e = 0; e < total; e++) {
+                    const int keep = definition_keep(seed, call, map_of(e, C, (size_t)S, f), rate);
+                    const uint32_t want = keep ? bits(x[e] * s) : 0u;
+                    if (bits(y[e]) != want)
+                        fail_msg("rate %g C=%d %s: y[%zu] = 0x%08x, want 0x%08x", (double)rate, C,
+                                 nn_data_format_name(f), e, bits(y[e]), want);
+                }
+                /* In place, and without a mask: the same values. */
+                memcpy(dx, x, total * sizeof(float));
+                assert_int_equal(nn_sd_forward_reference(dx, NULL, dx, N, C, S, f, rate, seed, call),
+                                 NN_SD_OK);
+                assert_memory_equal(dx, y, total * sizeof(float));
+                /* Backward with the forward's mask. */
+                memcpy(dx, dx0, total * sizeof(float));
+                assert_int_equal(nn_sd_backward_reference(dx, mask, dy, N, C, S, f, rate), NN_SD_OK);
+                for (size_t e = 0; e < total; e++) {
+                    const int keep = definition_keep(seed, call, map_of(e, C, (size_t)S, f), rate);
+                    volatile float scaled = dy[e] * s; /* rounded once, then added */
+                    const uint32_t want = keep ? bits(dx0[e] + scaled) : bits(dx0[e]);
+                    if (bits(dx[e]) != want)
+                        fail_msg("rate %g C=%d %s: dx[%zu] = 0x%08x, want 0x%08x", (double)rate, C,
+                                 nn_data_format_name(f), e, bits(dx[e]), want);
+                }
+                /* At rate 1 every map is dropped, whatever the mask says. */
+                if (rate == 1.0f) {
+                    memset(ones, 1, nc);
+                    memcpy(dx, dx0, total * sizeof(float));
+                    assert_int_equal(nn_sd_backward_reference(dx, ones, dy, N, C, S, f, rate), NN_SD_OK);
+                    assert_memory_equal(dx, dx0, total * sizeof(float));
+                }
+                free(x);
+                free(y);
+                free(dy);
+                free(dx);
+                free(dx0);
+                free(mask);
+                free(ones);
+            }
+    assert_true(kept > 0 && dropped > 0);
+}
+
+/* A failed call of the pair: its code, its message, and nn's message
+ * untouched (the pair knows nothing of nn's status; nn_clear_error first). */
+static void expect_pair_error(int got, int want, const char *msg)
+{
+    if (got != want) fail_msg("'%s': code %d, want %d", msg, got, want);
+    assert_string_equal(nn_sd_last_error(), msg);
+    assert_string_equal(nn_last_error(), "");
+}
+
+/* The pair reports errors with its own codes and thread-local message,
+ * naming its functions and constants, and writes nothing; the library's
+ * wrappers give the same message in the library's names. */
+static void test_pair_errors(void **state)
+{
+    (void)state;
+    float v[8] = {0};
+    uint8_t m[4] = {1, 1, 1, 1};
+    nn_clear_error();
+    expect_pair_error(nn_sd_forward(v, m, v, 1, 2, 2, NN_SD_CHANNELS_FIRST, 1.5f, 0, 0), NN_SD_ERR_ARG,
+                      "nn_sd_forward: rate must be between 0 and 1, but got 1.5");
+    expect_pair_error(nn_sd_mask(m, -1, 2, 0.5f, 1, 0), NN_SD_ERR_SHAPE,
+                      "nn_sd_mask: N and C must be >= 0, but got N=-1, C=2");
+    expect_pair_error(nn_sd_apply(v, m, v, 2, 2, 2, 5, 0.5f), NN_SD_ERR_ARG,
+                      "nn_sd_apply: fmt must be NN_SD_CHANNELS_FIRST or NN_SD_CHANNELS_LAST, but got 5");
+    expect_pair_error(nn_sd_backward(NULL, m, v, 2, 2, 2, NN_SD_CHANNELS_LAST, 0.5f), NN_SD_ERR_ARG,
+                      "nn_sd_backward: dx is NULL for a non-empty shape");
+    expect_pair_error(nn_sd_backward(v, m, v, 2, 2, 2, NN_SD_CHANNELS_LAST, NAN), NN_SD_ERR_ARG,
+                      "nn_sd_backward: rate must be between 0 and 1, but got nan");
+    expect_pair_error(nn_sd_forward_reference(v, m, NULL, 2, 2, 2, NN_SD_CHANNELS_FIRST, 0.5f, 0, 0),
+                      NN_SD_ERR_ARG, "nn_sd_forward_reference: x is NULL for a non-empty shape");
+    expect_pair_error(nn_sd_forward_reference(v, NULL, v, INT_MAX, INT_MAX, LONG_MAX,
+                                              NN_SD_CHANNELS_LAST, 0.5f, 0, 0),
+                      NN_SD_ERR_SHAPE, "nn_sd_forward_reference: N*C*spatial = 2147483647*2147483647*"
+                                       "9223372036854775807 elements is too large");
+    expect_pair_error(nn_sd_backward_reference(v, m, v, 2, 2, -4, NN_SD_CHANNELS_FIRST, 0.5f),
+                      NN_SD_ERR_SHAPE, "nn_sd_backward_reference: N, C and spatial must be >= 0, but "
+                                       "got N=2, C=2, spatial=-4");
+    expect_pair_error(nn_sd_backward_reference(v, m, v, 2, 2, 2, 3, 0.5f), NN_SD_ERR_ARG,
+                      "nn_sd_backward_reference: fmt must be NN_SD_CHANNELS_FIRST or "
+                      "NN_SD_CHANNELS_LAST, but got 3");
+    for (int i = 0; i < 8; i++) assert_int_equal(bits(v[i]), 0u);
+    for (int i = 0; i < 4; i++) assert_int_equal(m[i], 1);
+
+    /* The wrappers: nn_status, the library's names, the pair's wording. */
+    assert_int_equal(nn_spatial_dropout_apply(v, m, v, 2, 2, 2, (nn_data_format)5, 0.5f), NN_ERR_ARG);
+    assert_string_equal(nn_last_error(), "nn_spatial_dropout_apply: fmt must be NN_CHANNELS_FIRST or "
+                                         "NN_CHANNELS_LAST, but got 5");
+    assert_int_equal(nn_spatial_dropout_forward(v, NULL, v, INT_MAX, INT_MAX, LONG_MAX, NN_CHANNELS_LAST,
+                                                0.5f, 0, 0), NN_ERR_SHAPE);
+    assert_string_equal(nn_last_error(), "nn_spatial_dropout_forward: N*C*spatial = 2147483647*"
+                                         "2147483647*9223372036854775807 elements is too large");
+    assert_int_equal(nn_spatial_dropout_mask(NULL, 2, 2, 0.5f, 1, 0), NN_ERR_ARG);
+    assert_string_equal(nn_last_error(), "nn_spatial_dropout_mask: mask is NULL for a non-empty shape");
+    assert_int_equal(nn_spatial_dropout_backward(v, m, v, 2, -2, 2, NN_CHANNELS_FIRST, 0.5f), NN_ERR_SHAPE);
+    assert_string_equal(nn_last_error(), "nn_spatial_dropout_backward: N, C and spatial must be >= 0, "
+                                         "but got N=2, C=-2, spatial=2");
+    /* The layouts have nn_data_format's values. */
+    assert_int_equal(NN_SD_CHANNELS_FIRST, NN_CHANNELS_FIRST);
+    assert_int_equal(NN_SD_CHANNELS_LAST, NN_CHANNELS_LAST);
 }
 
 /* ---- granularity, scale, zeros ---------------------------------------- */
@@ -157,12 +383,13 @@ static void test_exact_scaling(void **state)
         /* The scale is PyTorch's rounding; at 0.04 and 0.054, TF's
          * (float)(1.0 / (1.0 - rate)) is 1 ulp away from it. */
         assert_true(bits(nn_spatial_dropout_scale(rates[r])) == bits(ref_scale(rates[r])));
+        assert_true(bits(nn_sd_scale(rates[r])) == bits(ref_scale(rates[r])));
         if (r < 2) assert_true(bits(ref_scale(rates[r])) != bits((float)(1.0 / (1.0 - (double)rates[r]))));
         for (int f = 0; f < 2; f++) {
             const nn_data_format fmt = (nn_data_format)f;
             assert_ok(nn_spatial_dropout_forward(y, mask, x, N, C, S, fmt, rates[r], 77, r));
             check_output(y, x, N, C, (size_t)S, fmt, rates[r], 77, r);
-            for (int m = 0; m < N * C; m++) assert_int_equal(mask[m], ref_keep(77, r, (size_t)m, rates[r]));
+            check_mask(mask, N, C, rates[r], 77, r);
         }
     }
     assert_int_equal(bits(nn_spatial_dropout_scale(0.0f)), bits(1.0f));
@@ -188,13 +415,16 @@ static void test_exact_zeros_for_nonfinite_input(void **state)
     }
     for (int f = 0; f < 2; f++) {
         const nn_data_format fmt = (nn_data_format)f;
+        uint8_t keep[4 * 32];
+        ref_mask(keep, N, C, 0.5f, 5, 3);
         for (int with_mask = 0; with_mask < 2; with_mask++) {
             uint8_t mask[4 * 32];
             memset(y, 0xff, total * sizeof(float));
             assert_ok(nn_spatial_dropout_forward(y, with_mask ? mask : NULL, x, N, C, S, fmt, 0.5f, 5, 3));
+            check_output(y, x, N, C, (size_t)S, fmt, 0.5f, 5, 3);
             size_t zeros = 0;
             for (size_t e = 0; e < total; e++) {
-                if (ref_keep(5, 3, map_of(e, C, (size_t)S, fmt), 0.5f)) continue;
+                if (keep[map_of(e, C, (size_t)S, fmt)]) continue;
                 if (bits(y[e]) != 0u) fail_msg("%s: dropped element %zu is 0x%08x, not +0.0",
                                                nn_data_format_name(fmt), e, bits(y[e]));
                 zeros++;
@@ -409,8 +639,10 @@ static void test_backward_uses_the_forward_mask(void **state)
         nn_layer *l = make_layer("spatial_dropout2d", cfg, 3, xs + 1);
         l->calls = 5; /* the forward draws with call 5 */
         tensor *x = make_leaf(4, xs, 9), *w = make_input(4, xs, 10), *y, *loss;
+        uint8_t keep[3 * 10];
+        ref_mask(keep, N, C, 0.4f, 8, 5);
         for (size_t e = 0; e < w->size; e++) /* non-finite dy on dropped maps */
-            if (!ref_keep(8, 5, map_of(e, C, S, fmt), 0.4f)) w->data[e] = e % 2 ? NAN : INFINITY;
+            if (!keep[map_of(e, C, S, fmt)]) w->data[e] = e % 2 ? NAN : INFINITY;
         nn_graph *g = nn_graph_create(0);
         assert_ok(nn_layer_forward(l, g, x, &y, 1));
         assert_int_equal(l->calls, 6);
@@ -418,13 +650,7 @@ static void test_backward_uses_the_forward_mask(void **state)
         check_output(y->data, x->data, N, C, S, fmt, 0.4f, 8, 5);
         assert_ok(nn_op_weighted_sum(g, y, w, &loss));
         assert_ok(nn_graph_backward(g, loss));
-        const float s = ref_scale(0.4f);
-        for (size_t e = 0; e < x->size; e++) {
-            const int keep = ref_keep(8, 5, map_of(e, C, S, fmt), 0.4f);
-            const uint32_t want = keep ? bits(w->data[e] * s) : 0u;
-            if (bits(x->grad[e]) != want)
-                fail_msg("%s: dx[%zu] = 0x%08x, want 0x%08x", cfg, e, bits(x->grad[e]), want);
-        }
+        check_grad(x->grad, NULL, keep, w->data, N, C, S, fmt, 0.4f); /* dropped: exactly +0.0 */
         assert_int_equal(l->calls, 6); /* backward draws nothing */
         nn_graph_free(g);
         tensor_free(x);
@@ -452,14 +678,8 @@ static void test_raw_backward_adds(void **state)
         dy[40] = -INFINITY;
         memcpy(dx, dx0, total * sizeof(float));
         assert_ok(nn_spatial_dropout_backward(dx, mask, dy, N, C, S, fmt, 0.35f));
-        const float s = ref_scale(0.35f);
-        for (size_t e = 0; e < total; e++) {
-            const size_t m = map_of(e, C, (size_t)S, fmt);
-            assert_int_equal(mask[m], ref_keep(12, 2, m, 0.35f));
-            volatile float scaled = dy[e] * s; /* rounded once, then added */
-            const uint32_t want = mask[m] ? bits(dx0[e] + scaled) : bits(dx0[e]);
-            if (bits(dx[e]) != want) fail_msg("dx[%zu] = %a, want 0x%08x", e, (double)dx[e], want);
-        }
+        check_mask(mask, N, C, 0.35f, 12, 2);
+        check_grad(dx, dx0, mask, dy, N, C, (size_t)S, fmt, 0.35f);
     }
     free(dx);
     free(dx0);
@@ -619,13 +839,14 @@ static void test_independent_masks(void **state)
     nn_layer_free(l);
 }
 
-/* The vector kernels against the scalar definition, over channel counts
+/* The vector kernels against the scalar references, over channel counts
  * and map sizes around every vector width (4, 8, 16 floats) and past the
  * 2048-channel chunk, buffers 0-2 floats off alignment, in place, 1 and 2
  * threads, with Inf, NaN and -0.0 in the input and -0.0 in the gradient
- * being added to: forward (and its mask), apply (a given mask) and the
- * adding backward, bit for bit. */
-static void test_kernels_match_scalar_definition(void **state)
+ * being added to: forward (and its mask) and the adding backward against
+ * the references, apply (a given mask, which the reference forward does not
+ * take) against its formula, bit for bit. */
+static void test_kernels_match_reference(void **state)
 {
     (void)state;
     static const int Cs[] = {1, 3, 4, 5, 8, 15, 16, 17, 24, 31, 32, 33, 48, 64, 100, 2049};
@@ -658,8 +879,7 @@ static void test_kernels_match_scalar_definition(void **state)
                     assert_ok(nn_spatial_dropout_forward(y + (off + 1) % 3, mask, xs, N, C, S, fmt,
                                                          rate, 5, cases));
                     check_output(y + (off + 1) % 3, xs, N, C, (size_t)S, fmt, rate, 5, cases);
-                    for (size_t m = 0; m < (size_t)N * (size_t)C; m++)
-                        assert_int_equal(mask[m], ref_keep(5, cases, m, rate));
+                    check_mask(mask, N, C, rate, 5, cases);
                     memcpy(y, xs, total * sizeof(float));
                     assert_ok(nn_spatial_dropout_forward(y, NULL, y, N, C, S, fmt, rate, 5, cases));
                     check_output(y, xs, N, C, (size_t)S, fmt, rate, 5, cases);
@@ -668,16 +888,15 @@ static void test_kernels_match_scalar_definition(void **state)
                     assert_ok(nn_spatial_dropout_apply(y, given, y, N, C, S, fmt, rate));
                     memcpy(dx, dx0, total * sizeof(float));
                     assert_ok(nn_spatial_dropout_backward(dx, given, xs, N, C, S, fmt, rate));
+                    check_grad(dx, dx0, given, xs, N, C, (size_t)S, fmt, rate);
                     for (size_t e = 0; e < total; e++) {
                         const int keep = given[map_of(e, C, (size_t)S, fmt)];
                         volatile float scaled = xs[e] * s; /* rounded, never fused into an FMA */
                         const uint32_t want = keep ? bits(scaled) : 0u;
-                        const uint32_t want_dx = keep ? bits(dx0[e] + scaled) : bits(dx0[e]);
-                        if (bits(y[e]) != want || bits(dx[e]) != want_dx)
+                        if (bits(y[e]) != want)
                             fail_msg("C=%d S=%ld %s, %d thread(s), element %zu: apply 0x%08x "
-                                     "(want 0x%08x), backward 0x%08x (want 0x%08x)", C, S,
-                                     nn_data_format_name(fmt), t, e, bits(y[e]), want,
-                                     bits(dx[e]), want_dx);
+                                     "(want 0x%08x)", C, S, nn_data_format_name(fmt), t, e,
+                                     bits(y[e]), want);
                     }
                     cases++;
                 }
@@ -721,7 +940,7 @@ static void test_same_result_with_1_and_2_threads(void **state)
         assert_memory_equal(mm[0], mm[1], sizeof mm[0]);
         assert_memory_equal(my[0], my[1], sizeof my[0]);
         check_output(my[1], mx, MN, MC, MS, (nn_data_format)f, 0.25f, 46, 2);
-        for (int i = 0; i < MN * MC; i++) assert_int_equal(mm[1][i], ref_keep(46, 2, (size_t)i, 0.25f));
+        check_mask(mm[1], MN, MC, 0.25f, 46, 2);
     }
     for (int f = 0; f < 2; f++) {
         const nn_data_format fmt = (nn_data_format)f;
@@ -907,11 +1126,9 @@ static void test_inplace_writes_into_x(void **state)
     check_output(y->data, a->data, 3, 8, 16, NN_CHANNELS_FIRST, 0.5f, 24, 0);
     assert_ok(nn_op_weighted_sum(g, y, w, &loss));
     assert_ok(nn_graph_backward(g, loss));
-    const float s = ref_scale(0.5f);
-    for (size_t e = 0; e < a->size; e++) {
-        const uint32_t want = ref_keep(24, 0, e / 16, 0.5f) ? bits(w->data[e] * s) : 0u;
-        assert_int_equal(bits(a->grad[e]), want);
-    }
+    uint8_t keep[3 * 8];
+    ref_mask(keep, 3, 8, 0.5f, 24, 0);
+    check_grad(a->grad, NULL, keep, w->data, 3, 8, 16, NN_CHANNELS_FIRST, 0.5f);
     free(orig);
     tensor_free(a);
     tensor_free(zero);
@@ -991,10 +1208,10 @@ static void run_sibling(const char *type, const char *fmt, int rank, const int *
     assert_true(dropped > 0 && dropped < (size_t)shape[0] * C);
     assert_ok(nn_op_weighted_sum(g, y, w, &loss));
     assert_ok(nn_graph_backward(g, loss));
-    for (size_t e = 0; e < x->size; e++) {
-        const uint32_t want = ref_keep(30, 0, map_of(e, C, S, f), 0.5f) ? bits(w->data[e] * 2.0f) : 0u;
-        assert_int_equal(bits(x->grad[e]), want);
-    }
+    uint8_t *keep = malloc((size_t)shape[0] * (size_t)C);
+    ref_mask(keep, shape[0], C, 0.5f, 30, 0);
+    check_grad(x->grad, NULL, keep, w->data, shape[0], C, S, f, 0.5f);
+    free(keep);
     nn_graph_free(g);
     tensor_free(x);
     tensor_free(w);
@@ -1050,7 +1267,7 @@ static void test_empty_tensors_pass_through(void **state)
     assert_ok(nn_spatial_dropout_apply(NULL, NULL, NULL, 3, 4, 0, NN_CHANNELS_LAST, 0.5f));
     uint8_t mask[12];
     assert_ok(nn_spatial_dropout_forward(NULL, mask, NULL, 3, 4, 0, NN_CHANNELS_LAST, 0.5f, 1, 1));
-    for (int i = 0; i < 12; i++) assert_int_equal(mask[i], ref_keep(1, 1, (size_t)i, 0.5f));
+    check_mask(mask, 3, 4, 0.5f, 1, 1);
 }
 
 static void test_model_mode_and_per_call_override(void **state)
@@ -1175,6 +1392,9 @@ static void test_matches_pytorch_dropout2d(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pair_uniform_is_tensor_hash_uniform),
+        cmocka_unit_test(test_reference_follows_the_definition),
+        cmocka_unit_test(test_pair_errors),
         cmocka_unit_test(test_mask_constant_over_each_map),
         cmocka_unit_test(test_exact_scaling),
         cmocka_unit_test(test_exact_zeros_for_nonfinite_input),
@@ -1190,7 +1410,7 @@ int main(void)
         cmocka_unit_test(test_drop_fraction_within_binomial_bound),
         cmocka_unit_test(test_unbiased_mean),
         cmocka_unit_test(test_independent_masks),
-        cmocka_unit_test(test_kernels_match_scalar_definition),
+        cmocka_unit_test(test_kernels_match_reference),
         cmocka_unit_test(test_same_result_with_1_and_2_threads),
         cmocka_unit_test(test_formats_agree_after_transpose),
         cmocka_unit_test(test_config_round_trip_keeps_format),
