@@ -1,5 +1,6 @@
 /* simd: the vector type the layers' hand-vectorized kernels compute with
- * (conv_gemm.c, conv_winograd.c, spatial_dropout.c): 16 floats with
+ * (conv_gemm.c, conv_winograd.c; spatial_dropout_kernels.c keeps a copy of
+ * the few lines it needs, so that it travels alone): 16 floats with
  * AVX-512, 8 with AVX, 4 otherwise, through GCC/Clang vector extensions
  * rather than intrinsics, so -march decides and one source serves every
  * machine. Loads and stores go through memcpy, so any alignment works.

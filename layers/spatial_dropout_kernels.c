@@ -453,16 +453,13 @@ int nn_sd_forward(float *y, uint8_t *mask, const float *x, int N, int C, long sp
     static const char fn[] = "nn_sd_forward";
     size_t total;
     SD_TRY(spatial_dropout_kernels_check_args(fn, N, C, spatial, layout, rate, &total));
+    if (total) SD_TRY(spatial_dropout_kernels_check_ptr(fn, "y", y));
+    if (total) SD_TRY(spatial_dropout_kernels_check_ptr(fn, "x", x));
     if (total == 0 || rate == 0.0f) {
         if (mask) SD_TRY(nn_sd_mask(mask, N, C, rate, seed, call));
-        if (total == 0) return NN_SD_OK;
-        SD_TRY(spatial_dropout_kernels_check_ptr(fn, "y", y));
-        SD_TRY(spatial_dropout_kernels_check_ptr(fn, "x", x));
-        if (y != x) memcpy(y, x, total * sizeof(float));
+        if (total && y != x) memcpy(y, x, total * sizeof(float));
         return NN_SD_OK;
     }
-    SD_TRY(spatial_dropout_kernels_check_ptr(fn, "y", y));
-    SD_TRY(spatial_dropout_kernels_check_ptr(fn, "x", x));
     const float s = nn_sd_scale(rate);
     const size_t nc = (size_t)N * (size_t)C;
     if (layout == NN_SD_CHANNELS_FIRST) {

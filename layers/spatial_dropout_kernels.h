@@ -32,8 +32,7 @@
  * Errors: every int-returning function returns NN_SD_OK (0) or one of the
  * codes below and then leaves a message naming the function and the value
  * in a thread-local buffer (nn_sd_last_error). Bad arguments are found
- * before any output is written (except that forward at rate 0 fills a
- * given mask before it finds a NULL y or x).
+ * before any output is written.
  * Nothing allocates, nothing prints.
  *
  * Using the pair in one's own build: copy the two files next to one's

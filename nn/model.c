@@ -7,10 +7,11 @@
  *                        layer type's forward hook, found once by name in
  *                        nn/registry.c when the model was built from its spec.
  *   3. layers/<name>.c   each hook computes y and records a graph node with its
- *                        backward (conv2d.c -> conv_core.c -> conv_reference.c,
- *                        the plain loops, then conv_gemm.c / conv_winograd.c;
- *                        spatial_dropout2d.c -> spatial_dropout.c -> its raw
- *                        kernels, plain reference first).
+ *                        backward. Convolution: conv2d.c, conv_reference.c (the
+ *                        plain loops), conv_core.c (the dispatch), conv_gemm.c
+ *                        and conv_winograd.c. Spatial dropout: spatial_dropout2d.c,
+ *                        spatial_dropout.c, spatial_dropout_kernels.c (plain
+ *                        references first).
  *   4. tensor/graph.c    nn_graph_record keeps the node; the outputs live in
  *                        the arena until the next step.
  *   5. tensor/op_softmax_cross_entropy.c   the loss node.
@@ -18,8 +19,9 @@
  *                        backward ADDS into its inputs' gradients.
  *   7. optim/optim.c     optim_step, one flat loop over the parameter block
  *                        (optim/adam.c, optim/sgd.c).
- * Below this file sit tensor/ (tensors, status, random numbers, threads, the
- * tape), then layers/ and optim/; nothing there includes anything from nn/.
+ * Below this file sit layers/ and optim/, and under them tensor/ (tensors,
+ * status, random numbers, threads, the tape); nothing there includes anything
+ * from nn/.
  */
 #include "nn/model.h"
 
