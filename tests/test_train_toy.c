@@ -33,16 +33,6 @@ static void make_spirals(tensor **x, int *labels)
         }
 }
 
-static nn_model *make_model(const char *spec, uint64_t seed)
-{
-    nn_model *m = nn_model_create(seed);
-    assert_non_null(m);
-    assert_ok(nn_model_add_spec(m, spec));
-    int in[1] = {2};
-    assert_ok(nn_model_build(m, 1, in));
-    return m;
-}
-
 static int eval_correct(nn_model *m, tensor *x, const int *labels, double *loss)
 {
     int correct = 0;
@@ -58,9 +48,9 @@ static void test_spirals_to_100_percent(void **state)
     tensor *x;
     int labels[POINTS];
     make_spirals(&x, labels);
-    nn_model *m = make_model("dense units=32 activation=relu\n"
-                             "dense units=32 activation=relu\n"
-                             "dense units=2\n", 2024);
+    nn_model *m = test_make_model("dense units=32 activation=relu\n"
+                                  "dense units=32 activation=relu\n"
+                                  "dense units=2\n", 1, (int[]){2}, 2024);
     optim *opt = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 0);
     int step, correct = 0;
     float loss = 0;
@@ -74,7 +64,7 @@ static void test_spirals_to_100_percent(void **state)
            eval_loss);
     assert_int_equal(correct, POINTS);
     /* A linear model cannot do this: the task needs the hidden layers. */
-    nn_model *lin = make_model("dense units=2\n", 2024);
+    nn_model *lin = test_make_model("dense units=2\n", 1, (int[]){2}, 2024);
     optim *opt2 = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 0);
     for (int s = 0; s < 1000; s++) assert_ok(nn_model_train_step(lin, opt2, x, labels, NULL, NULL));
     const int lin_correct = eval_correct(lin, x, labels, NULL);
@@ -93,11 +83,11 @@ static void test_spirals_with_dropout(void **state)
     tensor *x;
     int labels[POINTS];
     make_spirals(&x, labels);
-    nn_model *m = make_model("dense units=64 activation=relu\n"
-                             "dropout rate=0.1\n"
-                             "dense units=64 activation=relu\n"
-                             "dropout rate=0.1\n"
-                             "dense units=2\n", 7);
+    nn_model *m = test_make_model("dense units=64 activation=relu\n"
+                                  "dropout rate=0.1\n"
+                                  "dense units=64 activation=relu\n"
+                                  "dropout rate=0.1\n"
+                                  "dense units=2\n", 1, (int[]){2}, 7);
     optim *opt = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 0);
     double loss0;
     eval_correct(m, x, labels, &loss0);
@@ -195,9 +185,9 @@ static float *train_wide(int threads, float *losses, int steps, size_t *n)
     tensor *x;
     int labels[POINTS];
     make_spirals(&x, labels);
-    nn_model *m = make_model("dense units=384\nrelu\ndropout rate=0.2\n"
-                             "dense units=384 activation=relu\ndropout rate=0.3\n"
-                             "dense units=2\n", 99);
+    nn_model *m = test_make_model("dense units=384\nrelu\ndropout rate=0.2\n"
+                                  "dense units=384 activation=relu\ndropout rate=0.3\n"
+                                  "dense units=2\n", 1, (int[]){2}, 99);
     optim *opt = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1);
     for (int s = 0; s < steps; s++) assert_ok(nn_model_train_step(m, opt, x, labels, &losses[s], NULL));
     *n = m->n_params;
