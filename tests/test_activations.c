@@ -144,7 +144,8 @@ static fx_cond fx_condition(const fx_case *c, size_t i)
         k.bwd_extra = fabs(dy) * fabs(y);
     } else if (!strcmp(c->layer, "gelu")) {
         const double arg = x < 0 ? 1.0 + x * x / 2 : 1.0;
-        const double cdf = 0.5 * erfc(-x / sqrt(2.0)), xpdf = x * exp(-x * x / 2) / sqrt(2 * 3.14159265358979324);
+        const double cdf = 0.5 * erfc(-x / sqrt(2.0));
+        const double xpdf = x * exp(-x * x / 2) / sqrt(2 * 3.14159265358979324);
         k.fwd_cond = arg;
         /* relative to |dx|, the terms Phi and x phi can cancel: bound each */
         k.bwd_cond = 0.0;
@@ -312,7 +313,8 @@ static void check_fused(const char *type, const char *base_config, const char *a
         if (grad) {
             assert_same("dx", label, f.dx, s.dx, f.nx);
             assert_int_equal(f.n_params, s.n_params);
-            for (int i = 0; i < f.n_params; i++) assert_same("a parameter gradient", label, f.p[i], s.p[i], f.np[i]);
+            for (int i = 0; i < f.n_params; i++)
+                assert_same("a parameter gradient", label, f.p[i], s.p[i], f.np[i]);
         }
         result_free(&f);
         result_free(&s);
@@ -558,7 +560,8 @@ static void check_threads(const char *type, const char *config, int rank, const 
     snprintf(label, sizeof label, "%s %s, 1 vs 2 threads", type, config);
     assert_same("y", label, a.y, b.y, a.ny);
     assert_same("dx", label, a.dx, b.dx, a.nx);
-    for (int i = 0; i < a.n_params; i++) assert_same("a parameter gradient", label, a.p[i], b.p[i], a.np[i]);
+    for (int i = 0; i < a.n_params; i++)
+        assert_same("a parameter gradient", label, a.p[i], b.p[i], a.np[i]);
     result_free(&a);
     result_free(&b);
 }
