@@ -5,7 +5,9 @@
  *
  * Config: filters (required), kernel_size (required, "3" or "3,3"), strides
  * (1), padding valid | same (valid), dilation_rate (1), use_bias (true),
- * activation linear | relu (linear), data_format (the framework default).
+ * activation linear | relu | sigmoid | tanh | leaky_relu | elu | gelu |
+ * softmax (linear), alpha (with leaky_relu and elu only; their layers'
+ * defaults), data_format (the framework default).
  * padding=same is Keras's: OH = ceil(H / stride), with the odd row or column
  * of padding at the bottom/right as TensorFlow puts it (PyTorch pads both
  * sides equally, so the two differ when the total padding is odd).
@@ -25,23 +27,31 @@
  * and the output transposed back, so both formats give the same numbers
  * for the same kernel. The bias and ReLU are applied in registers
  * before the output is stored; backward masks dy by y > 0, as dense does.
+ * Every other activation is a second graph node after the linear one
+ * (nn_act_record in layers/activation.c), the same arithmetic as the
+ * activation's own layer after a linear conv2d; softmax runs over the last
+ * axis of y as that layer does (channels for channels_last, OW for
+ * channels_first).
  * Results are bit-identical for any thread count.
  * Memory: padded copies and backward's buffers come from the graph arena,
  * valid until the next reset; all of them are taken in forward (sized for
  * the gradients that will be needed), so backward cannot fail.
  *
- * Omits: groups / depthwise, causal or explicit integer padding, other
- * activations (use a separate layer), kernel/bias regularizers.
+ * Omits: groups / depthwise, causal or explicit integer padding,
+ * kernel/bias regularizers.
  */
 #include <string.h>
 
+#include "layers/activation.h"
 #include "layers/conv_core.h"
 #include "layers/conv_gemm.h"
 #include "layers/format.h"
 #include "layers/layer.h"
 
 typedef struct {
-    int filters, kernel[2], strides[2], dilation[2], padding, use_bias, activation;
+    int filters, kernel[2], strides[2], dilation[2], padding, use_bias;
+    int activation; /* an nn_activation */
+    float alpha;    /* leaky_relu and elu */
     nn_data_format format;
     nn_conv_geom geom; /* set by build */
 } conv2d_state;
@@ -54,8 +64,6 @@ typedef struct {
     float *dx_nhwc;  /* channels_first with dx: NHWC dx */
 } conv2d_ctx;
 
-static const char *const activations[] = {"linear", "relu", NULL};
-
 static nn_status conv2d_parse(nn_layer *l, nn_config *c)
 {
     conv2d_state *s = l->state;
@@ -66,7 +74,8 @@ static nn_status conv2d_parse(nn_layer *l, nn_config *c)
     NN_TRY(nn_config_get_choice(c, "padding", &s->padding, NN_PAD_VALID, nn_conv_paddings));
     NN_TRY(nn_config_get_ints(c, "dilation_rate", s->dilation, 2, one, 0, 1, 4096));
     NN_TRY(nn_config_get_bool(c, "use_bias", &s->use_bias, 1));
-    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, 0, activations));
+    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, NN_ACT_LINEAR, nn_activation_names));
+    NN_TRY(nn_act_config_alpha(c, s->activation, &s->alpha));
     return nn_config_get_data_format(c, &s->format);
 }
 
@@ -79,7 +88,8 @@ static void conv2d_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write(w, "padding", "%s", nn_conv_paddings[s->padding]);
     nn_config_write(w, "dilation_rate", "%d,%d", s->dilation[0], s->dilation[1]);
     nn_config_write(w, "use_bias", "%s", s->use_bias ? "true" : "false");
-    nn_config_write(w, "activation", "%s", activations[s->activation]);
+    nn_config_write(w, "activation", "%s", nn_activation_names[s->activation]);
+    if (nn_act_has_alpha(s->activation)) nn_config_write_float(w, "alpha", s->alpha);
     nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
 }
 
@@ -125,7 +135,7 @@ static void conv2d_backward(nn_node *n)
      * already, so nothing reads y->grad after this. channels_last masks in
      * the same pass that sums the bias gradient. */
     float *dz = y->grad;
-    const float *mask_y = s->activation == 1 ? y->data : NULL;
+    const float *mask_y = s->activation == NN_ACT_RELU ? y->data : NULL;
     if (cf) {
         if (mask_y) nn_conv_relu_mask(dz, mask_y, y->size);
         mask_y = NULL;
@@ -206,12 +216,13 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
         yd = c->y_nhwc;
     }
     if (failed) return NN_ERR_MEMORY;
-    nn_conv_forward(yd, xd, k->data, b ? b->data : NULL, s->activation == 1, g, N, F, w);
+    nn_conv_forward(yd, xd, k->data, b ? b->data : NULL, s->activation == NN_ACT_RELU, g, N, F, w);
     if (cf) nn_conv_to_nchw(y->data, yd, N, F, (int)P, 0);
     if (record) {
         nn_node *node = nn_graph_record(gr, "conv2d", y, in, n_in, conv2d_backward, c);
-        if (node) node->saves_output = s->activation == 1;
+        if (node) node->saves_output = s->activation == NN_ACT_RELU;
     }
+    if (s->activation > NN_ACT_RELU) return nn_act_record(gr, s->activation, s->alpha, y, out);
     *out = y;
     return NN_OK;
 }

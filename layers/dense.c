@@ -1,20 +1,25 @@
 /* dense: y = act(x W + b), x (N, in), W (in, units), b (units).
- * Config: units (required), use_bias (true), activation (linear | relu).
- * The activation is fused so the bias, the ReLU and their backward are one
- * pass over y; backward reads y for the ReLU mask (y > 0). GEMMs go to
- * OpenBLAS in fixed tiles of the output, threaded here, and chunks of the
- * reduction axis (see dense_gemm_tiled and dense_gemm_chunked). Omitted:
- * other activations (add a layer after it). */
+ * Config: units (required), use_bias (true), activation (linear | relu |
+ * sigmoid | tanh | leaky_relu | elu | gelu | softmax; linear), alpha (with
+ * leaky_relu and elu only; their layers' defaults).
+ * ReLU is fused so the bias, the ReLU and their backward are one pass over
+ * y; backward reads y for the ReLU mask (y > 0). Every other activation is
+ * a second graph node after the linear one (nn_act_record in
+ * layers/activation.c), the same arithmetic as the activation's own layer
+ * placed after a linear dense. GEMMs go to OpenBLAS in fixed tiles of the
+ * output, threaded here, and chunks of the reduction axis (see
+ * dense_gemm_tiled and dense_gemm_chunked). */
 #include <cblas.h>
 #include <string.h>
 
+#include "layers/activation.h"
 #include "layers/layer.h"
 
 typedef struct {
-    int units, use_bias, activation; /* activation: 0 linear, 1 relu */
+    int units, use_bias;
+    int activation; /* an nn_activation */
+    float alpha;    /* leaky_relu and elu */
 } dense_state;
-
-static const char *const activations[] = {"linear", "relu", NULL};
 
 /* Reduction chunk: below the K block of every x86 OpenBLAS kernel. */
 #define DENSE_KC 256
@@ -83,7 +88,8 @@ static nn_status dense_parse(nn_layer *l, nn_config *c)
     dense_state *s = l->state;
     NN_TRY(nn_config_get_int(c, "units", &s->units, 0, 1, 1, 1 << 24));
     NN_TRY(nn_config_get_bool(c, "use_bias", &s->use_bias, 1));
-    return nn_config_get_choice(c, "activation", &s->activation, 0, activations);
+    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, NN_ACT_LINEAR, nn_activation_names));
+    return nn_act_config_alpha(c, s->activation, &s->alpha);
 }
 
 static void dense_write(const nn_layer *l, nn_config_writer *w)
@@ -91,7 +97,8 @@ static void dense_write(const nn_layer *l, nn_config_writer *w)
     const dense_state *s = l->state;
     nn_config_write(w, "units", "%d", s->units);
     nn_config_write(w, "use_bias", "%s", s->use_bias ? "true" : "false");
-    nn_config_write(w, "activation", "%s", activations[s->activation]);
+    nn_config_write(w, "activation", "%s", nn_activation_names[s->activation]);
+    if (nn_act_has_alpha(s->activation)) nn_config_write_float(w, "alpha", s->alpha);
 }
 
 static nn_status dense_build(nn_layer *l, int in_rank, const int *in_shape)
@@ -120,7 +127,7 @@ static void dense_backward(nn_node *n)
     /* dz = dy * relu'(z), computed in place: every consumer of y has run its
      * backward already, so nothing reads y->grad after this. */
     float *dz = y->grad;
-    if (s->activation == 1)
+    if (s->activation == NN_ACT_RELU)
         for (size_t i = 0; i < y->size; i++)
             if (!(y->data[i] > 0.0f)) dz[i] = 0.0f;
     if (b && b->grad)
@@ -146,12 +153,13 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
             for (int i = 0; i < N; i++) memcpy(y->data + (size_t)i * U, b->data, (size_t)U * sizeof(float));
         /* y (N, U) = [b] + x (N, In) W (In, U) */
         dense_gemm_tiled(0, 0, N, U, In, x->data, In, w->data, U, b ? 1.0f : 0.0f, y->data, U);
-        if (s->activation == 1)
+        if (s->activation == NN_ACT_RELU)
             for (size_t i = 0; i < y->size; i++) y->data[i] = y->data[i] > 0.0f ? y->data[i] : 0.0f;
     }
     tensor *in[3] = {x, w, b};
     nn_node *node = nn_graph_record(g, "dense", y, in, b ? 3 : 2, dense_backward, l);
-    if (node) node->saves_output = s->activation == 1;
+    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out);
     *out = y;
     return NN_OK;
 }

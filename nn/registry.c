@@ -10,6 +10,7 @@
 extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_layer_dropout;
 extern const nn_layer_type nn_layer_spatial_dropout1d, nn_layer_spatial_dropout2d, nn_layer_spatial_dropout3d;
 extern const nn_layer_type nn_layer_conv2d, nn_layer_maxpool2d, nn_layer_avgpool2d, nn_layer_global_avgpool2d, nn_layer_batchnorm;
+extern const nn_layer_type nn_layer_sigmoid, nn_layer_tanh, nn_layer_leaky_relu, nn_layer_elu, nn_layer_gelu, nn_layer_softmax;
 
 static const nn_layer_type *const builtin[] = {
     &nn_layer_dense,
@@ -24,6 +25,12 @@ static const nn_layer_type *const builtin[] = {
     &nn_layer_avgpool2d,
     &nn_layer_global_avgpool2d,
     &nn_layer_batchnorm,
+    &nn_layer_sigmoid,
+    &nn_layer_tanh,
+    &nn_layer_leaky_relu,
+    &nn_layer_elu,
+    &nn_layer_gelu,
+    &nn_layer_softmax,
 };
 
 #define N_BUILTIN ((int)(sizeof builtin / sizeof builtin[0]))

@@ -781,7 +781,7 @@ static void test_bad_configs(void **state)
     expect_create_error("conv2d", "filters=4 kernel_size=3 padding=foo", "padding");
     expect_create_error("conv2d", "filters=4 kernel_size=3 strides=0", "strides");
     expect_create_error("conv2d", "filters=4 kernel_size=3 dilation_rate=0", "dilation_rate");
-    expect_create_error("conv2d", "filters=4 kernel_size=3 activation=tanh", "tanh");
+    expect_create_error("conv2d", "filters=4 kernel_size=3 activation=swish", "swish");
     expect_create_error("conv2d", "filters=4 kernel_size=3 data_format=NCHW", "NCHW");
     expect_create_error("conv2d", "filters=4 kernel_size=3 groups=2", "groups");
     expect_create_error("maxpool2d", "pool_size=0", "pool_size");

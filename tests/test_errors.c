@@ -311,7 +311,7 @@ static const struct {
 } bad_configs[] = {
     {"dense", "", "dense: config key 'units' is required"},
     {"dense", "units=0", "dense: units must be between 1 and 16777216, but got 0"},
-    {"dense", "units=4 activation=gelu", "dense: activation must be one of {linear, relu}, but got 'gelu'"},
+    {"dense", "units=4 activation=swish", "dense: activation must be one of {linear, relu, sigmoid, tanh, leaky_relu, elu, gelu, softmax}, but got 'swish'"},
     {"dense", "units=4 use_bias=2", "dense: use_bias must be true or false, but got '2'"},
     {"relu", "alpha=0.1", "relu: unknown config key 'alpha'"},
     {"flatten", "data_format=channels_first", "flatten: unknown config key 'data_format'"},

@@ -272,8 +272,9 @@ static void test_specific_config_errors(void **state)
     expect_config_error("dense", "units=abc", "units must be an integer, but got 'abc'");
     expect_config_error("dense", "units=3.5", "units must be an integer, but got '3.5'");
     expect_config_error("dense", "units=99999999999999999999", "units must be an integer");
-    expect_config_error("dense", "units=4 activation=tanh",
-                        "activation must be one of {linear, relu}, but got 'tanh'");
+    expect_config_error("dense", "units=4 activation=swish",
+                        "activation must be one of {linear, relu, sigmoid, tanh, leaky_relu, elu, "
+                        "gelu, softmax}, but got 'swish'");
     expect_config_error("dense", "units=4 use_bias=maybe", "use_bias must be true or false, but got 'maybe'");
     expect_config_error("dropout", "rate=1.5", "rate must be between 0 and 1, but got 1.5");
     expect_config_error("dropout", "rate=-0.1", "but got -0.1");
@@ -410,7 +411,7 @@ static void test_spec_parsing(void **state)
     char path[] = "/tmp/nn_test_spec_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    const char *text = "dense units=8\nrelu\ndense units=2 activation=sigmoid\n";
+    const char *text = "dense units=8\nrelu\ndense units=2 activation=swish\n";
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     m = nn_model_create(1);

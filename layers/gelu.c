@@ -1,0 +1,50 @@
+/* gelu: y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact form
+ * (PyTorch's approximate='none', Keras's approximate=False), computed as
+ * 0.5 x erfc(-x / sqrt 2) to keep its precision for x < 0. Backward reads
+ * the input: dx += dy * (Phi(x) + x phi(x)). No config keys. The kernels are
+ * in layers/activation.c. Omits: the tanh approximation. */
+#include "layers/activation.h"
+#include "layers/layer.h"
+
+static nn_status gelu_parse(nn_layer *l, nn_config *c)
+{
+    (void)l;
+    (void)c;
+    return NN_OK;
+}
+
+static void gelu_write(const nn_layer *l, nn_config_writer *w)
+{
+    (void)l;
+    (void)w;
+}
+
+static void gelu_backward(nn_node *n)
+{
+    tensor *x = n->in[0], *y = n->out;
+    if (x->grad) nn_act_gelu_backward(x->grad, y->grad, x->data, x->size);
+}
+
+static nn_status gelu_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
+{
+    (void)l;
+    (void)training;
+    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
+    if (!y) return NN_ERR_MEMORY;
+    nn_act_gelu_forward(y->data, x->data, x->size);
+    nn_graph_record(g, "gelu", y, &x, 1, gelu_backward, NULL);
+    *out = y;
+    return NN_OK;
+}
+
+const nn_layer_type nn_layer_gelu = {
+    .name = "gelu",
+    .summary = "Gaussian error linear unit: y = x * Phi(x) (exact erf form)",
+    .parse = gelu_parse,
+    .write = gelu_write,
+    .build = nn_layer_build_identity,
+    .forward = gelu_forward,
+    .test_config = "",
+    .test_rank = 3,
+    .test_shape = {2, 3, 4},
+};
