@@ -340,3 +340,42 @@ nn_status nn_model_summary(const nn_model *m, FILE *out)
             trainable + frozen, (double)(trainable + frozen) * 4.0 / 1024.0, trainable, frozen, rule);
     return NN_OK;
 }
+
+/* Training and evaluation with a chosen loss: the steps of
+ * nn_model_train_step and nn_model_predict, with nn_op_loss (tensor/loss.c)
+ * in place of the fixed softmax cross-entropy. */
+nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_loss *loss,
+                                   const int *labels, const tensor *targets, float *loss_value,
+                                   int *correct)
+{
+    if (!m || !opt || !x || !loss)
+        return nn_error(NN_ERR_ARG, "nn_model_train_step_loss: NULL argument (m, opt, x and loss are required)");
+    nn_graph_reset(m->graph);
+    nn_graph_set_grad_enabled(m->graph, 1);
+    nn_model_zero_grad(m);
+    tensor *y, *l;
+    NN_TRY(nn_model_forward(m, x, &y, NN_MODE_TRAIN));
+    NN_TRY(nn_op_loss(m->graph, loss, y, labels, targets, &l, correct));
+    NN_TRY(nn_graph_backward(m->graph, l));
+    NN_TRY(optim_step(opt, m->params, m->grads, m->n_params));
+    if (loss_value) *loss_value = l->data[0];
+    return NN_OK;
+}
+
+nn_status nn_model_evaluate_loss(nn_model *m, tensor *x, const nn_loss *loss, const int *labels,
+                                 const tensor *targets, tensor **pred, double *loss_sum, int *correct)
+{
+    if (!m || !x) return nn_error(NN_ERR_ARG, "nn_model_evaluate_loss: NULL argument (m and x are required)");
+    nn_graph_reset(m->graph);
+    nn_graph_set_grad_enabled(m->graph, 0);
+    tensor *y;
+    nn_status s = nn_model_forward(m, x, &y, NN_MODE_EVAL);
+    if (s == NN_OK && loss) {
+        tensor *l;
+        s = nn_op_loss(m->graph, loss, y, labels, targets, &l, correct);
+        if (s == NN_OK && loss_sum) *loss_sum = (double)l->data[0] * x->shape[0];
+    }
+    nn_graph_set_grad_enabled(m->graph, 1);
+    if (s == NN_OK && pred) *pred = y;
+    return s;
+}

@@ -91,4 +91,27 @@ nn_graph *nn_model_graph(nn_model *m);
  * parameter count, then the totals. */
 nn_status nn_model_summary(const nn_model *m, FILE *out);
 
+#include "tensor/loss.h"
+
+/* Training and evaluation with a chosen loss (tensor/loss.h). labels[n]
+ * (n = x->shape[0]) serve softmax cross-entropy; targets, a float tensor of
+ * the model output's shape (the batch axis included), serve binary
+ * cross-entropy and mean squared error; pass NULL for the one the loss does
+ * not take. With loss {NN_LOSS_SOFTMAX_CROSS_ENTROPY, 0} these are
+ * nn_model_train_step and nn_model_predict, bit for bit.
+ * One step: reset the graph, zero gradients, forward in training mode, the
+ * loss, backward, optimizer step. *loss_value gets the mean loss, *correct
+ * the count nn_op_loss defines (either pointer may be NULL). */
+nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_loss *loss,
+                                   const int *labels, const tensor *targets, float *loss_value,
+                                   int *correct);
+/* Eval-mode forward without recording gradients; *pred (may be NULL) gets
+ * the output (in the arena). When loss is not NULL it also computes the
+ * loss: *loss_sum gets the mean loss times the batch size, so sums over
+ * batches divided by the sample count give the mean over a data set (for
+ * binary cross-entropy and mean squared error, whose mean runs over every
+ * output element, that is the mean per sample of the per-sample means). */
+nn_status nn_model_evaluate_loss(nn_model *m, tensor *x, const nn_loss *loss, const int *labels,
+                                 const tensor *targets, tensor **pred, double *loss_sum, int *correct);
+
 #endif
