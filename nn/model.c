@@ -14,7 +14,8 @@
  *                        references first).
  *   4. tensor/graph.c    nn_graph_record keeps the node; the outputs live in
  *                        the arena until the next step.
- *   5. tensor/op_softmax_cross_entropy.c   the loss node.
+ *   5. tensor/op_softmax_cross_entropy.c   the loss node (other losses:
+ *                        tensor/loss.c picks one by name; nn_model_train_step_loss).
  *   6. tensor/graph.c    nn_graph_backward walks the nodes in reverse; every
  *                        backward ADDS into its inputs' gradients.
  *   7. optim/optim.c     optim_step, one flat loop over the parameter block

@@ -17,7 +17,8 @@
  *              random.h        seeded random numbers;  threads.h  the shared
  *                              OpenMP/OpenBLAS thread count
  *              graph.h         the autograd tape and arena;  ops.h  graph
- *                              operations and the loss
+ *                              operations and the losses;  loss.h  a loss
+ *                              chosen by name
  */
 #ifndef NN_NN_H
 #define NN_NN_H
@@ -33,6 +34,7 @@
 #include "tensor/threads.h"
 #include "tensor/graph.h"
 #include "tensor/ops.h"
+#include "tensor/loss.h"
 #include "optim/optim.h"
 #include "layers/layer.h"
 #include "layers/format.h"
