@@ -1,4 +1,5 @@
-/* Layer lifecycle shared by all types (see layer.h). */
+/* Layer lifecycle shared by all types (see layer.h): creation, build with
+ * one input or several (merge layers), checked forward calls, parameters. */
 #include "layers/layer.h"
 
 #include <stdlib.h>
@@ -91,27 +92,81 @@ size_t nn_layer_param_count(const nn_layer *l, int trainable)
     return total;
 }
 
+int nn_layer_type_is_merge(const nn_layer_type *type)
+{
+    return type && type->forward_multi != NULL;
+}
+
+/* Checks one per-sample input shape and stores it as input k. */
+static nn_status layer_set_input(nn_layer *l, int k, int in_rank, const int *in_shape)
+{
+    size_t size;
+    NN_TRY(tensor_shape_size(in_rank, in_shape, &size, l->name));
+    /* A batch adds an axis: per-sample shapes have at most TENSOR_MAX_RANK - 1. */
+    if (in_rank >= TENSOR_MAX_RANK) {
+        char b[96];
+        return nn_error(NN_ERR_SHAPE, "%s: per-sample input %s has rank %d; at most %d leaves "
+                        "room for the batch axis", l->name, tensor_shape_str(in_rank, in_shape, b,
+                        sizeof b), in_rank, TENSOR_MAX_RANK - 1);
+    }
+    l->in_ranks[k] = in_rank;
+    memcpy(l->in_shapes[k], in_shape, (size_t)in_rank * sizeof *in_shape);
+    if (k == 0) {
+        l->in_rank = in_rank;
+        memcpy(l->in_shape, in_shape, (size_t)in_rank * sizeof *in_shape);
+    }
+    return NN_OK;
+}
+
+/* Checked, not asserted: user-registered types have build hooks too. */
+static nn_status layer_check_output(nn_layer *l)
+{
+    if (l->out_rank >= 1 && l->out_rank < TENSOR_MAX_RANK) return NN_OK;
+    char b[96];
+    return nn_error(NN_ERR_SHAPE, "%s: the %s build hook gave an output of rank %d for input "
+                    "%s (must be 1..%d)", l->name, l->type->name, l->out_rank,
+                    tensor_shape_str(l->in_rank, l->in_shape, b, sizeof b), TENSOR_MAX_RANK - 1);
+}
+
 nn_status nn_layer_build(nn_layer *l, int in_rank, const int *in_shape)
 {
     if (l->built)
         return nn_error(NN_ERR_STATE, "%s: layer is already built", l->name);
-    size_t size;
-    NN_TRY(tensor_shape_size(in_rank, in_shape, &size, l->name));
-    char b[96];
-    /* A batch adds an axis: per-sample shapes have at most TENSOR_MAX_RANK - 1. */
-    if (in_rank >= TENSOR_MAX_RANK)
-        return nn_error(NN_ERR_SHAPE, "%s: per-sample input %s has rank %d; at most %d leaves "
-                        "room for the batch axis", l->name, tensor_shape_str(in_rank, in_shape, b,
-                        sizeof b), in_rank, TENSOR_MAX_RANK - 1);
-    l->in_rank = in_rank;
-    memcpy(l->in_shape, in_shape, (size_t)in_rank * sizeof *in_shape);
+    if (nn_layer_type_is_merge(l->type)) {
+        char b[96];
+        return nn_error(NN_ERR_ARG, "%s: %s merges 2 to %d inputs, got one, of shape %s (a merge "
+                        "layer is built with nn_layer_build_multi)", l->name, l->type->name,
+                        NN_LAYER_MAX_INPUTS, tensor_shape_str(in_rank, in_shape, b, sizeof b));
+    }
+    NN_TRY(layer_set_input(l, 0, in_rank, in_shape));
+    l->n_in = 1;
     l->n_params = 0;
     NN_TRY(l->type->build(l, in_rank, in_shape));
-    /* Checked, not asserted: user-registered types have build hooks too. */
-    if (l->out_rank < 1 || l->out_rank >= TENSOR_MAX_RANK)
-        return nn_error(NN_ERR_SHAPE, "%s: the %s build hook gave an output of rank %d for input "
-                        "%s (must be 1..%d)", l->name, l->type->name, l->out_rank,
-                        tensor_shape_str(in_rank, in_shape, b, sizeof b), TENSOR_MAX_RANK - 1);
+    NN_TRY(layer_check_output(l));
+    l->built = 1;
+    return NN_OK;
+}
+
+nn_status nn_layer_build_multi(nn_layer *l, int n_in, const int *in_rank,
+                               const int (*in_shape)[TENSOR_MAX_RANK])
+{
+    if (!l || !in_rank || !in_shape)
+        return nn_error(NN_ERR_ARG, "nn_layer_build_multi: NULL argument");
+    if (!nn_layer_type_is_merge(l->type)) {
+        if (n_in == 1) return nn_layer_build(l, in_rank[0], in_shape[0]);
+        return nn_error(NN_ERR_ARG, "%s: %s takes 1 input, got %d", l->name, l->type->name,
+                        n_in);
+    }
+    if (l->built)
+        return nn_error(NN_ERR_STATE, "%s: layer is already built", l->name);
+    if (n_in < 2 || n_in > NN_LAYER_MAX_INPUTS)
+        return nn_error(NN_ERR_ARG, "%s: %s merges 2 to %d inputs, got %d", l->name,
+                        l->type->name, NN_LAYER_MAX_INPUTS, n_in);
+    for (int k = 0; k < n_in; k++) NN_TRY(layer_set_input(l, k, in_rank[k], in_shape[k]));
+    l->n_in = n_in;
+    l->n_params = 0;
+    NN_TRY(l->type->build_multi(l, n_in, l->in_ranks, (const int (*)[TENSOR_MAX_RANK])l->in_shapes));
+    NN_TRY(layer_check_output(l));
     l->built = 1;
     return NN_OK;
 }
@@ -165,24 +220,57 @@ nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, cons
                     tensor_shape_str(x->rank, x->shape, b, sizeof b));
 }
 
+/* Checks that x is a batch of input k's built per-sample shape. */
+static nn_status layer_check_input(const nn_layer *l, int k, const tensor *x)
+{
+    const int rank = l->in_ranks[k];
+    const int *shape = l->in_shapes[k];
+    int ok = x->rank == rank + 1;
+    for (int i = 0; ok && i < rank; i++) ok = x->shape[i + 1] == shape[i];
+    if (ok) return NN_OK;
+    char a[96] = "(batch", b[96], which[32] = "";
+    for (int i = 0; i < rank; i++) {
+        size_t len = strlen(a);
+        snprintf(a + len, sizeof a - len, ", %d", shape[i]);
+    }
+    strncat(a, ")", sizeof a - strlen(a) - 1);
+    if (l->n_in > 1) snprintf(which, sizeof which, " %d", k);
+    return nn_error(NN_ERR_SHAPE, "%s: expected input%s of shape %s, got %s", l->name, which, a,
+                    tensor_shape_str(x->rank, x->shape, b, sizeof b));
+}
+
+static nn_status layer_check_params(const nn_layer *l)
+{
+    for (int i = 0; i < l->n_params; i++)
+        if (!l->params[i].t)
+            return nn_error(NN_ERR_STATE, "%s: parameters are not allocated", l->name);
+    return NN_OK;
+}
+
 nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training)
 {
     if (!l || !g || !x || !y) return nn_error(NN_ERR_ARG, "nn_layer_forward: NULL argument");
     if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
-    int ok = x->rank == l->in_rank + 1;
-    for (int i = 0; ok && i < l->in_rank; i++) ok = x->shape[i + 1] == l->in_shape[i];
-    if (!ok) {
-        char a[96] = "(batch", b[96];
-        for (int i = 0; i < l->in_rank; i++) {
-            size_t len = strlen(a);
-            snprintf(a + len, sizeof a - len, ", %d", l->in_shape[i]);
-        }
-        strncat(a, ")", sizeof a - strlen(a) - 1);
-        return nn_error(NN_ERR_SHAPE, "%s: expected input of shape %s, got %s", l->name, a,
-                        tensor_shape_str(x->rank, x->shape, b, sizeof b));
-    }
-    for (int i = 0; i < l->n_params; i++)
-        if (!l->params[i].t)
-            return nn_error(NN_ERR_STATE, "%s: parameters are not allocated", l->name);
+    if (l->n_in != 1)
+        return nn_error(NN_ERR_ARG, "%s: built for %d inputs, got 1", l->name, l->n_in);
+    NN_TRY(layer_check_input(l, 0, x));
+    NN_TRY(layer_check_params(l));
     return l->type->forward(l, g, x, y, training ? 1 : 0);
+}
+
+nn_status nn_layer_forward_multi(nn_layer *l, nn_graph *g, int n_in, tensor **x, tensor **y,
+                                 int training)
+{
+    if (!l || !g || !x || !y) return nn_error(NN_ERR_ARG, "nn_layer_forward_multi: NULL argument");
+    if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
+    if (n_in != l->n_in)
+        return nn_error(NN_ERR_ARG, "%s: built for %d inputs, got %d", l->name, l->n_in, n_in);
+    if (n_in == 1 && !nn_layer_type_is_merge(l->type))
+        return nn_layer_forward(l, g, x[0], y, training);
+    for (int k = 0; k < n_in; k++) {
+        if (!x[k]) return nn_error(NN_ERR_ARG, "nn_layer_forward_multi: input %d is NULL", k);
+        NN_TRY(layer_check_input(l, k, x[k]));
+    }
+    NN_TRY(layer_check_params(l));
+    return l->type->forward_multi(l, g, n_in, x, y, training ? 1 : 0);
 }

@@ -14,6 +14,12 @@
  *   destroy optional: release memory the layer allocated itself.
  * Shapes passed to build exclude the batch axis, as in Keras.
  *
+ * Merge layers (add, concatenate) read two or more tensors. Such a type
+ * sets build_multi and forward_multi instead of build and forward: the same
+ * contracts, over n_in inputs (2..NN_LAYER_MAX_INPUTS), with backward adding
+ * into every input's grad. A type has one pair or the other, never both, so
+ * a single-input type is written as before.
+ *
  * Parameters live in the model's blocks (nn/model.h); a layer reaches them as
  * l->params[i].t, valid after the model is built. Stochastic layers draw from
  * the counter-based generator keyed by (l->seed, l->calls, index) and
@@ -32,6 +38,9 @@
 
 #define NN_LAYER_MAX_PARAMS 4
 #define NN_NAME_LEN 32
+/* A graph node holds at most NN_NODE_MAX_INPUTS inputs, so a merge layer
+ * records its backward in one node. */
+#define NN_LAYER_MAX_INPUTS NN_NODE_MAX_INPUTS
 
 typedef struct nn_layer nn_layer;
 
@@ -65,6 +74,16 @@ typedef struct nn_layer_type {
     const char *test_config;
     int test_rank;
     int test_shape[TENSOR_MAX_RANK];
+    /* Merge layers only (see above); in_shape[k] is input k's per-sample
+     * shape, of rank in_rank[k]. */
+    nn_status (*build_multi)(nn_layer *l, int n_in, const int *in_rank,
+                             const int (*in_shape)[TENSOR_MAX_RANK]);
+    nn_status (*forward_multi)(nn_layer *l, nn_graph *g, int n_in, tensor **x, tensor **y,
+                               int training);
+    /* The gradient check of a merge layer: test_inputs inputs, input k of
+     * per-sample shape test_shapes[k] (rank test_rank). 0 for other types. */
+    int test_inputs;
+    int test_shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
 } nn_layer_type;
 
 struct nn_layer {
@@ -79,6 +98,14 @@ struct nn_layer {
     int seed_fixed;           /* seed came from the config; the model keeps it */
     uint64_t calls;           /* training forwards done so far */
     int built;
+    /* Every input's per-sample shape (in_rank/in_shape above repeat input
+     * 0): n_in is 1, or 2..NN_LAYER_MAX_INPUTS for a merge layer. */
+    int n_in;
+    int in_ranks[NN_LAYER_MAX_INPUTS], in_shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
+    /* Set by a build hook when forward writes over its input's storage
+     * (spatial dropout with inplace=true): a model refuses such a layer when
+     * another layer reads the same input. */
+    int overwrites_input;
 };
 
 /* Creates a layer of the given type from config text ("rate=0.25 ...").
@@ -91,14 +118,26 @@ void nn_layer_free(nn_layer *l);
 nn_status nn_layer_config_string(const nn_layer *l, char *buf, size_t n);
 /* Runs build; used by the model and by tests that use a layer on its own.
  * Parameters declared here are allocated and initialised by the caller
- * (nn_model_build, or nn_layer_alloc_params for a standalone layer). */
+ * (nn_model_build, or nn_layer_alloc_params for a standalone layer).
+ * Errors: a merge layer (it needs nn_layer_build_multi), a bad shape. */
 nn_status nn_layer_build(nn_layer *l, int in_rank, const int *in_shape);
+/* Runs build for n_in inputs: a merge layer's build_multi, or, for n_in == 1,
+ * nn_layer_build. Errors: a merge layer given fewer than 2 or more than
+ * NN_LAYER_MAX_INPUTS inputs, a single-input layer given several. */
+nn_status nn_layer_build_multi(nn_layer *l, int n_in, const int *in_rank,
+                               const int (*in_shape)[TENSOR_MAX_RANK]);
+/* True for a type with several inputs (build_multi/forward_multi). */
+int nn_layer_type_is_merge(const nn_layer_type *type);
 /* Standalone use: gives each parameter its own zeroed tensor with a grad
  * buffer, initialised from rng_seed. Freed by nn_layer_free. */
 nn_status nn_layer_alloc_params(nn_layer *l, uint64_t rng_seed);
 /* Runs forward after checking that x's per-sample shape is the built one.
  * training is 0 or 1 here (the model resolves its default). */
 nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training);
+/* As nn_layer_forward for the n_in inputs x[0..n_in) the layer was built for
+ * (n_in == 1 runs nn_layer_forward). */
+nn_status nn_layer_forward_multi(nn_layer *l, nn_graph *g, int n_in, tensor **x, tensor **y,
+                                 int training);
 
 /* Fills p->t from its init rule, drawing from rng. */
 struct tensor_rng;

@@ -152,6 +152,8 @@ nn_status nn_spatial_dropout_layer_build(nn_layer *l, int in_rank, const int *in
                         nn_data_format_name(s->format), in_rank,
                         tensor_shape_str(in_rank, in_shape, b, sizeof b));
     }
+    /* A model refuses this when another layer reads the same input. */
+    l->overwrites_input = s->inplace;
     return nn_layer_build_identity(l, in_rank, in_shape);
 }
 

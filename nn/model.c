@@ -1,4 +1,5 @@
-/* Sequential model: layers, parameter blocks, modes, summary (see model.h).
+/* Model: a graph of named layers, parameter blocks, modes, summary (see
+ * model.h).
  *
  * Reading order: one training step, top to bottom (nn_model_train_step below).
  *   1. nn/model.c        nn_model_train_step: rewind the graph arena, zero the
@@ -61,19 +62,260 @@ void nn_model_free(nn_model *m)
     free(m);
 }
 
-nn_status nn_model_add(nn_model *m, const char *type, const char *config)
+/* The name layer i would get without name=: "<type>_<k>", k counting the
+ * layers of its type up to and including it. */
+static void model_auto_name(const nn_model *m, int i, const nn_layer_type *type, char *out)
+{
+    int k = 1;
+    for (int j = 0; j < i; j++) k += m->layers[j]->type == type;
+    snprintf(out, NN_NAME_LEN, "%s_%d", type->name, k);
+}
+
+/* The name of what index j denotes: a layer, or the model's input (-1). */
+static const char *model_node_name(const nn_model *m, int j)
+{
+    return j < 0 ? "input" : m->layers[j]->name;
+}
+
+static int model_find_layer(const nn_model *m, const char *name)
+{
+    for (int j = 0; j < m->n_layers; j++)
+        if (!strcmp(m->layers[j]->name, name)) return j;
+    return -2;
+}
+
+/* "input, conv2d_1, ...": what an inputs= list can name so far. */
+static void model_defined_names(const nn_model *m, char *buf, size_t n)
+{
+    snprintf(buf, n, "input");
+    for (int j = 0; j < m->n_layers; j++) {
+        size_t len = strlen(buf);
+        if (len + 1 < n) snprintf(buf + len, n - len, ", %s", m->layers[j]->name);
+    }
+}
+
+/* The model-level keys of one spec line, taken out of its config. */
+typedef struct {
+    char name[NN_NAME_LEN];
+    char inputs[NN_LAYER_MAX_INPUTS * NN_NAME_LEN + 8];
+    int has_name, has_inputs;
+} model_keys;
+
+/* Copies config into rest without the name= and inputs= tokens, which go
+ * into k. rest has strlen(config) + 1 bytes. */
+static nn_status model_take_keys(const char *config, char *rest, model_keys *k)
+{
+    memset(k, 0, sizeof *k);
+    rest[0] = '\0';
+    size_t used = 0;
+    const char *p = config;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '\v' || *p == '\f') p++;
+        if (!*p) break;
+        const char *start = p;
+        while (*p && !(*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '\v' ||
+                       *p == '\f'))
+            p++;
+        const size_t len = (size_t)(p - start);
+        const int is_name = len >= 5 && !strncmp(start, "name=", 5);
+        const int is_inputs = len >= 7 && !strncmp(start, "inputs=", 7);
+        if (!is_name && !is_inputs) {
+            memcpy(rest + used, start, len);
+            used += len;
+            rest[used++] = ' ';
+            rest[used] = '\0';
+            continue;
+        }
+        const char *key = is_name ? "name" : "inputs";
+        const size_t klen = is_name ? 5 : 7, vlen = len - klen;
+        char *dst = is_name ? k->name : k->inputs;
+        const size_t cap = is_name ? sizeof k->name : sizeof k->inputs;
+        int *has = is_name ? &k->has_name : &k->has_inputs;
+        if (*has) return nn_error(NN_ERR_CONFIG, "model key '%s' is given twice", key);
+        if (vlen == 0) return nn_error(NN_ERR_CONFIG, "model key '%s' has an empty value", key);
+        if (vlen >= cap)
+            return nn_error(NN_ERR_CONFIG, "model key '%s': '%.*s...' is longer than %zu characters",
+                            key, 40, start + klen, cap - 1);
+        memcpy(dst, start + klen, vlen);
+        dst[vlen] = '\0';
+        *has = 1;
+    }
+    return NN_OK;
+}
+
+/* Letters, digits, '_' and '-': a name never holds the ',' that separates
+ * inputs, the '=' of a key or the '.' of a safetensors tensor name. */
+static nn_status model_check_name(const nn_model *m, const char *type, const char *name,
+                                  int explicit_name)
+{
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-'))
+            return nn_error(NN_ERR_CONFIG, "%s: name '%s': only letters, digits, '_' and '-' are "
+                            "allowed", type, name);
+    if (!strcmp(name, "input"))
+        return nn_error(NN_ERR_CONFIG, "%s: name 'input' is the model's input; choose another "
+                        "name", type);
+    const int j = model_find_layer(m, name);
+    if (j >= 0) {
+        if (explicit_name)
+            return nn_error(NN_ERR_CONFIG, "%s: name '%s' is already used by layer %d (%s)",
+                            type, name, j + 1, m->layers[j]->type->name);
+        return nn_error(NN_ERR_CONFIG, "%s: the automatic name '%s' is already used by layer %d "
+                        "(%s); give this layer a name= of its own", type, name, j + 1,
+                        m->layers[j]->type->name);
+    }
+    return NN_OK;
+}
+
+/* Resolves "a,b" into indices; an unknown name is copied into missing. */
+static nn_status model_resolve_inputs(const nn_model *m, const char *self, const char *list,
+                                      int *idx, int *n_out, char *missing)
+{
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[NN_NAME_LEN];
+        if (len == 0)
+            return nn_error(NN_ERR_CONFIG, "%s: inputs=%s has an empty name", self, list);
+        if (len >= sizeof name)
+            return nn_error(NN_ERR_CONFIG, "%s: input '%.*s' is longer than any layer name", self,
+                            (int)len, p);
+        if (n == NN_LAYER_MAX_INPUTS)
+            return nn_error(NN_ERR_CONFIG, "%s: inputs=%s names more than %d inputs", self, list,
+                            NN_LAYER_MAX_INPUTS);
+        memcpy(name, p, len);
+        name[len] = '\0';
+        if (!strcmp(name, self))
+            return nn_error(NN_ERR_CONFIG, "%s: a layer cannot read its own output (a cycle); "
+                            "inputs must be defined on an earlier line, which rules out cycles",
+                            self);
+        int j = strcmp(name, "input") ? model_find_layer(m, name) : -1;
+        if (j == -2) {
+            char defined[512];
+            model_defined_names(m, defined, sizeof defined);
+            snprintf(missing, NN_NAME_LEN, "%s", name);
+            return nn_error(NN_ERR_CONFIG, "%s: input '%s' is not defined (defined so far: %s)",
+                            self, name, defined);
+        }
+        idx[n++] = j;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *n_out = n;
+    return NN_OK;
+}
+
+/* nn_model_add; an input name that is not defined is copied into missing,
+ * and the layer's name into self (NN_NAME_LEN bytes each), for
+ * nn_model_add_spec's message. */
+static nn_status model_add(nn_model *m, const char *type, const char *config, char *missing,
+                           char *self)
 {
     if (!m) return nn_error(NN_ERR_ARG, "nn_model_add: model is NULL");
     if (m->built) return nn_error(NN_ERR_STATE, "nn_model_add: the model is already built");
     if (m->n_layers == NN_MODEL_MAX_LAYERS)
         return nn_error(NN_ERR_STATE, "nn_model_add: at most %d layers", NN_MODEL_MAX_LAYERS);
-    nn_layer *l = nn_layer_create(type, config);
+    /* Only a config with model keys is copied, so every other config reaches
+     * the layer (and its messages) exactly as given. */
+    model_keys k;
+    char *rest = NULL;
+    if (config && (strstr(config, "name=") || strstr(config, "inputs="))) {
+        rest = malloc(strlen(config) + 2);
+        if (!rest) return nn_error(NN_ERR_MEMORY, "nn_model_add: out of memory");
+        nn_status s = model_take_keys(config, rest, &k);
+        if (s != NN_OK) {
+            free(rest);
+            return s;
+        }
+    } else {
+        memset(&k, 0, sizeof k);
+    }
+    nn_layer *l = nn_layer_create(type, rest ? rest : config);
+    free(rest);
     if (!l) return NN_ERR_CONFIG;
-    int k = 1;
-    for (int i = 0; i < m->n_layers; i++) k += m->layers[i]->type == l->type;
-    snprintf(l->name, sizeof l->name, "%s_%d", l->type->name, k);
-    m->layers[m->n_layers++] = l;
+    const int i = m->n_layers;
+    if (k.has_name) {
+        snprintf(l->name, sizeof l->name, "%s", k.name);
+    } else {
+        model_auto_name(m, i, l->type, l->name);
+    }
+    snprintf(self, NN_NAME_LEN, "%s", l->name);
+    nn_status s = model_check_name(m, l->type->name, l->name, k.has_name);
+    int idx[NN_LAYER_MAX_INPUTS] = {i - 1}, n_in = 1;
+    if (s == NN_OK && k.has_inputs)
+        s = model_resolve_inputs(m, l->name, k.inputs, idx, &n_in, missing);
+    const int merge = nn_layer_type_is_merge(l->type);
+    if (s == NN_OK && merge && n_in < 2)
+        s = nn_error(NN_ERR_CONFIG, "%s: %s merges 2 to %d inputs, got %d (%s); name them with "
+                     "inputs=", l->name, l->type->name, NN_LAYER_MAX_INPUTS, n_in,
+                     model_node_name(m, idx[0]));
+    if (s == NN_OK && !merge && n_in > 1)
+        s = nn_error(NN_ERR_CONFIG, "%s: %s takes 1 input, got %d (inputs=%s); merge them first "
+                     "with add or concatenate", l->name, l->type->name, n_in, k.inputs);
+    if (s != NN_OK) {
+        nn_layer_free(l);
+        return NN_ERR_CONFIG;
+    }
+    m->layers[i] = l;
+    m->n_inputs[i] = n_in;
+    memcpy(m->inputs[i], idx, sizeof idx);
+    m->n_layers++;
     return NN_OK;
+}
+
+nn_status nn_model_add(nn_model *m, const char *type, const char *config)
+{
+    char missing[NN_NAME_LEN], self[NN_NAME_LEN];
+    return model_add(m, type, config, missing, self);
+}
+
+/* The line number (from line_no + 1 on, text starting after line_no's end)
+ * of a later spec line that defines `name`, or 0. An automatic name
+ * "<type>_<k>" counts the model's layers of that type and the lines read. */
+static int model_spec_defined_later(const nn_model *m, const char *text, int line_no,
+                                    const char *cur_type, const char *name)
+{
+    const char *us = strrchr(name, '_');
+    char type[NN_NAME_LEN] = "";
+    if (us) snprintf(type, sizeof type, "%.*s", (int)(us - name), name);
+    const nn_layer_type *t = type[0] ? nn_registry_find(type) : NULL;
+    int count = 0;
+    for (int j = 0; t && j < m->n_layers; j++) count += m->layers[j]->type == t;
+    if (t && !strcmp(cur_type, type)) count++;
+    for (const char *p = text; *p;) {
+        const char *end = strchr(p, '\n');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        line_no++;
+        char line[512];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            char *hash = strchr(line, '#');
+            if (hash) *hash = '\0';
+            char *save = NULL, *tok = strtok_r(line, " \t\r", &save);
+            if (tok) {
+                const int same_type = t && !strcmp(tok, type);
+                int named = 0;
+                for (char *kv = strtok_r(NULL, " \t\r", &save); kv; kv = strtok_r(NULL, " \t\r", &save))
+                    if (!strncmp(kv, "name=", 5)) {
+                        named = 1;
+                        if (!strcmp(kv + 5, name)) return line_no;
+                    }
+                if (same_type) {
+                    count++;
+                    char autoname[NN_NAME_LEN + 16];
+                    snprintf(autoname, sizeof autoname, "%s_%d", type, count);
+                    if (!named && !strcmp(autoname, name)) return line_no;
+                }
+            }
+        }
+        p += len;
+        if (*p == '\n') p++;
+    }
+    return 0;
 }
 
 nn_status nn_model_add_spec(nn_model *m, const char *text)
@@ -105,10 +347,18 @@ nn_status nn_model_add_spec(nn_model *m, const char *text)
             char *type = s;
             while (*s && *s != ' ' && *s != '\t' && *s != '\r') s++;
             if (*s) *s++ = '\0';
-            if (nn_model_add(m, type, s) != NN_OK) {
+            char missing[NN_NAME_LEN] = "", self[NN_NAME_LEN] = "";
+            if (model_add(m, type, s, missing, self) != NN_OK) {
                 char msg[512];
                 snprintf(msg, sizeof msg, "%s", nn_last_error());
-                st = nn_error(NN_ERR_CONFIG, "model spec line %d: %s", line_no, msg);
+                const int later = missing[0] ? model_spec_defined_later(m, end ? end + 1 : "",
+                                                                        line_no, type, missing) : 0;
+                if (later)
+                    st = nn_error(NN_ERR_CONFIG, "model spec line %d: %s: input '%s' is defined "
+                                  "later, on line %d; inputs must be defined on an earlier line, "
+                                  "which also rules out cycles", line_no, self, missing, later);
+                else
+                    st = nn_error(NN_ERR_CONFIG, "model spec line %d: %s", line_no, msg);
                 break;
             }
         }
@@ -170,20 +420,107 @@ nn_status nn_model_load_spec(nn_model *m, const char *path)
     return NN_OK;
 }
 
+/* Layer i reads the line before it (the first line, the model's input). */
+static int model_reads_previous(const nn_model *m, int i)
+{
+    return m->n_inputs[i] == 1 && m->inputs[i][0] == i - 1;
+}
+
+int nn_model_is_sequential(const nn_model *m)
+{
+    if (!m) return 1;
+    for (int i = 0; i < m->n_layers; i++)
+        if (!model_reads_previous(m, i)) return 0;
+    return 1;
+}
+
+nn_status nn_model_layer_keys(const nn_model *m, int i, char *buf, size_t n)
+{
+    if (!m || !buf) return nn_error(NN_ERR_ARG, "nn_model_layer_keys: NULL argument");
+    if (i < 0 || i >= m->n_layers)
+        return nn_error(NN_ERR_ARG, "nn_model_layer_keys: layer %d of %d", i, m->n_layers);
+    char autoname[NN_NAME_LEN];
+    model_auto_name(m, i, m->layers[i]->type, autoname);
+    size_t used = 0;
+    if (n) buf[0] = '\0';
+    if (strcmp(autoname, m->layers[i]->name))
+        used += (size_t)snprintf(buf, n, "name=%s", m->layers[i]->name);
+    if (!model_reads_previous(m, i))
+        for (int k = 0; k < m->n_inputs[i]; k++)
+            used += (size_t)snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0, "%s%s",
+                                     k ? "," : used ? " inputs=" : "inputs=",
+                                     model_node_name(m, m->inputs[i][k]));
+    if (used >= n)
+        return nn_error(NN_ERR_ARG, "nn_model_layer_keys: needs %zu bytes, buffer has %zu",
+                        used + 1, n);
+    return NN_OK;
+}
+
 nn_status nn_model_spec_string(const nn_model *m, char *buf, size_t n)
 {
     size_t used = 0;
     if (n) buf[0] = '\0';
     for (int i = 0; i < m->n_layers; i++) {
-        char cfg[512];
+        char cfg[512], keys[NN_NAME_LEN * (NN_LAYER_MAX_INPUTS + 1) + 32];
         NN_TRY(nn_layer_config_string(m->layers[i], cfg, sizeof cfg));
-        int k = snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0, "%s%s%s\n",
-                         m->layers[i]->type->name, cfg[0] ? " " : "", cfg);
+        NN_TRY(nn_model_layer_keys(m, i, keys, sizeof keys));
+        int k = snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0, "%s%s%s%s%s\n",
+                         m->layers[i]->type->name, keys[0] ? " " : "", keys, cfg[0] ? " " : "",
+                         cfg);
         used += (size_t)k;
     }
     if (used >= n)
         return nn_error(NN_ERR_ARG, "nn_model_spec_string: needs %zu bytes, buffer has %zu",
                         used + 1, n);
+    return NN_OK;
+}
+
+/* The build-time checks of the graph, before any layer is built: every
+ * output but the last one's is read by a later layer. */
+static nn_status model_check_graph(const nn_model *m)
+{
+    for (int j = 0; j + 1 < m->n_layers; j++) {
+        int used = 0;
+        for (int i = j + 1; !used && i < m->n_layers; i++)
+            for (int k = 0; k < m->n_inputs[i]; k++) used |= m->inputs[i][k] == j;
+        if (!used)
+            return nn_error(NN_ERR_STATE, "nn_model_build: the output of layer %d (%s) is never "
+                            "used: only the last layer's output is the model's output, so every "
+                            "other layer must be an input of a later one", j + 1,
+                            m->layers[j]->name);
+    }
+    return NN_OK;
+}
+
+/* "conv2d_2 (8, 8, 16), conv2d_3 (8, 8, 32)": layer i's inputs and shapes. */
+static void model_inputs_desc(const nn_model *m, int i, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (int k = 0; k < m->n_inputs[i]; k++) {
+        const int j = m->inputs[i][k];
+        char b[96];
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%s %s", k ? ", " : "", model_node_name(m, j),
+                 j < 0 ? tensor_shape_str(m->in_rank, m->in_shape, b, sizeof b)
+                       : tensor_shape_str(m->layers[j]->out_rank, m->layers[j]->out_shape, b,
+                                          sizeof b));
+    }
+}
+
+/* A layer that writes over its input (inplace=true) must be its only
+ * reader: another would see the overwritten values, or its backward would. */
+static nn_status model_check_overwrite(const nn_model *m, int i)
+{
+    const int j = m->inputs[i][0];
+    for (int c = 0; c < m->n_layers; c++) {
+        if (c == i) continue;
+        for (int k = 0; k < m->n_inputs[c]; k++)
+            if (m->inputs[c][k] == j)
+                return nn_error(NN_ERR_STATE, "nn_model_build: %s writes over its input in place, "
+                                "the output of %s, which %s reads too; use inplace=false",
+                                m->layers[i]->name, j < 0 ? "the model's input 'input'"
+                                : m->layers[j]->name, m->layers[c]->name);
+    }
     return NN_OK;
 }
 
@@ -194,18 +531,31 @@ nn_status nn_model_build(nn_model *m, int rank, const int *shape)
     if (m->n_layers == 0) return nn_error(NN_ERR_STATE, "nn_model_build: the model has no layers");
     size_t size;
     NN_TRY(tensor_shape_size(rank, shape, &size, "nn_model_build: input shape"));
-    int cur_rank = rank, cur[TENSOR_MAX_RANK];
-    memcpy(cur, shape, (size_t)rank * sizeof *shape);
+    NN_TRY(model_check_graph(m));
     m->in_rank = rank;
     memcpy(m->in_shape, shape, (size_t)rank * sizeof *shape);
     size_t n_params = 0, n_buffers = 0;
     for (int i = 0; i < m->n_layers; i++) {
         nn_layer *l = m->layers[i];
         if (!l->seed_fixed) l->seed = tensor_hash3(m->seed, 0x6c61796572ull, (uint64_t)i);
-        nn_status s = nn_layer_build(l, cur_rank, cur);
-        if (s != NN_OK) return s;
-        cur_rank = l->out_rank;
-        memcpy(cur, l->out_shape, sizeof cur);
+        int ranks[NN_LAYER_MAX_INPUTS], shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
+        for (int k = 0; k < m->n_inputs[i]; k++) {
+            const int j = m->inputs[i][k];
+            ranks[k] = j < 0 ? m->in_rank : m->layers[j]->out_rank;
+            memcpy(shapes[k], j < 0 ? m->in_shape : m->layers[j]->out_shape, sizeof shapes[k]);
+        }
+        nn_status s = m->n_inputs[i] == 1 && !nn_layer_type_is_merge(l->type)
+                          ? nn_layer_build(l, ranks[0], shapes[0])
+                          : nn_layer_build_multi(l, m->n_inputs[i], ranks,
+                                                 (const int (*)[TENSOR_MAX_RANK])shapes);
+        if (s != NN_OK) {
+            if (model_reads_previous(m, i)) return s;
+            char msg[512], desc[384];
+            snprintf(msg, sizeof msg, "%s", nn_last_error());
+            model_inputs_desc(m, i, desc, sizeof desc);
+            return nn_error(s, "%s (inputs: %s)", msg, desc);
+        }
+        if (l->overwrites_input) NN_TRY(model_check_overwrite(m, i));
         n_params += nn_layer_param_count(l, 1);
         n_buffers += nn_layer_param_count(l, 0);
     }
@@ -250,6 +600,28 @@ void nn_model_zero_grad(nn_model *m)
     if (m->n_params) memset(m->grads, 0, m->n_params * sizeof(float));
 }
 
+/* Before layer i writes over its input: some layers return their input's
+ * storage (flatten's view, dropout at inference), so the build-time check of
+ * direct readers is repeated here on storage. Any tensor made so far that
+ * shares the storage may be read only by layers on that chain of views. */
+static nn_status model_check_alias(const nn_model *m, int i, tensor *x, tensor *const *outs)
+{
+    const tensor *in = m->inputs[i][0] < 0 ? x : outs[m->inputs[i][0]];
+    for (int j = -1; j < i; j++) {
+        if ((j < 0 ? x : outs[j])->data != in->data) continue;
+        for (int c = j + 1; c < m->n_layers; c++) {
+            if (c == i || (c < i && outs[c]->data == in->data)) continue;
+            for (int k = 0; k < m->n_inputs[c]; k++)
+                if (m->inputs[c][k] == j)
+                    return nn_error(NN_ERR_STATE, "nn_model_forward: %s writes over its input in "
+                                    "place, whose storage %s shares, which %s reads; use "
+                                    "inplace=false", m->layers[i]->name, model_node_name(m, j),
+                                    m->layers[c]->name);
+        }
+    }
+    return NN_OK;
+}
+
 nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
 {
     if (!m || !x || !y) return nn_error(NN_ERR_ARG, "nn_model_forward: NULL argument");
@@ -257,13 +629,21 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
     if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
         return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
     int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
-    tensor *cur = x;
+    /* Spec order is a topological order (inputs come from earlier lines);
+     * every output is kept for its readers, in the arena like all others. */
+    tensor *outs[NN_MODEL_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) {
-        tensor *next = NULL;
-        NN_TRY(nn_layer_forward(m->layers[i], m->graph, cur, &next, training));
-        cur = next;
+        nn_layer *l = m->layers[i];
+        tensor *in[NN_LAYER_MAX_INPUTS];
+        for (int k = 0; k < m->n_inputs[i]; k++)
+            in[k] = m->inputs[i][k] < 0 ? x : outs[m->inputs[i][k]];
+        if (l->overwrites_input) NN_TRY(model_check_alias(m, i, x, outs));
+        if (m->n_inputs[i] == 1 && !nn_layer_type_is_merge(l->type))
+            NN_TRY(nn_layer_forward(l, m->graph, in[0], &outs[i], training));
+        else
+            NN_TRY(nn_layer_forward_multi(l, m->graph, m->n_inputs[i], in, &outs[i], training));
     }
-    *y = cur;
+    *y = outs[m->n_layers - 1];
     return NN_OK;
 }
 
@@ -301,37 +681,67 @@ nn_status nn_model_predict(nn_model *m, tensor *x, const int *labels, tensor **l
     return s;
 }
 
+/* "(None, 8, 8, 16)": a per-sample shape with Keras's batch placeholder. */
+static void model_summary_shape(int rank, const int *dims, char *shape, size_t n)
+{
+    snprintf(shape, n, "(None");
+    for (int k = 0; k < rank; k++) {
+        size_t len = strlen(shape);
+        snprintf(shape + len, n - len, ", %d", dims[k]);
+    }
+    strncat(shape, ")", n - strlen(shape) - 1);
+}
+
 nn_status nn_model_summary(const nn_model *m, FILE *out)
 {
     if (!m || !out) return nn_error(NN_ERR_ARG, "nn_model_summary: NULL argument");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_summary: build the model first");
+    /* A sequential model's table is Keras's Sequential one; any other graph
+     * adds the input's row and a "Connected to" column, one input per line,
+     * as Keras's summary of a functional model. */
+    const int graph = !nn_model_is_sequential(m);
     /* The name column fits the longest "name (type)", so long layer type
      * names do not push their row out of line; the rules span the table. */
-    int wn = 28;
+    int wn = 28, wc = 12;
     for (int i = 0; i < m->n_layers; i++) {
         const int w = (int)(strlen(m->layers[i]->name) + strlen(m->layers[i]->type->name) + 3);
         if (w > wn) wn = w < 78 ? w : 78;
+        const int c = (int)strlen(m->layers[i]->name);
+        if (c > wc) wc = c;
     }
-    const int width = 1 + wn + 1 + 22 + 1 + 10;
-    char rule[128], dbl[128];
+    const int width = 1 + wn + 1 + 22 + 1 + 10 + (graph ? 2 + wc : 0);
+    char rule[160], dbl[160];
     memset(rule, '_', (size_t)width);
     memset(dbl, '=', (size_t)width);
     rule[width] = dbl[width] = '\0';
-    fprintf(out, "Model: \"sequential\"\n%s\n", rule);
-    fprintf(out, " %-*s %-22s %10s\n", wn, "Layer (type)", "Output Shape", "Param #");
+    fprintf(out, "Model: \"%s\"\n%s\n", graph ? "functional" : "sequential", rule);
+    if (graph)
+        fprintf(out, " %-*s %-22s %10s  %s\n", wn, "Layer (type)", "Output Shape", "Param #",
+                "Connected to");
+    else
+        fprintf(out, " %-*s %-22s %10s\n", wn, "Layer (type)", "Output Shape", "Param #");
     fprintf(out, "%s\n", dbl);
+    char shape[96];
+    if (graph) {
+        model_summary_shape(m->in_rank, m->in_shape, shape, sizeof shape);
+        fprintf(out, " %-*s %-22s %10d  -\n\n", wn, "input (InputLayer)", shape, 0);
+    }
     size_t trainable = 0, frozen = 0;
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
-        char name[80], shape[96] = "(None";
+        char name[80];
         snprintf(name, sizeof name, "%s (%s)", l->name, l->type->name);
-        for (int k = 0; k < l->out_rank; k++) {
-            size_t len = strlen(shape);
-            snprintf(shape + len, sizeof shape - len, ", %d", l->out_shape[k]);
-        }
-        strncat(shape, ")", sizeof shape - strlen(shape) - 1);
+        model_summary_shape(l->out_rank, l->out_shape, shape, sizeof shape);
         size_t n = nn_layer_param_count(l, 1) + nn_layer_param_count(l, 0);
-        fprintf(out, " %-*s %-22s %10zu\n", wn, name, shape, n);
+        if (graph) {
+            fprintf(out, " %-*s %-22s %10zu  %s\n", wn, name, shape, n,
+                    model_node_name(m, m->inputs[i][0]));
+            for (int k = 1; k < m->n_inputs[i]; k++)
+                fprintf(out, " %-*s %-22s %10s  %s\n", wn, "", "", "",
+                        model_node_name(m, m->inputs[i][k]));
+        } else {
+            fprintf(out, " %-*s %-22s %10zu\n", wn, name, shape, n);
+        }
         if (i + 1 < m->n_layers) fprintf(out, "\n");
         trainable += nn_layer_param_count(l, 1);
         frozen += nn_layer_param_count(l, 0);

@@ -1,11 +1,29 @@
-/* A model: a sequence of layers, its parameters, its graph and its mode.
+/* A model: a directed acyclic graph of named layers, its parameters, its
+ * graph and its mode.
  *
  * Build a model in code (nn_model_add) or from a text spec, one layer per
  * line, "type key=value ...", '#' starting a comment:
  *     conv2d filters=32 kernel_size=3 activation=relu
  *     flatten
  *     dense units=10
- * then nn_model_build() with the per-sample input shape. Building allocates
+ * then nn_model_build() with the per-sample input shape. Each line reads the
+ * output of the line before it (the first line reads the model's input), so
+ * the lines above are a sequential model. Two model-level keys, taken out of
+ * the line before the layer's own config is parsed, make other graphs:
+ *     name=N          the layer's name (default "<type>_<k>", k counting the
+ *                     layers of that type from 1); letters, digits, '_' and
+ *                     '-', unique, and not "input"
+ *     inputs=A,B,...  the layers whose outputs it reads, by name; "input" is
+ *                     the model's input (Keras calls it input_1). Merge
+ *                     layers (add, concatenate) take 2 to NN_LAYER_MAX_INPUTS
+ *                     names, any other layer exactly one.
+ * A residual block:
+ *     conv2d filters=16 kernel_size=3 padding=same activation=relu
+ *     conv2d filters=16 kernel_size=3 padding=same
+ *     add inputs=conv2d_1,conv2d_2
+ * An input must be defined on an earlier line, which rules out cycles; the
+ * layers run in spec order. The last line's output is the model's output,
+ * and every other layer's output must be read by some later layer. Building allocates
  * all trainable parameters in one 64-byte aligned block and their gradients
  * in another (so the optimizer is one flat loop and zeroing is one memset),
  * and non-trainable buffers (batchnorm statistics) in a third; it then
@@ -42,6 +60,10 @@ typedef enum nn_mode {
 typedef struct nn_model {
     nn_layer *layers[NN_MODEL_MAX_LAYERS];
     int n_layers;
+    /* Layer i reads the outputs of layers inputs[i][0..n_inputs[i]), where
+     * -1 is the model's input; a sequential model has inputs[i] = {i - 1}. */
+    int n_inputs[NN_MODEL_MAX_LAYERS];
+    int inputs[NN_MODEL_MAX_LAYERS][NN_LAYER_MAX_INPUTS];
     uint64_t seed;
     int training;
     int built;
@@ -54,17 +76,32 @@ typedef struct nn_model {
 nn_model *nn_model_create(uint64_t seed);
 void nn_model_free(nn_model *m);
 
-/* Appends a layer of a registered type; named "<type>_<k>". Errors: unknown
- * type, bad config, model already built, too many layers. */
+/* Appends a layer of a registered type; config may hold the model-level
+ * keys name= and inputs= (see above). Errors: unknown type, bad config,
+ * model already built, too many layers, a bad or duplicate name, an input
+ * not defined so far, the wrong number of inputs for the type. */
 nn_status nn_model_add(nn_model *m, const char *type, const char *config);
-/* Appends every layer of a spec text; the message gives the line number. */
+/* Appends every layer of a spec text; the message gives the line number and,
+ * for an input defined on a later line, says so. All or nothing. */
 nn_status nn_model_add_spec(nn_model *m, const char *text);
 /* As nn_model_add_spec, reading the file at path. */
 nn_status nn_model_load_spec(nn_model *m, const char *path);
-/* Writes the spec (one layer per line, resolved configs) into buf. */
+/* Writes the spec (one layer per line, resolved configs) into buf; name= and
+ * inputs= only where the defaults would not give the same graph, so a
+ * sequential model's spec has neither. */
 nn_status nn_model_spec_string(const nn_model *m, char *buf, size_t n);
+/* The model-level keys of layer i as its spec line writes them ("name=...
+ * inputs=...", or "" for a layer that reads the line before it under its
+ * automatic name). */
+nn_status nn_model_layer_keys(const nn_model *m, int i, char *buf, size_t n);
+/* 1 when every layer reads the one before it (the first, the input). */
+int nn_model_is_sequential(const nn_model *m);
 
-/* Builds every layer for a per-sample input shape (no batch axis). */
+/* Builds every layer for a per-sample input shape (no batch axis). Errors:
+ * a layer's output that nothing reads (other than the last), a merge of
+ * shapes that do not fit (the message lists the inputs and their shapes), a
+ * layer that writes over its input (inplace=true) where another layer reads
+ * that input too. */
 nn_status nn_model_build(nn_model *m, int rank, const int *shape);
 
 void nn_model_set_training(nn_model *m, int training);
@@ -88,7 +125,9 @@ void nn_model_zero_grad(nn_model *m);
 nn_graph *nn_model_graph(nn_model *m);
 
 /* Writes a table like Keras's model.summary(): layer (type), output shape,
- * parameter count, then the totals. */
+ * parameter count, then the totals. A model that is not sequential gets a
+ * first row for its input and a "Connected to" column, as Keras's summary
+ * of a functional model. */
 nn_status nn_model_summary(const nn_model *m, FILE *out);
 
 #include "tensor/loss.h"

@@ -11,6 +11,7 @@ extern const nn_layer_type nn_layer_dense, nn_layer_relu, nn_layer_flatten, nn_l
 extern const nn_layer_type nn_layer_spatial_dropout1d, nn_layer_spatial_dropout2d, nn_layer_spatial_dropout3d;
 extern const nn_layer_type nn_layer_conv2d, nn_layer_maxpool2d, nn_layer_avgpool2d, nn_layer_global_avgpool2d, nn_layer_batchnorm;
 extern const nn_layer_type nn_layer_sigmoid, nn_layer_tanh, nn_layer_leaky_relu, nn_layer_elu, nn_layer_gelu, nn_layer_softmax;
+extern const nn_layer_type nn_layer_add, nn_layer_concatenate;
 
 static const nn_layer_type *const builtin[] = {
     &nn_layer_dense,
@@ -31,6 +32,8 @@ static const nn_layer_type *const builtin[] = {
     &nn_layer_elu,
     &nn_layer_gelu,
     &nn_layer_softmax,
+    &nn_layer_add,
+    &nn_layer_concatenate,
 };
 
 #define N_BUILTIN ((int)(sizeof builtin / sizeof builtin[0]))
@@ -57,9 +60,13 @@ const nn_layer_type *nn_registry_find(const char *name)
 
 nn_status nn_registry_add(const nn_layer_type *type)
 {
-    if (!type || !type->name || !type->parse || !type->write || !type->build || !type->forward)
+    /* One input (build, forward) or several (build_multi, forward_multi). */
+    const int one = type && type->build && type->forward && !type->build_multi && !type->forward_multi;
+    const int merge = type && !type->build && !type->forward && type->build_multi && type->forward_multi;
+    if (!type || !type->name || !type->parse || !type->write || !(one || merge))
         return nn_error(NN_ERR_ARG, "nn_registry_add: the type needs a name and the parse, write, "
-                                    "build and forward hooks");
+                                    "build and forward hooks (or, for a merge layer, build_multi "
+                                    "and forward_multi instead of build and forward)");
     if (nn_registry_find(type->name))
         return nn_error(NN_ERR_ARG, "nn_registry_add: a layer type named '%s' already exists",
                         type->name);

@@ -6,8 +6,9 @@
  *    the input's gradient, every parameter's gradient, and (batchnorm) the
  *    moving statistics, after a training forward and backward;
  *  - a few training steps of the default MNIST network
- *    (examples/mnist_cnn.txt) on synthetic 28x28 images: the whole
- *    parameter block and the Adam moments.
+ *    (examples/mnist_cnn.txt) and of a residual network (a skip connection
+ *    joined by add, a side branch joined by concatenate) on synthetic 28x28
+ *    images: the whole parameter block and the Adam moments.
  * Sizes are above the thresholds where the loops go parallel, so the two
  * runs really split the work differently. (tests/test_mnist_train.c runs a
  * small copy of the network over whole epochs with 1 and 2 threads too.) */
@@ -175,12 +176,32 @@ static void test_layers(void **state)
 
 /* ---- training the default MNIST network ------------------------------------ */
 
-static void train_mnist_net(int threads, float **params, size_t *n, float **moments)
+/* A residual block (add) and a side branch from the input (concatenate),
+ * each large enough for the merge layers' loops to run in parallel. */
+static const char residual_spec[] =
+    "conv2d filters=16 kernel_size=3 padding=same activation=relu\n"
+    "conv2d filters=16 kernel_size=3 padding=same activation=relu\n"
+    "conv2d filters=16 kernel_size=3 padding=same\n"
+    "add inputs=conv2d_1,conv2d_3\n"
+    "relu\n"
+    "maxpool2d pool_size=2\n"
+    "spatial_dropout2d rate=0.25\n"
+    "conv2d name=side inputs=input filters=8 kernel_size=2 strides=2\n"
+    "concatenate inputs=spatial_dropout2d_1,side\n"
+    "global_avgpool2d\n"
+    "dense units=10\n";
+
+/* spec NULL: the MNIST network of examples/mnist_cnn.txt. */
+static void train_mnist_net(const char *spec, int threads, float **params, size_t *n,
+                            float **moments)
 {
     enum { BATCH = 32, STEPS = 3 };
     set_threads(threads);
     nn_model *m = nn_model_create(2024);
-    assert_ok(nn_model_load_spec(m, "examples/mnist_cnn.txt"));
+    if (spec)
+        assert_ok(nn_model_add_spec(m, spec));
+    else
+        assert_ok(nn_model_load_spec(m, "examples/mnist_cnn.txt"));
     const int shape[3] = {28, 28, 1};
     assert_ok(nn_model_build(m, 3, shape));
     optim *o = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
@@ -211,13 +232,31 @@ static void test_mnist_network_training(void **state)
     (void)state;
     float *p1, *p2, *m1, *m2;
     size_t n1, n2;
-    train_mnist_net(1, &p1, &n1, &m1);
-    train_mnist_net(2, &p2, &n2, &m2);
+    train_mnist_net(NULL, 1, &p1, &n1, &m1);
+    train_mnist_net(NULL, 2, &p2, &n2, &m2);
     assert_int_equal(n1, n2);
     assert_memory_equal(p1, p2, n1 * sizeof(float));
     assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
     printf("    examples/mnist_cnn.txt, 3 Adam steps of 32 images: %zu parameters and their "
            "moments identical with 1 and 2 threads\n", n1);
+    free(p1);
+    free(p2);
+    free(m1);
+    free(m2);
+}
+
+static void test_residual_network_training(void **state)
+{
+    (void)state;
+    float *p1, *p2, *m1, *m2;
+    size_t n1, n2;
+    train_mnist_net(residual_spec, 1, &p1, &n1, &m1);
+    train_mnist_net(residual_spec, 2, &p2, &n2, &m2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(p1, p2, n1 * sizeof(float));
+    assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
+    printf("    residual network, 3 Adam steps of 32 images: %zu parameters and their moments "
+           "identical with 1 and 2 threads\n", n1);
     free(p1);
     free(p2);
     free(m1);
@@ -244,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_spatial_dropout_kernels),
         cmocka_unit_test(test_layers),
         cmocka_unit_test(test_mnist_network_training),
+        cmocka_unit_test(test_residual_network_training),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,6 +1,7 @@
 /* Finite-difference gradient check of every registered layer and every graph
  * operation. A new layer is covered by its registry entry alone: the harness
- * reads .test_config and .test_shape from the table.
+ * reads .test_config and .test_shape from the table (a merge layer's
+ * .test_inputs and .test_shapes: one leaf per input, each checked).
  *
  * Method: loss L = sum(w * y) with a fixed random w (not sum(y), which makes
  * softmax-like checks degenerate); central differences with h = 1e-2 in
@@ -30,6 +31,8 @@ struct gc_case {
     nn_layer *layer;
     int training;
     tensor *x, *w;
+    tensor *xs[NN_LAYER_MAX_INPUTS]; /* a layer's inputs; xs[0] == x */
+    int n_in;
     int labels[8];
 };
 
@@ -44,7 +47,7 @@ static nn_status layer_loss(gc_case *c, nn_graph *g, tensor **loss)
 {
     tensor *y;
     c->layer->calls = 0; /* pin the mask of stochastic layers */
-    NN_TRY(nn_layer_forward(c->layer, g, c->x, &y, c->training));
+    NN_TRY(nn_layer_forward_multi(c->layer, g, c->n_in, c->xs, &y, c->training));
     if (!c->w) {
         tensor_rng rng;
         tensor_rng_seed(&rng, 99);
@@ -127,22 +130,33 @@ static void check_layer(const nn_layer_type *type, int training)
     snprintf(c.name, sizeof c.name, "%s (%s)", type->name, training ? "train" : "eval");
     c.layer = nn_layer_create(type->name, type->test_config);
     if (!c.layer) fail_msg("%s: create failed: %s", type->name, nn_last_error());
-    assert_ok(nn_layer_build(c.layer, type->test_rank, type->test_shape));
+    c.n_in = nn_layer_type_is_merge(type) ? type->test_inputs : 1;
+    assert_true(c.n_in >= 1 && c.n_in <= NN_LAYER_MAX_INPUTS);
+    int ranks[NN_LAYER_MAX_INPUTS];
+    for (int k = 0; k < c.n_in; k++) ranks[k] = type->test_rank;
+    if (c.n_in > 1)
+        assert_ok(nn_layer_build_multi(c.layer, c.n_in, ranks, type->test_shapes));
+    else
+        assert_ok(nn_layer_build(c.layer, type->test_rank, type->test_shape));
     assert_ok(nn_layer_alloc_params(c.layer, 42));
     tensor_rng rng;
     tensor_rng_seed(&rng, 7);
     /* Trainable parameters get values of the typical magnitude; inputs are
      * standard normal. Batch of 2. */
-    int shape[TENSOR_MAX_RANK] = {2};
-    for (int i = 0; i < type->test_rank; i++) shape[i + 1] = type->test_shape[i];
-    c.x = leaf(type->test_rank + 1, shape, &rng);
-    c.leaves[c.n_leaves++] = c.x;
+    for (int k = 0; k < c.n_in; k++) {
+        int shape[TENSOR_MAX_RANK] = {2};
+        const int *per_sample = c.n_in > 1 ? type->test_shapes[k] : type->test_shape;
+        for (int i = 0; i < type->test_rank; i++) shape[i + 1] = per_sample[i];
+        c.xs[k] = leaf(type->test_rank + 1, shape, &rng);
+        c.leaves[c.n_leaves++] = c.xs[k];
+    }
+    c.x = c.xs[0];
     for (int i = 0; i < c.layer->n_params; i++)
         if (c.layer->params[i].trainable) c.leaves[c.n_leaves++] = c.layer->params[i].t;
     c.loss = layer_loss;
     c.training = training;
     run_check(&c);
-    tensor_free(c.x);
+    for (int k = 0; k < c.n_in; k++) tensor_free(c.xs[k]);
     tensor_free(c.w);
     nn_layer_free(c.layer);
 }

@@ -126,8 +126,12 @@ static void test_entries_complete(void **state)
         for (int j = 0; j < i; j++)
             if (!strcmp(nn_registry_get(j)->name, t->name))
                 fail_msg("entries %d and %d are both named '%s'", j, i, t->name);
-        if (!t->parse || !t->write || !t->build || !t->forward)
+        const int merge = nn_layer_type_is_merge(t);
+        if (!t->parse || !t->write || !(merge ? t->build_multi != NULL : t->build && t->forward))
             fail_msg("%s: a mandatory hook (parse, write, build, forward) is missing", t->name);
+        if (merge && (t->test_inputs < 2 || t->test_inputs > NN_LAYER_MAX_INPUTS))
+            fail_msg("%s: a merge layer's test_inputs %d is outside 2..%d", t->name,
+                     t->test_inputs, NN_LAYER_MAX_INPUTS);
         if (!t->test_config) fail_msg("%s: no test_config", t->name);
         if (t->test_rank < 1 || t->test_rank >= TENSOR_MAX_RANK)
             fail_msg("%s: test_rank %d is outside 1..%d", t->name, t->test_rank, TENSOR_MAX_RANK - 1);
@@ -155,6 +159,20 @@ static void build_or_fail(nn_layer *l, int rank, const int *shape)
         fail_msg("%s: build failed: %s", l->name, nn_last_error());
 }
 
+/* Builds a layer of type t on its test input(s): a merge layer on its
+ * test_inputs shapes, any other on test_shape. */
+static void build_test_or_fail(nn_layer *l, const nn_layer_type *t)
+{
+    if (!nn_layer_type_is_merge(t)) {
+        build_or_fail(l, t->test_rank, t->test_shape);
+        return;
+    }
+    int ranks[NN_LAYER_MAX_INPUTS];
+    for (int k = 0; k < t->test_inputs; k++) ranks[k] = t->test_rank;
+    if (nn_layer_build_multi(l, t->test_inputs, ranks, t->test_shapes) != NN_OK)
+        fail_msg("%s: build failed: %s", l->name, nn_last_error());
+}
+
 static void test_config_round_trip(void **state)
 {
     (void)state;
@@ -176,8 +194,8 @@ static void test_config_round_trip(void **state)
             if (strncmp(c1, tok, strlen(tok)) && !strstr(c1, tok))
                 fail_msg("%s: key '%s' of the test config is missing from '%s'", t->name, tok, c1);
         }
-        build_or_fail(a, t->test_rank, t->test_shape);
-        build_or_fail(b, t->test_rank, t->test_shape);
+        build_test_or_fail(a, t);
+        build_test_or_fail(b, t);
         assert_int_equal(a->out_rank, b->out_rank);
         assert_memory_equal(a->out_shape, b->out_shape, sizeof a->out_shape);
         assert_int_equal(a->n_params, b->n_params);
@@ -189,16 +207,21 @@ static void test_config_round_trip(void **state)
          * both modes, for a batch of 3. */
         assert_ok(nn_layer_alloc_params(a, 5));
         nn_graph *g = nn_graph_create(0);
-        int xs[TENSOR_MAX_RANK] = {3};
-        memcpy(xs + 1, t->test_shape, (size_t)t->test_rank * sizeof(int));
-        tensor *x = tensor_create(t->test_rank + 1, xs);
+        const int n_in = nn_layer_type_is_merge(t) ? t->test_inputs : 1;
+        tensor *x[NN_LAYER_MAX_INPUTS];
         tensor_rng rng;
         tensor_rng_seed(&rng, 9);
-        tensor_init_normal(x, &rng, 0.0f, 1.0f);
+        for (int k = 0; k < n_in; k++) {
+            int xs[TENSOR_MAX_RANK] = {3};
+            memcpy(xs + 1, n_in > 1 ? t->test_shapes[k] : t->test_shape,
+                   (size_t)t->test_rank * sizeof(int));
+            x[k] = tensor_create(t->test_rank + 1, xs);
+            tensor_init_normal(x[k], &rng, 0.0f, 1.0f);
+        }
         for (int training = 0; training <= 1; training++) {
             tensor *y;
             nn_graph_reset(g);
-            if (nn_layer_forward(a, g, x, &y, training) != NN_OK)
+            if (nn_layer_forward_multi(a, g, n_in, x, &y, training) != NN_OK)
                 fail_msg("%s: forward failed: %s", t->name, nn_last_error());
             assert_int_equal(y->rank, a->out_rank + 1);
             assert_int_equal(y->shape[0], 3);
@@ -207,7 +230,7 @@ static void test_config_round_trip(void **state)
                     fail_msg("%s: forward gives extent %d on axis %d, build declared %d", t->name,
                              y->shape[k + 1], k + 1, a->out_shape[k]);
         }
-        tensor_free(x);
+        for (int k = 0; k < n_in; k++) tensor_free(x[k]);
         nn_graph_free(g);
         nn_layer_free(a);
         nn_layer_free(b);

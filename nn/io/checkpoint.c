@@ -154,6 +154,23 @@ static void checkpoint_get_str(rbuf *r, char *dst, size_t cap)
 
 /* ---- saving --------------------------------------------------------------- */
 
+/* Layer i's config as stored: the layer's keys, then the spec's name= and
+ * inputs= where the spec writes them (never in a sequential model with its
+ * automatic names, whose files stay as they were), so a checkpoint of one
+ * graph does not load into another made of the same layers. */
+static nn_status checkpoint_layer_config(const nn_model *m, int i, char *buf, size_t n)
+{
+    NN_TRY(nn_layer_config_string(m->layers[i], buf, n));
+    char keys[256];
+    NN_TRY(nn_model_layer_keys(m, i, keys, sizeof keys));
+    if (!keys[0]) return NN_OK;
+    size_t len = strlen(buf);
+    if ((size_t)snprintf(buf + len, n - len, "%s%s", len ? " " : "", keys) >= n - len)
+        return nn_error(NN_ERR_ARG, "nn_checkpoint: layer %s: config and model keys need more "
+                        "than %zu bytes", m->layers[i]->name, n - 1);
+    return NN_OK;
+}
+
 static int checkpoint_opt_kind(const optim *o)
 {
     if (!o) return OPT_NONE;
@@ -185,7 +202,7 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
         char cfg[512];
-        nn_status s = nn_layer_config_string(l, cfg, sizeof cfg);
+        nn_status s = checkpoint_layer_config(m, i, cfg, sizeof cfg);
         if (s != NN_OK) {
             free(b.p);
             return s;
@@ -348,7 +365,7 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
         checkpoint_get_str(r, cfg, sizeof cfg);
         uint32_t n_params = checkpoint_get_u32(r);
         if (r->failed) return NN_ERR_FORMAT;
-        NN_TRY(nn_layer_config_string(l, mcfg, sizeof mcfg));
+        NN_TRY(checkpoint_layer_config(m, i, mcfg, sizeof mcfg));
         if (strcmp(type, l->type->name))
             return nn_error(NN_ERR_SHAPE, "%s: layer %d: checkpoint has %s %s, model has %s %s", path,
                             i, type, cfg, l->type->name, mcfg);
