@@ -4,7 +4,7 @@
  * The library is built in floors; each folder uses only its own floor and
  * the ones below (tests/test_floors.sh checks it):
  *
- *   nn/        nn/model.h      sequential models, training step, summary
+ *   nn/        nn/model.h      models (graphs of named layers), training, summary
  *              nn/registry.h   layer types by name, nn_layer_create
  *              nn/io/          file formats: npy.h, safetensors.h, idx.h,
  *                              checkpoint.h (atomic_file.h underneath)
@@ -23,10 +23,10 @@
 #ifndef NN_NN_H
 #define NN_NN_H
 
-#define NN_VERSION_MAJOR 0
-#define NN_VERSION_MINOR 2
+#define NN_VERSION_MAJOR 1
+#define NN_VERSION_MINOR 0
 #define NN_VERSION_PATCH 0
-#define NN_VERSION_STRING "0.2.0"
+#define NN_VERSION_STRING "1.0.0"
 
 #include "tensor/status.h"
 #include "tensor/tensor.h"
@@ -46,7 +46,7 @@
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
 
-/* The library's version string, e.g. "0.2.0". */
+/* The library's version string, e.g. "1.0.0". */
 const char *nn_version(void);
 
 #endif
