@@ -109,6 +109,18 @@ $(BUILD)/examples/mnist: $(BUILD)/gen/mnist_cnn.inc examples/mnist_train.h
 $(BUILD)/examples/mnist: CFLAGS += -I$(BUILD)/gen
 $(BUILD)/tests/test_mnist_train: examples/mnist_train.h
 
+# Fashion-MNIST with the same program: Debian's dataset-fashion-mnist holds
+# it as gzip IDX files (installed when missing); the network is
+# examples/fashion_net.txt, trained with random flips and 1-pixel shifts.
+FASHION_DIR   ?= /usr/share/datasets/fashion-mnist
+FASHION_MODEL ?= examples/fashion_net.txt
+FASHION_FLAGS := --flip --shift 1 --epochs 12 --lr-step 8 --lr-decay 0.1
+.PHONY: fashion
+fashion: deps
+	@$(MAKE) --no-print-directory deps DEBS=dataset-fashion-mnist
+	@$(MAKE) --no-print-directory $(BUILD)/examples/mnist
+	$(BUILD)/examples/mnist --data $(FASHION_DIR) --model $(FASHION_MODEL) $(FASHION_FLAGS) $(ARGS)
+
 # Fuzzing (libFuzzer, clang): `make fuzz` runs every tests/fuzz/fuzz_*.c for
 # FUZZ_RUNS executions each, starting from its committed seed corpus in
 # tests/fuzz/corpus/NAME (copied, so the committed corpus is not changed);

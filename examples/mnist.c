@@ -1,6 +1,8 @@
-/* mnist: train a CNN with SpatialDropout2D on MNIST, evaluate, checkpoint.
+/* mnist: train a CNN with SpatialDropout2D on MNIST-format data (MNIST,
+ * Fashion-MNIST), evaluate, checkpoint.
  *
  *   make mnist ARGS="--epochs 1 --limit 6000"
+ *   make fashion                  (Fashion-MNIST, examples/fashion_net.txt)
  *   build/examples/mnist --data .cache/mnist [flags]     (--help lists them)
  *
  * The default network is examples/mnist_cnn.txt, compiled in; --model FILE
@@ -8,7 +10,9 @@
  * Exit status: 0 done, 1 a run-time failure (missing data, bad checkpoint,
  * non-finite loss), 2 a bad command line.
  * Training images are shifted at random by up to --shift pixels (default 2,
- * see mnist_train.h); --shift 0 trains on the images as they are.
+ * see mnist_train.h); --shift 0 trains on the images as they are. --flip
+ * also mirrors half of them at random (for Fashion-MNIST; off by default,
+ * since a mirrored digit is no longer that digit).
  * Deliberately omitted: other augmentations, a validation split, mid-epoch
  * checkpoints, multi-process training.
  */
@@ -28,7 +32,7 @@ static const char default_spec[] =
     ;
 
 typedef struct options {
-    int epochs, batch, threads, limit, eval_only, quiet, adam, shift;
+    int epochs, batch, threads, limit, eval_only, quiet, adam, shift, flip;
     float lr, lr_decay, rate;
     int lr_step;
     uint64_t seed;
@@ -37,14 +41,16 @@ typedef struct options {
     const char *model, *data, *save, *load, *resume, *log;
     /* which flags were given, for checks against a resumed checkpoint */
     int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate, set_shift;
+    int set_flip;
 } options;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mnist [flags]\n"
-            "Trains a CNN with SpatialDropout2D on MNIST and reports the test accuracy.\n"
-            "  --data DIR            MNIST files (plain or .gz)      [.cache/mnist]\n"
+            "Trains a CNN with SpatialDropout2D on MNIST-format data (MNIST, Fashion-MNIST)\n"
+            "and reports the test accuracy.\n"
+            "  --data DIR            MNIST-format files (plain, .gz) [.cache/mnist]\n"
             "  --epochs N            total epochs                    [12]\n"
             "  --batch N             batch size                      [128]\n"
             "  --optimizer NAME      adam | sgd (momentum 0.9)       [adam]\n"
@@ -53,7 +59,10 @@ static void usage(FILE *f)
             "  --lr-step S           ... every S epochs (StepLR)     [8]\n"
             "  --shift N             random shifts of up to N px     [2]\n"
             "                        in x and y, zero fill; 0..8, 0 = off\n"
-            "  --seed N              weights, dropout, order, shifts [1]\n"
+            "  --flip                mirror half the training images at random, left to\n"
+            "                        right (not for digits)          [off]\n"
+            "  --seed N              the random draws: weights,      [1]\n"
+            "                        dropout, data order, shifts, flips\n"
             "  --threads N           OpenMP/OpenBLAS threads         [all cores]\n"
             "  --dropout KIND        spatial | standard | none: the spatial_dropout2d line\n"
             "                        of the network becomes that    [spatial]\n"
@@ -125,10 +134,11 @@ static int parse_args(int argc, char **argv, options *o)
             usage(stdout);
             exit(0);
         }
-        int is_switch = !strcmp(f, "--eval-only") || !strcmp(f, "--quiet");
+        int is_switch = !strcmp(f, "--eval-only") || !strcmp(f, "--quiet") || !strcmp(f, "--flip");
         if (is_switch) {
             if (val) return bad_usage("%s takes no value, but got '%s'", f, val);
             if (!strcmp(f, "--eval-only")) o->eval_only = 1;
+            else if (!strcmp(f, "--flip")) o->flip = o->set_flip = 1;
             else o->quiet = 1;
             continue;
         }
@@ -342,7 +352,7 @@ int main(int argc, char **argv)
     if (!opt) goto fail;
 
     mnist_config cfg = {.epochs = o.epochs, .batch = o.batch, .lr = o.lr, .lr_decay = o.lr_decay,
-                        .lr_step = o.lr_step, .shift = o.shift,
+                        .lr_step = o.lr_step, .shift = o.shift, .flip = o.flip,
                         .seed = o.seed, .out = stdout, .save_path = o.save};
     cfg.verbose = !o.quiet;
     cfg.progress = !o.quiet && isatty(fileno(stdout));
@@ -372,6 +382,14 @@ int main(int argc, char **argv)
             status = 2;
             goto out;
         }
+        /* A switch can only disagree one way: without it a resumed run keeps
+         * the checkpoint's flips, as it keeps its shift. */
+        if (o.set_flip && !st.flip) {
+            fprintf(stderr, "mnist: --flip, but %s was trained without flips; a resumed run "
+                    "continues with the checkpoint's value (leave the flag out)\n", o.resume);
+            status = 2;
+            goto out;
+        }
         if ((int)st.n_train > data.n_train) {
             fprintf(stderr, "mnist: %s was trained on %u images, %s has %d\n", o.resume, st.n_train,
                     o.data, data.n_train);
@@ -383,6 +401,7 @@ int main(int argc, char **argv)
         cfg.lr_step = (int)st.lr_step;
         cfg.seed = st.seed;
         cfg.shift = (int)st.shift;
+        cfg.flip = (int)st.flip;
     }
     if (o.log) {
         /* A resumed run appends, so the file keeps the whole history. */
@@ -398,9 +417,10 @@ int main(int argc, char **argv)
         nn_model_summary(m, stdout);
         printf("data: %u of %d training images, %d test images (%s)\n", st.n_train, data.n_train,
                data.n_test, o.data);
-        char shifts[48] = "no shifts";
+        char shifts[80] = "no shifts";
         if (cfg.shift)
             snprintf(shifts, sizeof shifts, "random shifts up to %d px", cfg.shift);
+        if (cfg.flip) strcat(shifts, ", random horizontal flips");
         printf("%s, lr %g x %g every %d epoch%s, batch %d, %s, %d epoch%s, seed %llu, %d thread%s, "
                "%s\n", o.adam ? "adam" : "sgd (momentum 0.9)", (double)cfg.lr, (double)cfg.lr_decay,
                cfg.lr_step, cfg.lr_step == 1 ? "" : "s", cfg.batch, shifts, o.epochs,
@@ -420,7 +440,8 @@ int main(int argc, char **argv)
             NN_OK)
             goto fail;
         mnist_metrics none = {0};
-        mnist_log_line(log, 1, (int)st.epoch, mnist_epoch_lr(&st, st.epoch ? st.epoch - 1 : 0),
+        /* Evaluation flips nothing, so the record says no flips. */
+        mnist_log_line(log, 1, (int)st.epoch, mnist_epoch_lr(&st, st.epoch ? st.epoch - 1 : 0), 0,
                        &none, &test, test.seconds, 0.0, test.n / test.seconds);
         print_final(stdout, &test, NULL);
         status = 0;

@@ -23,14 +23,19 @@
  * (no extra pass over the batch). The offsets are a counter-based hash of
  * (seed, epoch, image index in the training set), so they depend neither on
  * the thread count, nor on the batch an image lands in, nor on a resume.
- * Evaluation never shifts.
+ * Optionally (flip) each image is also mirrored left to right with
+ * probability 1/2, drawn the same way on a stream of its own and done in the
+ * same conversion: a symmetric class (a shirt, a shoe) stays itself, which
+ * a digit does not, so flips are off unless asked for.
+ * Evaluation never shifts nor flips.
  *
  * Determinism: everything that the log records except the timings depends
  * only on the seed and the data: shuffling is sequential on one thread, the
  * losses are summed in a fixed order in double.
  *
  * Deliberately omitted: validation splits, early stopping, augmentations
- * other than translation (rotation, scaling, elastic), mid-epoch checkpoints.
+ * other than translation and mirroring (rotation, scaling, elastic, vertical
+ * flips), mid-epoch checkpoints.
  */
 #ifndef NN_EXAMPLES_MNIST_TRAIN_H
 #define NN_EXAMPLES_MNIST_TRAIN_H
@@ -51,8 +56,9 @@ typedef struct mnist_config {
     int batch;
     float lr, lr_decay;    /* base learning rate, factor every lr_step epochs */
     int lr_step;
-    uint64_t seed;         /* model init, dropout, data order and shifts */
+    uint64_t seed;         /* model init, dropout, data order, shifts and flips */
     int shift;             /* max translation in pixels, 0..MNIST_SHIFT_MAX */
+    int flip;              /* 1: mirror half the training images at random */
     int progress;          /* redraw a progress bar in place (a terminal) */
     int verbose;           /* one line per epoch */
     FILE *out;             /* where lines go */
@@ -70,20 +76,25 @@ typedef struct mnist_state {
     uint32_t n_train;      /* training images used (after --limit) */
     uint64_t seed;
     uint32_t shift;        /* max translation in pixels */
+    uint32_t flip;         /* 0 or 1 */
 } mnist_state;
 
 #define MNIST_STATE_MAGIC 0x4d4e5354u /* "MNST" */
-/* Version 2 appends the shift. Version 1 blobs (written before there was
- * augmentation) still load, with shift 0, so they resume as they began. */
-#define MNIST_STATE_VERSION 2u
+/* Version 2 appends the shift, version 3 the flip. Older blobs still load,
+ * version 1 (written before there was augmentation) with shift 0, versions 1
+ * and 2 with flip 0, so they resume as they began. */
+#define MNIST_STATE_VERSION 3u
 #define MNIST_STATE_BYTES_V1 (4 + 4 + 4 + 4 * 8 + 4 + 4 + 4 + 4 + 4 + 8)
-#define MNIST_STATE_BYTES (MNIST_STATE_BYTES_V1 + 4)
+#define MNIST_STATE_BYTES_V2 (MNIST_STATE_BYTES_V1 + 4)
+#define MNIST_STATE_BYTES (MNIST_STATE_BYTES_V2 + 4)
 
 /* The largest --shift: 8 of 28 pixels already pushes most digits partly out
  * of the frame. */
 #define MNIST_SHIFT_MAX 8
 /* Key of the shift stream, "shift", apart from data order and dropout. */
 #define MNIST_SHIFT_STREAM 0x7368696674ull
+/* Key of the flip stream, "flip": flips do not follow the shifts. */
+#define MNIST_FLIP_STREAM 0x666c6970ull
 
 typedef struct mnist_metrics {
     double loss, acc;      /* mean loss per image, fraction correct */
@@ -120,6 +131,7 @@ static void mnist_state_init(mnist_state *st, const mnist_config *cfg, int n_tra
     st->n_train = (uint32_t)n_train;
     st->seed = cfg->seed;
     st->shift = (uint32_t)cfg->shift;
+    st->flip = cfg->flip ? 1u : 0u;
 }
 
 static void mnist_put32(uint8_t *p, uint32_t v)
@@ -162,25 +174,32 @@ static void mnist_state_pack(const mnist_state *st, uint8_t buf[MNIST_STATE_BYTE
     mnist_put32(p, (uint32_t)st->seed), p += 4;
     mnist_put32(p, (uint32_t)(st->seed >> 32)), p += 4;
     mnist_put32(p, st->shift), p += 4;
+    mnist_put32(p, st->flip), p += 4;
 }
 
 static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t len,
                                     const char *path)
 {
-    if ((len != MNIST_STATE_BYTES && len != MNIST_STATE_BYTES_V1) ||
+    if ((len != MNIST_STATE_BYTES && len != MNIST_STATE_BYTES_V2 && len != MNIST_STATE_BYTES_V1) ||
         mnist_get32(buf) != MNIST_STATE_MAGIC)
         return nn_error(NN_ERR_FORMAT, "%s: the checkpoint holds no MNIST training state (a "
                         "%zu-byte blob); use --load for weights only", path, len);
     const uint32_t version = mnist_get32(buf + 4);
-    if ((version != 1 && version != MNIST_STATE_VERSION) ||
-        len != (version == 1 ? MNIST_STATE_BYTES_V1 : MNIST_STATE_BYTES))
+    if (version < 1 || version > MNIST_STATE_VERSION ||
+        len != (version == 1 ? MNIST_STATE_BYTES_V1
+                             : version == 2 ? MNIST_STATE_BYTES_V2 : MNIST_STATE_BYTES))
         return nn_error(NN_ERR_FORMAT, "%s: MNIST training state version %u in %zu bytes, expected "
-                        "version %u in %d bytes or 1 in %d", path, version, len,
-                        MNIST_STATE_VERSION, MNIST_STATE_BYTES, MNIST_STATE_BYTES_V1);
+                        "version %u in %d bytes, 2 in %d or 1 in %d", path, version, len,
+                        MNIST_STATE_VERSION, MNIST_STATE_BYTES, MNIST_STATE_BYTES_V2,
+                        MNIST_STATE_BYTES_V1);
     const uint32_t shift = version == 1 ? 0 : mnist_get32(buf + MNIST_STATE_BYTES_V1);
     if (shift > MNIST_SHIFT_MAX)
         return nn_error(NN_ERR_FORMAT, "%s: MNIST training state has shift %u, at most %d", path,
                         shift, MNIST_SHIFT_MAX);
+    const uint32_t flip = version < 3 ? 0 : mnist_get32(buf + MNIST_STATE_BYTES_V2);
+    if (flip > 1)
+        return nn_error(NN_ERR_FORMAT, "%s: MNIST training state has flip %u, expected 0 or 1",
+                        path, flip);
     const uint8_t *p = buf + 8;
     st->epoch = mnist_get32(p), p += 4;
     for (int i = 0; i < 4; i++) {
@@ -194,6 +213,7 @@ static nn_status mnist_state_unpack(mnist_state *st, const uint8_t *buf, size_t 
     st->n_train = mnist_get32(p), p += 4;
     st->seed = mnist_get32(p) | (uint64_t)mnist_get32(p + 4) << 32;
     st->shift = shift;
+    st->flip = flip;
     return NN_OK;
 }
 
@@ -245,13 +265,25 @@ static void mnist_shift_offsets(uint64_t seed, int epoch, int index, int shift, 
     *dx = (int)(((h >> 32) * span) >> 32) - shift;
 }
 
-/* dst = src * scale moved down by dy and right by dx, zeros shifted in:
- * dst[r][c] = src[r - dy][c - dx] * scale where that pixel exists, else 0.
+/* Whether training image `index` is mirrored in epoch `epoch` (0-based):
+ * the top bit of a hash on the flip stream, so half the images on average,
+ * a pure function of (seed, epoch, index) like the shifts. 0 when flip is 0. */
+static int mnist_flip_draw(uint64_t seed, int epoch, int index, int flip)
+{
+    if (!flip) return 0;
+    return (int)(tensor_hash3(tensor_hash3(seed, MNIST_FLIP_STREAM, 0), (uint64_t)epoch,
+                              (uint64_t)index) >> 63);
+}
+
+/* dst = src * scale, mirrored left to right if flip, then moved down by dy
+ * and right by dx, zeros shifted in: dst[r][c] = m[r - dy][c - dx] * scale
+ * where that pixel exists, else 0, with m[i][j] = src[i][flip ? cols-1-j : j].
  * dst: rows x cols floats, src: rows x cols bytes; any dy, dx. It is the
- * pixel conversion itself (with dy = dx = 0 it equals nn_idx_to_float bit
- * for bit), so the shift costs no pass of its own. */
+ * pixel conversion itself (with dy = dx = 0 and no flip it equals
+ * nn_idx_to_float bit for bit), so the shift and flip cost no pass of their
+ * own. */
 static void mnist_shift_image(float *dst, const uint8_t *src, int rows, int cols, int dy, int dx,
-                              float scale)
+                              int flip, float scale)
 {
     /* Columns [c0, c1) of every row have a source pixel. */
     const int c0 = dx > 0 ? (dx < cols ? dx : cols) : 0;
@@ -265,13 +297,17 @@ static void mnist_shift_image(float *dst, const uint8_t *src, int rows, int cols
         }
         const uint8_t *s = src + (size_t)sr * cols;
         for (int c = 0; c < c0; c++) d[c] = 0.0f;
-        for (int c = c0; c < c1; c++) d[c] = (float)s[c - dx] * scale;
+        if (flip)
+            for (int c = c0; c < c1; c++) d[c] = (float)s[cols - 1 - (c - dx)] * scale;
+        else
+            for (int c = c0; c < c1; c++) d[c] = (float)s[c - dx] * scale;
         for (int c = c1; c < cols; c++) d[c] = 0.0f;
     }
 }
 
-/* Fills a training batch: images order[0..b) of data, scaled to [0, 1] and
- * shifted as st and epoch say, into buf (b x rows x cols), labels into lab. */
+/* Fills a training batch: images order[0..b) of data, scaled to [0, 1],
+ * shifted and flipped as st and epoch say, into buf (b x rows x cols),
+ * labels into lab. */
 static void mnist_fill_batch(float *buf, int *lab, const nn_mnist *data, const int *order, int b,
                              const mnist_state *st, int epoch)
 {
@@ -281,8 +317,9 @@ static void mnist_fill_batch(float *buf, int *lab, const nn_mnist *data, const i
         const int idx = order[i];
         int dy, dx;
         mnist_shift_offsets(st->seed, epoch, idx, (int)st->shift, &dy, &dx);
+        const int flip = mnist_flip_draw(st->seed, epoch, idx, (int)st->flip);
         mnist_shift_image(buf + (size_t)i * pixels, data->train_images + (size_t)idx * pixels, rows,
-                          cols, dy, dx, 1.0f / 255.0f);
+                          cols, dy, dx, flip, 1.0f / 255.0f);
         lab[i] = data->train_labels[idx];
     }
 }
@@ -353,16 +390,19 @@ static void mnist_progress(const mnist_config *cfg, int epoch, int done, int tot
     fflush(cfg->out);
 }
 
-/* One JSON object per line; the timing keys come last. */
-static void mnist_log_line(FILE *log, int final, int epoch, float lr, const mnist_metrics *train,
-                           const mnist_metrics *test, double seconds, double train_ips,
-                           double eval_ips)
+/* One JSON object per line; the timing keys come last. A run with flips
+ * says so on every line ("flip": true); without, the key is left out, so
+ * the lines are those of the runs before there were flips. */
+static void mnist_log_line(FILE *log, int final, int epoch, float lr, int flip,
+                           const mnist_metrics *train, const mnist_metrics *test, double seconds,
+                           double train_ips, double eval_ips)
 {
     if (!log) return;
-    fprintf(log, "{%s\"epoch\": %d, \"lr\": %.9g, \"train_loss\": %.9g, \"train_acc\": %.9g, "
+    fprintf(log, "{%s\"epoch\": %d, \"lr\": %.9g, %s\"train_loss\": %.9g, \"train_acc\": %.9g, "
             "\"test_loss\": %.9g, \"test_acc\": %.9g, \"seconds\": %.3f, \"images_per_sec\": %.1f, "
             "\"eval_images_per_sec\": %.1f}\n", final ? "\"final\": true, " : "", epoch,
-            (double)lr, train->loss, train->acc, test->loss, test->acc, seconds, train_ips, eval_ips);
+            (double)lr, flip ? "\"flip\": true, " : "", train->loss, train->acc, test->loss,
+            test->acc, seconds, train_ips, eval_ips);
     fflush(log);
 }
 
@@ -385,6 +425,8 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
     if (st->shift > MNIST_SHIFT_MAX)
         return nn_error(NN_ERR_ARG, "mnist_train: shift %u, at most %d", st->shift,
                         MNIST_SHIFT_MAX);
+    if (st->flip > 1)
+        return nn_error(NN_ERR_ARG, "mnist_train: flip %u, expected 0 or 1", st->flip);
     const int low = mnist_lr_underflow_epoch(st, (int)st->epoch, cfg->epochs);
     if (low >= 0)
         return nn_error(NN_ERR_ARG, "mnist_train: with --lr %g --lr-decay %g --lr-step %u the "
@@ -473,8 +515,8 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
                     100.0 * test.acc, train_seconds + test.seconds, train_ips, eval_ips);
             fflush(cfg->out);
         }
-        mnist_log_line(cfg->log, 0, epoch + 1, lr, &train, &test, train_seconds + test.seconds,
-                       train_ips, eval_ips);
+        mnist_log_line(cfg->log, 0, epoch + 1, lr, (int)st->flip, &train, &test,
+                       train_seconds + test.seconds, train_ips, eval_ips);
         if (cfg->save_path) {
             uint8_t blob[MNIST_STATE_BYTES];
             mnist_state_pack(st, blob);
@@ -483,8 +525,9 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
     }
     res->wall_seconds = mnist_now() - run_start;
     if (s == NN_OK && res->epoch)
-        mnist_log_line(cfg->log, 1, res->epoch, res->lr, &res->train, &res->test, res->wall_seconds,
-                       res->train_images / res->train_seconds, res->eval_images / res->eval_seconds);
+        mnist_log_line(cfg->log, 1, res->epoch, res->lr, (int)st->flip, &res->train, &res->test,
+                       res->wall_seconds, res->train_images / res->train_seconds,
+                       res->eval_images / res->eval_seconds);
     free(order);
     free(lab);
     tensor_aligned_free(buf);

@@ -11,7 +11,12 @@
  * image, the epoch and the seed, the batch holds each image with its own
  * offsets, and the resume and thread tests run with shifts on. (The
  * synthetic classes are rows and columns, which a shift would confuse, so
- * the learning test trains without.) */
+ * the learning test trains without.)
+ * The random flips: a flipped image is the mirror of the original, shifted
+ * or not; about half the images flip, as a function of (seed, epoch, index)
+ * alone; version-3 state blobs carry the flip, version-2 ones load without;
+ * a resume with flips is bit for bit the straight run, and one that loses
+ * the flip is not. */
 #include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,15 +169,15 @@ static void test_loss_falls(void **state)
     optim_free(o);
 }
 
-static void test_resume_bit_exact(void **state)
+static void resume_bit_exact(int flip)
 {
-    (void)state;
     /* Straight: 4 epochs, checkpoint after each. */
     nn_model *a = make_model(11);
     optim *oa = make_adam(3e-3f);
     FILE *la = fopen(test_path("a.jsonl"), "w");
     mnist_config ca = make_config(4, la, test_path("a.ckpt"));
     ca.shift = 2;
+    ca.flip = flip;
     mnist_state sa;
     mnist_state_init(&sa, &ca, data.n_train);
     mnist_result ra;
@@ -185,6 +190,7 @@ static void test_resume_bit_exact(void **state)
     FILE *lb = fopen(test_path("b.jsonl"), "w");
     mnist_config cb = make_config(2, lb, test_path("b.ckpt"));
     cb.shift = 2;
+    cb.flip = flip;
     mnist_state sb;
     mnist_state_init(&sb, &cb, data.n_train);
     mnist_result rb;
@@ -194,8 +200,8 @@ static void test_resume_bit_exact(void **state)
     optim_free(ob);
 
     /* Resume into objects built differently (other init seed, other lr, a
-     * state that says nothing, a config without shifts): the checkpoint must
-     * supply all of it. */
+     * state that says nothing, a config without shifts or flips): the
+     * checkpoint must supply all of it. */
     b = make_model(12345);
     ob = make_adam(0.5f);
     memset(&sb, 0, sizeof sb);
@@ -205,6 +211,7 @@ static void test_resume_bit_exact(void **state)
     assert_ok(mnist_state_unpack(&sb, blob, blob_len, "b.ckpt"));
     assert_int_equal(sb.epoch, 2);
     assert_int_equal(sb.shift, 2);
+    assert_int_equal(sb.flip, flip);
     lb = fopen(test_path("b.jsonl"), "a");
     cb = make_config(4, lb, test_path("b.ckpt"));
     assert_ok(mnist_train(b, ob, &data, &cb, &sb, &rb));
@@ -224,6 +231,15 @@ static void test_resume_bit_exact(void **state)
     char *ta = log_without_timings(test_path("a.jsonl")), *tb = log_without_timings(test_path("b.jsonl"));
     assert_string_equal(ta, tb);
     assert_non_null(strstr(ta, "\"epoch\": 4,"));
+    /* Every epoch record of a run with flips says so; without, none does. */
+    int lines = 0, flip_lines = 0;
+    for (const char *line = ta; *line; line = strchr(line, '\n') + 1) {
+        const char *key = strstr(line, "\"flip\": true");
+        lines++;
+        flip_lines += key && key < strchr(line, '\n');
+    }
+    assert_int_equal(lines, 4);
+    assert_int_equal(flip_lines, flip ? 4 : 0);
     assert_true(ra.test.acc == rb.test.acc && ra.test.loss == rb.test.loss);
     /* The test metrics the loop reports are of the images as they are. */
     mnist_metrics plain;
@@ -240,6 +256,18 @@ static void test_resume_bit_exact(void **state)
     optim_free(ob);
 }
 
+static void test_resume_bit_exact(void **state)
+{
+    (void)state;
+    resume_bit_exact(0);
+}
+
+static void test_resume_bit_exact_flips(void **state)
+{
+    (void)state;
+    resume_bit_exact(1);
+}
+
 /* A resume that forgets one piece of state diverges from the straight run:
  * shows that each piece the checkpoint carries is needed. */
 static void test_resume_needs_all_state(void **state)
@@ -249,16 +277,18 @@ static void test_resume_needs_all_state(void **state)
     optim *oa = make_adam(3e-3f);
     mnist_config ca = make_config(3, NULL, NULL);
     ca.shift = 1;
+    ca.flip = 1;
     mnist_state sa;
     mnist_state_init(&sa, &ca, data.n_train);
     mnist_result r;
     assert_ok(mnist_train(a, oa, &data, &ca, &sa, &r));
 
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 5; variant++) {
         nn_model *b = make_model(11);
         optim *ob = make_adam(3e-3f);
         mnist_config cb = make_config(2, NULL, test_path("v.ckpt"));
         cb.shift = 1;
+        cb.flip = 1;
         mnist_state sb;
         mnist_state_init(&sb, &cb, data.n_train);
         assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
@@ -274,6 +304,7 @@ static void test_resume_needs_all_state(void **state)
         if (variant == 1) b->layers[2]->calls = 0;            /* dropout counter lost */
         if (variant == 2) memset(ob->state, 0, 2 * ob->n * sizeof(float)); /* Adam moments lost */
         if (variant == 3) sb.shift = 0;                       /* shifts lost */
+        if (variant == 4) sb.flip = 0;                        /* flips lost */
         cb = make_config(3, NULL, NULL);
         assert_ok(mnist_train(b, ob, &data, &cb, &sb, &r));
         if (!memcmp(a->params, b->params, a->n_params * sizeof(float)))
@@ -390,7 +421,7 @@ static void test_state_blob(void **state)
     assert_int_equal(b.epoch, 5);
     assert_int_equal(b.shift, 0);
     assert_int_equal(b.n_train, 777);
-    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_int_equal(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V2, "x.ckpt"), NN_ERR_FORMAT);
     assert_error_contains("version 1 in 76 bytes");
     buf[4] = 2;
     assert_int_equal(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V1, "x.ckpt"), NN_ERR_FORMAT);
@@ -402,6 +433,55 @@ static void test_state_blob(void **state)
     buf[4] = 9;
     assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
     assert_error_contains("version 9");
+}
+
+/* Version 3 adds the flip: it round-trips; a version-2 blob (the same bytes
+ * without the last field) loads with flips off and its shift kept; a flip
+ * other than 0 or 1 is refused. */
+static void test_state_blob_flip(void **state)
+{
+    (void)state;
+    mnist_config cfg = make_config(3, NULL, NULL);
+    cfg.shift = 2;
+    cfg.flip = 1;
+    mnist_state a, b;
+    mnist_state_init(&a, &cfg, 555);
+    assert_int_equal(a.flip, 1);
+    a.epoch = 2;
+    uint8_t buf[MNIST_STATE_BYTES];
+    assert_int_equal(sizeof buf, MNIST_STATE_BYTES_V2 + 4);
+    mnist_state_pack(&a, buf);
+    assert_int_equal(buf[4], 3);
+    memset(&b, 0, sizeof b);
+    assert_ok(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"));
+    assert_memory_equal(&a, &b, sizeof a); /* every field, padding included (both zeroed) */
+    cfg.flip = 0;
+    mnist_state_init(&a, &cfg, 555);
+    mnist_state_pack(&a, buf);
+    b.flip = 1;
+    assert_ok(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"));
+    assert_int_equal(b.flip, 0);
+
+    /* Version 2: flip off whatever the state held before. */
+    cfg.flip = 1;
+    mnist_state_init(&a, &cfg, 555);
+    mnist_state_pack(&a, buf);
+    buf[4] = 2;
+    memset(&b, 0, sizeof b);
+    b.flip = 1;
+    assert_ok(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V2, "x.ckpt"));
+    assert_int_equal(b.flip, 0);
+    assert_int_equal(b.shift, 2);
+    assert_int_equal(b.n_train, 555);
+    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("version 2 in 80 bytes");
+    buf[4] = 3;
+    assert_int_equal(mnist_state_unpack(&b, buf, MNIST_STATE_BYTES_V2, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("version 3 in 76 bytes");
+    a.flip = 2;
+    mnist_state_pack(&a, buf);
+    assert_int_equal(mnist_state_unpack(&b, buf, sizeof buf, "x.ckpt"), NN_ERR_FORMAT);
+    assert_error_contains("x.ckpt: MNIST training state has flip 2, expected 0 or 1");
 }
 
 /* A hand-made 3x4 image moved in each direction: the content moves down for
@@ -429,7 +509,7 @@ static void test_shift_image(void **state)
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         float dst[12];
         for (int i = 0; i < 12; i++) dst[i] = -1.0f; /* every value must be written */
-        mnist_shift_image(dst, src, 3, 4, cases[k].dy, cases[k].dx, 1.0f);
+        mnist_shift_image(dst, src, 3, 4, cases[k].dy, cases[k].dx, 0, 1.0f);
         for (int i = 0; i < 12; i++)
             if (dst[i] != cases[k].want[i])
                 fail_msg("shift (%d, %d): pixel %d is %g, expected %g", cases[k].dy, cases[k].dx, i,
@@ -443,11 +523,11 @@ static void test_shift_image(void **state)
     for (int i = 0; i < 28 * 28; i++) img[i] = (uint8_t)tensor_rng_below(&rng, 256);
     float got[28 * 28], plain[28 * 28];
     nn_idx_to_float(plain, img, 28 * 28, 1.0f / 255.0f);
-    mnist_shift_image(got, img, 28, 28, 0, 0, 1.0f / 255.0f);
+    mnist_shift_image(got, img, 28, 28, 0, 0, 0, 1.0f / 255.0f);
     assert_memory_equal(got, plain, sizeof got);
     for (int dy = -MNIST_SHIFT_MAX; dy <= MNIST_SHIFT_MAX; dy++)
         for (int dx = -MNIST_SHIFT_MAX; dx <= MNIST_SHIFT_MAX; dx++) {
-            mnist_shift_image(got, img, 28, 28, dy, dx, 1.0f / 255.0f);
+            mnist_shift_image(got, img, 28, 28, dy, dx, 0, 1.0f / 255.0f);
             for (int r = 0; r < 28; r++)
                 for (int c = 0; c < 28; c++) {
                     const int sr = r - dy, sc = c - dx;
@@ -535,7 +615,7 @@ static void test_shift_batch(void **state)
         int dy, dx;
         mnist_shift_offsets(11, 4, order[i], 3, &dy, &dx);
         moved += dy != 0 || dx != 0;
-        mnist_shift_image(want, data.train_images + (size_t)order[i] * 64, 8, 8, dy, dx, 1.0f / 255.0f);
+        mnist_shift_image(want, data.train_images + (size_t)order[i] * 64, 8, 8, dy, dx, 0, 1.0f / 255.0f);
         assert_memory_equal(batch + i * 64, want, sizeof want);
         assert_int_equal(lab[i], data.train_labels[order[i]]);
     }
@@ -546,6 +626,128 @@ static void test_shift_batch(void **state)
     for (int i = 0; i < 5; i++) {
         nn_idx_to_float(want, data.train_images + (size_t)order[i] * 64, 64, 1.0f / 255.0f);
         assert_memory_equal(batch + i * 64, want, sizeof want);
+    }
+}
+
+/* The flipped image is the mirror of the original: on a hand-made 3x4
+ * image, then on a 28x28 one at every offset, where a flip with (dy, dx)
+ * must equal the mirror of the unflipped image shifted by (dy, -dx). */
+static void test_flip_image(void **state)
+{
+    (void)state;
+    const uint8_t src[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    static const struct {
+        int dy, dx;
+        float want[12];
+    } cases[] = {
+        {0, 0, {4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9}},
+        {0, 1, {0, 4, 3, 2, 0, 8, 7, 6, 0, 12, 11, 10}},  /* mirrored, then right */
+        {1, -1, {0, 0, 0, 0, 3, 2, 1, 0, 7, 6, 5, 0}},    /* down and left */
+        {0, 4, {0}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        float dst[12];
+        for (int i = 0; i < 12; i++) dst[i] = -1.0f;
+        mnist_shift_image(dst, src, 3, 4, cases[k].dy, cases[k].dx, 1, 1.0f);
+        for (int i = 0; i < 12; i++)
+            if (dst[i] != cases[k].want[i])
+                fail_msg("flip, shift (%d, %d): pixel %d is %g, expected %g", cases[k].dy,
+                         cases[k].dx, i, (double)dst[i], (double)cases[k].want[i]);
+    }
+    uint8_t img[28 * 28];
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 6);
+    for (int i = 0; i < 28 * 28; i++) img[i] = (uint8_t)tensor_rng_below(&rng, 256);
+    float got[28 * 28], plain[28 * 28];
+    nn_idx_to_float(plain, img, 28 * 28, 1.0f / 255.0f);
+    for (int dy = -MNIST_SHIFT_MAX; dy <= MNIST_SHIFT_MAX; dy++)
+        for (int dx = -MNIST_SHIFT_MAX; dx <= MNIST_SHIFT_MAX; dx++) {
+            float mirror[28 * 28];
+            mnist_shift_image(got, img, 28, 28, dy, dx, 1, 1.0f / 255.0f);
+            mnist_shift_image(mirror, img, 28, 28, dy, -dx, 0, 1.0f / 255.0f);
+            for (int r = 0; r < 28; r++)
+                for (int c = 0; c < 28; c++) {
+                    const int sr = r - dy, sc = 27 - (c - dx);
+                    const float want = sr >= 0 && sr < 28 && sc >= 0 && sc < 28 ? plain[sr * 28 + sc] : 0.0f;
+                    if (got[r * 28 + c] != want || got[r * 28 + c] != mirror[r * 28 + 27 - c])
+                        fail_msg("flip, shift (%d, %d) at (%d, %d): %g, expected %g", dy, dx, r, c,
+                                 (double)got[r * 28 + c], (double)want);
+                }
+        }
+}
+
+/* Flip draws: never with flip 0; about half the images otherwise, a pure
+ * function of (seed, epoch, index) that changes with each of the three and
+ * does not follow the shifts. */
+static void test_flip_draws(void **state)
+{
+    (void)state;
+    enum { IMAGES = 20000, EPOCHS = 3 };
+    int flips = 0, same_epoch = 0, same_seed = 0, same_next = 0, right = 0, right_flips = 0;
+    for (int e = 0; e < EPOCHS; e++)
+        for (int i = 0; i < IMAGES; i++) {
+            assert_int_equal(mnist_flip_draw(11, e, i, 0), 0);
+            const int f = mnist_flip_draw(11, e, i, 1);
+            assert_true(f == 0 || f == 1);
+            assert_int_equal(mnist_flip_draw(11, e, i, 1), f);
+            flips += f;
+            same_epoch += f == mnist_flip_draw(11, e + 1, i, 1);
+            same_seed += f == mnist_flip_draw(12, e, i, 1);
+            same_next += f == mnist_flip_draw(11, e, i + 1, 1);
+            int dy, dx;
+            mnist_shift_offsets(11, e, i, 1, &dy, &dx);
+            if (dx > 0) right++, right_flips += f;
+        }
+    /* Each count is binomial with p = 1/2 over 60000 draws (sd 122, or 0.2%);
+     * a 3% band is 15 standard deviations. */
+    const double n = (double)IMAGES * EPOCHS;
+    const int counts[4] = {flips, same_epoch, same_seed, same_next};
+    static const char *const what[4] = {"flipped", "agree across epochs", "agree across seeds",
+                                        "agree with the next image"};
+    for (int k = 0; k < 4; k++)
+        if (fabs(counts[k] / n - 0.5) > 0.03)
+            fail_msg("%d of %.0f draws %s, expected about half", counts[k], n, what[k]);
+    /* Among images shifted right (a third of them), still half flip. */
+    if (fabs((double)right_flips / right - 0.5) > 0.04)
+        fail_msg("%d of %d images shifted right flipped", right_flips, right);
+}
+
+/* The training batch with flips: each image with its own draw, mirrored
+ * exactly when the draw says so, shifts on or off. */
+static void test_flip_batch(void **state)
+{
+    (void)state;
+    enum { B = 16 };
+    int order[B];
+    for (int i = 0; i < B; i++) order[i] = (i * 61) % data.n_train;
+    float batch[B * 64], want[64];
+    int lab[B];
+    mnist_config cfg = make_config(1, NULL, NULL);
+    cfg.flip = 1;
+    for (int shift = 0; shift <= 2; shift += 2) {
+        cfg.shift = shift;
+        mnist_state st;
+        mnist_state_init(&st, &cfg, data.n_train);
+        mnist_fill_batch(batch, lab, &data, order, B, &st, 3);
+        int flipped = 0;
+        for (int i = 0; i < B; i++) {
+            int dy, dx;
+            mnist_shift_offsets(11, 3, order[i], shift, &dy, &dx);
+            const int f = mnist_flip_draw(11, 3, order[i], 1);
+            flipped += f;
+            const uint8_t *img = data.train_images + (size_t)order[i] * 64;
+            mnist_shift_image(want, img, 8, 8, dy, dx, f, 1.0f / 255.0f);
+            assert_memory_equal(batch + i * 64, want, sizeof want);
+            if (shift == 0) {
+                float plain[64];
+                nn_idx_to_float(plain, img, 64, 1.0f / 255.0f);
+                for (int p = 0; p < 64; p++)
+                    assert_true(batch[i * 64 + p] == plain[f ? p / 8 * 8 + 7 - p % 8 : p]);
+            }
+            assert_int_equal(lab[i], data.train_labels[order[i]]);
+        }
+        /* 16 fair draws: all alike has chance 2^-15. */
+        assert_true(flipped > 0 && flipped < B);
     }
 }
 
@@ -619,9 +821,14 @@ int main(void)
         cmocka_unit_test(test_shift_offsets),
         cmocka_unit_test(test_shift_batch),
         cmocka_unit_test(test_shift_parse),
+        cmocka_unit_test(test_state_blob_flip),
+        cmocka_unit_test(test_flip_image),
+        cmocka_unit_test(test_flip_draws),
+        cmocka_unit_test(test_flip_batch),
         cmocka_unit_test(test_lr_underflow),
         cmocka_unit_test_setup_teardown(test_loss_falls, test_dir_setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_bit_exact, test_dir_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_bit_exact_flips, test_dir_setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_needs_all_state, test_dir_setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_invariant, test_dir_setup, teardown),
         cmocka_unit_test_setup_teardown(test_nan_stops_and_keeps_checkpoint, test_dir_setup, teardown),
