@@ -3,6 +3,7 @@
 #   make test     install missing packages, build, run every test suite
 #   make asan     the test suites under AddressSanitizer + UBSan
 #   make mnist    install, fetch MNIST, build, train (ARGS="--epochs 1")
+#   make fashion  the same program on Fashion-MNIST (Debian dataset-fashion-mnist)
 #   make bench    benchmarks (tests/bench/)
 #   make deps     install missing Debian packages with apt-get
 
