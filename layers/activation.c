@@ -239,9 +239,10 @@ static void activation_backward(nn_node *node)
     }
 }
 
-nn_status nn_act_record(nn_graph *g, nn_activation a, float alpha, tensor *x, tensor **y)
+nn_status nn_act_record(nn_graph *g, nn_activation a, float alpha, tensor *x, tensor **y,
+                        int may_overwrite_x)
 {
-    if (!nn_graph_needs_grad(g, &x, 1)) {
+    if (may_overwrite_x && !nn_graph_needs_grad(g, &x, 1)) {
         activation_forward(a, alpha, x->data, x);
         *y = x;
         return NN_OK;

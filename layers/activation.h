@@ -82,11 +82,13 @@ int nn_act_has_alpha(nn_activation a);
  * activation is an error naming the layer. */
 nn_status nn_act_config_alpha(nn_config *c, nn_activation a, float *alpha);
 
-/* For dense and conv2d: *y = a(x) as a graph node of its own (op named after
- * the activation) that follows the layer's linear output x. x must be that
- * layer's fresh output: when the graph records nothing, a(x) is computed in
- * place and *y is x. a is one of sigmoid .. softmax; softmax runs over x's
- * last axis. Errors: out of arena memory. */
-nn_status nn_act_record(nn_graph *g, nn_activation a, float alpha, tensor *x, tensor **y);
+/* *y = a(x) as a graph node of its own (op named after the activation), for
+ * the activation layers and after dense's and conv2d's linear output. When
+ * may_overwrite_x is set (x is that layer's fresh output, read by no one
+ * else) and the graph records nothing, a(x) is computed in place and *y is
+ * x; otherwise *y is a new arena tensor. a is one of sigmoid .. softmax;
+ * softmax runs over x's last axis. Errors: out of arena memory. */
+nn_status nn_act_record(nn_graph *g, nn_activation a, float alpha, tensor *x, tensor **y,
+                        int may_overwrite_x);
 
 #endif

@@ -222,7 +222,7 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
         nn_node *node = nn_graph_record(gr, "conv2d", y, in, n_in, conv2d_backward, c);
         if (node) node->saves_output = s->activation == NN_ACT_RELU;
     }
-    if (s->activation > NN_ACT_RELU) return nn_act_record(gr, s->activation, s->alpha, y, out);
+    if (s->activation > NN_ACT_RELU) return nn_act_record(gr, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;
 }

@@ -159,7 +159,7 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
     tensor *in[3] = {x, w, b};
     nn_node *node = nn_graph_record(g, "dense", y, in, b ? 3 : 2, dense_backward, l);
     if (node) node->saves_output = s->activation == NN_ACT_RELU;
-    if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out);
+    if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;
 }

@@ -25,23 +25,11 @@ static void elu_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write_float(w, "alpha", s->alpha);
 }
 
-static void elu_backward(nn_node *n)
-{
-    const elu_state *s = n->ctx;
-    tensor *x = n->in[0], *y = n->out;
-    if (x->grad) nn_act_elu_backward(x->grad, y->grad, x->data, x->size, s->alpha);
-}
-
 static nn_status elu_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     (void)training;
     const elu_state *s = l->state;
-    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
-    if (!y) return NN_ERR_MEMORY;
-    nn_act_elu_forward(y->data, x->data, x->size, s->alpha);
-    nn_graph_record(g, "elu", y, &x, 1, elu_backward, l->state);
-    *out = y;
-    return NN_OK;
+    return nn_act_record(g, NN_ACT_ELU, s->alpha, x, out, 0);
 }
 
 const nn_layer_type nn_layer_elu = {

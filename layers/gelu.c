@@ -19,22 +19,11 @@ static void gelu_write(const nn_layer *l, nn_config_writer *w)
     (void)w;
 }
 
-static void gelu_backward(nn_node *n)
-{
-    tensor *x = n->in[0], *y = n->out;
-    if (x->grad) nn_act_gelu_backward(x->grad, y->grad, x->data, x->size);
-}
-
 static nn_status gelu_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     (void)l;
     (void)training;
-    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
-    if (!y) return NN_ERR_MEMORY;
-    nn_act_gelu_forward(y->data, x->data, x->size);
-    nn_graph_record(g, "gelu", y, &x, 1, gelu_backward, NULL);
-    *out = y;
-    return NN_OK;
+    return nn_act_record(g, NN_ACT_GELU, 0.0f, x, out, 0);
 }
 
 const nn_layer_type nn_layer_gelu = {

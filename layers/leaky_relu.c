@@ -24,23 +24,11 @@ static void leaky_relu_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write_float(w, "alpha", s->alpha);
 }
 
-static void leaky_relu_backward(nn_node *n)
-{
-    const leaky_relu_state *s = n->ctx;
-    tensor *x = n->in[0], *y = n->out;
-    if (x->grad) nn_act_leaky_relu_backward(x->grad, y->grad, x->data, x->size, s->alpha);
-}
-
 static nn_status leaky_relu_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     (void)training;
     const leaky_relu_state *s = l->state;
-    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
-    if (!y) return NN_ERR_MEMORY;
-    nn_act_leaky_relu_forward(y->data, x->data, x->size, s->alpha);
-    nn_graph_record(g, "leaky_relu", y, &x, 1, leaky_relu_backward, l->state);
-    *out = y;
-    return NN_OK;
+    return nn_act_record(g, NN_ACT_LEAKY_RELU, s->alpha, x, out, 0);
 }
 
 const nn_layer_type nn_layer_leaky_relu = {

@@ -17,23 +17,11 @@ static void sigmoid_write(const nn_layer *l, nn_config_writer *w)
     (void)w;
 }
 
-static void sigmoid_backward(nn_node *n)
-{
-    tensor *x = n->in[0], *y = n->out;
-    if (x->grad) nn_act_sigmoid_backward(x->grad, y->grad, y->data, y->size);
-}
-
 static nn_status sigmoid_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     (void)l;
     (void)training;
-    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
-    if (!y) return NN_ERR_MEMORY;
-    nn_act_sigmoid_forward(y->data, x->data, x->size);
-    nn_node *node = nn_graph_record(g, "sigmoid", y, &x, 1, sigmoid_backward, NULL);
-    if (node) node->saves_output = 1;
-    *out = y;
-    return NN_OK;
+    return nn_act_record(g, NN_ACT_SIGMOID, 0.0f, x, out, 0);
 }
 
 const nn_layer_type nn_layer_sigmoid = {

@@ -21,35 +21,11 @@ static void softmax_write(const nn_layer *l, nn_config_writer *w)
     (void)w;
 }
 
-/* Rows and row length of t viewed as (size / last, last). */
-static void softmax_rows(const tensor *t, size_t *rows, size_t *cols)
-{
-    *cols = (size_t)t->shape[t->rank - 1];
-    *rows = *cols ? t->size / *cols : 0;
-}
-
-static void softmax_backward(nn_node *n)
-{
-    tensor *x = n->in[0], *y = n->out;
-    if (!x->grad) return;
-    size_t rows, cols;
-    softmax_rows(y, &rows, &cols);
-    nn_act_softmax_backward(x->grad, y->grad, y->data, rows, cols);
-}
-
 static nn_status softmax_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
     (void)l;
     (void)training;
-    tensor *y = nn_graph_tensor(g, x->rank, x->shape);
-    if (!y) return NN_ERR_MEMORY;
-    size_t rows, cols;
-    softmax_rows(x, &rows, &cols);
-    nn_act_softmax_forward(y->data, x->data, rows, cols);
-    nn_node *node = nn_graph_record(g, "softmax", y, &x, 1, softmax_backward, NULL);
-    if (node) node->saves_output = 1;
-    *out = y;
-    return NN_OK;
+    return nn_act_record(g, NN_ACT_SOFTMAX, 0.0f, x, out, 0);
 }
 
 const nn_layer_type nn_layer_softmax = {
