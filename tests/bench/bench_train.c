@@ -139,9 +139,9 @@ static int bench_train_network(const char *network, const char *spec, const benc
         snprintf(line, sizeof line,
                  "{\"side\":\"nn\",\"network\":\"%s\",\"threads\":%d,\"batch\":%d,\"data\":\"%s\","
                  "\"train_images_per_sec\":%.1f,\"eval_images_per_sec\":%.1f,\"train_gflops\":%.2f,"
-                 "\"peak_rss_mb\":%.1f,\"mflop_per_train_image\":%.1f}",
+                 "\"peak_rss_mb\":%.1f,\"mflop_per_train_image\":%.1f,\"params\":%zu}",
                  network, threads, BATCH, d->name, train_ips, eval_ips, train_ips * 3 * flops * 1e-9,
-                 ru.ru_maxrss / 1024.0, 3 * flops * 1e-6);
+                 ru.ru_maxrss / 1024.0, 3 * flops * 1e-6, m->n_params + m->n_buffers);
         puts(line);
         if (log) fprintf(log, "%s\n", line);
         fflush(stdout);

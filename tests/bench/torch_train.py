@@ -29,9 +29,7 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 # this machine with the best environment: training 730 vs 544 images/s on 1
 # thread, 1100 vs 1017 on 2. "contiguous" selects NCHW.
 RESNET_BEST_LAYOUT = "channels_last"
-# nn's summary of examples/fashion_resnet.txt: 480,042 parameters in total,
-# batchnorm's moving mean and variance included.
-RESNET_PARAMS = 480042
+RESNET_SPEC = "examples/fashion_resnet.txt"
 
 
 def load_idx_gz(path, offset):
@@ -62,41 +60,85 @@ def load_data(network):
     return torch.from_numpy(raw.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64)), data
 
 
-def resnet():
-    """examples/fashion_resnet.txt in PyTorch: the same layer sizes, padding
-    (Keras's "same" for odd kernels at stride 1 is PyTorch's padding=1),
-    batchnorm's epsilon and momentum (Keras momentum 0.99 is PyTorch's
-    0.01), and flatten feeding a 7*7*64 dense layer. The parameter count,
-    with batchnorm's running statistics, is checked against nn's summary."""
+def spec_layers(path):
+    """The layers of an nn spec file: (type, {key: value}) per line, comments
+    and blank lines skipped."""
+    layers = []
+    with open(path) as f:
+        for line in f:
+            words = line.split("#", 1)[0].split()
+            if words:
+                layers.append((words[0], dict(w.split("=", 1) for w in words[1:])))
+    return layers
+
+
+def from_spec(path):
+    """The network of an nn spec file as a PyTorch module, for the layer types
+    and keys the example networks use (conv2d, batchnorm, relu, maxpool2d,
+    spatial_dropout2d, dropout, add, flatten, global_avgpool2d, dense, and the
+    activation= key). Keras's "same" padding for odd kernels at stride 1 is
+    PyTorch's k // 2; batchnorm's defaults are Keras's (epsilon 1e-3,
+    momentum 0.99, which is PyTorch's 0.01). Input (N, 1, 28, 28). The
+    parameter count, batchnorm's running statistics included, is what nn's
+    summary prints, so a twin that differs from the spec is noticed."""
     import torch
     import torch.nn as tnn
 
-    def conv_bn(c_in, c_out, k):
-        return [tnn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
-                tnn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)]
-
-    class Resnet(tnn.Module):
+    class Twin(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = tnn.Sequential(*conv_bn(1, 32, 3), tnn.ReLU())
-            self.b1 = tnn.Sequential(*conv_bn(32, 32, 3), tnn.ReLU(), tnn.Dropout2d(0.1), *conv_bn(32, 32, 3))
-            self.b2 = tnn.Sequential(*conv_bn(32, 64, 3), tnn.ReLU(), tnn.Dropout2d(0.1), *conv_bn(64, 64, 3))
-            self.proj2 = tnn.Sequential(*conv_bn(32, 64, 1))
-            self.head = tnn.Sequential(tnn.Flatten(), tnn.Linear(7 * 7 * 64, 128), tnn.ReLU(), tnn.Dropout(0.3),
-                                       tnn.Linear(128, 10))
+            self.mods = tnn.ModuleList()
+            self.plan = []  # (type, input indices, activation) per layer; index 0 is the input
+            shapes = [(1, 28, 28)]
+            names = {"input": 0}
+            for i, (kind, kv) in enumerate(spec_layers(path)):
+                ins = [names[x] for x in kv["inputs"].split(",")] if "inputs" in kv else [len(shapes) - 1]
+                c, h, w = shapes[ins[0]] if len(shapes[ins[0]]) == 3 else (shapes[ins[0]][0], 1, 1)
+                mod, out = tnn.Identity(), shapes[ins[0]]
+                if kind == "conv2d":
+                    k, f = int(kv["kernel_size"]), int(kv["filters"])
+                    assert kv.get("padding", "valid") == "same" or k == 1, "padding=same or 1x1 only"
+                    mod = tnn.Conv2d(c, f, k, padding=k // 2, bias=kv.get("use_bias", "true") == "true")
+                    out = (f, h, w)
+                elif kind == "batchnorm":
+                    mod = tnn.BatchNorm2d(c, eps=float(kv.get("epsilon", 1e-3)),
+                                          momentum=1 - float(kv.get("momentum", 0.99)))
+                elif kind == "maxpool2d":
+                    p = int(kv.get("pool_size", 2))
+                    mod, out = tnn.MaxPool2d(p), (c, h // p, w // p)
+                elif kind == "spatial_dropout2d":
+                    mod = tnn.Dropout2d(float(kv["rate"]))
+                elif kind == "dropout":
+                    mod = tnn.Dropout(float(kv["rate"]))
+                elif kind == "flatten":
+                    mod, out = tnn.Flatten(), (c * h * w,)
+                elif kind == "global_avgpool2d":
+                    mod, out = tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten()), (c,)
+                elif kind == "dense":
+                    mod, out = tnn.Linear(shapes[ins[0]][0], int(kv["units"])), (int(kv["units"]),)
+                elif kind not in ("relu", "add"):
+                    raise SystemExit(f"torch_train.py: {path}: layer type {kind} is not translated")
+                act = "relu" if kind == "relu" else kv.get("activation", "linear")
+                if act not in ("relu", "linear"):
+                    raise SystemExit(f"torch_train.py: {path}: activation {act} is not translated")
+                self.mods.append(mod)
+                self.plan.append((kind, ins, act == "relu"))
+                shapes.append(out)
+                names[kv.get("name", f"{kind}_{i}")] = len(shapes) - 1
 
         def forward(self, x):
-            stem = self.stem(x)
-            pool1 = torch.max_pool2d(torch.relu(stem + self.b1(stem)), 2)
-            y = torch.max_pool2d(torch.relu(self.proj2(pool1) + self.b2(pool1)), 2)
-            return self.head(y)
+            vals = [x]
+            for mod, (kind, ins, relu) in zip(self.mods, self.plan):
+                y = sum(vals[i] for i in ins) if kind == "add" else mod(vals[ins[0]])
+                vals.append(torch.relu(y) if relu else y)
+            return vals[-1]
 
-    net = Resnet()
-    count = sum(p.numel() for p in net.parameters()) + sum(
+    return Twin()
+
+
+def param_count(net):
+    return sum(p.numel() for p in net.parameters()) + sum(
         b.numel() for name, b in net.named_buffers() if not name.endswith("num_batches_tracked"))
-    if count != RESNET_PARAMS:
-        raise SystemExit(f"torch_train.py: the residual twin has {count} parameters, nn's {RESNET_PARAMS}")
-    return net
 
 
 def child(network, threads, layout):
@@ -114,7 +156,7 @@ def child(network, threads, layout):
             tnn.Dropout2d(0.25), tnn.Flatten(), tnn.Linear(9216, 128), tnn.ReLU(), tnn.Dropout(0.5),
             tnn.Linear(128, 10))
     else:
-        net = resnet().to(memory_format=fmt)
+        net = from_spec(RESNET_SPEC).to(memory_format=fmt)
     # Adam as nn's benchmark runs it (nn's epsilon is Keras's 1e-7); the
     # MNIST twin keeps PyTorch's default 1e-8, as it always has.
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-8 if network == "mnist_cnn" else 1e-7)
@@ -148,7 +190,8 @@ def child(network, threads, layout):
         "train_images_per_sec": round(STEPS * BATCH / med(train_t), 1),
         "eval_images_per_sec": round(STEPS * BATCH / med(eval_t), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "data": data, **({} if network == "mnist_cnn" else {"layout": layout})}))
+        "data": data, "params": param_count(net),
+        **({} if network == "mnist_cnn" else {"layout": layout})}))
 
 
 def main():
@@ -177,6 +220,9 @@ def main():
                 print(json.dumps(row), flush=True)
                 if (network, threads) in nn:
                     o = nn[network, threads]
+                    if "params" in t and o.get("params", t["params"]) != t["params"]:
+                        raise SystemExit(f"torch_train.py: the PyTorch twin of {network} has {t['params']} "
+                                         f"parameters, nn's has {o['params']}: they are not the same network")
                     print(json.dumps({
                         "ratio": "nn/pytorch", "network": network, "config": config, "threads": threads,
                         "train_speedup": round(o["train_images_per_sec"] / t["train_images_per_sec"], 2),
