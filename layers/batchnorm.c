@@ -11,8 +11,13 @@
  *
  * Config: momentum (0.99), epsilon (1e-3, > 0), center (true: beta), scale
  * (true: gamma), data_format (the framework default; it places the channel
- * axis of image input). Per-sample input: (C) or (L, C), channel last; or an
- * image (H, W, C) / (C, H, W).
+ * axis of image input), activation and alpha (as dense's: linear | relu |
+ * sigmoid | tanh | leaky_relu | elu | gelu | softmax; linear). Per-sample
+ * input: (C) or (L, C), channel last; or an image (H, W, C) / (C, H, W).
+ * activation=relu is fused: y = max(0, ...) in the normalising pass, and
+ * backward masks dy by the saved y > 0 inside its own two passes, bit for
+ * bit what a relu layer after the batchnorm gives; every other activation is
+ * a second graph node (nn_act_record), as after dense.
  * Parameters, in Keras's order: "gamma" (ones), "beta" (zeros) -- trainable,
  * present when scale / center -- then "moving_mean" (zeros) and
  * "moving_variance" (ones), not trainable.
@@ -37,6 +42,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "layers/activation.h"
 #include "layers/format.h"
 #include "layers/layer.h"
 #include "layers/simd.h"
@@ -45,6 +51,8 @@ typedef struct {
     float momentum, epsilon;
     int center, scale;
     nn_data_format format;
+    int activation;    /* an nn_activation */
+    float alpha;       /* leaky_relu and elu */
     int C, pre, inner; /* per sample: (pre, C, inner); set by build */
     int i_gamma, i_beta, i_mean, i_var;
 } bn_state;
@@ -63,6 +71,18 @@ typedef struct {
 typedef double vd __attribute__((vector_size(VL * sizeof(double))));
 
 INLINE vd batchnorm_wide(vf v) { return __builtin_convertvector(v, vd); }
+
+/* max(v, 0) as relu computes it: +0 for v <= 0 (and for NaN). */
+INLINE vf batchnorm_relu(vf v) { return (vf)((vi)v & (vi)(v > splat(0.0f))); }
+INLINE float batchnorm_relu1(float v) { return v > 0.0f ? v : 0.0f; }
+
+/* dy where y > 0, else +0: the gradient relu's backward hands to its input,
+ * whose buffer starts at zero, hence 0 + dy (dy = -0 becomes +0). */
+INLINE vf batchnorm_mask(vf dy, vf y)
+{
+    return (vf)((vi)(splat(0.0f) + dy) & (vi)(y > splat(0.0f)));
+}
+INLINE float batchnorm_mask1(float dy, float y) { return y > 0.0f ? 0.0f + dy : 0.0f; }
 
 /* The lanes of v added in lane order. */
 INLINE double batchnorm_hsum(vd v)
@@ -96,14 +116,15 @@ static size_t batchnorm_stats_scratch(size_t outer, int C, size_t inner)
 
 /* Per channel c, over every (o, i) of x (outer, C, inner), in one pass:
  *   forward (dy NULL): s1[c] = sum (x - shift[c]), s2[c] = sum (x - shift[c])^2
- *   backward:          s1[c] = sum dy,            s2[c] = sum dy * (x - shift[c])
+ *   backward:          s1[c] = sum g,             s2[c] = sum g * (x - shift[c])
+ * with g = dy, or with relu, dy masked by the output y (batchnorm_mask).
  * Accumulated in double over fixed blocks of rows (batchnorm_rows_per_block),
  * each block's sums in a fixed order of lanes and rows, then the blocks added
  * in index order: the result is the same for any thread count. part holds
  * batchnorm_stats_scratch() doubles; s1 and s2 (C) may not alias it. */
 INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const float *shift,
-                                 const float *dy, size_t outer, int C, size_t inner,
-                                 double *part, int backward)
+                                 const float *dy, const float *y, size_t outer, int C,
+                                 size_t inner, double *part, int backward, int relu)
 {
     const size_t rpb = batchnorm_rows_per_block(C, inner);
     const size_t blocks = (outer + rpb - 1) / rpb, row = (size_t)C * inner;
@@ -121,7 +142,10 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
                 vd a1 = {0}, a2 = {0};
                 for (size_t o = o0; o < o1; o++) {
                     const vd d = batchnorm_wide(vload(x + o * C + c)) - sh;
-                    const vd a = backward ? batchnorm_wide(vload(dy + o * C + c)) : d;
+                    const size_t e = o * C + c;
+                    const vd a = !backward ? d
+                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(dy + e), vload(y + e)))
+                                           : batchnorm_wide(vload(dy + e));
                     a1 += a;
                     a2 += a * d;
                 }
@@ -134,7 +158,10 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
                 double a1 = 0.0, a2 = 0.0;
                 for (size_t o = o0; o < o1; o++) {
                     const double d = (double)x[o * C + c] - shift[c];
-                    const double a = backward ? (double)dy[o * C + c] : d;
+                    const size_t e = o * C + c;
+                    const double a = !backward ? d
+                                     : relu    ? (double)batchnorm_mask1(dy[e], y[e])
+                                               : (double)dy[e];
                     a1 += a;
                     a2 += a * d;
                 }
@@ -149,19 +176,24 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
             for (int c = 0; c < C; c++) {
                 const size_t base = o * row + (size_t)c * inner;
                 const float *xr = x + base, *gr = backward ? dy + base : NULL;
+                const float *yr = relu ? y + base : NULL;
                 const double shc = shift[c];
                 const vd sh = batchnorm_wide(splat(shift[c]));
                 vd v1 = {0}, v2 = {0};
                 for (size_t i = 0; i < iv; i += VL) {
                     const vd d = batchnorm_wide(vload(xr + i)) - sh;
-                    const vd a = backward ? batchnorm_wide(vload(gr + i)) : d;
+                    const vd a = !backward ? d
+                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(gr + i), vload(yr + i)))
+                                           : batchnorm_wide(vload(gr + i));
                     v1 += a;
                     v2 += a * d;
                 }
                 double a1 = batchnorm_hsum(v1), a2 = batchnorm_hsum(v2);
                 for (size_t i = iv; i < inner; i++) {
                     const double d = (double)xr[i] - shc;
-                    const double a = backward ? (double)gr[i] : d;
+                    const double a = !backward ? d
+                                     : relu    ? (double)batchnorm_mask1(gr[i], yr[i])
+                                               : (double)gr[i];
                     a1 += a;
                     a2 += a * d;
                 }
@@ -183,19 +215,22 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
 static void batchnorm_stats_forward(double *s1, double *s2, const float *x, const float *shift,
                                     size_t outer, int C, size_t inner, double *part)
 {
-    batchnorm_stats_body(s1, s2, x, shift, NULL, outer, C, inner, part, 0);
+    batchnorm_stats_body(s1, s2, x, shift, NULL, NULL, outer, C, inner, part, 0, 0);
 }
 
-static void batchnorm_stats_backward(double *s1, double *s2, const float *dy, const float *x,
-                                     const float *mean, size_t outer, int C, size_t inner,
-                                     double *part)
+/* y: the output, for relu's mask; NULL without relu. */
+static void batchnorm_stats_backward(double *s1, double *s2, const float *dy, const float *y,
+                                     const float *x, const float *mean, size_t outer, int C,
+                                     size_t inner, double *part)
 {
-    batchnorm_stats_body(s1, s2, x, mean, dy, outer, C, inner, part, 1);
+    if (y) batchnorm_stats_body(s1, s2, x, mean, dy, y, outer, C, inner, part, 1, 1);
+    else batchnorm_stats_body(s1, s2, x, mean, dy, NULL, outer, C, inner, part, 1, 0);
 }
 
-/* y = (x - mean) * a + b per channel;  x, y (outer, C, inner), the rest (C). */
-static void batchnorm_normalize(float *y, const float *x, const float *mean, const float *a,
-                                const float *b, size_t outer, int C, size_t inner)
+/* y = (x - mean) * a + b per channel, then max(y, 0) with relu;  x, y
+ * (outer, C, inner), the rest (C). */
+INLINE void batchnorm_normalize_body(float *y, const float *x, const float *mean, const float *a,
+                                     const float *b, size_t outer, int C, size_t inner, int relu)
 {
     const size_t row = (size_t)C * inner;
     const int cv = C / VL * VL;
@@ -205,26 +240,45 @@ static void batchnorm_normalize(float *y, const float *x, const float *mean, con
         const float *xr = x + o * row;
         float *yr = y + o * row;
         if (inner == 1) {
-            for (int c = 0; c < cv; c += VL)
-                vstore(yr + c, (vload(xr + c) - vload(mean + c)) * vload(a + c) + vload(b + c));
-            for (int c = cv; c < C; c++) yr[c] = (xr[c] - mean[c]) * a[c] + b[c];
+            for (int c = 0; c < cv; c += VL) {
+                const vf v = (vload(xr + c) - vload(mean + c)) * vload(a + c) + vload(b + c);
+                vstore(yr + c, relu ? batchnorm_relu(v) : v);
+            }
+            for (int c = cv; c < C; c++) {
+                const float v = (xr[c] - mean[c]) * a[c] + b[c];
+                yr[c] = relu ? batchnorm_relu1(v) : v;
+            }
             continue;
         }
         for (int c = 0; c < C; c++) {
             const float *xc = xr + (size_t)c * inner;
             float *yc = yr + (size_t)c * inner;
             const vf vm = splat(mean[c]), va = splat(a[c]), vb = splat(b[c]);
-            for (size_t i = 0; i < iv; i += VL) vstore(yc + i, (vload(xc + i) - vm) * va + vb);
-            for (size_t i = iv; i < inner; i++) yc[i] = (xc[i] - mean[c]) * a[c] + b[c];
+            for (size_t i = 0; i < iv; i += VL) {
+                const vf v = (vload(xc + i) - vm) * va + vb;
+                vstore(yc + i, relu ? batchnorm_relu(v) : v);
+            }
+            for (size_t i = iv; i < inner; i++) {
+                const float v = (xc[i] - mean[c]) * a[c] + b[c];
+                yc[i] = relu ? batchnorm_relu1(v) : v;
+            }
         }
     }
 }
 
-/* dx += k1 * (dy - k2 - (x - mean) * k3) per channel;  dx, dy, x (outer, C,
- * inner), the rest (C). */
-static void batchnorm_dx(float *dx, const float *dy, const float *x, const float *mean,
-                         const float *k1, const float *k2, const float *k3, size_t outer, int C,
-                         size_t inner)
+static void batchnorm_normalize(float *y, const float *x, const float *mean, const float *a,
+                                const float *b, size_t outer, int C, size_t inner, int relu)
+{
+    if (relu) batchnorm_normalize_body(y, x, mean, a, b, outer, C, inner, 1);
+    else batchnorm_normalize_body(y, x, mean, a, b, outer, C, inner, 0);
+}
+
+/* dx += k1 * (g - k2 - (x - mean) * k3) per channel, g = dy or with relu
+ * dy masked by y (batchnorm_mask);  dx, dy, y, x (outer, C, inner), the
+ * rest (C). */
+INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const float *x,
+                              const float *mean, const float *k1, const float *k2,
+                              const float *k3, size_t outer, int C, size_t inner, int relu)
 {
     const size_t row = (size_t)C * inner;
     const int cv = C / VL * VL;
@@ -233,13 +287,18 @@ static void batchnorm_dx(float *dx, const float *dy, const float *x, const float
     for (size_t o = 0; o < outer; o++) {
         const size_t r = o * row;
         if (inner == 1) {
-            for (int c = 0; c < cv; c += VL)
-                vstore(dx + r + c, vload(dx + r + c) +
-                                       vload(k1 + c) * (vload(dy + r + c) - vload(k2 + c) -
-                                                        (vload(x + r + c) - vload(mean + c)) *
-                                                            vload(k3 + c)));
-            for (int c = cv; c < C; c++)
-                dx[r + c] += k1[c] * (dy[r + c] - k2[c] - (x[r + c] - mean[c]) * k3[c]);
+            for (int c = 0; c < cv; c += VL) {
+                const size_t e = r + c;
+                const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
+                vstore(dx + e, vload(dx + e) + vload(k1 + c) * (g - vload(k2 + c) -
+                                                               (vload(x + e) - vload(mean + c)) *
+                                                                   vload(k3 + c)));
+            }
+            for (int c = cv; c < C; c++) {
+                const size_t e = r + c;
+                const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
+                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+            }
             continue;
         }
         for (int c = 0; c < C; c++) {
@@ -247,15 +306,25 @@ static void batchnorm_dx(float *dx, const float *dy, const float *x, const float
             const vf v1 = splat(k1[c]), v2 = splat(k2[c]), v3 = splat(k3[c]), vm = splat(mean[c]);
             for (size_t i = 0; i < iv; i += VL) {
                 const size_t e = base + i;
-                vstore(dx + e, vload(dx + e) +
-                                   v1 * (vload(dy + e) - v2 - (vload(x + e) - vm) * v3));
+                const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
+                vstore(dx + e, vload(dx + e) + v1 * (g - v2 - (vload(x + e) - vm) * v3));
             }
             for (size_t i = iv; i < inner; i++) {
                 const size_t e = base + i;
-                dx[e] += k1[c] * (dy[e] - k2[c] - (x[e] - mean[c]) * k3[c]);
+                const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
+                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
             }
         }
     }
+}
+
+/* y: the output, for relu's mask; NULL without relu. */
+static void batchnorm_dx(float *dx, const float *dy, const float *y, const float *x,
+                         const float *mean, const float *k1, const float *k2, const float *k3,
+                         size_t outer, int C, size_t inner)
+{
+    if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1);
+    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0);
 }
 
 static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
@@ -268,7 +337,9 @@ static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
                         (double)s->epsilon);
     NN_TRY(nn_config_get_bool(c, "center", &s->center, 1));
     NN_TRY(nn_config_get_bool(c, "scale", &s->scale, 1));
-    return nn_config_get_data_format(c, &s->format);
+    NN_TRY(nn_config_get_data_format(c, &s->format));
+    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, NN_ACT_LINEAR, nn_activation_names));
+    return nn_act_config_alpha(c, s->activation, &s->alpha);
 }
 
 static void batchnorm_write(const nn_layer *l, nn_config_writer *w)
@@ -279,6 +350,8 @@ static void batchnorm_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write(w, "center", "%s", s->center ? "true" : "false");
     nn_config_write(w, "scale", "%s", s->scale ? "true" : "false");
     nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
+    nn_config_write(w, "activation", "%s", nn_activation_names[s->activation]);
+    if (nn_act_has_alpha(s->activation)) nn_config_write_float(w, "alpha", s->alpha);
 }
 
 static nn_status batchnorm_build(nn_layer *l, int in_rank, const int *in_shape)
@@ -333,7 +406,8 @@ static void batchnorm_backward(nn_node *n)
     const float *dy = y->grad;
     /* sum(dy * (x - mean)); times inv_std it is sum(dy * x_hat). */
     double *sum_dy = c->part, *sum_dyxc = c->part + C, *part = c->part + 2 * C;
-    batchnorm_stats_backward(sum_dy, sum_dyxc, dy, x->data, c->mean, outer, C, inner, part);
+    const float *mask_y = s->activation == NN_ACT_RELU ? y->data : NULL;
+    batchnorm_stats_backward(sum_dy, sum_dyxc, dy, mask_y, x->data, c->mean, outer, C, inner, part);
     if (gamma && gamma->grad)
         for (int k = 0; k < C; k++) gamma->grad[k] += (float)(sum_dyxc[k] * c->inv_std[k]);
     if (beta && beta->grad)
@@ -349,7 +423,7 @@ static void batchnorm_backward(nn_node *n)
         k2[k] = c->training ? (float)(sum_dy[k] / M) : 0.0f;
         k3[k] = c->training ? (float)(is * is * sum_dyxc[k] / M) : 0.0f;
     }
-    batchnorm_dx(x->grad, dy, x->data, c->mean, k1, k2, k3, outer, C, inner);
+    batchnorm_dx(x->grad, dy, mask_y, x->data, c->mean, k1, k2, k3, outer, C, inner);
 }
 
 static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
@@ -403,7 +477,8 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
         a[k] = (gamma ? gamma->data[k] : 1.0f) * inv_std[k];
         bb[k] = beta ? beta->data[k] : 0.0f;
     }
-    batchnorm_normalize(y->data, x->data, mean, a, bb, outer, C, inner);
+    batchnorm_normalize(y->data, x->data, mean, a, bb, outer, C, inner,
+                        s->activation == NN_ACT_RELU);
     c->s = s;
     c->l = l;
     c->mean = mean;
@@ -414,7 +489,9 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     int n_in = 1;
     if (gamma) in[n_in++] = gamma;
     if (beta) in[n_in++] = beta;
-    nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
+    nn_node *node = nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
+    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;
 }
