@@ -70,7 +70,9 @@ typedef struct {
 
 typedef double vd __attribute__((vector_size(VL * sizeof(double))));
 
-INLINE vd batchnorm_wide(vf v) { return __builtin_convertvector(v, vd); }
+/* vf to vd, lane by lane. A macro: without -mavx, a function passing a
+ * 32-byte vd by value would have a different ABI than with it (-Wpsabi). */
+#define batchnorm_wide(v) __builtin_convertvector((v), vd)
 
 /* max(v, 0) as relu computes it: +0 for v <= 0 (and for NaN). */
 INLINE vf batchnorm_relu(vf v) { return (vf)((vi)v & (vi)(v > splat(0.0f))); }
@@ -85,10 +87,10 @@ INLINE vf batchnorm_mask(vf dy, vf y)
 INLINE float batchnorm_mask1(float dy, float y) { return y > 0.0f ? 0.0f + dy : 0.0f; }
 
 /* The lanes of v added in lane order. */
-INLINE double batchnorm_hsum(vd v)
+INLINE double batchnorm_hsum(const vd *v)
 {
     double s = 0.0;
-    for (int j = 0; j < VL; j++) s += v[j];
+    for (int j = 0; j < VL; j++) s += (*v)[j];
     return s;
 }
 
@@ -188,7 +190,7 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
                     v1 += a;
                     v2 += a * d;
                 }
-                double a1 = batchnorm_hsum(v1), a2 = batchnorm_hsum(v2);
+                double a1 = batchnorm_hsum(&v1), a2 = batchnorm_hsum(&v2);
                 for (size_t i = iv; i < inner; i++) {
                     const double d = (double)xr[i] - shc;
                     const double a = !backward ? d
