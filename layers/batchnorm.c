@@ -11,8 +11,13 @@
  *
  * Config: momentum (0.99), epsilon (1e-3, > 0), center (true: beta), scale
  * (true: gamma), data_format (the framework default; it places the channel
- * axis of image input). Per-sample input: (C) or (L, C), channel last; or an
- * image (H, W, C) / (C, H, W).
+ * axis of image input), activation and alpha (as dense's: linear | relu |
+ * sigmoid | tanh | leaky_relu | elu | gelu | softmax; linear). Per-sample
+ * input: (C) or (L, C), channel last; or an image (H, W, C) / (C, H, W).
+ * activation=relu is fused: y = max(0, ...) in the normalising pass, and
+ * backward masks dy by the saved y > 0 inside its own two passes, bit for
+ * bit what a relu layer after the batchnorm gives; every other activation is
+ * a second graph node (nn_act_record), as after dense.
  * Parameters, in Keras's order: "gamma" (ones), "beta" (zeros) -- trainable,
  * present when scale / center -- then "moving_mean" (zeros) and
  * "moving_variance" (ones), not trainable.
@@ -20,9 +25,16 @@
  * Backward, training (x_hat = (x - mean) * inv_std, M values per channel):
  *   dbeta += sum(dy);  dgamma += sum(dy * x_hat)
  *   dx += gamma * inv_std * (dy - sum(dy)/M - x_hat * sum(dy * x_hat)/M)
- * eval: dx += gamma * inv_std * dy. Per-channel sums use conv_core's fixed
- * blocking (double accumulators), so results do not depend on the thread
- * count.
+ * eval: dx += gamma * inv_std * dy.
+ *
+ * Passes over the data: forward, one for both moments (sum and sum of
+ * squares about a per-channel shift, see batchnorm_forward) and one for y;
+ * backward, one for sum(dy) and sum(dy * (x - mean)) together and one for
+ * dx. The per-channel sums accumulate in double over fixed blocks of rows,
+ * added in block order, so results do not depend on the thread count. The
+ * loops are written with layers/simd.h's vectors: lanes run along the
+ * channels for channels-last data and along the positions of one channel
+ * for channels-first.
  *
  * Omits: renorm, virtual batches, an axis other than the channel axis,
  * synchronised statistics across devices.
@@ -30,12 +42,17 @@
 #include <math.h>
 #include <string.h>
 
-#include "layers/conv_core.h"
+#include "layers/activation.h"
+#include "layers/format.h"
+#include "layers/layer.h"
+#include "layers/simd.h"
 
 typedef struct {
     float momentum, epsilon;
     int center, scale;
     nn_data_format format;
+    int activation;    /* an nn_activation */
+    float alpha;       /* leaky_relu and elu */
     int C, pre, inner; /* per sample: (pre, C, inner); set by build */
     int i_gamma, i_beta, i_mean, i_var;
 } bn_state;
@@ -48,6 +65,270 @@ typedef struct {
     double *part;          /* per-block sums, and 2*C results */
 } bn_ctx;
 
+/* ---- kernels, on the (outer, C, inner) view: channels-last data is
+ * (rows, C, 1), channels-first (N, C, HW) ---- */
+
+typedef double vd __attribute__((vector_size(VL * sizeof(double))));
+
+/* vf to vd, lane by lane. A macro: without -mavx, a function passing a
+ * 32-byte vd by value would have a different ABI than with it (-Wpsabi). */
+#define batchnorm_wide(v) __builtin_convertvector((v), vd)
+
+/* max(v, 0) as relu computes it: +0 for v <= 0 (and for NaN). */
+INLINE vf batchnorm_relu(vf v) { return (vf)((vi)v & (vi)(v > splat(0.0f))); }
+INLINE float batchnorm_relu1(float v) { return v > 0.0f ? v : 0.0f; }
+
+/* dy where y > 0, else +0: the gradient relu's backward hands to its input,
+ * whose buffer starts at zero, hence 0 + dy (dy = -0 becomes +0). */
+INLINE vf batchnorm_mask(vf dy, vf y)
+{
+    return (vf)((vi)(splat(0.0f) + dy) & (vi)(y > splat(0.0f)));
+}
+INLINE float batchnorm_mask1(float dy, float y) { return y > 0.0f ? 0.0f + dy : 0.0f; }
+
+/* The lanes of v added in lane order. */
+INLINE double batchnorm_hsum(const vd *v)
+{
+    double s = 0.0;
+    for (int j = 0; j < VL; j++) s += (*v)[j];
+    return s;
+}
+
+/* Floats per block of the statistics; a block is a whole number of rows of
+ * the view, so the blocks depend on the shape alone. */
+#define BATCHNORM_BLOCK 16384
+
+/* Below this many elements a loop stays on one thread. */
+#define BATCHNORM_PAR_MIN 32768
+
+static size_t batchnorm_rows_per_block(int C, size_t inner)
+{
+    const size_t per = (size_t)C * inner;
+    const size_t r = per ? BATCHNORM_BLOCK / per : 1;
+    return r ? r : 1;
+}
+
+/* Doubles of scratch batchnorm_stats needs: two sums per channel per block. */
+static size_t batchnorm_stats_scratch(size_t outer, int C, size_t inner)
+{
+    const size_t rpb = batchnorm_rows_per_block(C, inner);
+    const size_t blocks = (outer + rpb - 1) / rpb;
+    return (blocks ? blocks : 1) * 2 * (size_t)(C > 0 ? C : 1);
+}
+
+/* Per channel c, over every (o, i) of x (outer, C, inner), in one pass:
+ *   forward (dy NULL): s1[c] = sum (x - shift[c]), s2[c] = sum (x - shift[c])^2
+ *   backward:          s1[c] = sum g,             s2[c] = sum g * (x - shift[c])
+ * with g = dy, or with relu, dy masked by the output y (batchnorm_mask).
+ * Accumulated in double over fixed blocks of rows (batchnorm_rows_per_block),
+ * each block's sums in a fixed order of lanes and rows, then the blocks added
+ * in index order: the result is the same for any thread count. part holds
+ * batchnorm_stats_scratch() doubles; s1 and s2 (C) may not alias it. */
+INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const float *shift,
+                                 const float *dy, const float *y, size_t outer, int C,
+                                 size_t inner, double *part, int backward, int relu)
+{
+    const size_t rpb = batchnorm_rows_per_block(C, inner);
+    const size_t blocks = (outer + rpb - 1) / rpb, row = (size_t)C * inner;
+    const int cv = C / VL * VL; /* channels in whole vectors (channels-last) */
+    const size_t iv = inner / VL * VL;
+    #pragma omp parallel for schedule(static) if (outer * row > BATCHNORM_PAR_MIN)
+    for (size_t blk = 0; blk < blocks; blk++) {
+        double *restrict p1 = part + blk * 2 * C, *restrict p2 = p1 + C;
+        const size_t o0 = blk * rpb, o1 = o0 + rpb < outer ? o0 + rpb : outer;
+        if (inner == 1) {
+            /* Channels-last: lanes are channels; each vector of channels
+             * runs down the block's rows. */
+            for (int c = 0; c < cv; c += VL) {
+                const vd sh = batchnorm_wide(vload(shift + c));
+                vd a1 = {0}, a2 = {0};
+                for (size_t o = o0; o < o1; o++) {
+                    const vd d = batchnorm_wide(vload(x + o * C + c)) - sh;
+                    const size_t e = o * C + c;
+                    const vd a = !backward ? d
+                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(dy + e), vload(y + e)))
+                                           : batchnorm_wide(vload(dy + e));
+                    a1 += a;
+                    a2 += a * d;
+                }
+                for (int j = 0; j < VL; j++) {
+                    p1[c + j] = a1[j];
+                    p2[c + j] = a2[j];
+                }
+            }
+            for (int c = cv; c < C; c++) {
+                double a1 = 0.0, a2 = 0.0;
+                for (size_t o = o0; o < o1; o++) {
+                    const double d = (double)x[o * C + c] - shift[c];
+                    const size_t e = o * C + c;
+                    const double a = !backward ? d
+                                     : relu    ? (double)batchnorm_mask1(dy[e], y[e])
+                                               : (double)dy[e];
+                    a1 += a;
+                    a2 += a * d;
+                }
+                p1[c] = a1;
+                p2[c] = a2;
+            }
+            continue;
+        }
+        /* Channels-first: each (row, channel) is a contiguous run of inner. */
+        for (int c = 0; c < C; c++) p1[c] = p2[c] = 0.0;
+        for (size_t o = o0; o < o1; o++)
+            for (int c = 0; c < C; c++) {
+                const size_t base = o * row + (size_t)c * inner;
+                const float *xr = x + base, *gr = backward ? dy + base : NULL;
+                const float *yr = relu ? y + base : NULL;
+                const double shc = shift[c];
+                const vd sh = batchnorm_wide(splat(shift[c]));
+                vd v1 = {0}, v2 = {0};
+                for (size_t i = 0; i < iv; i += VL) {
+                    const vd d = batchnorm_wide(vload(xr + i)) - sh;
+                    const vd a = !backward ? d
+                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(gr + i), vload(yr + i)))
+                                           : batchnorm_wide(vload(gr + i));
+                    v1 += a;
+                    v2 += a * d;
+                }
+                double a1 = batchnorm_hsum(&v1), a2 = batchnorm_hsum(&v2);
+                for (size_t i = iv; i < inner; i++) {
+                    const double d = (double)xr[i] - shc;
+                    const double a = !backward ? d
+                                     : relu    ? (double)batchnorm_mask1(gr[i], yr[i])
+                                               : (double)gr[i];
+                    a1 += a;
+                    a2 += a * d;
+                }
+                p1[c] += a1;
+                p2[c] += a2;
+            }
+    }
+    for (int c = 0; c < C; c++) {
+        double t1 = 0.0, t2 = 0.0;
+        for (size_t blk = 0; blk < blocks; blk++) {
+            t1 += part[blk * 2 * C + c];
+            t2 += part[blk * 2 * C + C + c];
+        }
+        s1[c] = t1;
+        s2[c] = t2;
+    }
+}
+
+static void batchnorm_stats_forward(double *s1, double *s2, const float *x, const float *shift,
+                                    size_t outer, int C, size_t inner, double *part)
+{
+    batchnorm_stats_body(s1, s2, x, shift, NULL, NULL, outer, C, inner, part, 0, 0);
+}
+
+/* y: the output, for relu's mask; NULL without relu. */
+static void batchnorm_stats_backward(double *s1, double *s2, const float *dy, const float *y,
+                                     const float *x, const float *mean, size_t outer, int C,
+                                     size_t inner, double *part)
+{
+    if (y) batchnorm_stats_body(s1, s2, x, mean, dy, y, outer, C, inner, part, 1, 1);
+    else batchnorm_stats_body(s1, s2, x, mean, dy, NULL, outer, C, inner, part, 1, 0);
+}
+
+/* y = (x - mean) * a + b per channel, then max(y, 0) with relu;  x, y
+ * (outer, C, inner), the rest (C). */
+INLINE void batchnorm_normalize_body(float *y, const float *x, const float *mean, const float *a,
+                                     const float *b, size_t outer, int C, size_t inner, int relu)
+{
+    const size_t row = (size_t)C * inner;
+    const int cv = C / VL * VL;
+    const size_t iv = inner / VL * VL;
+    #pragma omp parallel for schedule(static) if (outer * row > BATCHNORM_PAR_MIN)
+    for (size_t o = 0; o < outer; o++) {
+        const float *xr = x + o * row;
+        float *yr = y + o * row;
+        if (inner == 1) {
+            for (int c = 0; c < cv; c += VL) {
+                const vf v = (vload(xr + c) - vload(mean + c)) * vload(a + c) + vload(b + c);
+                vstore(yr + c, relu ? batchnorm_relu(v) : v);
+            }
+            for (int c = cv; c < C; c++) {
+                const float v = (xr[c] - mean[c]) * a[c] + b[c];
+                yr[c] = relu ? batchnorm_relu1(v) : v;
+            }
+            continue;
+        }
+        for (int c = 0; c < C; c++) {
+            const float *xc = xr + (size_t)c * inner;
+            float *yc = yr + (size_t)c * inner;
+            const vf vm = splat(mean[c]), va = splat(a[c]), vb = splat(b[c]);
+            for (size_t i = 0; i < iv; i += VL) {
+                const vf v = (vload(xc + i) - vm) * va + vb;
+                vstore(yc + i, relu ? batchnorm_relu(v) : v);
+            }
+            for (size_t i = iv; i < inner; i++) {
+                const float v = (xc[i] - mean[c]) * a[c] + b[c];
+                yc[i] = relu ? batchnorm_relu1(v) : v;
+            }
+        }
+    }
+}
+
+static void batchnorm_normalize(float *y, const float *x, const float *mean, const float *a,
+                                const float *b, size_t outer, int C, size_t inner, int relu)
+{
+    if (relu) batchnorm_normalize_body(y, x, mean, a, b, outer, C, inner, 1);
+    else batchnorm_normalize_body(y, x, mean, a, b, outer, C, inner, 0);
+}
+
+/* dx += k1 * (g - k2 - (x - mean) * k3) per channel, g = dy or with relu
+ * dy masked by y (batchnorm_mask);  dx, dy, y, x (outer, C, inner), the
+ * rest (C). */
+INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const float *x,
+                              const float *mean, const float *k1, const float *k2,
+                              const float *k3, size_t outer, int C, size_t inner, int relu)
+{
+    const size_t row = (size_t)C * inner;
+    const int cv = C / VL * VL;
+    const size_t iv = inner / VL * VL;
+    #pragma omp parallel for schedule(static) if (outer * row > BATCHNORM_PAR_MIN)
+    for (size_t o = 0; o < outer; o++) {
+        const size_t r = o * row;
+        if (inner == 1) {
+            for (int c = 0; c < cv; c += VL) {
+                const size_t e = r + c;
+                const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
+                vstore(dx + e, vload(dx + e) + vload(k1 + c) * (g - vload(k2 + c) -
+                                                               (vload(x + e) - vload(mean + c)) *
+                                                                   vload(k3 + c)));
+            }
+            for (int c = cv; c < C; c++) {
+                const size_t e = r + c;
+                const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
+                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+            }
+            continue;
+        }
+        for (int c = 0; c < C; c++) {
+            const size_t base = r + (size_t)c * inner;
+            const vf v1 = splat(k1[c]), v2 = splat(k2[c]), v3 = splat(k3[c]), vm = splat(mean[c]);
+            for (size_t i = 0; i < iv; i += VL) {
+                const size_t e = base + i;
+                const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
+                vstore(dx + e, vload(dx + e) + v1 * (g - v2 - (vload(x + e) - vm) * v3));
+            }
+            for (size_t i = iv; i < inner; i++) {
+                const size_t e = base + i;
+                const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
+                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+            }
+        }
+    }
+}
+
+/* y: the output, for relu's mask; NULL without relu. */
+static void batchnorm_dx(float *dx, const float *dy, const float *y, const float *x,
+                         const float *mean, const float *k1, const float *k2, const float *k3,
+                         size_t outer, int C, size_t inner)
+{
+    if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1);
+    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0);
+}
+
 static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
 {
     bn_state *s = l->state;
@@ -58,7 +339,9 @@ static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
                         (double)s->epsilon);
     NN_TRY(nn_config_get_bool(c, "center", &s->center, 1));
     NN_TRY(nn_config_get_bool(c, "scale", &s->scale, 1));
-    return nn_config_get_data_format(c, &s->format);
+    NN_TRY(nn_config_get_data_format(c, &s->format));
+    NN_TRY(nn_config_get_choice(c, "activation", &s->activation, NN_ACT_LINEAR, nn_activation_names));
+    return nn_act_config_alpha(c, s->activation, &s->alpha);
 }
 
 static void batchnorm_write(const nn_layer *l, nn_config_writer *w)
@@ -69,6 +352,8 @@ static void batchnorm_write(const nn_layer *l, nn_config_writer *w)
     nn_config_write(w, "center", "%s", s->center ? "true" : "false");
     nn_config_write(w, "scale", "%s", s->scale ? "true" : "false");
     nn_config_write(w, "data_format", "%s", nn_data_format_name(s->format));
+    nn_config_write(w, "activation", "%s", nn_activation_names[s->activation]);
+    if (nn_act_has_alpha(s->activation)) nn_config_write_float(w, "alpha", s->alpha);
 }
 
 static nn_status batchnorm_build(nn_layer *l, int in_rank, const int *in_shape)
@@ -121,10 +406,10 @@ static void batchnorm_backward(nn_node *n)
     const size_t outer = (size_t)x->shape[0] * s->pre, inner = (size_t)s->inner;
     const double M = (double)outer * inner;
     const float *dy = y->grad;
-    double *sum_dy = c->part, *sum_dyxc = c->part + C, *part = c->part + 2 * C;
     /* sum(dy * (x - mean)); times inv_std it is sum(dy * x_hat). */
-    nn_conv_channel_sums(sum_dy, dy, NULL, NULL, NULL, outer, C, inner, part);
-    nn_conv_channel_sums(sum_dyxc, dy, NULL, x->data, c->mean, outer, C, inner, part);
+    double *sum_dy = c->part, *sum_dyxc = c->part + C, *part = c->part + 2 * C;
+    const float *mask_y = s->activation == NN_ACT_RELU ? y->data : NULL;
+    batchnorm_stats_backward(sum_dy, sum_dyxc, dy, mask_y, x->data, c->mean, outer, C, inner, part);
     if (gamma && gamma->grad)
         for (int k = 0; k < C; k++) gamma->grad[k] += (float)(sum_dyxc[k] * c->inv_std[k]);
     if (beta && beta->grad)
@@ -140,15 +425,7 @@ static void batchnorm_backward(nn_node *n)
         k2[k] = c->training ? (float)(sum_dy[k] / M) : 0.0f;
         k3[k] = c->training ? (float)(is * is * sum_dyxc[k] / M) : 0.0f;
     }
-    const float *mean = c->mean, *xd = x->data;
-    float *dx = x->grad;
-    #pragma omp parallel for schedule(static) if (x->size > 32768)
-    for (size_t o = 0; o < outer; o++)
-        for (int k = 0; k < C; k++) {
-            const size_t base = (o * C + k) * inner;
-            for (size_t i = 0; i < inner; i++)
-                dx[base + i] += k1[k] * (dy[base + i] - k2[k] - (xd[base + i] - mean[k]) * k3[k]);
-        }
+    batchnorm_dx(x->grad, dy, mask_y, x->data, c->mean, k1, k2, k3, outer, C, inner);
 }
 
 static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
@@ -159,7 +436,7 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     const size_t M = outer * inner;
     tensor *y = nn_graph_tensor(g, x->rank, x->shape);
     bn_ctx *c = nn_graph_alloc(g, sizeof *c);
-    const size_t n_part = 2 * (size_t)C + nn_conv_sum_scratch(outer, C, inner) + 2 * (size_t)C;
+    const size_t n_part = 2 * (size_t)C + batchnorm_stats_scratch(outer, C, inner);
     double *part = nn_graph_alloc(g, n_part * sizeof(double));
     float *mean = nn_graph_alloc(g, (size_t)C * sizeof(float));
     float *inv_std = nn_graph_alloc(g, (size_t)C * sizeof(float));
@@ -169,15 +446,23 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     float *mm = l->params[s->i_mean].t->data, *mv = l->params[s->i_var].t->data;
     const int batch = training && M > 0;
     if (batch) {
-        double *sum = part, *ssd = part + C, *blocks = part + 2 * C;
-        nn_conv_channel_sums(sum, x->data, NULL, NULL, NULL, outer, C, inner, blocks);
-        for (int k = 0; k < C; k++) mean[k] = (float)(sum[k] / (double)M);
-        /* Second pass about the mean: no cancellation, unlike E[x^2]-E[x]^2. */
-        nn_conv_channel_sums(ssd, x->data, mean, x->data, mean, outer, C, inner, blocks);
+        /* One pass for both moments, about a shift K per channel: the
+         * channel's first value. var = E[(x-K)^2] - E[x-K]^2 cancels only as
+         * far as the batch mean lies from K in standard deviations, which
+         * for a value drawn from the batch is a few at most; the sums are in
+         * double (2^-53 per rounding, about 1e-12 relative after a block's
+         * 16384 terms), so even a thousand standard deviations leave var
+         * correct far below float precision. */
+        double *s1 = part, *s2 = part + C, *blocks = part + 2 * C;
+        float *shift = mean; /* K, until the mean replaces it */
+        for (int k = 0; k < C; k++) shift[k] = x->data[(size_t)k * inner];
+        batchnorm_stats_forward(s1, s2, x->data, shift, outer, C, inner, blocks);
         const double mom = s->momentum;
         for (int k = 0; k < C; k++) {
-            const double var = ssd[k] / (double)M;
-            const double unbiased = M > 1 ? ssd[k] / (double)(M - 1) : var;
+            const double d = s1[k] / (double)M, sq = s2[k] / (double)M - d * d;
+            const double var = sq > 0.0 ? sq : 0.0;
+            const double unbiased = M > 1 ? var * (double)M / (double)(M - 1) : var;
+            mean[k] = (float)(shift[k] + d);
             inv_std[k] = (float)(1.0 / sqrt(var + s->epsilon));
             mm[k] = (float)(mm[k] * mom + (double)mean[k] * (1.0 - mom));
             mv[k] = (float)(mv[k] * mom + unbiased * (1.0 - mom));
@@ -194,14 +479,8 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
         a[k] = (gamma ? gamma->data[k] : 1.0f) * inv_std[k];
         bb[k] = beta ? beta->data[k] : 0.0f;
     }
-    const float *xd = x->data;
-    float *yd = y->data;
-    #pragma omp parallel for schedule(static) if (x->size > 32768)
-    for (size_t o = 0; o < outer; o++)
-        for (int k = 0; k < C; k++) {
-            const size_t base = (o * C + k) * inner;
-            for (size_t i = 0; i < inner; i++) yd[base + i] = (xd[base + i] - mean[k]) * a[k] + bb[k];
-        }
+    batchnorm_normalize(y->data, x->data, mean, a, bb, outer, C, inner,
+                        s->activation == NN_ACT_RELU);
     c->s = s;
     c->l = l;
     c->mean = mean;
@@ -212,7 +491,9 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     int n_in = 1;
     if (gamma) in[n_in++] = gamma;
     if (beta) in[n_in++] = beta;
-    nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
+    nn_node *node = nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
+    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;
 }

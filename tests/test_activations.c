@@ -1,9 +1,11 @@
 /* The activation layers (sigmoid, tanh, leaky_relu, elu, gelu, softmax) and
- * the activation= key of dense and conv2d:
+ * the activation= key of dense, conv2d, batchnorm and add:
  *   1. forward and backward against PyTorch 1.13 references
  *      (tests/fixtures/activations, written by tests/gen_activation_fixtures.py);
- *   2. dense and conv2d with activation=X equal a linear dense/conv2d followed
- *      by the X layer, bit for bit (forward, dx and parameter gradients);
+ *   2. dense, conv2d, batchnorm and add with activation=X equal the same layer
+ *      with activation=linear followed by the X layer, bit for bit (forward,
+ *      every input's gradient and parameter gradients; batchnorm in training
+ *      and eval mode, both data formats);
  *   3. stability at extreme inputs (+-1e4, +-88, +-89, 0, -0);
  *   4. bad configs, config round trips, and the in-place spatial dropout
  *      check that reads saves_output;
@@ -229,7 +231,7 @@ static void result_free(result *r)
 static float *copy_floats(const float *src, size_t n)
 {
     float *d = malloc((n ? n : 1) * sizeof(float));
-    memcpy(d, src, n * sizeof(float));
+    if (n) memcpy(d, src, n * sizeof(float));
     return d;
 }
 
@@ -242,15 +244,27 @@ static tensor *random_tensor(int rank, const int *shape, uint64_t seed, float sc
     return t;
 }
 
-/* Runs `first` (built on x's per-sample shape, params from seed 5) and, if
+/* Runs `first` on n_in inputs of one shape (seeds 3, 4, ...; built on the
+ * per-sample shape, params from seed 5) in training or eval mode and, if
  * `second` is given, that layer on first's output; loss = sum(w * y) with
- * w from seed 9. grad: 1 records and runs backward, 0 runs without a graph. */
-static result run_chain(const char *type, const char *config, const char *second,
-                        const char *second_config, int rank, const int *shape, int grad)
+ * w from seed 9. grad: 1 records and runs backward, 0 runs without a graph.
+ * dx holds every input's gradient, one after the other. */
+static result run_chain_n(const char *type, const char *config, const char *second,
+                          const char *second_config, int n_in, int training, int rank,
+                          const int *shape, int grad)
 {
     nn_layer *a = nn_layer_create(type, config);
     if (!a) fail_msg("%s %s: %s", type, config, nn_last_error());
-    assert_ok(nn_layer_build(a, rank - 1, shape + 1));
+    if (n_in == 1) {
+        assert_ok(nn_layer_build(a, rank - 1, shape + 1));
+    } else {
+        int ranks[NN_LAYER_MAX_INPUTS], shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
+        for (int k = 0; k < n_in; k++) {
+            ranks[k] = rank - 1;
+            memcpy(shapes[k], shape + 1, (size_t)(rank - 1) * sizeof *shape);
+        }
+        assert_ok(nn_layer_build_multi(a, n_in, ranks, shapes));
+    }
     assert_ok(nn_layer_alloc_params(a, 5));
     nn_layer *b = NULL;
     if (second) {
@@ -258,13 +272,16 @@ static result run_chain(const char *type, const char *config, const char *second
         if (!b) fail_msg("%s %s: %s", second, second_config, nn_last_error());
         assert_ok(nn_layer_build(b, a->out_rank, a->out_shape));
     }
-    tensor *x = random_tensor(rank, shape, 3, 2.0f);
-    if (grad) test_require_grad(x);
+    tensor *xs[NN_LAYER_MAX_INPUTS];
+    for (int k = 0; k < n_in; k++) {
+        xs[k] = random_tensor(rank, shape, 3 + (uint64_t)k, 2.0f);
+        if (grad) test_require_grad(xs[k]);
+    }
     nn_graph *g = nn_graph_create(0);
     nn_graph_set_grad_enabled(g, grad);
     tensor *z, *y;
-    assert_ok(nn_layer_forward(a, g, x, &z, 1));
-    if (b) assert_ok(nn_layer_forward(b, g, z, &y, 1));
+    assert_ok(nn_layer_forward_multi(a, g, n_in, xs, &z, training));
+    if (b) assert_ok(nn_layer_forward(b, g, z, &y, training));
     else y = z;
     result r = {0};
     r.ny = y->size;
@@ -274,16 +291,19 @@ static result run_chain(const char *type, const char *config, const char *second
         assert_ok(nn_op_weighted_sum(g, y, w, &loss));
         assert_ok(nn_graph_backward(g, loss));
         tensor_free(w);
-        r.nx = x->size;
-        r.dx = copy_floats(x->grad, x->size);
+        const size_t nx = xs[0]->size;
+        r.nx = nx * (size_t)n_in;
+        r.dx = malloc((r.nx ? r.nx : 1) * sizeof(float));
+        for (int k = 0; k < n_in; k++) memcpy(r.dx + k * nx, xs[k]->grad, nx * sizeof(float));
         r.n_params = a->n_params;
-        for (int i = 0; i < a->n_params; i++) {
-            r.np[i] = a->params[i].t->size;
-            r.p[i] = copy_floats(a->params[i].t->grad, r.np[i]);
+        for (int i = 0; i < a->n_params; i++) { /* none for batchnorm's moving statistics */
+            const tensor *t = a->params[i].t;
+            r.np[i] = t->grad ? t->size : 0;
+            r.p[i] = copy_floats(t->grad, r.np[i]);
         }
     }
     nn_graph_free(g);
-    tensor_free(x);
+    for (int k = 0; k < n_in; k++) tensor_free(xs[k]);
     nn_layer_free(b);
     nn_layer_free(a);
     return r;
@@ -298,16 +318,17 @@ static void assert_same(const char *what, const char *label, const float *a, con
     }
 }
 
-static void check_fused(const char *type, const char *base_config, const char *act,
-                        const char *alpha, int rank, const int *shape)
+static void check_fused_n(const char *type, const char *base_config, const char *act,
+                          const char *alpha, int n_in, int training, int rank, const int *shape)
 {
     char fused[192], linear[192], label[256];
     snprintf(fused, sizeof fused, "%s activation=%s %s", base_config, act, alpha);
     snprintf(linear, sizeof linear, "%s activation=linear", base_config);
-    snprintf(label, sizeof label, "%s %s", type, fused);
+    snprintf(label, sizeof label, "%s %s (%d inputs, %s)", type, fused, n_in,
+             training ? "train" : "eval");
     for (int grad = 1; grad >= 0; grad--) {
-        result f = run_chain(type, fused, NULL, NULL, rank, shape, grad);
-        result s = run_chain(type, linear, act, alpha, rank, shape, grad);
+        result f = run_chain_n(type, fused, NULL, NULL, n_in, training, rank, shape, grad);
+        result s = run_chain_n(type, linear, act, alpha, n_in, training, rank, shape, grad);
         assert_int_equal(f.ny, s.ny);
         assert_same("y", label, f.y, s.y, f.ny);
         if (grad) {
@@ -319,6 +340,12 @@ static void check_fused(const char *type, const char *base_config, const char *a
         result_free(&f);
         result_free(&s);
     }
+}
+
+static void check_fused(const char *type, const char *base_config, const char *act,
+                        const char *alpha, int rank, const int *shape)
+{
+    check_fused_n(type, base_config, act, alpha, 1, 1, rank, shape);
 }
 
 static const char *const acts[][2] = {
@@ -349,6 +376,31 @@ static void test_conv2d_activation_equals_layer(void **state)
         check_fused("conv2d", "filters=4 kernel_size=2,3 strides=2 data_format=channels_first",
                     acts[i][0], acts[i][1], 4, nchw);
     }
+}
+
+/* 19 channels and 20 positions: one whole vector of every width the
+ * kernels use (4, 8, 16 floats) and a remainder, along the channels
+ * (channels-last) and along the positions (channels-first). */
+static void test_batchnorm_activation_equals_layer(void **state)
+{
+    (void)state;
+    const int nhwc[4] = {3, 5, 4, 19}, nchw[4] = {3, 19, 5, 4};
+    for (size_t i = 0; i < N_ACTS; i++)
+        for (int training = 1; training >= 0; training--) {
+            check_fused_n("batchnorm", "momentum=0.9 data_format=channels_last", acts[i][0],
+                          acts[i][1], 1, training, 4, nhwc);
+            check_fused_n("batchnorm", "center=false data_format=channels_first", acts[i][0],
+                          acts[i][1], 1, training, 4, nchw);
+        }
+}
+
+static void test_add_activation_equals_layer(void **state)
+{
+    (void)state;
+    const int shape[4] = {2, 5, 7, 3}; /* 210 elements: vectors and a remainder */
+    for (size_t i = 0; i < N_ACTS; i++)
+        for (int n_in = 2; n_in <= 3; n_in++)
+            check_fused_n("add", "", acts[i][0], acts[i][1], n_in, 1, 4, shape);
 }
 
 /* ---- 3. extreme inputs ---- */
@@ -460,9 +512,13 @@ static void test_bad_configs(void **state)
     expect_config_error("conv2d", "filters=2 kernel_size=3 alpha=0.2", "alpha applies only");
     static const char *const names[] = {"linear", "relu", "sigmoid", "tanh", "leaky_relu",
                                         "elu", "gelu", "softmax"};
-    const char *const types[2][2] = {{"dense", "units=3 activation=swish"},
-                                     {"conv2d", "filters=2 kernel_size=3 activation=swish"}};
-    for (int t = 0; t < 2; t++) {
+    expect_config_error("batchnorm", "activation=tanh alpha=0.2", "alpha applies only");
+    expect_config_error("add", "activation=leaky_relu alpha=-2", "alpha must be between 0");
+    const char *const types[4][2] = {{"dense", "units=3 activation=swish"},
+                                     {"conv2d", "filters=2 kernel_size=3 activation=swish"},
+                                     {"batchnorm", "activation=swish"},
+                                     {"add", "activation=swish"}};
+    for (int t = 0; t < 4; t++) {
         expect_config_error(types[t][0], types[t][1], "activation must be one of {");
         assert_error_contains("'swish'");
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) assert_error_contains(names[i]);
@@ -494,6 +550,11 @@ static void test_config_round_trip(void **state)
     expect_written("dense", "units=3 activation=leaky_relu", "activation=leaky_relu alpha=0.3");
     expect_written("dense", "units=3 activation=elu alpha=0.5", "activation=elu alpha=0.5");
     expect_written("conv2d", "filters=2 kernel_size=3 activation=gelu", "activation=gelu data_format");
+    expect_written("batchnorm", "activation=elu alpha=0.5", "activation=elu alpha=0.5");
+    expect_written("add", "activation=relu", "activation=relu");
+    /* the default is written too: linear, the layer alone */
+    expect_written("batchnorm", "", "data_format=channels_last activation=linear");
+    expect_written("add", "", "activation=linear");
     /* configs without the new keys are written as before */
     expect_written("dense", "units=3 activation=relu", "units=3 use_bias=true activation=relu");
     nn_layer *l = nn_layer_create("dense", "units=3 activation=softmax");
@@ -534,27 +595,30 @@ static void test_inplace_dropout_check(void **state)
     const char *const saving[][2] = {{"sigmoid", ""}, {"tanh", ""}, {"softmax", ""},
                                      {"conv2d", "filters=3 kernel_size=1 activation=sigmoid"},
                                      {"conv2d", "filters=3 kernel_size=1 activation=tanh"},
-                                     {"conv2d", "filters=3 kernel_size=1 activation=softmax"}};
+                                     {"conv2d", "filters=3 kernel_size=1 activation=softmax"},
+                                     {"batchnorm", "activation=relu"}};
     for (size_t i = 0; i < sizeof saving / sizeof saving[0]; i++) {
         assert_int_equal(dropout_after(saving[i][0], saving[i][1]), NN_ERR_STATE);
         assert_error_contains("whose backward reads it");
     }
     const char *const free_out[][2] = {{"leaky_relu", ""}, {"elu", ""}, {"gelu", ""},
                                        {"conv2d", "filters=3 kernel_size=1 activation=gelu"},
-                                       {"conv2d", "filters=3 kernel_size=1 activation=leaky_relu"}};
+                                       {"conv2d", "filters=3 kernel_size=1 activation=leaky_relu"},
+                                       {"batchnorm", ""}, {"batchnorm", "activation=elu"}};
     for (size_t i = 0; i < sizeof free_out / sizeof free_out[0]; i++)
         assert_ok(dropout_after(free_out[i][0], free_out[i][1]));
 }
 
 /* ---- 5. thread count ---- */
 
-static void check_threads(const char *type, const char *config, int rank, const int *shape)
+static void check_threads_n(const char *type, const char *config, int n_in, int rank,
+                            const int *shape)
 {
     const int before = nn_get_threads();
     assert_ok(nn_set_threads(1));
-    result a = run_chain(type, config, NULL, NULL, rank, shape, 1);
+    result a = run_chain_n(type, config, NULL, NULL, n_in, 1, rank, shape, 1);
     assert_ok(nn_set_threads(2));
-    result b = run_chain(type, config, NULL, NULL, rank, shape, 1);
+    result b = run_chain_n(type, config, NULL, NULL, n_in, 1, rank, shape, 1);
     assert_ok(nn_set_threads(before));
     char label[192];
     snprintf(label, sizeof label, "%s %s, 1 vs 2 threads", type, config);
@@ -564,6 +628,11 @@ static void check_threads(const char *type, const char *config, int rank, const 
         assert_same("a parameter gradient", label, a.p[i], b.p[i], a.np[i]);
     result_free(&a);
     result_free(&b);
+}
+
+static void check_threads(const char *type, const char *config, int rank, const int *shape)
+{
+    check_threads_n(type, config, 1, rank, shape);
 }
 
 static void test_thread_count_invariance(void **state)
@@ -582,6 +651,11 @@ static void test_thread_count_invariance(void **state)
                  acts[i][0], acts[i][1]);
         check_threads("conv2d", cfg, 4, conv_in);
     }
+    /* batchnorm's and add's fused relu: above their thresholds (32768, 65536) */
+    const int bn_in[4] = {32, 12, 12, 20};
+    check_threads("batchnorm", "activation=relu data_format=channels_last", 4, bn_in);
+    check_threads("batchnorm", "activation=relu data_format=channels_first", 4, bn_in);
+    check_threads_n("add", "activation=relu", 2, 4, bn_in);
 }
 
 int main(void)
@@ -590,6 +664,8 @@ int main(void)
         cmocka_unit_test(test_pytorch_fixtures),
         cmocka_unit_test(test_dense_activation_equals_layer),
         cmocka_unit_test(test_conv2d_activation_equals_layer),
+        cmocka_unit_test(test_batchnorm_activation_equals_layer),
+        cmocka_unit_test(test_add_activation_equals_layer),
         cmocka_unit_test(test_extreme_inputs),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),

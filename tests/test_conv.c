@@ -3,7 +3,8 @@
  * tests/gen_conv_fixtures.py), plus format agreement, thread-count
  * invariance, the layer's kernels against the library's direct loops
  * (layers/conv_reference.c) on larger shapes, Winograd and the GEMM tiles
- * forced on the same inputs, and config/shape errors.
+ * forced on the same inputs, batchnorm's one-pass moments far from zero, and
+ * config/shape errors.
  *
  * Tolerance of every fixture comparison (forward, dx, parameter gradients,
  * moving statistics) and of the layer against the direct loops, both must
@@ -894,6 +895,48 @@ static void test_batchnorm_moving_statistics(void **state)
     nn_layer_free(l);
 }
 
+/* batchnorm's one-pass moments: values 1e5 from zero with a spread of a
+ * few hundredths (mean^2 / var about 1e13, where E[x^2] - E[x]^2 about zero
+ * would lose everything) still give the mean and variance of a two-pass
+ * computation, in both data formats. */
+static void test_batchnorm_large_offset(void **state)
+{
+    (void)state;
+    const int nhwc[4] = {16, 3, 5, 2}, nchw[4] = {16, 2, 3, 5};
+    for (int f = 0; f < 2; f++) {
+        const int *shape = f ? nchw : nhwc;
+        nn_layer *l = make_layer("batchnorm", f ? "momentum=0 data_format=channels_first"
+                                                : "momentum=0 data_format=channels_last",
+                                 3, shape + 1);
+        tensor *x = tensor_create(4, shape);
+        const size_t per = x->size / 2; /* values per channel */
+        for (size_t i = 0; i < x->size; i++) {
+            const int c = f ? (int)(i / 15 % 2) : (int)(i % 2);
+            x->data[i] = 1e5f * (float)(c + 1) + 0.01f * (float)((i * 7) % 11) - 0.05f;
+        }
+        for (int c = 0; c < 2; c++) {
+            double sum = 0.0, ssd = 0.0;
+            for (size_t i = 0; i < x->size; i++)
+                if ((f ? (int)(i / 15 % 2) : (int)(i % 2)) == c) sum += x->data[i];
+            const double mean = sum / (double)per;
+            for (size_t i = 0; i < x->size; i++)
+                if ((f ? (int)(i / 15 % 2) : (int)(i % 2)) == c)
+                    ssd += (x->data[i] - mean) * (x->data[i] - mean);
+            nn_graph *g = nn_graph_create(0);
+            tensor *y;
+            assert_ok(nn_layer_forward(l, g, x, &y, 1));
+            const float *mm = l->params[2].t->data, *mv = l->params[3].t->data;
+            assert_float_equal(mm[c], mean, 1e-7 * fabs(mean));
+            const double var_u = ssd / (double)(per - 1);
+            assert_true(var_u > 1e-4);
+            assert_float_equal(mv[c], var_u, 1e-5 * var_u);
+            nn_graph_free(g);
+        }
+        tensor_free(x);
+        nn_layer_free(l);
+    }
+}
+
 static void test_empty_batch(void **state)
 {
     (void)state;
@@ -931,6 +974,7 @@ int main(void)
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),
         cmocka_unit_test(test_batchnorm_moving_statistics),
+        cmocka_unit_test(test_batchnorm_large_offset),
         cmocka_unit_test(test_empty_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

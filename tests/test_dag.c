@@ -84,7 +84,7 @@ static void test_spec_round_trip(void **state)
         "activation=relu data_format=channels_last\n"
         "conv2d filters=4 kernel_size=3,3 strides=1,1 padding=same dilation_rate=1,1 use_bias=true "
         "activation=linear data_format=channels_last\n"
-        "add inputs=conv2d_1,conv2d_3\n"
+        "add inputs=conv2d_1,conv2d_3 activation=linear\n"
         "relu\n"
         "spatial_dropout2d rate=0.25 data_format=channels_last inplace=false seed=5\n"
         "conv2d name=proj inputs=input filters=2 kernel_size=1,1 strides=1,1 padding=valid "

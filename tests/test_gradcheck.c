@@ -124,11 +124,14 @@ static void run_check(gc_case *c)
     nn_graph_free(g);
 }
 
-static void check_layer(const nn_layer_type *type, int training)
+/* type with config (its .test_config when NULL) on .test_shape(s). */
+static void check_layer_config(const nn_layer_type *type, const char *config, int training)
 {
     gc_case c = {0};
-    snprintf(c.name, sizeof c.name, "%s (%s)", type->name, training ? "train" : "eval");
-    c.layer = nn_layer_create(type->name, type->test_config);
+    if (!config) config = type->test_config;
+    snprintf(c.name, sizeof c.name, "%s %.30s (%s)", type->name, config,
+             training ? "train" : "eval");
+    c.layer = nn_layer_create(type->name, config);
     if (!c.layer) fail_msg("%s: create failed: %s", type->name, nn_last_error());
     c.n_in = nn_layer_type_is_merge(type) ? type->test_inputs : 1;
     assert_true(c.n_in >= 1 && c.n_in <= NN_LAYER_MAX_INPUTS);
@@ -159,6 +162,32 @@ static void check_layer(const nn_layer_type *type, int training)
     for (int k = 0; k < c.n_in; k++) tensor_free(c.xs[k]);
     tensor_free(c.w);
     nn_layer_free(c.layer);
+}
+
+static void check_layer(const nn_layer_type *type, int training)
+{
+    check_layer_config(type, NULL, training);
+}
+
+/* The activation= key of layers whose test_config leaves it out. */
+static void test_layer_activations(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"batchnorm", "momentum=0.9 data_format=channels_first activation=relu"},
+        {"batchnorm", "data_format=channels_last activation=relu"},
+        {"batchnorm", "data_format=channels_last activation=tanh"},
+        {"add", "activation=relu"},
+        {"add", "activation=elu alpha=0.5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const nn_layer_type *t = NULL;
+        for (int k = 0; k < nn_registry_count(); k++)
+            if (!strcmp(nn_registry_get(k)->name, cases[i][0])) t = nn_registry_get(k);
+        assert_non_null(t);
+        check_layer_config(t, cases[i][1], 1);
+        check_layer_config(t, cases[i][1], 0);
+    }
 }
 
 static void test_every_registered_layer(void **state)
@@ -255,6 +284,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_registered_layer),
+        cmocka_unit_test(test_layer_activations),
         cmocka_unit_test(test_tensor_used_twice),
         cmocka_unit_test(test_mul_two_inputs),
         cmocka_unit_test(test_softmax_cross_entropy),

@@ -189,7 +189,12 @@ def main():
             mean = param(name + ".moving_mean", (c,))
             var = param(name + ".moving_variance", (c,))
             x = F.batch_norm(x, mean, var, gamma, beta, training=False, eps=float(cfg["epsilon"]))
-            extra = set(cfg) - {"momentum", "epsilon", "center", "scale"} - ignored
+            act = cfg.get("activation", "linear")
+            if act == "relu":
+                x = F.relu(x)
+            elif act != "linear":
+                fail("%s: batchnorm activation=%s is not handled here" % (name, act))
+            extra = set(cfg) - {"momentum", "epsilon", "center", "scale", "activation"} - ignored
         elif kind in ("dropout", "spatial_dropout2d"):
             extra = set(cfg) - ignored  # eval mode: the identity
         elif kind == "relu":
