@@ -178,6 +178,14 @@ static size_t conv_core_dcol_chunk(const nn_conv_geom *g, int N)
 }
 
 /* Winograd or the GEMM tiles: the one choice every pass below follows. */
+/* Stride-1 dx reads dz padded by the window less the forward's padding;
+ * with no such padding (a 1x1 window over an unpadded input) dz itself. */
+static int conv_core_dz_needs_pad(const nn_conv_geom *g)
+{
+    return (g->KH - 1) * g->DH != g->PT || (g->KW - 1) * g->DW != g->PL ||
+           g->H + (g->KH - 1) * g->DH != g->OH || g->W + (g->KW - 1) * g->DW != g->OW;
+}
+
 static int conv_core_winograd(const nn_conv_geom *g, int F)
 {
     switch (g->path) {
@@ -212,7 +220,8 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
         s->wkt = nn_conv_winograd_kernel_size(F, g->C);
     } else if (need_dx) {
         if (g->SH == 1 && g->SW == 1) {
-            s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
+            if (conv_core_dz_needs_pad(g))
+                s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
             s->kt = (size_t)g->KH * g->KW * F * conv_core_round_up(g->C, VLw);
         } else {
             s->kt = (size_t)F * conv_core_round_up((int)T, VLw);
@@ -293,9 +302,13 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                     for (int c = C; c < Cp; c++) row[c] = 0.0f;
                 }
         const int Hs = g->H + (KH - 1) * g->DH, Ws = g->W + (KW - 1) * g->DW;
-        nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
-                    (KW - 1) * g->DW - g->PL);
-        nn_conv_backward_input_direct(dx, w->dzs, w->kt, Cp, g, N, F);
+        const float *dzs = dz;
+        if (conv_core_dz_needs_pad(g)) {
+            nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
+                        (KW - 1) * g->DW - g->PL);
+            dzs = w->dzs;
+        }
+        nn_conv_backward_input_direct(dx, dzs, w->kt, Cp, g, N, F);
         return;
     }
     /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
