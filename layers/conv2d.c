@@ -145,7 +145,7 @@ static void conv2d_backward(nn_node *n)
     /* Forward reserved the dx buffers only when x required a gradient; a
      * leaf may carry a grad buffer without asking for one. */
     float *dx = NULL;
-    if (x->grad && (c->w.dzs || c->w.dcol || c->w.wkt)) dx = cf ? c->dx_nhwc : x->grad;
+    if (x->grad && (c->w.kt || c->w.wkt)) dx = cf ? c->dx_nhwc : x->grad;
     if (dx && cf) memset(dx, 0, x->size * sizeof *dx);
     float *dk = k->grad && c->w.part ? k->grad : NULL;
     float *db = b && b->grad && c->w.db ? b->grad : NULL;

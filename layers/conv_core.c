@@ -178,6 +178,14 @@ static size_t conv_core_dcol_chunk(const nn_conv_geom *g, int N)
 }
 
 /* Winograd or the GEMM tiles: the one choice every pass below follows. */
+/* Stride-1 dx reads dz padded by the window less the forward's padding;
+ * with no such padding (a 1x1 window over an unpadded input) dz itself. */
+static int conv_core_dz_needs_pad(const nn_conv_geom *g)
+{
+    return (g->KH - 1) * g->DH != g->PT || (g->KW - 1) * g->DW != g->PL ||
+           g->H + (g->KH - 1) * g->DH != g->OH || g->W + (g->KW - 1) * g->DW != g->OW;
+}
+
 static int conv_core_winograd(const nn_conv_geom *g, int F)
 {
     switch (g->path) {
@@ -212,7 +220,8 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
         s->wkt = nn_conv_winograd_kernel_size(F, g->C);
     } else if (need_dx) {
         if (g->SH == 1 && g->SW == 1) {
-            s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
+            if (conv_core_dz_needs_pad(g))
+                s->dzs = (size_t)N * (g->H + (g->KH - 1) * g->DH) * (g->W + (g->KW - 1) * g->DW) * F;
             s->kt = (size_t)g->KH * g->KW * F * conv_core_round_up(g->C, VLw);
         } else {
             s->kt = (size_t)F * conv_core_round_up((int)T, VLw);
@@ -293,9 +302,13 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                     for (int c = C; c < Cp; c++) row[c] = 0.0f;
                 }
         const int Hs = g->H + (KH - 1) * g->DH, Ws = g->W + (KW - 1) * g->DW;
-        nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
-                    (KW - 1) * g->DW - g->PL);
-        nn_conv_backward_input_direct(dx, w->dzs, w->kt, Cp, g, N, F);
+        const float *dzs = dz;
+        if (conv_core_dz_needs_pad(g)) {
+            nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
+                        (KW - 1) * g->DW - g->PL);
+            dzs = w->dzs;
+        }
+        nn_conv_backward_input_direct(dx, dzs, w->kt, Cp, g, N, F);
         return;
     }
     /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
@@ -346,6 +359,49 @@ void nn_conv_col2im(float *dx, const float *col, const nn_conv_geom *g, int nb, 
 
 /* ---- deterministic per-channel sums ---- */
 
+/* Eight channels of float and of double. Generic vectors: with AVX-512 a
+ * double vector is one register, with less the compiler splits it. This
+ * file keeps ISO C's separate multiply and add (no conv_simd.h), so the
+ * vector sums round exactly as the scalar loop does. */
+typedef float conv_core_f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef double conv_core_d8 __attribute__((vector_size(8 * sizeof(double))));
+
+static inline __attribute__((always_inline)) conv_core_d8 conv_core_load_d8(const float *p)
+{
+    conv_core_f8 v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, conv_core_d8);
+}
+
+/* Channels-last block: p[c0 + 8v + e] += term over rows [o0, o1) for the
+ * nv (constant, 1 to 4) vectors of 8 channels from c0, each channel's rows
+ * in order as the scalar loop adds them, in registers meanwhile (nv
+ * independent chains instead of one load-add-store per element). */
+static inline __attribute__((always_inline)) void
+conv_core_sums_last(double *restrict p, const float *a, const float *sa, const float *b,
+                    const float *sb, size_t o0, size_t o1, int C, int c0, const int nv)
+{
+    conv_core_d8 acc[4], ma[4], mb[4];
+    for (int v = 0; v < nv; v++) {
+        memcpy(&acc[v], p + c0 + 8 * v, sizeof acc[v]);
+        ma[v] = sa ? conv_core_load_d8(sa + c0 + 8 * v) : (conv_core_d8){0};
+        mb[v] = sb ? conv_core_load_d8(sb + c0 + 8 * v) : (conv_core_d8){0};
+    }
+    for (size_t o = o0; o < o1; o++) {
+        const float *ar = a + o * C + c0, *br = b ? b + o * C + c0 : NULL;
+        for (int v = 0; v < nv; v++) {
+            const conv_core_d8 x = conv_core_load_d8(ar + 8 * v);
+            if (br)
+                acc[v] += (x - ma[v]) * (conv_core_load_d8(br + 8 * v) - mb[v]);
+            else if (sa)
+                acc[v] += x - ma[v];
+            else
+                acc[v] += x;
+        }
+    }
+    for (int v = 0; v < nv; v++) memcpy(p + c0 + 8 * v, &acc[v], sizeof acc[v]);
+}
+
 static size_t conv_core_sum_rows_per_block(int C, size_t inner)
 {
     const size_t per = (size_t)C * inner;
@@ -370,18 +426,24 @@ void nn_conv_channel_sums(double *out, const float *a, const float *sa, const fl
         double *restrict p = part + blk * C;
         for (int c = 0; c < C; c++) p[c] = 0.0;
         const size_t o1 = (blk + 1) * rpb < outer ? (blk + 1) * rpb : outer;
+        int cv = 0; /* channels done by the vector loop */
+        if (inner == 1) {
+            for (; cv + 32 <= C; cv += 32) conv_core_sums_last(p, a, sa, b, sb, blk * rpb, o1, C, cv, 4);
+            for (; cv + 8 <= C; cv += 8) conv_core_sums_last(p, a, sa, b, sb, blk * rpb, o1, C, cv, 1);
+            if (cv == C) continue;
+        }
         for (size_t o = blk * rpb; o < o1; o++) {
             const float *ar = a + o * C * inner, *br = b ? b + o * C * inner : NULL;
             if (inner == 1) {
                 /* Channels-last: the channel loop is the contiguous one. */
                 if (br)
-                    for (int c = 0; c < C; c++)
+                    for (int c = cv; c < C; c++)
                         p[c] += ((double)ar[c] - (sa ? sa[c] : 0.0f)) *
                                 ((double)br[c] - (sb ? sb[c] : 0.0f));
                 else if (sa)
-                    for (int c = 0; c < C; c++) p[c] += (double)ar[c] - sa[c];
+                    for (int c = cv; c < C; c++) p[c] += (double)ar[c] - sa[c];
                 else
-                    for (int c = 0; c < C; c++) p[c] += ar[c];
+                    for (int c = cv; c < C; c++) p[c] += ar[c];
                 continue;
             }
             for (int c = 0; c < C; c++) {

@@ -87,7 +87,8 @@ typedef struct nn_conv_work {
     float *bp;      /* forward: bias with Fp entries */
     float *dzp;     /* dkernel: dz with Fp columns when F != Fp */
     float *part;    /* dkernel: per-group partial sums (G, T, Fp) */
-    float *dzs;     /* dx, stride 1: dz padded to (N, H+(KH-1)DH, W+(KW-1)DW, F) */
+    float *dzs;     /* dx, stride 1: dz padded to (N, H+(KH-1)DH, W+(KW-1)DW, F), unless
+                     * that is dz itself (1x1 window, no padding) */
     float *kt;      /* dx: the kernel, flipped and transposed (stride 1) or transposed */
     float *dcol;    /* dx, strided: one chunk of columns (nb*OH*OW, T) */
     float *db;      /* dbias: per-block sums (nn_conv_db_scratch) */

@@ -3,6 +3,16 @@
  * The arena is a list of blocks. When a step needs more than the first block,
  * further blocks are chained; on reset they are merged into one block of the
  * total size, so after the first step or two every step fits in one block.
+ *
+ * Intermediate gradients come from a pool of buffers kept across resets,
+ * each with a count of the tensors whose grad points into it (a node's
+ * output, and through grad_is_input and grad_in_place its input too); a
+ * buffer with no user is free. A request takes a free buffer of the same
+ * size, else the smallest free one up to twice its size (a smaller last
+ * batch reuses the full batch's buffers), else a new one. Each step makes
+ * the same requests in the same order, so after the first step or two the
+ * pool has what every step needs. Buffers are never trimmed: the pool holds
+ * the largest set of gradients a step has had in flight.
  */
 #include "tensor/graph.h"
 
@@ -16,6 +26,12 @@ typedef struct arena_block {
     unsigned char *mem;
 } arena_block;
 
+typedef struct grad_buf {
+    float *mem;
+    size_t floats;
+    int users; /* tensors whose grad is mem; 0: free */
+} grad_buf;
+
 struct nn_graph {
     arena_block *blocks; /* head is the block being filled */
     size_t first_size;
@@ -27,6 +43,8 @@ struct nn_graph {
     nn_status record_error;
     char record_msg[160];
     int backward_done; /* backward has run since the last reset */
+    grad_buf *bufs;
+    int n_bufs, cap_bufs;
 };
 
 static arena_block *graph_block_new(size_t size)
@@ -74,6 +92,8 @@ void nn_graph_free(nn_graph *g)
 {
     if (!g) return;
     graph_blocks_free(g->blocks);
+    for (int i = 0; i < g->n_bufs; i++) tensor_aligned_free(g->bufs[i].mem);
+    free(g->bufs);
     free(g->nodes);
     free(g);
 }
@@ -83,6 +103,7 @@ void nn_graph_reset(nn_graph *g)
     g->n_nodes = 0;
     g->record_error = NN_OK;
     g->backward_done = 0;
+    for (int i = 0; i < g->n_bufs; i++) g->bufs[i].users = 0;
     if (g->blocks->next) {
         size_t total = 0;
         for (arena_block *b = g->blocks; b; b = b->next) total += b->size;
@@ -218,6 +239,45 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
     return n;
 }
 
+/* The index of a free pool buffer of at least n floats (see the top of the
+ * file), or -1 with an error. */
+static int graph_buf_take(nn_graph *g, size_t n)
+{
+    int best = -1;
+    for (int i = 0; i < g->n_bufs; i++) {
+        const grad_buf *b = &g->bufs[i];
+        if (b->users || b->floats < n || b->floats / 2 > n) continue;
+        if (best < 0 || b->floats < g->bufs[best].floats) best = i;
+        if (b->floats == n) break;
+    }
+    if (best >= 0) return best;
+    if (g->n_bufs == g->cap_bufs) {
+        int cap = g->cap_bufs ? g->cap_bufs * 2 : 16;
+        grad_buf *bufs = realloc(g->bufs, (size_t)cap * sizeof *bufs);
+        if (!bufs) goto fail;
+        g->bufs = bufs;
+        g->cap_bufs = cap;
+    }
+    float *mem = NULL;
+    if (n <= SIZE_MAX / sizeof(float)) mem = tensor_aligned_alloc((n ? n : 1) * sizeof(float));
+    if (!mem) goto fail;
+    g->bufs[g->n_bufs] = (grad_buf){.mem = mem, .floats = n};
+    return g->n_bufs++;
+fail:
+    nn_error(NN_ERR_MEMORY, "nn_graph_backward: out of memory for a gradient of %zu floats", n);
+    return -1;
+}
+
+/* t's node (if t is the output of one) now also uses the pool buffer that
+ * `holder`'s gradient is in, if any; a leaf's stays in use until the reset. */
+static void graph_buf_share(nn_graph *g, tensor *t, const tensor *holder)
+{
+    const int b = holder->node && holder->node->out == holder ? holder->node->grad_buf : 0;
+    if (!b) return;
+    g->bufs[b - 1].users++;
+    if (t->node && t->node->out == t) t->node->grad_buf = b;
+}
+
 static nn_status graph_ensure_grad(nn_graph *g, tensor *t)
 {
     if (t->grad || !(t->flags & TENSOR_REQUIRES_GRAD)) return NN_OK;
@@ -228,12 +288,33 @@ static nn_status graph_ensure_grad(nn_graph *g, tensor *t)
         n->in[0]->size == t->size) {
         NN_TRY(graph_ensure_grad(g, n->in[0]));
         t->grad = n->in[0]->grad;
+        graph_buf_share(g, t, n->in[0]);
         return NN_OK;
     }
-    t->grad = nn_graph_alloc(g, t->size * sizeof(float));
-    if (!t->grad) return NN_ERR_MEMORY;
+    if (n && n->out == t) {
+        const int b = graph_buf_take(g, t->size);
+        if (b < 0) return NN_ERR_MEMORY;
+        g->bufs[b].users = 1;
+        n->grad_buf = b + 1;
+        t->grad = g->bufs[b].mem;
+    } else {
+        t->grad = nn_graph_alloc(g, t->size * sizeof(float));
+        if (!t->grad) return NN_ERR_MEMORY;
+    }
     memset(t->grad, 0, t->size * sizeof(float));
     return NN_OK;
+}
+
+/* After n's backward nothing reads its output's gradient any more: the
+ * output lets go of it (its storage stays in use while a leaf's or another
+ * live tensor's gradient is in it). */
+static void graph_release_out_grad(nn_graph *g, nn_node *n)
+{
+    tensor *y = n->out;
+    if (y->node != n || n->retain_grad) return;
+    if (n->grad_buf) g->bufs[n->grad_buf - 1].users--;
+    n->grad_buf = 0;
+    y->grad = NULL;
 }
 
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
@@ -252,6 +333,7 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
         return nn_error(NN_ERR_STATE, "nn_graph_backward: loss does not depend on anything that "
                                       "requires a gradient (was the graph recording?)");
     g->backward_done = 1;
+    if (loss->node && loss->node->out == loss) loss->node->retain_grad = 1;
     NN_TRY(graph_ensure_grad(g, loss));
     loss->grad[0] += 1.0f;
     for (int i = g->n_nodes - 1; i >= 0; i--) {
@@ -261,11 +343,24 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
         /* Every consumer of out has run (reverse order), and x has no
          * gradient yet, so nothing else is in either buffer. */
         if (n->grad_in_place && n->n_in == 1 && !x->grad && (x->flags & TENSOR_REQUIRES_GRAD) &&
-            !(x->flags & TENSOR_PARAM) && x->size == n->out->size)
+            !(x->flags & TENSOR_PARAM) && x->size == n->out->size) {
             x->grad = n->out->grad;
+            graph_buf_share(g, x, n->out);
+        }
         for (int k = 0; k < n->n_in; k++) NN_TRY(graph_ensure_grad(g, n->in[k]));
         n->backward(n);
+        graph_release_out_grad(g, n);
     }
+    return NN_OK;
+}
+
+nn_status nn_graph_retain_grad(nn_graph *g, tensor *t)
+{
+    if (!g || !t) return nn_error(NN_ERR_ARG, "nn_graph_retain_grad: NULL argument");
+    if (g->backward_done)
+        return nn_error(NN_ERR_STATE, "nn_graph_retain_grad: backward already ran on this graph; "
+                                      "retain the gradient before it");
+    if (t->node && t->node->out == t) t->node->retain_grad = 1;
     return NN_OK;
 }
 
@@ -275,5 +370,12 @@ size_t nn_graph_arena_bytes(const nn_graph *g)
 {
     size_t total = 0;
     for (const arena_block *b = g->blocks; b; b = b->next) total += b->size;
+    return total;
+}
+
+size_t nn_graph_grad_pool_bytes(const nn_graph *g)
+{
+    size_t total = 0;
+    for (int i = 0; i < g->n_bufs; i++) total += g->bufs[i].floats * sizeof(float);
     return total;
 }

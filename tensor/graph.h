@@ -9,11 +9,20 @@
  * never assign, so a tensor used twice receives the sum of both uses. A
  * backward function must skip an input whose grad is NULL (it needs none).
  *
- * Memory: every tensor, context and gradient made during a step lives in the
- * graph's arena and stays valid until nn_graph_reset(), which rewinds the
- * arena without returning memory, so a training loop allocates nothing after
- * its first step. Parameters (TENSOR_PARAM) are not in the arena: they keep
- * their own grad buffers, which backward adds into.
+ * Memory: every tensor and context made during a step lives in the graph's
+ * arena and stays valid until nn_graph_reset(), which rewinds the arena
+ * without returning memory. Gradients are kept only where they are read:
+ * - a leaf's (a tensor no node produced, such as a parameter or an input
+ *   that requires a gradient) and the loss's stay until the reset;
+ * - an intermediate tensor's (the output of a recorded node) lives only
+ *   until the backward of the node that produced it has run; backward then
+ *   sets that tensor's grad to NULL and its buffer goes back to a pool that
+ *   the next gradients of the step, and of later steps, reuse (matched by
+ *   size), so a step holds all its activations but only the gradients in
+ *   flight, and a training loop allocates nothing after its first steps.
+ *   nn_graph_retain_grad() keeps one until the reset.
+ * Parameters (TENSOR_PARAM) keep their own grad buffers, which backward adds
+ * into; other leaves get theirs from the arena when they have none.
  *
  * With gradients disabled (nn_graph_set_grad_enabled(g, 0)) nothing is
  * recorded and no gradient memory is used: inference mode.
@@ -51,6 +60,11 @@ struct nn_node {
      * it out->grad's storage, and the node's backward, seeing out->grad ==
      * in[0]->grad, overwrites instead of adding. out->grad then holds dx. */
     int grad_in_place;
+    /* Set and read by the graph only: the pool buffer holding out's
+     * gradient (its index + 1, 0 when out's gradient is not the node's to
+     * release), and whether that gradient outlives this node's backward. */
+    int grad_buf;
+    int retain_grad;
 };
 
 typedef struct nn_graph nn_graph;
@@ -81,13 +95,24 @@ int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in);
 
 /* d(loss)/d(t) for every recorded t; loss must hold one element. Gradients of
  * parameters are added to their grad buffers (zero them between steps).
+ * After it, leaves and the loss hold their gradients, an intermediate tensor
+ * only when retained (nn_graph_retain_grad), else its grad is NULL.
  * Runs once per reset (a second call is an error: it would add the
  * intermediate gradients twice); an op that failed to record reports here. */
 nn_status nn_graph_backward(nn_graph *g, tensor *loss);
+
+/* Keeps t's gradient after backward, until the next reset, when t is the
+ * output of a recorded node (a leaf's is always kept; a tensor that needs no
+ * gradient gets none). Call it between recording t and backward. A retained
+ * gradient that the graph shares with its node's input (grad_is_input,
+ * grad_in_place) holds what that input's gradient holds, as before. */
+nn_status nn_graph_retain_grad(nn_graph *g, tensor *t);
 
 /* Number of nodes recorded since the last reset. */
 int nn_graph_node_count(const nn_graph *g);
 /* Bytes of arena memory held (all blocks). */
 size_t nn_graph_arena_bytes(const nn_graph *g);
+/* Bytes held by the pool of intermediate gradient buffers. */
+size_t nn_graph_grad_pool_bytes(const nn_graph *g);
 
 #endif

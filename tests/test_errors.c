@@ -14,8 +14,9 @@
  *   tensor_rng_seed/next/uniform/normal, tensor_init_* (void; shapes were
  *   checked when the tensor was made), nn_graph_free(NULL), nn_graph_reset,
  *   nn_graph_set_grad_enabled, nn_graph_grad_enabled, nn_graph_node_count,
- *   nn_graph_arena_bytes, nn_config_write(_float) (a full buffer is reported
- *   by the caller: nn_layer_config_string), nn_reset_image_data_format,
+ *   nn_graph_arena_bytes, nn_graph_grad_pool_bytes, nn_config_write(_float)
+ *   (a full buffer is reported by the caller: nn_layer_config_string),
+ *   nn_reset_image_data_format,
  *   nn_layer_free(NULL), nn_param_init, nn_layer_param_count,
  *   nn_registry_count, nn_model_free(NULL), nn_model_set_training,
  *   nn_model_is_training, nn_model_zero_grad, nn_model_graph, optim_free(NULL),
@@ -185,6 +186,10 @@ static void test_graph_and_ops(void **state)
     assert_ok(nn_op_weighted_sum(g, y, w, &loss));
     assert_ok(nn_graph_backward(g, loss));
     BAD("nn_graph_backward", nn_graph_backward(g, loss), NN_ERR_STATE, "backward already ran");
+    BAD("nn_graph_retain_grad", nn_graph_retain_grad(g, y), NN_ERR_STATE,
+        "nn_graph_retain_grad: backward already ran on this graph");
+    BAD("nn_graph_retain_grad", nn_graph_retain_grad(g, NULL), NN_ERR_ARG,
+        "nn_graph_retain_grad: NULL argument");
 
     nn_graph_reset(g);
     tensor *o = nn_graph_tensor(g, 2, s23);

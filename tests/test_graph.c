@@ -3,9 +3,11 @@
  * Gradients here are checked against exact hand-computed values (small
  * integers and halves, which float represents exactly), so equality is
  * exact. The order in which backward functions run is logged by a test op.
- * The last test trains a small MLP for 3,000 steps and checks that the arena
- * does not grow after a warm-up; it prints the resident set size before and
- * after (run it under valgrind or ASan for leaks).
+ * Intermediate gradients are released after their producer's backward
+ * unless retained, and their buffers reused. One test trains a small MLP for
+ * 3,000 steps and checks that the arena and the gradient pool do not grow
+ * after a warm-up; it prints the resident set size before and after (run it
+ * under valgrind or ASan for leaks).
  * Not covered here: the numerical gradients of layers (test_gradcheck.c). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,7 @@ static void test_reverse_order(void **state)
     assert_ok(nn_op_weighted_sum(g, d, w, &loss));
     assert_int_equal(nn_graph_node_count(g), 4);
     assert_true(loss->data[0] == 3.0f * (1 - 2 + 6)); /* 2*3*0.5 = 3 */
+    assert_ok(nn_graph_retain_grad(g, c));
     assert_ok(nn_graph_backward(g, loss));
     assert_int_equal(n_logged, 3);
     assert_int_equal(order_log[0], 3);
@@ -87,9 +90,18 @@ static void test_reverse_order(void **state)
     assert_int_equal(order_log[2], 1);
     const float want[3] = {3, -3, 6}; /* dL/da = 3 w */
     assert_floats(a->grad, want, 3, "a.grad");
-    /* Intermediate gradients are there too: dL/dc = 0.5 w. */
+    /* A retained intermediate gradient is there too: dL/dc = 0.5 w. The
+     * others were released once their producer's backward had run; the
+     * loss keeps its seed. */
     const float want_c[3] = {0.5f, -0.5f, 1};
     assert_floats(c->grad, want_c, 3, "c.grad");
+    assert_null(b->grad);
+    assert_null(d->grad);
+    assert_non_null(loss->grad);
+    assert_true(loss->grad[0] == 1.0f);
+    assert_int_equal(nn_graph_retain_grad(g, b), NN_ERR_STATE);
+    assert_error_contains("nn_graph_retain_grad: backward already ran on this graph");
+    assert_int_equal(nn_graph_retain_grad(g, NULL), NN_ERR_ARG);
     tensor_free(a);
     tensor_free(w);
     nn_graph_free(g);
@@ -221,7 +233,12 @@ static void test_shared_gradients(void **state)
             }
             tensor_set_shape(w, 2, f->shape);
             assert_ok(nn_op_weighted_sum(g, f, w, &loss));
+            assert_ok(nn_graph_retain_grad(g, x));
+            assert_ok(nn_graph_retain_grad(g, y));
+            assert_ok(nn_graph_retain_grad(g, f));
             assert_ok(nn_graph_backward(g, loss));
+            assert_non_null(x->grad);
+            assert_non_null(y->grad);
             float want[12];
             for (int i = 0; i < 12; i++)
                 want[i] = 2.0f * ((second ? 3.0f * wv[i] : 0.0f) + (keep[i] ? 2.0f * wv[i] : 0.0f));
@@ -237,6 +254,44 @@ static void test_shared_gradients(void **state)
             tensor_free(a);
             tensor_free(w);
         }
+    nn_graph_free(g);
+}
+
+/* Intermediate gradient buffers go back to the pool once their producer's
+ * backward has run, and the next ones reuse them: along a chain of five
+ * scalings of 1,000 floats, at most two such gradients are in flight at a
+ * time (the one being read and the one being written), so the pool holds
+ * far less than the five; later steps reuse it without growing it. */
+static void test_grad_pool_reuse(void **state)
+{
+    (void)state;
+    enum { LEN = 1000, CHAIN = 5 };
+    float av[LEN], wv[LEN];
+    for (int i = 0; i < LEN; i++) {
+        av[i] = (float)(i % 7);
+        wv[i] = (float)(i % 3) - 1.0f;
+    }
+    nn_graph *g = nn_graph_create(0);
+    tensor *a = leaf(LEN, av), *w = constant(LEN, wv);
+    size_t pool = 0;
+    for (int step = 0; step < 4; step++) {
+        nn_graph_reset(g);
+        memset(a->grad, 0, sizeof av);
+        tensor *t[CHAIN], *loss;
+        t[0] = scale_op(g, a, 2.0f, 1);
+        for (int k = 1; k < CHAIN; k++) t[k] = scale_op(g, t[k - 1], k % 2 ? 0.5f : 2.0f, k + 1);
+        assert_ok(nn_op_weighted_sum(g, t[CHAIN - 1], w, &loss));
+        assert_ok(nn_graph_backward(g, loss));
+        for (int k = 0; k < CHAIN; k++) assert_null(t[k]->grad);
+        for (int i = 0; i < LEN; i++) /* 2 * 0.5 * 2 * 0.5 * 2 = 2 */
+            if (a->grad[i] != 2.0f * wv[i]) fail_msg("a.grad[%d] = %g", i, (double)a->grad[i]);
+        if (step == 0) pool = nn_graph_grad_pool_bytes(g);
+        else assert_int_equal(nn_graph_grad_pool_bytes(g), pool);
+    }
+    assert_true(pool >= 2 * LEN * sizeof(float));
+    assert_true(pool < 3 * LEN * sizeof(float));
+    tensor_free(a);
+    tensor_free(w);
     nn_graph_free(g);
 }
 
@@ -364,7 +419,7 @@ static void test_arena_reused_over_training(void **state)
     int labels[BATCH];
     for (int i = 0; i < BATCH; i++) labels[i] = (x->data[i * FEATURES] > 0) + 2 * (x->data[i * FEATURES + 1] > 0);
     float loss = 0, first_loss = 0;
-    size_t arena = 0;
+    size_t arena = 0, pool = 0;
     int nodes = 0;
     long rss_start = 0;
     for (int step = 0; step < STEPS; step++) {
@@ -372,18 +427,21 @@ static void test_arena_reused_over_training(void **state)
         if (step == 0) first_loss = loss;
         if (step == WARMUP) {
             arena = nn_graph_arena_bytes(nn_model_graph(m));
+            pool = nn_graph_grad_pool_bytes(nn_model_graph(m));
             nodes = nn_graph_node_count(nn_model_graph(m));
             rss_start = test_rss_kib();
         } else if (step > WARMUP) {
             size_t now = nn_graph_arena_bytes(nn_model_graph(m));
             if (now != arena) fail_msg("step %d: arena grew from %zu to %zu bytes", step, arena, now);
+            now = nn_graph_grad_pool_bytes(nn_model_graph(m));
+            if (now != pool) fail_msg("step %d: gradient pool grew from %zu to %zu bytes", step, pool, now);
             assert_int_equal(nn_graph_node_count(nn_model_graph(m)), nodes);
         }
     }
     long rss_end = test_rss_kib();
-    printf("    arena %zu bytes, %d nodes per step; RSS %ld KiB after %d steps, %ld KiB after %d "
+    printf("    arena %zu bytes, gradient pool %zu bytes, %d nodes per step; RSS %ld KiB after %d steps, %ld KiB after %d "
            "(%+ld KiB); loss %.3f -> %.3f\n",
-           arena, nodes, rss_start, WARMUP + 1, rss_end, STEPS, rss_end - rss_start,
+           arena, pool, nodes, rss_start, WARMUP + 1, rss_end, STEPS, rss_end - rss_start,
            (double)first_loss, (double)loss);
     assert_true(nodes >= 6);
     assert_true(loss < first_loss); /* and it did train */
@@ -440,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_accumulates),
         cmocka_unit_test(test_off_path_node_skipped),
         cmocka_unit_test(test_shared_gradients),
+        cmocka_unit_test(test_grad_pool_reuse),
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_backward_errors),
         cmocka_unit_test(test_arena_tensors),

@@ -4,7 +4,8 @@
  * spatial_dropout2d, flatten, dense; 12x12x1 inputs, batch 16, Adam) trains
  * for 2,000 steps, with an eval-mode pass every 50 steps and a checkpoint
  * every 500 (the first at step 50), as a training loop does. Checked: the
- * arena holds the same number of bytes after every step as after the first,
+ * arena and the pool of gradient buffers hold the same number of bytes after
+ * every step as after the first,
  * and the resident set size (/proc/self/statm) after step 2,000 is within
  * 256 KiB of the one after step 100: by then every path (train step, eval,
  * save) has run once, so malloc's heap, OpenMP and OpenBLAS have taken what
@@ -67,7 +68,7 @@ static void test_cnn_memory_flat(void **state)
         make_batch(x[b], labels[b], &rng);
     }
 
-    size_t arena = 0;
+    size_t arena = 0, pool = 0;
     long rss_settled = 0;
     float loss = 0.0f, first_loss = 0.0f;
     double eval_loss_first = 0.0, eval_loss = 0.0;
@@ -78,6 +79,7 @@ static void test_cnn_memory_flat(void **state)
         if (step == 0) {
             first_loss = loss;
             arena = nn_graph_arena_bytes(nn_model_graph(m));
+            pool = nn_graph_grad_pool_bytes(nn_model_graph(m));
         }
         if (step % 50 == 49) {
             double sum = 0.0;
@@ -93,16 +95,20 @@ static void test_cnn_memory_flat(void **state)
         if (now != arena)
             fail_msg("step %d: the arena holds %zu bytes, %zu after the first step", step + 1, now,
                      arena);
+        const size_t pool_now = nn_graph_grad_pool_bytes(nn_model_graph(m));
+        if (pool_now != pool)
+            fail_msg("step %d: the gradient pool holds %zu bytes, %zu after the first step",
+                     step + 1, pool_now, pool);
         if (step + 1 == SETTLE) rss_settled = test_rss_kib();
     }
     const long rss_end = test_rss_kib();
-    printf("    CNN %dx%dx1, batch %d, Adam, %d steps: arena %zu bytes after every step; "
-           "RSS %ld KiB after step %d, %ld KiB after step %d (%+ld KiB); loss %.3f -> %.3f, "
+    printf("    CNN %dx%dx1, batch %d, Adam, %d steps: arena %zu and gradient pool %zu bytes "
+           "after every step; RSS %ld KiB after step %d, %ld KiB after step %d (%+ld KiB); loss %.3f -> %.3f, "
            "eval loss %.3f -> %.3f; %d checkpoints\n",
-           SIDE, SIDE, BATCH, STEPS, arena, rss_settled, SETTLE, rss_end, STEPS,
+           SIDE, SIDE, BATCH, STEPS, arena, pool, rss_settled, SETTLE, rss_end, STEPS,
            rss_end - rss_settled, (double)first_loss, (double)loss, eval_loss_first, eval_loss,
            saves);
-    assert_true(arena > 0);
+    assert_true(arena > 0 && pool > 0);
     assert_true(rss_settled > 0 && rss_end > 0);
     /* It trained: the same batch scores better in eval mode. */
     if (!(eval_loss < 0.5 * eval_loss_first))
