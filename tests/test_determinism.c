@@ -6,9 +6,10 @@
  *    the input's gradient, every parameter's gradient, and (batchnorm) the
  *    moving statistics, after a training forward and backward;
  *  - a few training steps of the default MNIST network
- *    (examples/mnist_cnn.txt) and of a residual network (a skip connection
- *    joined by add, a side branch joined by concatenate) on synthetic 28x28
- *    images: the whole parameter block and the Adam moments.
+ *    (examples/mnist_cnn.txt), of a residual network (a skip connection
+ *    joined by add, a side branch joined by concatenate) and of the
+ *    Fashion-MNIST residual network (examples/fashion_resnet.txt) on
+ *    synthetic 28x28 images: the whole parameter block and the Adam moments.
  * Sizes are above the thresholds where the loops go parallel, so the two
  * runs really split the work differently. (tests/test_mnist_train.c runs a
  * small copy of the network over whole epochs with 1 and 2 threads too.) */
@@ -191,9 +192,9 @@ static const char residual_spec[] =
     "global_avgpool2d\n"
     "dense units=10\n";
 
-/* spec NULL: the MNIST network of examples/mnist_cnn.txt. */
-static void train_mnist_net(const char *spec, int threads, float **params, size_t *n,
-                            float **moments)
+/* The network of spec, or else of the spec file path. */
+static void train_mnist_net(const char *spec, const char *path, int threads, float **params,
+                            size_t *n, float **moments)
 {
     enum { BATCH = 32, STEPS = 3 };
     set_threads(threads);
@@ -201,7 +202,7 @@ static void train_mnist_net(const char *spec, int threads, float **params, size_
     if (spec)
         assert_ok(nn_model_add_spec(m, spec));
     else
-        assert_ok(nn_model_load_spec(m, "examples/mnist_cnn.txt"));
+        assert_ok(nn_model_load_spec(m, path));
     const int shape[3] = {28, 28, 1};
     assert_ok(nn_model_build(m, 3, shape));
     optim *o = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
@@ -232,8 +233,8 @@ static void test_mnist_network_training(void **state)
     (void)state;
     float *p1, *p2, *m1, *m2;
     size_t n1, n2;
-    train_mnist_net(NULL, 1, &p1, &n1, &m1);
-    train_mnist_net(NULL, 2, &p2, &n2, &m2);
+    train_mnist_net(NULL, "examples/mnist_cnn.txt", 1, &p1, &n1, &m1);
+    train_mnist_net(NULL, "examples/mnist_cnn.txt", 2, &p2, &n2, &m2);
     assert_int_equal(n1, n2);
     assert_memory_equal(p1, p2, n1 * sizeof(float));
     assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
@@ -250,13 +251,33 @@ static void test_residual_network_training(void **state)
     (void)state;
     float *p1, *p2, *m1, *m2;
     size_t n1, n2;
-    train_mnist_net(residual_spec, 1, &p1, &n1, &m1);
-    train_mnist_net(residual_spec, 2, &p2, &n2, &m2);
+    train_mnist_net(residual_spec, NULL, 1, &p1, &n1, &m1);
+    train_mnist_net(residual_spec, NULL, 2, &p2, &n2, &m2);
     assert_int_equal(n1, n2);
     assert_memory_equal(p1, p2, n1 * sizeof(float));
     assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
     printf("    residual network, 3 Adam steps of 32 images: %zu parameters and their moments "
            "identical with 1 and 2 threads\n", n1);
+    free(p1);
+    free(p2);
+    free(m1);
+    free(m2);
+}
+
+/* The residual network of `make fashion` (batchnorm fused with relu, add
+ * fused with relu, 1x1 projections, global average pooling). */
+static void test_fashion_resnet_training(void **state)
+{
+    (void)state;
+    float *p1, *p2, *m1, *m2;
+    size_t n1, n2;
+    train_mnist_net(NULL, "examples/fashion_resnet.txt", 1, &p1, &n1, &m1);
+    train_mnist_net(NULL, "examples/fashion_resnet.txt", 2, &p2, &n2, &m2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(p1, p2, n1 * sizeof(float));
+    assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
+    printf("    examples/fashion_resnet.txt, 3 Adam steps of 32 images: %zu parameters and their "
+           "moments identical with 1 and 2 threads\n", n1);
     free(p1);
     free(p2);
     free(m1);
@@ -284,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_layers),
         cmocka_unit_test(test_mnist_network_training),
         cmocka_unit_test(test_residual_network_training),
+        cmocka_unit_test(test_fashion_resnet_training),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
