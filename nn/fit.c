@@ -186,7 +186,11 @@ static nn_status fit_check_loss(const nn_loss *loss, const char *fn)
         return nn_error(NN_ERR_ARG, "%s: loss.kind %d is not an nn_loss_kind", fn, (int)loss->kind);
     char text[96];
     nn_status s = nn_loss_string(loss, text, sizeof text);
-    if (s != NN_OK) return nn_error(s, "%s: loss: %s", fn, nn_last_error());
+    if (s != NN_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        return nn_error(s, "%s: options.loss: %s", fn, msg);
+    }
     return NN_OK;
 }
 
