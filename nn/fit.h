@@ -114,7 +114,8 @@ typedef struct nn_fit_options {
     int batch;                    /* >= 1; the last batch of an epoch may be smaller */
     int shuffle;                  /* 0: data set order; 1: a permutation per epoch */
     uint64_t shuffle_seed;
-    const nn_dataset *validation; /* evaluated after every epoch, or NULL */
+    const nn_dataset *validation; /* evaluated after every epoch in batches of
+                                   * `batch`, or NULL */
     float lr;                     /* base rate; 0: the optimizer's current rate */
     float lr_decay;               /* step decay factor, finite, > 0 */
     int lr_step;                  /* decay every lr_step epochs; 0: constant rate */
@@ -168,7 +169,8 @@ typedef enum nn_output {
     NN_OUTPUT_SIGMOID = 2  /* sigmoid of every element */
 } nn_output;
 
-/* Values per sample that m produces (the product of its output shape). */
+/* Values per sample that m produces (the product of its output shape); 0
+ * for NULL or a model not built. */
 size_t nn_model_output_size(const nn_model *m);
 /* Eval-mode outputs for every sample of d (labels, if any, are not read),
  * in batches of `batch`: out[i * nn_model_output_size(m) + j] for sample i.
