@@ -45,6 +45,7 @@
 #include "nn/io/safetensors.h"
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
+#include "nn/fit.h"
 
 /* The library's version string, e.g. "1.0.0". */
 const char *nn_version(void);

@@ -7,7 +7,8 @@
 #     LD_LIBRARY_PATH) and, with `pkg-config --static`, against libnn.a.
 #     Both must run, print the version nn.pc announces, agree line by line,
 #     and write .npy/.safetensors files (numpy reads the .npy when it is
-#     installed).
+#     installed). examples/mnist_min.c is built the same way (shared) and
+#     trains one epoch on a tiny MNIST-format set the test writes.
 #  3. DESTDIR staging puts the files under DESTDIR and nn.pc names the real
 #     prefix.
 #  4. `make uninstall` leaves no file or link behind in either prefix.
@@ -103,6 +104,37 @@ EOF
 else
     echo "skipped the numpy check: python3-numpy is not installed"
 fi
+
+# examples/mnist_min.c, built the same way, runs one epoch on a tiny
+# MNIST-format set written here (64 training, 16 test images; image i is
+# filled with byte 16 * (i % 10) and labelled i % 10), so it needs no
+# download and takes about a second. It reads examples/mnist_cnn.txt from
+# the directory it runs in.
+be32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
+    $(($1 >> 8 & 255)) $(($1 & 255)))"; }
+tiny_idx() { # prefix count
+    { printf '\x00\x00\x08\x03'; be32 "$2"; be32 28; be32 28
+      for ((i = 0; i < $2; i++)); do head -c 784 /dev/zero | tr '\0' "\\$(printf '%03o' $((16 * (i % 10))))"; done
+    } >"$1-images-idx3-ubyte"
+    { printf '\x00\x00\x08\x01'; be32 "$2"
+      for ((i = 0; i < $2; i++)); do printf "$(printf '\\x%02x' $((i % 10)))"; done
+    } >"$1-labels-idx1-ubyte"
+}
+mkdir -p "$tmp/mnist_tiny" examples
+tiny_idx "$tmp/mnist_tiny/train" 64
+tiny_idx "$tmp/mnist_tiny/t10k" 16
+cp "$OLDPWD/examples/mnist_min.c" .        # $OLDPWD: the repository root
+cp "$OLDPWD/examples/mnist_cnn.txt" examples/
+# shellcheck disable=SC2046,SC2086
+$CC -std=c11 -Wall -Wextra -Werror $san_cflags mnist_min.c -o mnist_min \
+    $(pkg-config --cflags --libs nn) $san_ldflags || fail "shared build of mnist_min.c failed"
+LD_LIBRARY_PATH=$prefix/lib ./mnist_min "$tmp/mnist_tiny" --epochs=1 >mnist_min.txt 2>&1 ||
+    { cat mnist_min.txt >&2; fail "mnist_min failed"; }
+cat mnist_min.txt
+grep -q "^epoch 1/1 " mnist_min.txt || fail "mnist_min printed no epoch line"
+grep -q "^test accuracy .*, image 0: label 0, predicted [0-9]$" mnist_min.txt ||
+    fail "mnist_min printed no result line"
+[ -s mnist_min.safetensors ] || fail "mnist_min wrote no mnist_min.safetensors"
 cd - >/dev/null
 
 # 3. DESTDIR staging.
