@@ -319,7 +319,9 @@ static void graph_release_out_grad(nn_graph *g, nn_node *n)
 
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 {
-    if (!g || !loss) return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument");
+    if (!g || !loss)
+        return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument: %s is NULL",
+                        !g ? "g" : "loss");
     if (loss->size != 1) {
         char b[96];
         return nn_error(NN_ERR_SHAPE, "nn_graph_backward: loss must hold one element, got shape %s",
@@ -356,7 +358,9 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 
 nn_status nn_graph_retain_grad(nn_graph *g, tensor *t)
 {
-    if (!g || !t) return nn_error(NN_ERR_ARG, "nn_graph_retain_grad: NULL argument");
+    if (!g || !t)
+        return nn_error(NN_ERR_ARG, "nn_graph_retain_grad: NULL argument: %s is NULL",
+                        !g ? "g" : "t");
     if (g->backward_done)
         return nn_error(NN_ERR_STATE, "nn_graph_retain_grad: backward already ran on this graph; "
                                       "retain the gradient before it");
