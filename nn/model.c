@@ -626,17 +626,11 @@ static nn_status model_check_alias(const nn_model *m, int i, tensor *x, tensor *
     return NN_OK;
 }
 
-nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
+/* The layers in spec order, which is a topological order (inputs come from
+ * earlier lines); every output is kept for its readers, in the arena like
+ * all others. */
+static nn_status model_run_layers(nn_model *m, tensor *x, tensor **y, int training)
 {
-    if (!m || !x || !y)
-        return nn_error(NN_ERR_ARG, "nn_model_forward: NULL argument: %s is NULL",
-                        !m ? "m" : !x ? "x" : "y");
-    if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward: build the model first");
-    if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
-        return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
-    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
-    /* Spec order is a topological order (inputs come from earlier lines);
-     * every output is kept for its readers, in the arena like all others. */
     tensor *outs[NN_MODEL_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) {
         nn_layer *l = m->layers[i];
@@ -651,6 +645,50 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
     }
     *y = outs[m->n_layers - 1];
     return NN_OK;
+}
+
+/* The two rules of nn_model_forward (model.h) that keep the arena bounded.
+ * The model can reset the graph only when nothing in it is the caller's:
+ * the graph was empty when the model's first forward since the last reset
+ * began, and x is not in it. A training tape whose backward has not run is
+ * kept, so an eval forward may follow a training forward (to compare the
+ * two) without destroying it. */
+static nn_status model_begin_pass(nn_model *m, tensor *x, int training)
+{
+    nn_graph *g = m->graph;
+    const int ours = m->pass_generation == nn_graph_generation(g);
+    const int tape = ours && m->pass_taped_training;
+    if (training && tape)
+        return nn_error(NN_ERR_STATE, "nn_model_forward: a training forward needs the graph reset "
+                        "since the previous one, whose %d recorded nodes are still in it (%s); "
+                        "call nn_graph_reset(nn_model_graph(m)) at the start of each step, as "
+                        "nn_model_train_step does", nn_graph_node_count(g),
+                        nn_graph_backward_ran(g) ? "backward ran" : "backward has not run");
+    if (ours && m->pass_alone && !(tape && !nn_graph_backward_ran(g)) &&
+        !nn_graph_holds(g, x) && !nn_graph_holds(g, x->data))
+        nn_graph_reset(g);
+    if (m->pass_generation != nn_graph_generation(g)) {
+        m->pass_generation = nn_graph_generation(g);
+        m->pass_alone = nn_graph_arena_used(g) == 0 && nn_graph_node_count(g) == 0;
+        m->pass_taped_training = 0;
+    }
+    return NN_OK;
+}
+
+nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
+{
+    if (!m || !x || !y)
+        return nn_error(NN_ERR_ARG, "nn_model_forward: NULL argument: %s is NULL",
+                        !m ? "m" : !x ? "x" : "y");
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward: build the model first");
+    if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
+        return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
+    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
+    NN_TRY(model_begin_pass(m, x, training));
+    const int nodes_before = nn_graph_node_count(m->graph);
+    nn_status s = model_run_layers(m, x, y, training);
+    if (training && nn_graph_node_count(m->graph) > nodes_before) m->pass_taped_training = 1;
+    return s;
 }
 
 nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *labels,

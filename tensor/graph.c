@@ -43,6 +43,7 @@ struct nn_graph {
     nn_status record_error;
     char record_msg[160];
     int backward_done; /* backward has run since the last reset */
+    unsigned long generation; /* 1 + resets so far */
     grad_buf *bufs;
     int n_bufs, cap_bufs;
 };
@@ -85,6 +86,7 @@ nn_graph *nn_graph_create(size_t arena_bytes)
         return NULL;
     }
     g->grad_enabled = 1;
+    g->generation = 1;
     return g;
 }
 
@@ -100,6 +102,7 @@ void nn_graph_free(nn_graph *g)
 
 void nn_graph_reset(nn_graph *g)
 {
+    g->generation++;
     g->n_nodes = 0;
     g->record_error = NN_OK;
     g->backward_done = 0;
@@ -376,6 +379,24 @@ size_t nn_graph_arena_bytes(const nn_graph *g)
     for (const arena_block *b = g->blocks; b; b = b->next) total += b->size;
     return total;
 }
+
+size_t nn_graph_arena_used(const nn_graph *g)
+{
+    size_t total = 0;
+    for (const arena_block *b = g->blocks; b; b = b->next) total += b->used;
+    return total;
+}
+
+int nn_graph_holds(const nn_graph *g, const void *p)
+{
+    const unsigned char *q = p;
+    for (const arena_block *b = g->blocks; b; b = b->next)
+        if (q >= b->mem && q < b->mem + b->used) return 1;
+    return 0;
+}
+
+unsigned long nn_graph_generation(const nn_graph *g) { return g->generation; }
+int nn_graph_backward_ran(const nn_graph *g) { return g->backward_done; }
 
 size_t nn_graph_grad_pool_bytes(const nn_graph *g)
 {

@@ -14,8 +14,9 @@
  *   tensor_rng_seed/next/uniform/normal, tensor_init_* (void; shapes were
  *   checked when the tensor was made), nn_graph_free(NULL), nn_graph_reset,
  *   nn_graph_set_grad_enabled, nn_graph_grad_enabled, nn_graph_node_count,
- *   nn_graph_arena_bytes, nn_graph_grad_pool_bytes, nn_config_write(_float)
- *   (a full buffer is reported by the caller: nn_layer_config_string),
+ *   nn_graph_arena_bytes, nn_graph_grad_pool_bytes, nn_graph_arena_used,
+ *   nn_graph_holds, nn_graph_generation, nn_graph_backward_ran,
+ *   nn_config_write(_float) (a full buffer is reported by the caller: nn_layer_config_string),
  *   nn_reset_image_data_format,
  *   nn_layer_free(NULL), nn_param_init, nn_layer_param_count,
  *   nn_registry_count, nn_model_free(NULL), nn_model_set_training,
