@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,6 +51,10 @@ nn_status nn_config_parse(nn_config *c, const char *layer, const char *text)
 
 static const char *config_lookup(nn_config *c, const char *key)
 {
+    int asked = 0;
+    for (int i = 0; i < c->n_asked && !asked; i++) asked = !strcmp(c->asked[i], key);
+    if (!asked && c->n_asked < NN_CONFIG_MAX_KEYS)
+        snprintf(c->asked[c->n_asked++], NN_CONFIG_KEY_LEN, "%s", key);
     for (int i = 0; i < c->n; i++)
         if (!strcmp(c->kv[i].key, key)) {
             c->kv[i].used = 1;
@@ -74,8 +79,8 @@ static nn_status config_parse_long(const nn_config *c, const char *key, const ch
     return NN_OK;
 }
 
-nn_status nn_config_get_int(nn_config *c, const char *key, int *out, int def,
-                            int required, int lo, int hi)
+static nn_status config_get_int(nn_config *c, const char *key, int *out, int def,
+                                int required, int lo, int hi)
 {
     const char *v = config_lookup(c, key);
     if (!v) {
@@ -92,8 +97,8 @@ nn_status nn_config_get_int(nn_config *c, const char *key, int *out, int def,
     return NN_OK;
 }
 
-nn_status nn_config_get_float(nn_config *c, const char *key, float *out, float def,
-                              int required, float lo, float hi)
+static nn_status config_get_float(nn_config *c, const char *key, float *out, float def,
+                                  int required, float lo, float hi)
 {
     const char *v = config_lookup(c, key);
     if (!v) {
@@ -113,7 +118,7 @@ nn_status nn_config_get_float(nn_config *c, const char *key, float *out, float d
     return NN_OK;
 }
 
-nn_status nn_config_get_bool(nn_config *c, const char *key, int *out, int def)
+static nn_status config_get_bool(nn_config *c, const char *key, int *out, int def)
 {
     const char *v = config_lookup(c, key);
     if (!v) {
@@ -127,7 +132,8 @@ nn_status nn_config_get_bool(nn_config *c, const char *key, int *out, int def)
     return NN_OK;
 }
 
-nn_status nn_config_get_u64(nn_config *c, const char *key, unsigned long long *out, int *present)
+static nn_status config_get_u64(nn_config *c, const char *key, unsigned long long *out,
+                                int *present)
 {
     const char *v = config_lookup(c, key);
     *present = v != NULL;
@@ -142,8 +148,8 @@ nn_status nn_config_get_u64(nn_config *c, const char *key, unsigned long long *o
     return NN_OK;
 }
 
-nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
-                               const char *const *allowed)
+static nn_status config_get_choice(nn_config *c, const char *key, int *out, int def,
+                                   const char *const *allowed)
 {
     const char *v = config_lookup(c, key);
     if (!v) {
@@ -160,12 +166,19 @@ nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
         size_t len = strlen(list);
         snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", allowed[i]);
     }
-    return nn_error(NN_ERR_CONFIG, "%s: %s must be one of {%s}, but got '%s'", c->layer, key,
-                    list, v);
+    /* The activations are a fixed list; another one is a layer of its own,
+     * placed after this one, so say how to write and register it. */
+    const char *more = !strcmp(key, "activation")
+                           ? "; for another activation, write a layer type as "
+                             "examples/custom_layer.c does (swish), register it with "
+                             "nn_registry_add and put it after this layer"
+                           : "";
+    return nn_error(NN_ERR_CONFIG, "%s: %s must be one of {%s}, but got '%s'%s", c->layer, key,
+                    list, v, more);
 }
 
-nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
-                             const int *def, int required, int lo, int hi)
+static nn_status config_get_ints(nn_config *c, const char *key, int *out, int count,
+                                 const int *def, int required, int lo, int hi)
 {
     const char *v = config_lookup(c, key);
     if (!v) {
@@ -203,11 +216,128 @@ nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
     return NN_OK;
 }
 
+/* The public getters: in a probe (nn_config_probe) a value that would be an
+ * error gives a stand-in instead, so the hook goes on to its later keys. */
+nn_status nn_config_get_int(nn_config *c, const char *key, int *out, int def,
+                            int required, int lo, int hi)
+{
+    nn_status s = config_get_int(c, key, out, def, required, lo, hi);
+    if (s != NN_OK && c->probe) {
+        *out = required ? lo : def;
+        return NN_OK;
+    }
+    return s;
+}
+
+nn_status nn_config_get_float(nn_config *c, const char *key, float *out, float def,
+                              int required, float lo, float hi)
+{
+    nn_status s = config_get_float(c, key, out, def, required, lo, hi);
+    if (s != NN_OK && c->probe) {
+        *out = required ? lo : def;
+        return NN_OK;
+    }
+    return s;
+}
+
+nn_status nn_config_get_bool(nn_config *c, const char *key, int *out, int def)
+{
+    nn_status s = config_get_bool(c, key, out, def);
+    if (s != NN_OK && c->probe) {
+        *out = def;
+        return NN_OK;
+    }
+    return s;
+}
+
+nn_status nn_config_get_u64(nn_config *c, const char *key, unsigned long long *out, int *present)
+{
+    nn_status s = config_get_u64(c, key, out, present);
+    if (s != NN_OK && c->probe) {
+        *present = 0;
+        return NN_OK;
+    }
+    return s;
+}
+
+nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
+                               const char *const *allowed)
+{
+    nn_status s = config_get_choice(c, key, out, def, allowed);
+    if (s != NN_OK && c->probe) {
+        *out = def < 0 ? 0 : def;
+        return NN_OK;
+    }
+    return s;
+}
+
+nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
+                             const int *def, int required, int lo, int hi)
+{
+    nn_status s = config_get_ints(c, key, out, count, def, required, lo, hi);
+    if (s != NN_OK && c->probe) {
+        for (int i = 0; i < count; i++) out[i] = def && !required ? def[i] : lo;
+        return NN_OK;
+    }
+    return s;
+}
+
+void nn_config_probe(nn_config *probe, const nn_config *c)
+{
+    *probe = *c;
+    for (int i = 0; i < probe->n; i++) probe->kv[i].used = 0;
+    probe->n_asked = 0;
+    probe->probe = 1;
+}
+
+/* Edit distance (insertions, deletions, substitutions, swaps of neighbours)
+ * between two keys, for "did you mean". */
+static int config_distance(const char *a, const char *b)
+{
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    int d[NN_CONFIG_KEY_LEN + 1][NN_CONFIG_KEY_LEN + 1];
+    for (int i = 0; i <= la; i++) d[i][0] = i;
+    for (int j = 0; j <= lb; j++) d[0][j] = j;
+    for (int i = 1; i <= la; i++)
+        for (int j = 1; j <= lb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
 nn_status nn_config_finish(const nn_config *c)
 {
-    for (int i = 0; i < c->n; i++)
-        if (!c->kv[i].used)
-            return nn_error(NN_ERR_CONFIG, "%s: unknown config key '%s'", c->layer, c->kv[i].key);
+    for (int i = 0; i < c->n; i++) {
+        if (c->kv[i].used) continue;
+        const char *key = c->kv[i].key;
+        /* A key counts as a typo of another when at most a third of the
+         * longer one differs (kernal_size, unitz): closer than that, most
+         * guesses would be wrong. */
+        const char *near = NULL;
+        int best = INT_MAX;
+        char list[NN_CONFIG_MAX_KEYS * (NN_CONFIG_KEY_LEN + 2)] = "";
+        for (int k = 0; k < c->n_asked; k++) {
+            const char *a = c->asked[k];
+            const int d = config_distance(key, a);
+            const size_t la = strlen(a), lk = strlen(key), lmax = la > lk ? la : lk;
+            if (d < best && (size_t)d * 3 <= lmax) {
+                best = d;
+                near = a;
+            }
+            size_t len = strlen(list);
+            snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", a);
+        }
+        char hint[NN_CONFIG_KEY_LEN + 24] = "";
+        if (near) snprintf(hint, sizeof hint, " (did you mean '%s'?)", near);
+        return nn_error(NN_ERR_CONFIG, "%s: unknown config key '%s'%s; %s takes %s%s", c->layer,
+                        key, hint, c->layer, c->n_asked ? "the keys " : "no keys",
+                        list);
+    }
     return NN_OK;
 }
 

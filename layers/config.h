@@ -1,9 +1,15 @@
 /* Layer configs: the text "key=value key=value" that creates a layer.
  *
  * A layer's parse hook reads its keys with the nn_config_get_* calls; each
- * marks its key as used. nn_config_finish() then rejects any key that no hook
- * read, so a misspelt key is an error, never silently ignored. Every error
- * message names the layer, the key and the value.
+ * marks its key as used and notes it among the keys the layer reads.
+ * nn_config_finish() then rejects any key that no hook read, so a misspelt
+ * key is an error, never silently ignored; the message lists the keys the
+ * layer reads and the closest one. Every error message names the layer, the
+ * key and the value.
+ * A hook stops at its first error, before reading its later keys, so a
+ * misspelt key would hide behind the "required" error it causes. The layer's
+ * creator then runs the hook again on nn_config_probe()'s copy, whose getters
+ * never fail, and reports an unknown key first (layers/layer.c).
  * Values are single tokens without spaces; a tuple is written "3,3".
  * The struct is self-contained (no heap memory): nothing to free.
  * Thread-safety: no shared state; one nn_config or nn_config_writer per thread.
@@ -27,6 +33,10 @@ typedef struct nn_config {
         char value[NN_CONFIG_VALUE_LEN];
         int used;
     } kv[NN_CONFIG_MAX_KEYS];
+    /* Every key a getter asked for, given or not: the keys the layer reads. */
+    int n_asked;
+    char asked[NN_CONFIG_MAX_KEYS][NN_CONFIG_KEY_LEN];
+    int probe; /* getters never fail: see nn_config_probe */
 } nn_config;
 
 /* Splits text into pairs; text may be NULL or empty. Errors: a token without
@@ -51,8 +61,15 @@ nn_status nn_config_get_choice(nn_config *c, const char *key, int *out, int def,
 /* "3" or "3,3": fills all `count` entries (a single value is repeated). */
 nn_status nn_config_get_ints(nn_config *c, const char *key, int *out, int count,
                              const int *def, int required, int lo, int hi);
-/* Error naming the first key that no getter read. */
+/* Error naming the first key that no getter read, with the keys the getters
+ * asked for and, when one is close (a typo away), "did you mean". */
 nn_status nn_config_finish(const nn_config *c);
+/* Copies c into *probe with no key read yet and getters that never fail: a
+ * missing or bad value gives the default (or, for a required key, the lowest
+ * allowed value, the first choice). Running a parse hook on the copy reads
+ * every key the hook can reach; the hook may still stop at a check of its
+ * own. For messages only: the values read are not the layer's. */
+void nn_config_probe(nn_config *probe, const nn_config *c);
 
 /* Appends "key=value " to buf as snprintf would; keeps track of the length.
  * Used by layers' write hooks. */

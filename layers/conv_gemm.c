@@ -35,6 +35,13 @@
 #define VMAX 2
 #endif
 #define RMAX 8
+/* Below this many multiply-adds a forward or dx convolution runs on the
+ * calling thread (a batch-1 prediction's layers are all below, a training
+ * batch's are far above): about 1 ms on one core, where a parallel region
+ * would cost more than it saves, and with another busy process on the
+ * machine its second thread may wait a whole time slice. Every output
+ * element is summed the same way on any number of threads. */
+#define CONV_GEMM_PAR_MIN_MACS 16777216.0
 
 /* Rows per tile for V vectors: as many accumulators as the registers hold
  * next to V loaded vectors and one broadcast. */
@@ -258,7 +265,8 @@ void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float
     const int C = g->C, OH = g->OH, OW = g->OW, groups = conv_gemm_col_groups(F);
     const segs s = conv_gemm_window_segs(g, Wp, C);
     const long rows = (long)N * OH;
-    #pragma omp parallel for collapse(2) schedule(static)
+    const double macs = (double)rows * OW * F * g->KH * g->KW * C;
+    #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {
             const long n = q / OH, oh = q % OH;
@@ -279,7 +287,8 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
     const int Hs = H + (g->KH - 1) * g->DH, Ws = W + (g->KW - 1) * g->DW;
     const segs s = conv_gemm_window_segs(g, Ws, F);
     const long rows = (long)N * H;
-    #pragma omp parallel for collapse(2) schedule(static)
+    const double macs = (double)rows * W * C * g->KH * g->KW * F;
+    #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {
             const long n = q / H, ih = q % H;

@@ -45,6 +45,9 @@
 /* Tiles per block: a multiple of the GEMM tile's rows (6 and 8), small
  * enough that V, M and U stay in a 1 MB L2 for 64 channels each way. */
 #define TB 48
+/* Below this many multiply-adds nn_conv_winograd runs serially (as
+ * CONV_GEMM_PAR_MIN_MACS in conv_gemm.c). */
+#define WINOGRAD_PAR_MIN_MACS 16777216.0
 
 /* The transforms' 16-value arrays must live in registers: unroll fully. */
 #define UNROLL16 _Pragma("GCC unroll 16")
@@ -123,7 +126,9 @@ void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
     /* k is (3, 3, C, F). Forward: ci = c, co = f, g[a][b] = k[a][b][c][f].
      * dx (flip): ci = f, co = c, g[a][b] = k[2-a][2-b][c][f]. */
     const int Cin = flip ? F : C, Cout = flip ? C : F, ld = conv_winograd_round_up(Cout, VL);
-    #pragma omp parallel for schedule(static) if ((size_t)Cin * ld > 4096)
+    /* Serial up to 128x128 channels: the transform is about 100 flops per
+     * pair, less than a parallel region is worth. */
+    #pragma omp parallel for schedule(static) if ((size_t)Cin * ld > 16384)
     for (int ci = 0; ci < Cin; ci++)
         for (int co = 0; co < ld; co++) {
             float u[16] = {0};
@@ -251,7 +256,11 @@ void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H,
 {
     const long tiles = conv_winograd_tile_count(N, OH, OW), blocks = (tiles + TB - 1) / TB;
     const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
-    #pragma omp parallel for schedule(static) num_threads(slots)
+    /* Small convolutions (a batch-1 prediction) run on the calling thread,
+     * in slot 0, with the same blocks: the multiply-adds of the direct
+     * convolution, against the threshold conv_gemm.c uses. */
+    const double macs = (double)tiles * 4 * 9 * Cin * Cout;
+    #pragma omp parallel for schedule(static) num_threads(slots) if (macs >= WINOGRAD_PAR_MIN_MACS)
     for (long bk = 0; bk < blocks; bk++) {
         float *V = conv_winograd_thread_slot(scratch, ldi, ldo), *M = V + (size_t)16 * TB * ldi;
         const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;

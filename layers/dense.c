@@ -10,6 +10,7 @@
  * output, threaded here, and chunks of the reduction axis (see
  * dense_gemm_tiled and dense_gemm_chunked). */
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "layers/activation.h"
@@ -56,6 +57,9 @@ static void dense_gemm_chunked(int trans_a, int trans_b, int M, int N, int K, co
 /* Output tile edge of dense_gemm_tiled: fixed, so the calls do not depend
  * on the thread count. */
 #define DENSE_TILE 64
+/* Below this many multiply-adds (M N K) dense_gemm_tiled runs serially:
+ * about 0.2 ms on one core; a batch-1 prediction's layers are all below. */
+#define DENSE_PAR_MIN_MACS 4194304.0
 
 /* dense_gemm_chunked split into tiles of C along its longer side, one tile
  * per iteration of an OpenMP loop. Why: OpenBLAS's own threading also
@@ -69,9 +73,16 @@ static void dense_gemm_tiled(int trans_a, int trans_b, int M, int N, int K, cons
 {
     const int split_m = M >= N, len = split_m ? M : N;
     const int tiles = (len + DENSE_TILE - 1) / DENSE_TILE;
-    /* Always a parallel region, even for one tile: OpenBLAS must not
-     * thread the call itself. */
-    #pragma omp parallel for schedule(static)
+    /* Small products (a batch-1 prediction) run on the calling thread: a
+     * parallel region costs more than it saves, and with another busy
+     * process on the machine its second thread may wait a whole time slice.
+     * The tiles and calls are the same either way. Outside an active region
+     * OpenBLAS would thread a call itself, so the OpenMP thread count, which
+     * it follows, is 1 while the tiles run. */
+    const int serial = (double)M * N * K < DENSE_PAR_MIN_MACS;
+    const int threads = serial ? omp_get_max_threads() : 1;
+    if (threads > 1) omp_set_num_threads(1);
+    #pragma omp parallel for schedule(static) if (!serial)
     for (int t = 0; t < tiles; t++) {
         const int o = t * DENSE_TILE, n = len - o < DENSE_TILE ? len - o : DENSE_TILE;
         if (split_m) /* rows o.. of op(A) and C */
@@ -81,6 +92,7 @@ static void dense_gemm_tiled(int trans_a, int trans_b, int M, int N, int K, cons
             dense_gemm_chunked(trans_a, trans_b, M, n, K, A, lda,
                                trans_b ? B + (size_t)o * ldb : B + o, ldb, beta, C + o, ldc);
     }
+    if (threads > 1) omp_set_num_threads(threads);
 }
 
 static nn_status dense_parse(nn_layer *l, nn_config *c)

@@ -2,10 +2,37 @@
  * one input or several (merge layers), checked forward calls, parameters. */
 #include "layers/layer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tensor/random.h"
+
+/* After the parse hook failed with status s: a hook stops at its first
+ * error, so a misspelt key ("kernal_size") shows only as the "required"
+ * error it causes. The hook runs again on a probe of the config (getters that
+ * never fail) and a scratch state, to read every key it can; when it gets
+ * through, a given key it never read is reported instead of s, since it
+ * likely explains s. When the hook stops at a check of its own (batchnorm's
+ * epsilon > 0), the keys after it are unknown territory: s stands. */
+static nn_status layer_unknown_key_first(const nn_layer *l, const nn_config *cfg, nn_status s)
+{
+    int unread = 0;
+    for (int i = 0; i < cfg->n; i++) unread |= !cfg->kv[i].used;
+    if (!unread) return s;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nn_last_error());
+    nn_layer scratch = *l;
+    scratch.state = l->type->state_size ? calloc(1, l->type->state_size) : NULL;
+    if (l->type->state_size && !scratch.state) return s;
+    nn_config probe;
+    nn_config_probe(&probe, cfg);
+    const nn_status read_all = l->type->parse(&scratch, &probe);
+    if (l->type->destroy) l->type->destroy(&scratch);
+    free(scratch.state);
+    if (read_all == NN_OK && nn_config_finish(&probe) != NN_OK) return NN_ERR_CONFIG;
+    return nn_error(s, "%s", msg);
+}
 
 nn_layer *nn_layer_create_from_type(const nn_layer_type *type, const char *config)
 {
@@ -30,8 +57,10 @@ nn_layer *nn_layer_create_from_type(const nn_layer_type *type, const char *confi
     }
     nn_config cfg;
     nn_status s = nn_config_parse(&cfg, type->name, config);
-    if (s == NN_OK) s = type->parse(l, &cfg);
-    if (s == NN_OK) s = nn_config_finish(&cfg);
+    if (s == NN_OK) {
+        s = type->parse(l, &cfg);
+        s = s == NN_OK ? nn_config_finish(&cfg) : layer_unknown_key_first(l, &cfg, s);
+    }
     if (s != NN_OK) {
         nn_layer_free(l);
         return NULL;
@@ -151,7 +180,8 @@ nn_status nn_layer_build_multi(nn_layer *l, int n_in, const int *in_rank,
                                const int (*in_shape)[TENSOR_MAX_RANK])
 {
     if (!l || !in_rank || !in_shape)
-        return nn_error(NN_ERR_ARG, "nn_layer_build_multi: NULL argument");
+        return nn_error(NN_ERR_ARG, "nn_layer_build_multi: NULL argument: %s is NULL",
+                        !l ? "l" : !in_rank ? "in_rank" : "in_shape");
     if (!nn_layer_type_is_merge(l->type)) {
         if (n_in == 1) return nn_layer_build(l, in_rank[0], in_shape[0]);
         return nn_error(NN_ERR_ARG, "%s: %s takes 1 input, got %d", l->name, l->type->name,
@@ -249,7 +279,9 @@ static nn_status layer_check_params(const nn_layer *l)
 
 nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int training)
 {
-    if (!l || !g || !x || !y) return nn_error(NN_ERR_ARG, "nn_layer_forward: NULL argument");
+    if (!l || !g || !x || !y)
+        return nn_error(NN_ERR_ARG, "nn_layer_forward: NULL argument: %s is NULL",
+                        !l ? "l" : !g ? "g" : !x ? "x" : "y");
     if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
     if (l->n_in != 1)
         return nn_error(NN_ERR_ARG, "%s: built for %d inputs, got 1", l->name, l->n_in);
@@ -261,7 +293,9 @@ nn_status nn_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **y, int 
 nn_status nn_layer_forward_multi(nn_layer *l, nn_graph *g, int n_in, tensor **x, tensor **y,
                                  int training)
 {
-    if (!l || !g || !x || !y) return nn_error(NN_ERR_ARG, "nn_layer_forward_multi: NULL argument");
+    if (!l || !g || !x || !y)
+        return nn_error(NN_ERR_ARG, "nn_layer_forward_multi: NULL argument: %s is NULL",
+                        !l ? "l" : !g ? "g" : !x ? "x" : "y");
     if (!l->built) return nn_error(NN_ERR_STATE, "%s: build the layer first", l->name);
     if (n_in != l->n_in)
         return nn_error(NN_ERR_ARG, "%s: built for %d inputs, got %d", l->name, l->n_in, n_in);

@@ -320,7 +320,9 @@ static int model_spec_defined_later(const nn_model *m, const char *text, int lin
 
 nn_status nn_model_add_spec(nn_model *m, const char *text)
 {
-    if (!m || !text) return nn_error(NN_ERR_ARG, "nn_model_add_spec: NULL argument");
+    if (!m || !text)
+        return nn_error(NN_ERR_ARG, "nn_model_add_spec: NULL argument: %s is NULL",
+                        !m ? "m" : "text");
     /* All or nothing: a bad line removes the lines before it again, so a
      * corrected spec can be added to the same model. */
     const int n_before = m->n_layers;
@@ -349,7 +351,7 @@ nn_status nn_model_add_spec(nn_model *m, const char *text)
             if (*s) *s++ = '\0';
             char missing[NN_NAME_LEN] = "", self[NN_NAME_LEN] = "";
             if (model_add(m, type, s, missing, self) != NN_OK) {
-                char msg[512];
+                char msg[1024];
                 snprintf(msg, sizeof msg, "%s", nn_last_error());
                 const int later = missing[0] ? model_spec_defined_later(m, end ? end + 1 : "",
                                                                         line_no, type, missing) : 0;
@@ -413,7 +415,7 @@ nn_status nn_model_load_spec(nn_model *m, const char *path)
     nn_status s = nn_model_add_spec(m, text);
     free(text);
     if (s != NN_OK) {
-        char msg[512];
+        char msg[1024];
         snprintf(msg, sizeof msg, "%s", nn_last_error());
         return nn_error(s, "%s: %s", path, msg);
     }
@@ -436,7 +438,9 @@ int nn_model_is_sequential(const nn_model *m)
 
 nn_status nn_model_layer_keys(const nn_model *m, int i, char *buf, size_t n)
 {
-    if (!m || !buf) return nn_error(NN_ERR_ARG, "nn_model_layer_keys: NULL argument");
+    if (!m || !buf)
+        return nn_error(NN_ERR_ARG, "nn_model_layer_keys: NULL argument: %s is NULL",
+                        !m ? "m" : "buf");
     if (i < 0 || i >= m->n_layers)
         return nn_error(NN_ERR_ARG, "nn_model_layer_keys: layer %d of %d", i, m->n_layers);
     char autoname[NN_NAME_LEN];
@@ -622,15 +626,11 @@ static nn_status model_check_alias(const nn_model *m, int i, tensor *x, tensor *
     return NN_OK;
 }
 
-nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
+/* The layers in spec order, which is a topological order (inputs come from
+ * earlier lines); every output is kept for its readers, in the arena like
+ * all others. */
+static nn_status model_run_layers(nn_model *m, tensor *x, tensor **y, int training)
 {
-    if (!m || !x || !y) return nn_error(NN_ERR_ARG, "nn_model_forward: NULL argument");
-    if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward: build the model first");
-    if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
-        return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
-    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
-    /* Spec order is a topological order (inputs come from earlier lines);
-     * every output is kept for its readers, in the arena like all others. */
     tensor *outs[NN_MODEL_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) {
         nn_layer *l = m->layers[i];
@@ -647,10 +647,56 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
     return NN_OK;
 }
 
+/* The two rules of nn_model_forward (model.h) that keep the arena bounded.
+ * The model can reset the graph only when nothing in it is the caller's:
+ * the graph was empty when the model's first forward since the last reset
+ * began, and x is not in it. A training tape whose backward has not run is
+ * kept, so an eval forward may follow a training forward (to compare the
+ * two) without destroying it. */
+static nn_status model_begin_pass(nn_model *m, tensor *x, int training)
+{
+    nn_graph *g = m->graph;
+    const int ours = m->pass_generation == nn_graph_generation(g);
+    const int tape = ours && m->pass_taped_training;
+    if (training && tape)
+        return nn_error(NN_ERR_STATE, "nn_model_forward: a training forward needs the graph reset "
+                        "since the previous one, whose %d recorded nodes are still in it (%s); "
+                        "call nn_graph_reset(nn_model_graph(m)) at the start of each step, as "
+                        "nn_model_train_step does", nn_graph_node_count(g),
+                        nn_graph_backward_ran(g) ? "backward ran" : "backward has not run");
+    if (ours && m->pass_alone && !(tape && !nn_graph_backward_ran(g)) &&
+        !nn_graph_holds(g, x) && !nn_graph_holds(g, x->data))
+        nn_graph_reset(g);
+    if (m->pass_generation != nn_graph_generation(g)) {
+        m->pass_generation = nn_graph_generation(g);
+        m->pass_alone = nn_graph_arena_used(g) == 0 && nn_graph_node_count(g) == 0;
+        m->pass_taped_training = 0;
+    }
+    return NN_OK;
+}
+
+nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
+{
+    if (!m || !x || !y)
+        return nn_error(NN_ERR_ARG, "nn_model_forward: NULL argument: %s is NULL",
+                        !m ? "m" : !x ? "x" : "y");
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward: build the model first");
+    if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
+        return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
+    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
+    NN_TRY(model_begin_pass(m, x, training));
+    const int nodes_before = nn_graph_node_count(m->graph);
+    nn_status s = model_run_layers(m, x, y, training);
+    if (training && nn_graph_node_count(m->graph) > nodes_before) m->pass_taped_training = 1;
+    return s;
+}
+
 nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *labels,
                               float *loss, int *correct)
 {
-    if (!m || !opt || !x || !labels) return nn_error(NN_ERR_ARG, "nn_model_train_step: NULL argument");
+    if (!m || !opt || !x || !labels)
+        return nn_error(NN_ERR_ARG, "nn_model_train_step: NULL argument: %s is NULL",
+                        !m ? "m" : !opt ? "opt" : !x ? "x" : "labels");
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 1);
     nn_model_zero_grad(m);
@@ -666,7 +712,9 @@ nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *lab
 nn_status nn_model_predict(nn_model *m, tensor *x, const int *labels, tensor **logits,
                            double *loss_sum, int *correct)
 {
-    if (!m || !x) return nn_error(NN_ERR_ARG, "nn_model_predict: NULL argument");
+    if (!m || !x)
+        return nn_error(NN_ERR_ARG, "nn_model_predict: NULL argument: %s is NULL",
+                        !m ? "m" : "x");
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 0);
     tensor *y;
@@ -694,7 +742,9 @@ static void model_summary_shape(int rank, const int *dims, char *shape, size_t n
 
 nn_status nn_model_summary(const nn_model *m, FILE *out)
 {
-    if (!m || !out) return nn_error(NN_ERR_ARG, "nn_model_summary: NULL argument");
+    if (!m || !out)
+        return nn_error(NN_ERR_ARG, "nn_model_summary: NULL argument: %s is NULL",
+                        !m ? "m" : "out");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_summary: build the model first");
     /* A sequential model's table is Keras's Sequential one; any other graph
      * adds the input's row and a "Connected to" column, one input per line,
@@ -760,7 +810,9 @@ nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_
                                    int *correct)
 {
     if (!m || !opt || !x || !loss)
-        return nn_error(NN_ERR_ARG, "nn_model_train_step_loss: NULL argument (m, opt, x and loss are required)");
+        return nn_error(NN_ERR_ARG, "nn_model_train_step_loss: NULL argument (m, opt, x and loss "
+                                    "are required): %s is NULL",
+                        !m ? "m" : !opt ? "opt" : !x ? "x" : "loss");
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 1);
     nn_model_zero_grad(m);
@@ -776,7 +828,9 @@ nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_
 nn_status nn_model_evaluate_loss(nn_model *m, tensor *x, const nn_loss *loss, const int *labels,
                                  const tensor *targets, tensor **pred, double *loss_sum, int *correct)
 {
-    if (!m || !x) return nn_error(NN_ERR_ARG, "nn_model_evaluate_loss: NULL argument (m and x are required)");
+    if (!m || !x)
+        return nn_error(NN_ERR_ARG, "nn_model_evaluate_loss: NULL argument (m and x are required): "
+                                    "%s is NULL", !m ? "m" : "x");
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 0);
     tensor *y;

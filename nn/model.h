@@ -37,7 +37,8 @@
  *
  * Ownership: the model owns its layers, parameters and graph. Tensors that
  * nn_model_forward returns live in the graph's arena until the next
- * nn_graph_reset (nn_model_train_step and nn_model_predict reset it first).
+ * nn_graph_reset (nn_model_train_step and nn_model_predict reset it first,
+ * and so may nn_model_forward: see there).
  * Thread-safety: a model is used by one thread at a time.
  */
 #ifndef NN_NN_MODEL_H
@@ -71,6 +72,12 @@ typedef struct nn_model {
     float *params, *grads, *buffers;        /* the three blocks */
     size_t n_params, n_buffers;
     nn_graph *graph;
+    /* What earlier forwards left in the graph, for nn_model_forward's rules:
+     * the graph's generation at the last one (0: none yet), whether the
+     * graph was empty when the first forward of that generation began, and
+     * whether a training forward of that generation recorded nodes. */
+    unsigned long pass_generation;
+    int pass_alone, pass_taped_training;
 } nn_model;
 
 nn_model *nn_model_create(uint64_t seed);
@@ -107,7 +114,21 @@ nn_status nn_model_build(nn_model *m, int rank, const int *shape);
 void nn_model_set_training(nn_model *m, int training);
 int nn_model_is_training(const nn_model *m);
 
-/* y = model(x) for a batch x (axis 0: batch). y is in the graph's arena. */
+/* y = model(x) for a batch x (axis 0: batch). y is in the graph's arena.
+ * Memory stays bounded over any number of calls, by two rules about a
+ * graph that has not been reset since the model's previous forward:
+ * - A training forward (mode resolving to NN_MODE_TRAIN) after a training
+ *   forward that recorded nodes is an error (NN_ERR_STATE): each training
+ *   step starts with nn_graph_reset(nn_model_graph(m)), as
+ *   nn_model_train_step does, since otherwise every step's tape would pile
+ *   up in the arena.
+ * - Any other forward first resets the graph itself when the graph holds
+ *   only what the model's forwards made since it was empty, unless that is
+ *   a training tape whose backward has not run, or x lives in the arena.
+ *   So an eval-mode forward in a loop needs no reset, and the tensors an
+ *   earlier forward returned (and any made from them) become invalid.
+ * A graph you reset yourself, or that held your tensors when the model's
+ * forward began, is never reset by the model. */
 nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode);
 
 /* One training step on a batch: reset the graph, zero gradients, forward in

@@ -86,8 +86,9 @@ nn_layer *nn_layer_create(const char *type_name, const char *config)
             snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
                      nn_registry_get(i)->name);
         }
-        nn_error(NN_ERR_CONFIG, "unknown layer type '%s' (known: %s)", type_name ? type_name : "(null)",
-                 known);
+        nn_error(NN_ERR_CONFIG, "unknown layer type '%s' (known: %s); to add a layer type, write "
+                 "it as examples/custom_layer.c does and register it with nn_registry_add",
+                 type_name ? type_name : "(null)", known);
         return NULL;
     }
     return nn_layer_create_from_type(type, config);

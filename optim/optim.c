@@ -96,7 +96,9 @@ size_t optim_state_count(const optim *o, size_t n)
 
 nn_status optim_step(optim *o, float *w, const float *g, size_t n)
 {
-    if (!o || !w || !g) return nn_error(NN_ERR_ARG, "optim_step: NULL argument");
+    if (!o || !w || !g)
+        return nn_error(NN_ERR_ARG, "optim_step: NULL argument: %s is NULL",
+                        !o ? "o" : !w ? "w" : "g");
     if (o->n && o->n != n)
         return nn_error(NN_ERR_SHAPE, "optim_step: state was made for %zu parameters, got %zu",
                         o->n, n);

@@ -43,6 +43,7 @@ struct nn_graph {
     nn_status record_error;
     char record_msg[160];
     int backward_done; /* backward has run since the last reset */
+    unsigned long generation; /* 1 + resets so far */
     grad_buf *bufs;
     int n_bufs, cap_bufs;
 };
@@ -85,6 +86,7 @@ nn_graph *nn_graph_create(size_t arena_bytes)
         return NULL;
     }
     g->grad_enabled = 1;
+    g->generation = 1;
     return g;
 }
 
@@ -100,6 +102,7 @@ void nn_graph_free(nn_graph *g)
 
 void nn_graph_reset(nn_graph *g)
 {
+    g->generation++;
     g->n_nodes = 0;
     g->record_error = NN_OK;
     g->backward_done = 0;
@@ -319,7 +322,9 @@ static void graph_release_out_grad(nn_graph *g, nn_node *n)
 
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 {
-    if (!g || !loss) return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument");
+    if (!g || !loss)
+        return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument: %s is NULL",
+                        !g ? "g" : "loss");
     if (loss->size != 1) {
         char b[96];
         return nn_error(NN_ERR_SHAPE, "nn_graph_backward: loss must hold one element, got shape %s",
@@ -356,7 +361,9 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 
 nn_status nn_graph_retain_grad(nn_graph *g, tensor *t)
 {
-    if (!g || !t) return nn_error(NN_ERR_ARG, "nn_graph_retain_grad: NULL argument");
+    if (!g || !t)
+        return nn_error(NN_ERR_ARG, "nn_graph_retain_grad: NULL argument: %s is NULL",
+                        !g ? "g" : "t");
     if (g->backward_done)
         return nn_error(NN_ERR_STATE, "nn_graph_retain_grad: backward already ran on this graph; "
                                       "retain the gradient before it");
@@ -372,6 +379,24 @@ size_t nn_graph_arena_bytes(const nn_graph *g)
     for (const arena_block *b = g->blocks; b; b = b->next) total += b->size;
     return total;
 }
+
+size_t nn_graph_arena_used(const nn_graph *g)
+{
+    size_t total = 0;
+    for (const arena_block *b = g->blocks; b; b = b->next) total += b->used;
+    return total;
+}
+
+int nn_graph_holds(const nn_graph *g, const void *p)
+{
+    const unsigned char *q = p;
+    for (const arena_block *b = g->blocks; b; b = b->next)
+        if (q >= b->mem && q < b->mem + b->used) return 1;
+    return 0;
+}
+
+unsigned long nn_graph_generation(const nn_graph *g) { return g->generation; }
+int nn_graph_backward_ran(const nn_graph *g) { return g->backward_done; }
 
 size_t nn_graph_grad_pool_bytes(const nn_graph *g)
 {

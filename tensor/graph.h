@@ -114,5 +114,15 @@ int nn_graph_node_count(const nn_graph *g);
 size_t nn_graph_arena_bytes(const nn_graph *g);
 /* Bytes held by the pool of intermediate gradient buffers. */
 size_t nn_graph_grad_pool_bytes(const nn_graph *g);
+/* Bytes of the arena handed out since the last reset (0 right after one). */
+size_t nn_graph_arena_used(const nn_graph *g);
+/* True when p points into arena memory handed out since the last reset: a
+ * tensor (or its data) that the next reset would invalidate. */
+int nn_graph_holds(const nn_graph *g, const void *p);
+/* Changes at every reset (1 for a new graph): an owner that noted it knows
+ * whether the graph was reset since. */
+unsigned long nn_graph_generation(const nn_graph *g);
+/* True when backward has run since the last reset. */
+int nn_graph_backward_ran(const nn_graph *g);
 
 #endif

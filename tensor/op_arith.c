@@ -3,9 +3,11 @@
 
 #include "tensor/ops.h"
 
-static nn_status op_arith_same_shape(const char *op, const tensor *a, const tensor *b)
+static nn_status op_arith_same_shape(const char *op, const char *a_name, const tensor *a,
+                                     const char *b_name, const tensor *b)
 {
-    if (!a || !b) return nn_error(NN_ERR_ARG, "%s: NULL tensor", op);
+    if (!a || !b)
+        return nn_error(NN_ERR_ARG, "%s: NULL tensor: %s is NULL", op, !a ? a_name : b_name);
     if (tensor_same_shape(a, b)) return NN_OK;
     char x[96], y[96];
     return nn_error(NN_ERR_SHAPE, "%s: shapes %s and %s differ", op,
@@ -25,7 +27,7 @@ static void op_arith_add_backward(nn_node *n)
 
 nn_status nn_op_add(nn_graph *g, tensor *a, tensor *b, tensor **out)
 {
-    NN_TRY(op_arith_same_shape("add", a, b));
+    NN_TRY(op_arith_same_shape("add", "a", a, "b", b));
     tensor *y = nn_graph_tensor(g, a->rank, a->shape);
     if (!y) return NN_ERR_MEMORY;
     for (size_t i = 0; i < a->size; i++) y->data[i] = a->data[i] + b->data[i];
@@ -47,7 +49,7 @@ static void op_arith_mul_backward(nn_node *n)
 
 nn_status nn_op_mul(nn_graph *g, tensor *a, tensor *b, tensor **out)
 {
-    NN_TRY(op_arith_same_shape("mul", a, b));
+    NN_TRY(op_arith_same_shape("mul", "a", a, "b", b));
     tensor *y = nn_graph_tensor(g, a->rank, a->shape);
     if (!y) return NN_ERR_MEMORY;
     for (size_t i = 0; i < a->size; i++) y->data[i] = a->data[i] * b->data[i];
@@ -68,7 +70,7 @@ static void op_arith_weighted_sum_backward(nn_node *n)
 
 nn_status nn_op_weighted_sum(nn_graph *g, tensor *a, const tensor *w, tensor **out)
 {
-    NN_TRY(op_arith_same_shape("weighted_sum", a, w));
+    NN_TRY(op_arith_same_shape("weighted_sum", "a", a, "w", w));
     int one = 1;
     tensor *y = nn_graph_tensor(g, 1, &one);
     if (!y) return NN_ERR_MEMORY;

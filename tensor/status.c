@@ -3,7 +3,7 @@
 
 #include <stdarg.h>
 
-static _Thread_local char last_error[512];
+static _Thread_local char last_error[1024];
 
 nn_status nn_error(nn_status s, const char *fmt, ...)
 {

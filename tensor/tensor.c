@@ -143,7 +143,8 @@ void tensor_free(tensor *t)
 
 nn_status tensor_copy(tensor *dst, const tensor *src)
 {
-    if (!dst || !src) return nn_error(NN_ERR_ARG, "tensor_copy: NULL tensor");
+    if (!dst || !src)
+        return nn_error(NN_ERR_ARG, "tensor_copy: NULL tensor: %s is NULL", !dst ? "dst" : "src");
     if (dst->size != src->size) {
         char a[96], b[96];
         return nn_error(NN_ERR_SHAPE, "tensor_copy: destination %s and source %s differ in size",

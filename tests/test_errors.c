@@ -14,8 +14,9 @@
  *   tensor_rng_seed/next/uniform/normal, tensor_init_* (void; shapes were
  *   checked when the tensor was made), nn_graph_free(NULL), nn_graph_reset,
  *   nn_graph_set_grad_enabled, nn_graph_grad_enabled, nn_graph_node_count,
- *   nn_graph_arena_bytes, nn_graph_grad_pool_bytes, nn_config_write(_float)
- *   (a full buffer is reported by the caller: nn_layer_config_string),
+ *   nn_graph_arena_bytes, nn_graph_grad_pool_bytes, nn_graph_arena_used,
+ *   nn_graph_holds, nn_graph_generation, nn_graph_backward_ran,
+ *   nn_config_write(_float) (a full buffer is reported by the caller: nn_layer_config_string),
  *   nn_reset_image_data_format,
  *   nn_layer_free(NULL), nn_param_init, nn_layer_param_count,
  *   nn_registry_count, nn_model_free(NULL), nn_model_set_training,
@@ -306,6 +307,127 @@ static void test_config_and_format(void **state)
     if (env) setenv("NN_IMAGE_DATA_FORMAT", env, 1);
     free(home);
     free(env);
+}
+
+/* ---- messages that say what to do ------------------------------------------ */
+
+/* A NULL pointer is named, with the function, whichever argument it is. */
+static void test_null_arguments_named(void **state)
+{
+    (void)state;
+    nn_model *m = test_make_model(MLP, 1, mlp_in, 1);
+    nn_graph *g = nn_model_graph(m);
+    tensor *x = tensor_zeros(2, (int[]){2, 5}), *y = NULL;
+    optim *o = optim_sgd_create(0.1f, 0.0f, 0, 0.0f);
+    const int labels[2] = {0, 1};
+    const nn_loss mse = {NN_LOSS_MEAN_SQUARED_ERROR, 0};
+    uint8_t *px = NULL;
+    int n = 0, cols = 0;
+    nn_mnist mn;
+    BAD("nn_model_forward", nn_model_forward(m, NULL, &y, NN_MODE_EVAL), NN_ERR_ARG,
+        "nn_model_forward: NULL argument: x is NULL");
+    BAD("nn_model_forward", nn_model_forward(m, x, NULL, NN_MODE_EVAL), NN_ERR_ARG,
+        "nn_model_forward: NULL argument: y is NULL");
+    BAD("nn_model_predict", nn_model_predict(NULL, x, NULL, &y, NULL, NULL), NN_ERR_ARG,
+        "nn_model_predict: NULL argument: m is NULL");
+    BAD("nn_model_train_step", nn_model_train_step(m, o, x, NULL, NULL, NULL), NN_ERR_ARG,
+        "nn_model_train_step: NULL argument: labels is NULL");
+    BAD("nn_model_train_step_loss", nn_model_train_step_loss(m, o, x, NULL, labels, NULL, NULL, NULL),
+        NN_ERR_ARG, "nn_model_train_step_loss: NULL argument (m, opt, x and loss are required): loss is NULL");
+    BAD("nn_model_evaluate_loss", nn_model_evaluate_loss(m, NULL, &mse, NULL, NULL, NULL, NULL, NULL),
+        NN_ERR_ARG, "nn_model_evaluate_loss: NULL argument (m and x are required): x is NULL");
+    BAD("nn_model_summary", nn_model_summary(NULL, stdout), NN_ERR_ARG,
+        "nn_model_summary: NULL argument: m is NULL");
+    BAD("nn_model_add_spec", nn_model_add_spec(NULL, "relu\n"), NN_ERR_ARG,
+        "nn_model_add_spec: NULL argument: m is NULL");
+    BAD("nn_model_layer_keys", nn_model_layer_keys(m, 0, NULL, 8), NN_ERR_ARG,
+        "nn_model_layer_keys: NULL argument: buf is NULL");
+    BAD("nn_graph_backward", nn_graph_backward(NULL, x), NN_ERR_ARG,
+        "nn_graph_backward: NULL argument: g is NULL");
+    BAD("nn_graph_retain_grad", nn_graph_retain_grad(g, NULL), NN_ERR_ARG,
+        "nn_graph_retain_grad: NULL argument: t is NULL");
+    BAD("nn_op_add", nn_op_add(g, x, NULL, &y), NN_ERR_ARG, "add: NULL tensor: b is NULL");
+    BAD("nn_op_weighted_sum", nn_op_weighted_sum(g, NULL, x, &y), NN_ERR_ARG,
+        "weighted_sum: NULL tensor: a is NULL");
+    BAD("tensor_copy", tensor_copy(x, NULL), NN_ERR_ARG, "tensor_copy: NULL tensor: src is NULL");
+    BAD("optim_step", optim_step(o, m->params, NULL, m->n_params), NN_ERR_ARG,
+        "optim_step: NULL argument: g is NULL");
+    BAD("nn_layer_forward", nn_layer_forward(m->layers[0], g, x, NULL, 0), NN_ERR_ARG,
+        "nn_layer_forward: NULL argument: y is NULL");
+    BAD("nn_layer_forward_multi", nn_layer_forward_multi(m->layers[0], NULL, 1, &x, &y, 0),
+        NN_ERR_ARG, "nn_layer_forward_multi: NULL argument: g is NULL");
+    nn_layer *add = nn_layer_create("add", "");
+    BAD("nn_layer_build_multi", nn_layer_build_multi(add, 2, NULL, NULL), NN_ERR_ARG,
+        "nn_layer_build_multi: NULL argument: in_rank is NULL");
+    nn_layer_free(add);
+    BAD("nn_npy_save", nn_npy_save(test_path("n.npy"), NULL), NN_ERR_ARG,
+        "nn_npy_save: NULL argument: t is NULL");
+    BAD("nn_safetensors_save", nn_safetensors_save(m, NULL), NN_ERR_ARG,
+        "nn_safetensors_save: NULL argument: path is NULL");
+    BAD("nn_safetensors_load", nn_safetensors_load(NULL, "w.safetensors"), NN_ERR_ARG,
+        "nn_safetensors_load: NULL argument: m is NULL");
+    BAD("nn_checkpoint_save", nn_checkpoint_save(test_path("n.ckpt"), m, NULL, NULL, 4), NN_ERR_ARG,
+        "nn_checkpoint_save: NULL argument: extra is NULL but extra_len is not 0");
+    BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("n.ckpt"), NULL, NULL, NULL, 0, NULL),
+        NN_ERR_ARG, "nn_checkpoint_load: NULL argument: m is NULL");
+    BAD("nn_idx_load_images", nn_idx_load_images("x", &px, &n, NULL, &cols), NN_ERR_ARG,
+        "nn_idx_load_images: NULL argument: rows is NULL");
+    BAD("nn_idx_load_labels", nn_idx_load_labels("x", &px, NULL), NN_ERR_ARG,
+        "nn_idx_load_labels: NULL argument: n is NULL");
+    BAD("nn_mnist_load", nn_mnist_load(NULL, &mn), NN_ERR_ARG,
+        "nn_mnist_load: NULL argument: dir is NULL");
+    optim_free(o);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
+/* A misspelt key is reported as such, before the "required" error it
+ * causes, with the closest key and the keys the layer reads; unknown layer
+ * types and activations say how to add one. */
+static void test_config_messages_help(void **state)
+{
+    (void)state;
+    BAD_NULL("nn_layer_create", nn_layer_create("conv2d", "filters=8 kernal_size=3"),
+             "conv2d: unknown config key 'kernal_size' (did you mean 'kernel_size'?)");
+    assert_error_contains("conv2d takes the keys filters, kernel_size, strides, padding, "
+                          "dilation_rate, use_bias, activation, data_format");
+    /* Before a bad value too, and through a model spec. */
+    BAD_NULL("nn_layer_create", nn_layer_create("conv2d", "filters=0 kernal_size=3"),
+             "unknown config key 'kernal_size' (did you mean 'kernel_size'?)");
+    nn_model *m = nn_model_create(1);
+    BAD("nn_model_add_spec", nn_model_add_spec(m, "conv2d filters=8 kernal_size=3\nflatten\n"),
+        NN_ERR_CONFIG, "model spec line 1: conv2d: unknown config key 'kernal_size' (did you mean "
+                       "'kernel_size'?); conv2d takes the keys filters, kernel_size");
+    BAD("nn_model_add", nn_model_add(m, "dense", "unitz=3"), NN_ERR_CONFIG,
+        "dense: unknown config key 'unitz' (did you mean 'units'?); dense takes the keys units, ");
+    /* A key like none of them gets no guess; a layer that reads no key says so. */
+    BAD_NULL("nn_layer_create", nn_layer_create("dense", "units=3 zzz=1"),
+             "dense: unknown config key 'zzz'; dense takes the keys units");
+    assert_null(strstr(nn_last_error(), "did you mean"));
+    BAD_NULL("nn_layer_create", nn_layer_create("flatten", "units=3"),
+             "flatten: unknown config key 'units'; flatten takes no keys");
+    /* A hook that stops at a check of its own (epsilon > 0) has not read the
+     * keys after it: they are not called unknown, its error stands. */
+    BAD_NULL("nn_layer_create", nn_layer_create("batchnorm", "epsilon=0 center=false"),
+             "batchnorm: epsilon must be greater than 0, but got 0");
+    /* Without an unknown key, the required-key error is unchanged. */
+    BAD_NULL("nn_layer_create", nn_layer_create("conv2d", "filters=8 strides=2"),
+             "conv2d: config key 'kernel_size' is required");
+
+    BAD_NULL("nn_layer_create", nn_layer_create("conv3d", ""),
+             "unknown layer type 'conv3d' (known: dense, relu, flatten");
+    assert_error_contains("to add a layer type, write it as examples/custom_layer.c does and "
+                          "register it with nn_registry_add");
+    BAD("nn_model_add_spec", nn_model_add_spec(m, "swish beta=1\n"), NN_ERR_CONFIG,
+        "model spec line 1: unknown layer type 'swish'");
+    assert_error_contains("concatenate); to add a layer type, write it as examples/custom_layer.c "
+                          "does and register it with nn_registry_add");
+    BAD_NULL("nn_layer_create", nn_layer_create("dense", "units=4 activation=swish"),
+             "dense: activation must be one of {linear, relu, sigmoid, tanh, leaky_relu, elu, gelu, "
+             "softmax}, but got 'swish'; for another activation, write a layer type as "
+             "examples/custom_layer.c does (swish), register it with nn_registry_add and put it "
+             "after this layer");
+    nn_model_free(m);
 }
 
 /* ---- layers/layer.h, nn/registry.h: every registered layer type --------------- */
@@ -896,6 +1018,8 @@ int main(void)
         cmocka_unit_test(test_npy_safetensors),
         cmocka_unit_test(test_idx_checkpoint),
         cmocka_unit_test(test_spatial_dropout),
+        cmocka_unit_test(test_null_arguments_named),
+        cmocka_unit_test(test_config_messages_help),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, teardown);
 }

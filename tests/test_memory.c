@@ -13,9 +13,14 @@
  * keeps for the next one. The numbers are printed. test_graph.c does the same for a dense
  * network. The RSS bound is not checked under ASan (its quarantine keeps
  * freed blocks) or valgrind (statm describes valgrind itself); those tools
- * report leaks themselves. */
+ * report leaks themselves.
+ * Inference is bounded too: 100,000 predictions of batch 1, and as many
+ * eval-mode nn_model_forward calls without a reset, keep the arena at its
+ * size after the first call and the resident set within the same slack; a
+ * training forward repeated without a reset is an error, not growth. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -124,10 +129,150 @@ static void test_cnn_memory_flat(void **state)
     test_tmpdir_remove(dir);
 }
 
+enum { PREDICTIONS = 100000, PRED_SETTLE = 1000 };
+
+/* Runs `calls` batch-1 passes, by nn_model_predict (raw = 0) or by
+ * nn_model_forward in eval mode with gradients enabled and no reset (raw =
+ * 1), and checks the arena after each one and the resident set at the end. */
+static void inference_flat(nn_model *m, tensor *x, int raw, const char *what)
+{
+    nn_graph *g = nn_model_graph(m);
+    size_t arena = 0;
+    long rss_settled = 0;
+    tensor *y = NULL;
+    double sum = 0.0;
+    for (int i = 0; i < PREDICTIONS; i++) {
+        x->data[i % x->size] += 0.001f; /* a different input each call */
+        if (raw)
+            assert_ok(nn_model_forward(m, x, &y, NN_MODE_EVAL));
+        else
+            assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+        sum += y->data[0];
+        const size_t now = nn_graph_arena_bytes(g);
+        if (i == 0) arena = now;
+        else if (now != arena)
+            fail_msg("%s, call %d: the arena holds %zu bytes, %zu after the first call", what,
+                     i + 1, now, arena);
+        if (i + 1 == PRED_SETTLE) rss_settled = test_rss_kib();
+    }
+    const long rss_end = test_rss_kib();
+    printf("    %s: %d calls of batch 1: arena %zu bytes after every call, %d graph nodes; RSS "
+           "%ld KiB after call %d, %ld KiB after call %d (%+ld KiB); mean output %.4f\n",
+           what, PREDICTIONS, arena, nn_graph_node_count(g), rss_settled, PRED_SETTLE, rss_end,
+           PREDICTIONS, rss_end - rss_settled, sum / PREDICTIONS);
+    assert_true(arena > 0 && rss_settled > 0 && rss_end > 0);
+    if (!test_rss_unreliable() && rss_end - rss_settled > RSS_SLACK_KIB)
+        fail_msg("%s: resident memory grew by %ld KiB from call %d to call %d (bound %d KiB)", what,
+                 rss_end - rss_settled, PRED_SETTLE, PREDICTIONS, RSS_SLACK_KIB);
+}
+
+static void test_inference_memory_flat(void **state)
+{
+    (void)state;
+    nn_model *m = nn_model_create(5);
+    assert_non_null(m);
+    assert_ok(nn_model_add_spec(m, SPEC));
+    const int in_shape[3] = {SIDE, SIDE, 1};
+    assert_ok(nn_model_build(m, 3, in_shape));
+    tensor *x = tensor_create(4, (int[]){1, SIDE, SIDE, 1});
+    assert_non_null(x);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 78);
+    for (size_t i = 0; i < x->size; i++) x->data[i] = tensor_rng_uniform(&rng);
+    inference_flat(m, x, 0, "nn_model_predict");
+    nn_graph_reset(nn_model_graph(m));
+    inference_flat(m, x, 1, "nn_model_forward, eval mode, no reset");
+    /* The last call's output is still valid, and equals predict's. */
+    tensor *y = NULL, *p = NULL;
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_EVAL));
+    float y0[CLASSES];
+    memcpy(y0, y->data, sizeof y0);
+    assert_ok(nn_model_predict(m, x, NULL, &p, NULL, NULL));
+    assert_memory_equal(y0, p->data, sizeof y0);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
+/* A training forward after one that recorded a tape, with no reset between:
+ * the error says what to do, and nothing piles up. Resetting, or
+ * nn_model_train_step, makes it work again. An eval forward after a
+ * training forward keeps the tape (so the two outputs can be compared). */
+static void test_forgotten_reset(void **state)
+{
+    (void)state;
+    nn_model *m = nn_model_create(6);
+    assert_ok(nn_model_add_spec(m, SPEC));
+    const int in_shape[3] = {SIDE, SIDE, 1};
+    assert_ok(nn_model_build(m, 3, in_shape));
+    tensor *x = tensor_create(4, (int[]){BATCH, SIDE, SIDE, 1});
+    int labels[BATCH];
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 79);
+    make_batch(x, labels, &rng);
+    nn_graph *g = nn_model_graph(m);
+    tensor *y = NULL, *ye = NULL, *l = NULL;
+
+    nn_graph_reset(g);
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_TRAIN));
+    const int nodes = nn_graph_node_count(g);
+    const size_t used = nn_graph_arena_used(g);
+    assert_true(nodes > 0);
+    assert_ok(nn_model_forward(m, x, &ye, NN_MODE_EVAL)); /* beside the tape */
+    assert_int_equal(nn_graph_node_count(g), 2 * nodes - 1); /* dropout records nothing in eval */
+    assert_true(ye->data != y->data);
+    const size_t used2 = nn_graph_arena_used(g);
+    nn_clear_error();
+    assert_int_equal(nn_model_forward(m, x, &y, NN_MODE_TRAIN), NN_ERR_STATE);
+    assert_error_contains("nn_model_forward: a training forward needs the graph reset since the "
+                          "previous one, whose");
+    assert_error_contains("(backward has not run); call nn_graph_reset(nn_model_graph(m)) at the "
+                          "start of each step, as nn_model_train_step does");
+    assert_int_equal(nn_graph_arena_used(g), used2);
+    assert_true(used2 > used);
+
+    /* After backward, still an error without the reset. */
+    assert_ok(nn_op_softmax_cross_entropy(g, y, labels, &l, NULL));
+    assert_ok(nn_graph_backward(g, l));
+    nn_clear_error();
+    assert_int_equal(nn_model_forward(m, x, &y, NN_MODE_TRAIN), NN_ERR_STATE);
+    assert_error_contains("still in it (backward ran); call nn_graph_reset");
+    /* The model's own mode counts as well. */
+    nn_model_set_training(m, 1);
+    assert_int_equal(nn_model_forward(m, x, &y, NN_MODE_DEFAULT), NN_ERR_STATE);
+    nn_model_set_training(m, 0);
+
+    nn_graph_reset(g);
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_TRAIN));
+    optim *opt = optim_sgd_create(0.01f, 0.0f, 0, 0.0f);
+    for (int i = 0; i < 3; i++) assert_ok(nn_model_train_step(m, opt, x, labels, NULL, NULL));
+    /* After the step's backward, an eval forward resets what the step left. */
+    assert_ok(nn_model_forward(m, x, &ye, NN_MODE_EVAL));
+    assert_int_equal(nn_graph_node_count(g), nodes - 1);
+    optim_free(opt);
+
+    /* A graph that held the caller's tensors when the forward began is the
+     * caller's: x in the arena, and another arena tensor, survive. */
+    nn_graph_reset(g);
+    tensor *xa = nn_graph_tensor(g, x->rank, x->shape), *keep = nn_graph_tensor(g, 1, (int[]){4});
+    memcpy(xa->data, x->data, x->size * sizeof(float));
+    for (int i = 0; i < 4; i++) keep->data[i] = (float)i;
+    assert_ok(nn_model_forward(m, xa, &y, NN_MODE_EVAL));
+    float first[CLASSES];
+    memcpy(first, y->data, sizeof first);
+    assert_ok(nn_model_forward(m, xa, &y, NN_MODE_EVAL));
+    assert_memory_equal(first, y->data, sizeof first);
+    assert_memory_equal(xa->data, x->data, x->size * sizeof(float));
+    for (int i = 0; i < 4; i++) assert_true(keep->data[i] == (float)i);
+    tensor_free(x);
+    nn_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cnn_memory_flat),
+        cmocka_unit_test(test_inference_memory_flat),
+        cmocka_unit_test(test_forgotten_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -181,7 +181,9 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
                              const void *extra, size_t extra_len)
 {
     if (!path || !m || (!extra && extra_len))
-        return nn_error(NN_ERR_ARG, "nn_checkpoint_save: NULL argument");
+        return nn_error(NN_ERR_ARG, "nn_checkpoint_save: NULL argument: %s",
+                        !path ? "path is NULL" : !m ? "m is NULL"
+                                               : "extra is NULL but extra_len is not 0");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_save: build the model first");
     if (opt && opt->n && opt->n != m->n_params)
         return nn_error(NN_ERR_STATE, "nn_checkpoint_save: the optimizer holds state for %zu "
@@ -576,7 +578,9 @@ static nn_status checkpoint_load_image(const char *path, const uint8_t *data, si
 nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *extra,
                              size_t extra_cap, size_t *extra_len)
 {
-    if (!path || !m) return nn_error(NN_ERR_ARG, "nn_checkpoint_load: NULL argument");
+    if (!path || !m)
+        return nn_error(NN_ERR_ARG, "nn_checkpoint_load: NULL argument: %s is NULL",
+                        !path ? "path" : "m");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_load: build the model first");
     uint8_t *data = NULL;
     size_t len = 0;

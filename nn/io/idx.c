@@ -149,7 +149,8 @@ static nn_status idx_check_count(const idx_file *r, uint32_t n, uint64_t offset,
 nn_status nn_idx_load_images(const char *path, uint8_t **pixels, int *n, int *rows, int *cols)
 {
     if (!path || !pixels || !n || !rows || !cols)
-        return nn_error(NN_ERR_ARG, "nn_idx_load_images: NULL argument");
+        return nn_error(NN_ERR_ARG, "nn_idx_load_images: NULL argument: %s is NULL",
+                        !path ? "path" : !pixels ? "pixels" : !n ? "n" : !rows ? "rows" : "cols");
     idx_file r;
     NN_TRY(idx_open(&r, path));
     uint32_t ext[3];
@@ -180,7 +181,9 @@ nn_status nn_idx_load_images(const char *path, uint8_t **pixels, int *n, int *ro
 
 nn_status nn_idx_load_labels(const char *path, uint8_t **labels, int *n)
 {
-    if (!path || !labels || !n) return nn_error(NN_ERR_ARG, "nn_idx_load_labels: NULL argument");
+    if (!path || !labels || !n)
+        return nn_error(NN_ERR_ARG, "nn_idx_load_labels: NULL argument: %s is NULL",
+                        !path ? "path" : !labels ? "labels" : "n");
     idx_file r;
     NN_TRY(idx_open(&r, path));
     uint32_t count;
@@ -253,7 +256,9 @@ static nn_status idx_load_pair(const char *dir, const char *img_name, const char
 
 nn_status nn_mnist_load(const char *dir, nn_mnist *out)
 {
-    if (!dir || !out) return nn_error(NN_ERR_ARG, "nn_mnist_load: NULL argument");
+    if (!dir || !out)
+        return nn_error(NN_ERR_ARG, "nn_mnist_load: NULL argument: %s is NULL",
+                        !dir ? "dir" : "out");
     nn_mnist m;
     memset(&m, 0, sizeof m);
     memset(out, 0, sizeof *out);

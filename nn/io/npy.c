@@ -455,7 +455,9 @@ static nn_status npy_write_atomic(const char *path, const void *head, size_t hea
 
 nn_status nn_npy_save(const char *path, const tensor *t)
 {
-    if (!path || !t) return nn_error(NN_ERR_ARG, "nn_npy_save: NULL argument");
+    if (!path || !t)
+        return nn_error(NN_ERR_ARG, "nn_npy_save: NULL argument: %s is NULL",
+                        !path ? "path" : "t");
     if (t->size && !t->data) return nn_error(NN_ERR_ARG, "nn_npy_save: %s: tensor has no data", path);
     char dict[256];
     int len = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (");

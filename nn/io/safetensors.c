@@ -102,7 +102,9 @@ static nn_status safetensors_build_header(const nn_model *m, char **out)
 
 nn_status nn_safetensors_save(const nn_model *m, const char *path)
 {
-    if (!m || !path) return nn_error(NN_ERR_ARG, "nn_safetensors_save: NULL argument");
+    if (!m || !path)
+        return nn_error(NN_ERR_ARG, "nn_safetensors_save: NULL argument: %s is NULL",
+                        !m ? "m" : "path");
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_safetensors_save: %s: build the model first", path);
     char *json = NULL;
     NN_TRY(safetensors_build_header(m, &json));
@@ -375,7 +377,9 @@ nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const c
 
 nn_status nn_safetensors_load(nn_model *m, const char *path)
 {
-    if (!m || !path) return nn_error(NN_ERR_ARG, "nn_safetensors_load: NULL argument");
+    if (!m || !path)
+        return nn_error(NN_ERR_ARG, "nn_safetensors_load: NULL argument: %s is NULL",
+                        !m ? "m" : "path");
     if (!m->built) return nn_error(NN_ERR_STATE, "%s: build the model before loading its parameters",
                                    path);
     FILE *f = fopen(path, "rb");
