@@ -38,10 +38,17 @@
  * the next save to PATH.
  *
  * Loading checks everything before it changes anything: size, magic,
- * version, CRC, that the network matches (the message says what differs,
- * e.g. "layer 3 (dense_2): checkpoint has dense units=64, model has dense
- * units=128"), optimizer kind and size, blob size. Any failure leaves the
- * model, the optimizer and the blob buffer exactly as they were.
+ * version, CRC, that the network matches, optimizer kind and size, blob
+ * size. Any failure leaves the model, the optimizer and the blob buffer
+ * exactly as they were. "The network matches" means what decides the
+ * parameters, as Keras's load_weights asks: the input shape, the layer types
+ * in order, their names and inputs, and each parameter's name, kind
+ * (trainable or buffer) and shape. Keys that hold no parameter (a dropout
+ * rate, a seed, inplace=, an activation) may differ: the model keeps its own
+ * settings and takes the file's values. A difference is reported with the
+ * keys that explain it, e.g. "layer 3 (dense_2): checkpoint has dense
+ * units=64, model has dense units=128 (kernel (144, 64) against (144,
+ * 128))".
  *
  * Thread-safety: the model and optimizer must not be used by another thread
  * during a call.
@@ -55,6 +62,8 @@
 #include "optim/optim.h"
 
 #define NN_CHECKPOINT_VERSION 1u
+/* The file's first 8 bytes. */
+#define NN_CHECKPOINT_MAGIC "NNCKPT\0\n"
 
 /* Writes m (built), opt (may be NULL: no optimizer section) and
  * extra[0..extra_len) (may be NULL when extra_len is 0) to path atomically. */
