@@ -657,3 +657,69 @@ nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *ex
     free(data);
     return s;
 }
+
+nn_status nn_checkpoint_parse(const void *buf, size_t len, const char *name, nn_model *m,
+                              optim *opt, void *extra, size_t extra_cap, size_t *extra_len)
+{
+    if (!m || (!buf && len)) return nn_error(NN_ERR_ARG, "nn_checkpoint_parse: NULL argument");
+    if (!name) name = "(buffer)";
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_parse: %s: build the model first",
+                                   name);
+    static const uint8_t empty[1];
+    return checkpoint_load_image(name, buf ? buf : empty, len, m, opt, extra, extra_cap, extra_len);
+}
+
+nn_status nn_checkpoint_describe(const void *buf, size_t len, const char *name,
+                                 nn_checkpoint_network *net)
+{
+    if (!net || (!buf && len)) return nn_error(NN_ERR_ARG, "nn_checkpoint_describe: NULL argument");
+    if (!name) name = "(buffer)";
+    static const uint8_t empty[1];
+    const uint8_t *data = buf ? buf : empty;
+    size_t header_len = 0;
+    NN_TRY(checkpoint_check_prefix(name, data, len, &header_len));
+    memset(net, 0, sizeof *net);
+    rbuf r = {data + PREFIX_LEN, header_len, 0, name, 0, PREFIX_LEN};
+    net->seed = checkpoint_get_u64(&r);
+    uint32_t in_rank = checkpoint_get_u32(&r);
+    if (r.failed) return NN_ERR_FORMAT;
+    if (in_rank < 1 || in_rank > TENSOR_MAX_RANK)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u at offset %zu", name,
+                        in_rank, r.base + r.pos - 4);
+    net->in_rank = (int)in_rank;
+    for (uint32_t d = 0; d < in_rank; d++) {
+        uint32_t e = checkpoint_get_u32(&r);
+        if (r.failed) return NN_ERR_FORMAT;
+        if (e < 1 || e > INT32_MAX)
+            return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input extent %u at offset %zu",
+                            name, e, r.base + r.pos - 4);
+        net->in_shape[d] = (int)e;
+    }
+    uint32_t n_layers = checkpoint_get_u32(&r);
+    if (r.failed) return NN_ERR_FORMAT;
+    if (n_layers > NN_MODEL_MAX_LAYERS)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %u layers at offset %zu (a model "
+                        "has at most %d)", name, n_layers, r.base + r.pos - 4, NN_MODEL_MAX_LAYERS);
+    net->n_layers = (int)n_layers;
+    for (int i = 0; i < net->n_layers; i++) {
+        nn_checkpoint_layer *l = &net->layers[i];
+        checkpoint_get_str(&r, l->type, sizeof l->type);
+        checkpoint_get_str(&r, l->name, sizeof l->name);
+        checkpoint_get_str(&r, l->config, sizeof l->config);
+        uint32_t n_params = checkpoint_get_u32(&r);
+        /* The tensors' names and shapes are skipped: the rebuilt model is
+         * checked against them when the values are loaded. */
+        for (uint32_t k = 0; k < n_params && !r.failed; k++) {
+            char pname[NN_NAME_LEN + 32];
+            checkpoint_get_str(&r, pname, sizeof pname);
+            (void)checkpoint_get_u32(&r);
+            uint32_t rank = checkpoint_get_u32(&r);
+            if (!r.failed && rank > TENSOR_MAX_RANK)
+                return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: layer %d tensor %s has "
+                                "rank %u at offset %zu", name, i, pname, rank, r.base + r.pos - 4);
+            if (checkpoint_need(&r, 4 * (size_t)rank)) r.pos += 4 * (size_t)rank;
+        }
+        if (r.failed) return NN_ERR_FORMAT;
+    }
+    return NN_OK;
+}
