@@ -212,6 +212,10 @@ static nn_status safetensors_check_entry(nn_model *m, const cJSON *e, size_t dat
     cJSON_ArrayForEach(c, shape) {
         /* Bounding each extent by the data size keeps the product exact. */
         const double most = (double)(data_len / 4 < 0x7fffffff ? data_len / 4 : 0x7fffffff);
+        if (!safetensors_get_count(c, most, &d) && safetensors_get_count(c, 0x7fffffff, &d))
+            return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': shape[%d] = %zu needs more bytes than "
+                            "the file's %zu of data: the file is truncated or the shape is wrong",
+                            file, key, r, d, data_len);
         if (!safetensors_get_count(c, most, &d))
             return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a whole number "
                             "between 0 and the data size", file, key, r);
