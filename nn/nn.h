@@ -8,6 +8,8 @@
  *              nn/registry.h   layer types by name, nn_layer_create
  *              nn/io/          file formats: npy.h, safetensors.h, idx.h,
  *                              checkpoint.h (atomic_file.h underneath)
+ *              nn/model_load.h nn_model_load: a saved model rebuilt from its file
+ *              nn/fit.h        nn_model_fit / evaluate / predict over data sets
  *   layers/    layers/layer.h  the layer interface; config.h its key=value
  *                              configs; format.h the image data format
  *              layers/spatial_dropout.h   SpatialDropout1D/2D/3D and its raw
@@ -46,6 +48,7 @@
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
 #include "nn/fit.h"
+#include "nn/model_load.h"
 
 /* The library's version string, e.g. "1.0.0". */
 const char *nn_version(void);

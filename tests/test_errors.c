@@ -910,10 +910,10 @@ static void test_idx_checkpoint(void **state)
     optim *fresh = optim_sgd_create(0.1f, 0.0f, 0, 0.0f);
     BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("m.ckpt"), m, fresh, NULL, 0, NULL),
         NN_ERR_STATE, "m.ckpt: checkpoint has no optimizer state (saved without one)");
-    nn_model *other = test_make_model("dense units=4\ndense units=3\n", 1, mlp_in, 3);
+    nn_model *other = test_make_model("dense units=6 activation=relu\ndense units=3\n", 1, mlp_in, 3);
     BAD("nn_checkpoint_load", nn_checkpoint_load(test_path("m.ckpt"), other, NULL, NULL, 0, NULL),
-        NN_ERR_SHAPE, "layer 0 (dense_1): checkpoint has dense activation=relu, model has dense "
-                      "activation=linear");
+        NN_ERR_SHAPE, "layer 0 (dense_1): checkpoint has dense units=4, model has dense units=6 "
+                      "(kernel (5, 4) against (5, 6))");
     optim_free(fresh);
     optim_free(o);
     nn_model_free(other);

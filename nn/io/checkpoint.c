@@ -17,7 +17,6 @@
 
 #include "nn/io/atomic_file.h"
 
-static const char ckpt_magic[8] = {'N', 'N', 'C', 'K', 'P', 'T', '\0', '\n'};
 #define PREFIX_LEN 32 /* magic, version, reserved, file size, header length */
 
 enum { OPT_NONE = 0, OPT_SGD = 1, OPT_ADAM = 2 };
@@ -87,11 +86,13 @@ static void checkpoint_put_u64_at(uint8_t *p, uint64_t v)
 
 /* ---- reading: a bounds-checked cursor ------------------------------------ */
 
+/* base is the file offset of p[0], so messages give offsets in the file. */
 typedef struct {
     const uint8_t *p;
     size_t len, pos;
     const char *path;
     int failed;
+    size_t base;
 } rbuf;
 
 static int checkpoint_need(rbuf *r, size_t n)
@@ -99,7 +100,7 @@ static int checkpoint_need(rbuf *r, size_t n)
     if (r->failed) return 0;
     if (n > r->len - r->pos) {
         nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %zu bytes needed at offset %zu, the "
-                 "section has %zu", r->path, n, r->pos, r->len - r->pos);
+                 "section has %zu", r->path, n, r->base + r->pos, r->len - r->pos);
         r->failed = 1;
         return 0;
     }
@@ -142,7 +143,7 @@ static void checkpoint_get_str(rbuf *r, char *dst, size_t cap)
     if (r->failed) return;
     if (n >= cap) {
         nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: string of %u bytes at offset %zu "
-                 "(at most %zu)", r->path, n, r->pos - 4, cap - 1);
+                 "(at most %zu)", r->path, n, r->base + r->pos - 4, cap - 1);
         r->failed = 1;
         return;
     }
@@ -191,7 +192,7 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
     const int kind = checkpoint_opt_kind(opt);
     const size_t opt_count = opt && opt->n ? optim_state_count(opt, opt->n) : 0;
     wbuf b = {0};
-    checkpoint_put_bytes(&b, ckpt_magic, 8);
+    checkpoint_put_bytes(&b, NN_CHECKPOINT_MAGIC, 8);
     checkpoint_put_u32(&b, NN_CHECKPOINT_VERSION);
     checkpoint_put_u32(&b, 0);
     checkpoint_put_u64(&b, 0); /* file size, patched below */
@@ -333,7 +334,58 @@ typedef struct {
     int kind;
 } ckpt_header;
 
-/* Reads the header section and checks it against m. */
+/* The value of key ("inputs=") among config's space-separated tokens, or
+ * NULL; its length goes to *n. */
+static const char *checkpoint_token_value(const char *config, const char *key, size_t *n)
+{
+    const size_t klen = strlen(key);
+    for (const char *p = config; *p;) {
+        while (*p == ' ') p++;
+        const char *e = p;
+        while (*e && *e != ' ') e++;
+        if ((size_t)(e - p) > klen && !strncmp(p, key, klen)) {
+            *n = (size_t)(e - p) - klen;
+            return p + klen;
+        }
+        p = e;
+    }
+    return NULL;
+}
+
+/* What layer i reads, as its stored config says: the inputs= list, or the
+ * layer before it (model m's layer i-1, whose name matched already; "input"
+ * for the first layer). */
+static void checkpoint_inputs_of(const nn_model *m, int i, const char *config, char *out, size_t n)
+{
+    size_t len = 0;
+    const char *v = checkpoint_token_value(config, "inputs=", &len);
+    if (v)
+        snprintf(out, n, "%.*s", (int)len, v);
+    else
+        snprintf(out, n, "%s", i ? m->layers[i - 1]->name : "input");
+}
+
+/* "layer 1 (dense_1): checkpoint has dense units=8, model has dense
+ * units=16": the config tokens that differ, for a layer whose parameters do
+ * not match. Writes "" when the configs are the same. */
+static void checkpoint_config_difference(const char *path, int i, const nn_layer *l,
+                                         const char *cfg, const char *mcfg, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (!strcmp(cfg, mcfg)) return;
+    char only_ck[256], only_m[256];
+    checkpoint_tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
+    checkpoint_tokens_missing(mcfg, cfg, only_m, sizeof only_m);
+    snprintf(out, n, "%s: layer %d (%s): checkpoint has %s %s, model has %s %s", path, i, l->name,
+             l->type->name, only_ck[0] ? only_ck : "(no such key)", l->type->name,
+             only_m[0] ? only_m : "(no such key)");
+}
+
+/* Reads the header section and checks it against m. Only what decides the
+ * parameters must match: the input shape, the layer types in order, their
+ * names and inputs, and every parameter's name, kind and shape. Other keys
+ * (a dropout rate, a seed, inplace=, an activation) may differ; the model
+ * keeps its own. */
 static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header *h)
 {
     const char *path = r->path;
@@ -341,7 +393,8 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
     uint32_t in_rank = checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
     if (in_rank < 1 || in_rank > TENSOR_MAX_RANK)
-        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u", path, in_rank);
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u at offset %zu", path,
+                        in_rank, r->base + r->pos - 4);
     int in_shape[TENSOR_MAX_RANK];
     for (uint32_t d = 0; d < in_rank; d++) in_shape[d] = (int)checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
@@ -376,17 +429,23 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
         if (strcmp(name, l->name))
             return nn_error(NN_ERR_SHAPE, "%s: layer %d: checkpoint names it '%s', the model '%s'",
                             path, i, name, l->name);
-        if (strcmp(cfg, mcfg)) {
-            char only_ck[256], only_m[256];
-            checkpoint_tokens_missing(cfg, mcfg, only_ck, sizeof only_ck);
-            checkpoint_tokens_missing(mcfg, cfg, only_m, sizeof only_m);
-            return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s, model has %s %s",
-                            path, i, l->name, type, only_ck[0] ? only_ck : "(no such key)", type,
-                            only_m[0] ? only_m : "(no such key)");
-        }
-        if ((int)n_params != l->n_params)
+        char in_ck[NN_LAYER_MAX_INPUTS * NN_NAME_LEN + 8], in_m[sizeof in_ck];
+        checkpoint_inputs_of(m, i, cfg, in_ck, sizeof in_ck);
+        checkpoint_inputs_of(m, i, mcfg, in_m, sizeof in_m);
+        if (strcmp(in_ck, in_m))
+            return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s inputs=%s, model "
+                            "has %s inputs=%s", path, i, l->name, type, in_ck, type, in_m);
+        /* A parameter that differs is reported with the config keys that
+         * differ, which usually say why ("units=8" against "units=16"). */
+        char why[1200];
+        checkpoint_config_difference(path, i, l, cfg, mcfg, why, sizeof why);
+        if ((int)n_params != l->n_params) {
+            if (why[0])
+                return nn_error(NN_ERR_SHAPE, "%s (%u parameter tensors against %d)", why, n_params,
+                                l->n_params);
             return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %u parameter tensors, "
                             "model has %d", path, i, l->name, n_params, l->n_params);
+        }
         for (int k = 0; k < l->n_params; k++) {
             const nn_param *p = &l->params[k];
             char pname[NN_NAME_LEN + 32];
@@ -395,7 +454,7 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
             if (r->failed) return NN_ERR_FORMAT;
             if (rank < 1 || rank > TENSOR_MAX_RANK)
                 return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: layer %d tensor %s has "
-                                "rank %u", path, i, pname, rank);
+                                "rank %u at offset %zu", path, i, pname, rank, r->base + r->pos - 4);
             int shape[TENSOR_MAX_RANK];
             for (uint32_t d = 0; d < rank; d++) shape[d] = (int)checkpoint_get_u32(r);
             if (r->failed) return NN_ERR_FORMAT;
@@ -404,11 +463,13 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
             for (uint32_t d = 0; ok && d < rank; d++) ok = shape[d] == p->shape[d];
             if (!ok) {
                 char a[96], b[96];
+                checkpoint_shape_str((int)rank, shape, a, sizeof a);
+                checkpoint_shape_str(p->rank, p->shape, b, sizeof b);
+                if (why[0] && !strcmp(pname, p->name))
+                    return nn_error(NN_ERR_SHAPE, "%s (%s %s against %s)", why, p->name, a, b);
                 return nn_error(NN_ERR_SHAPE, "%s: layer %d (%s): checkpoint has %s %s %s, model "
                                 "has %s %s %s", path, i, l->name, trainable ? "parameter" : "buffer",
-                                pname, checkpoint_shape_str((int)rank, shape, a, sizeof a),
-                                p->trainable ? "parameter" : "buffer", p->name,
-                                checkpoint_shape_str(p->rank, p->shape, b, sizeof b));
+                                pname, a, p->trainable ? "parameter" : "buffer", p->name, b);
             }
         }
     }
@@ -432,18 +493,17 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
     return NN_OK;
 }
 
-/* Checks data[0..len) against m and opt, then copies it in; nothing is
- * changed unless every check passes. */
-static nn_status checkpoint_load_image(const char *path, const uint8_t *data, size_t len,
-                                       nn_model *m, optim *opt, void *extra, size_t extra_cap,
-                                       size_t *extra_len)
+/* The checks that need no model: magic, version, reserved field, size and
+ * CRC-32; *header_len gets the header section's length. */
+static nn_status checkpoint_check_prefix(const char *path, const uint8_t *data, size_t len,
+                                         size_t *header_len)
 {
-    if (len < 8 || memcmp(data, ckpt_magic, 8))
+    if (len < 8 || memcmp(data, NN_CHECKPOINT_MAGIC, 8))
         return nn_error(NN_ERR_FORMAT, "%s: not an nn checkpoint (bad magic at offset 0)", path);
     if (len < PREFIX_LEN + 4)
         return nn_error(NN_ERR_FORMAT, "%s: truncated: %zu bytes, a checkpoint has at least %d",
                         path, len, PREFIX_LEN + 4);
-    rbuf r = {data, len, 8, path, 0};
+    rbuf r = {data, len, 8, path, 0, 0};
     uint32_t version = checkpoint_get_u32(&r);
     if (version != NN_CHECKPOINT_VERSION)
         return nn_error(NN_ERR_FORMAT, "%s: checkpoint format version %u at offset 8; this build "
@@ -453,7 +513,7 @@ static nn_status checkpoint_load_image(const char *path, const uint8_t *data, si
     if (reserved != 0)
         return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: reserved field at offset 12 is "
                         "0x%08x, must be 0", path, reserved);
-    uint64_t file_size = checkpoint_get_u64(&r), header_len = checkpoint_get_u64(&r);
+    uint64_t file_size = checkpoint_get_u64(&r), hlen = checkpoint_get_u64(&r);
     if (file_size != len)
         return nn_error(NN_ERR_FORMAT, "%s: %s: the header at offset 16 says %llu bytes, the file "
                         "has %zu", path, file_size > len ? "truncated" : "trailing data",
@@ -469,15 +529,27 @@ static nn_status checkpoint_load_image(const char *path, const uint8_t *data, si
     if ((uint32_t)crc != stored)
         return nn_error(NN_ERR_FORMAT, "%s: CRC-32 mismatch: stored 0x%08x at offset %zu, computed "
                         "0x%08x: the file is corrupted", path, stored, len - 4, (unsigned)crc);
-    if (header_len > len - 4 - PREFIX_LEN)
-        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: header length %llu", path,
-                        (unsigned long long)header_len);
-    rbuf hr = {data + PREFIX_LEN, (size_t)header_len, 0, path, 0};
+    if (hlen > len - 4 - PREFIX_LEN)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: header length %llu at offset 24",
+                        path, (unsigned long long)hlen);
+    *header_len = (size_t)hlen;
+    return NN_OK;
+}
+
+/* Checks data[0..len) against m and opt, then copies it in; nothing is
+ * changed unless every check passes. */
+static nn_status checkpoint_load_image(const char *path, const uint8_t *data, size_t len,
+                                       nn_model *m, optim *opt, void *extra, size_t extra_cap,
+                                       size_t *extra_len)
+{
+    size_t header_len = 0;
+    NN_TRY(checkpoint_check_prefix(path, data, len, &header_len));
+    rbuf hr = {data + PREFIX_LEN, header_len, 0, path, 0, PREFIX_LEN};
     ckpt_header h = {0};
     NN_TRY(checkpoint_check_header(&hr, m, &h));
 
     /* The payload's size follows from the header; check it before reading. */
-    const size_t payload_len = len - 4 - PREFIX_LEN - (size_t)header_len;
+    const size_t payload_len = len - 4 - PREFIX_LEN - header_len;
     const uint64_t opt_fields = h.kind != OPT_NONE ? 8 * 4 + 8 + 8 : 0;
     const uint64_t want = 4 * (h.n_params + h.n_buffers) + 16 * (uint64_t)m->n_layers + opt_fields +
                           4 * h.opt_count + h.extra_len;
@@ -494,7 +566,7 @@ static nn_status checkpoint_load_image(const char *path, const uint8_t *data, si
         return nn_error(NN_ERR_ARG, "%s: the training-state blob has %llu bytes, the buffer %zu",
                         path, (unsigned long long)h.extra_len, extra_cap);
 
-    rbuf p = {data + PREFIX_LEN + header_len, payload_len, 0, path, 0};
+    rbuf p = {data + PREFIX_LEN + header_len, payload_len, 0, path, 0, PREFIX_LEN + header_len};
     const size_t layers_at = 4 * (size_t)(h.n_params + h.n_buffers);
     const size_t extra_at = p.len - (size_t)h.extra_len;
     optim o = {0};
@@ -588,4 +660,70 @@ nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *ex
     nn_status s = checkpoint_load_image(path, data, len, m, opt, extra, extra_cap, extra_len);
     free(data);
     return s;
+}
+
+nn_status nn_checkpoint_parse(const void *buf, size_t len, const char *name, nn_model *m,
+                              optim *opt, void *extra, size_t extra_cap, size_t *extra_len)
+{
+    if (!m || (!buf && len)) return nn_error(NN_ERR_ARG, "nn_checkpoint_parse: NULL argument");
+    if (!name) name = "(buffer)";
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_parse: %s: build the model first",
+                                   name);
+    static const uint8_t empty[1];
+    return checkpoint_load_image(name, buf ? buf : empty, len, m, opt, extra, extra_cap, extra_len);
+}
+
+nn_status nn_checkpoint_describe(const void *buf, size_t len, const char *name,
+                                 nn_checkpoint_network *net)
+{
+    if (!net || (!buf && len)) return nn_error(NN_ERR_ARG, "nn_checkpoint_describe: NULL argument");
+    if (!name) name = "(buffer)";
+    static const uint8_t empty[1];
+    const uint8_t *data = buf ? buf : empty;
+    size_t header_len = 0;
+    NN_TRY(checkpoint_check_prefix(name, data, len, &header_len));
+    memset(net, 0, sizeof *net);
+    rbuf r = {data + PREFIX_LEN, header_len, 0, name, 0, PREFIX_LEN};
+    net->seed = checkpoint_get_u64(&r);
+    uint32_t in_rank = checkpoint_get_u32(&r);
+    if (r.failed) return NN_ERR_FORMAT;
+    if (in_rank < 1 || in_rank > TENSOR_MAX_RANK)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input rank %u at offset %zu", name,
+                        in_rank, r.base + r.pos - 4);
+    net->in_rank = (int)in_rank;
+    for (uint32_t d = 0; d < in_rank; d++) {
+        uint32_t e = checkpoint_get_u32(&r);
+        if (r.failed) return NN_ERR_FORMAT;
+        if (e < 1 || e > INT32_MAX)
+            return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input extent %u at offset %zu",
+                            name, e, r.base + r.pos - 4);
+        net->in_shape[d] = (int)e;
+    }
+    uint32_t n_layers = checkpoint_get_u32(&r);
+    if (r.failed) return NN_ERR_FORMAT;
+    if (n_layers > NN_MODEL_MAX_LAYERS)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %u layers at offset %zu (a model "
+                        "has at most %d)", name, n_layers, r.base + r.pos - 4, NN_MODEL_MAX_LAYERS);
+    net->n_layers = (int)n_layers;
+    for (int i = 0; i < net->n_layers; i++) {
+        nn_checkpoint_layer *l = &net->layers[i];
+        checkpoint_get_str(&r, l->type, sizeof l->type);
+        checkpoint_get_str(&r, l->name, sizeof l->name);
+        checkpoint_get_str(&r, l->config, sizeof l->config);
+        uint32_t n_params = checkpoint_get_u32(&r);
+        /* The tensors' names and shapes are skipped: the rebuilt model is
+         * checked against them when the values are loaded. */
+        for (uint32_t k = 0; k < n_params && !r.failed; k++) {
+            char pname[NN_NAME_LEN + 32];
+            checkpoint_get_str(&r, pname, sizeof pname);
+            (void)checkpoint_get_u32(&r);
+            uint32_t rank = checkpoint_get_u32(&r);
+            if (!r.failed && rank > TENSOR_MAX_RANK)
+                return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: layer %d tensor %s has "
+                                "rank %u at offset %zu", name, i, pname, rank, r.base + r.pos - 4);
+            if (checkpoint_need(&r, 4 * (size_t)rank)) r.pos += 4 * (size_t)rank;
+        }
+        if (r.failed) return NN_ERR_FORMAT;
+    }
+    return NN_OK;
 }

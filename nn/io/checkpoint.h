@@ -38,10 +38,21 @@
  * the next save to PATH.
  *
  * Loading checks everything before it changes anything: size, magic,
- * version, CRC, that the network matches (the message says what differs,
- * e.g. "layer 3 (dense_2): checkpoint has dense units=64, model has dense
- * units=128"), optimizer kind and size, blob size. Any failure leaves the
- * model, the optimizer and the blob buffer exactly as they were.
+ * version, CRC, that the network matches, optimizer kind and size, blob
+ * size. Any failure leaves the model, the optimizer and the blob buffer
+ * exactly as they were. "The network matches" means what decides the
+ * parameters, as Keras's load_weights asks: the input shape, the layer types
+ * in order, their names and inputs, and each parameter's name, kind
+ * (trainable or buffer) and shape. Keys that hold no parameter (a dropout
+ * rate, a seed, inplace=, an activation) may differ: the model keeps its own
+ * settings and takes the file's values. A difference is reported with the
+ * keys that explain it, e.g. "layer 3 (dense_2): checkpoint has dense
+ * units=64, model has dense units=128 (kernel (144, 64) against (144,
+ * 128))".
+ *
+ * To rebuild the saved model itself rather than load into one made by the
+ * caller, use nn_model_load (nn/model_load.h), which reads the network from
+ * the file through nn_checkpoint_describe.
  *
  * Thread-safety: the model and optimizer must not be used by another thread
  * during a call.
@@ -55,6 +66,8 @@
 #include "optim/optim.h"
 
 #define NN_CHECKPOINT_VERSION 1u
+/* The file's first 8 bytes. */
+#define NN_CHECKPOINT_MAGIC "NNCKPT\0\n"
 
 /* Writes m (built), opt (may be NULL: no optimizer section) and
  * extra[0..extra_len) (may be NULL when extra_len is 0) to path atomically. */
@@ -73,5 +86,36 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
  * the mask sequence they had when saved. */
 nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *extra,
                              size_t extra_cap, size_t *extra_len);
+
+/* As nn_checkpoint_load, from the complete file contents buf[0..len) in
+ * memory; name is used in messages. For callers with their own I/O. */
+nn_status nn_checkpoint_parse(const void *buf, size_t len, const char *name, nn_model *m,
+                              optim *opt, void *extra, size_t extra_cap, size_t *extra_len);
+
+/* One layer as a checkpoint stores it. */
+typedef struct nn_checkpoint_layer {
+    char type[NN_NAME_LEN];
+    char name[NN_NAME_LEN];
+    char config[512]; /* resolved config, then its name= and inputs= keys where the spec has them */
+} nn_checkpoint_layer;
+
+/* The network a checkpoint was saved from: enough to rebuild it with
+ * nn_model_create(seed), nn_model_add(type, config) for each layer, and
+ * nn_model_build(in_rank, in_shape). About 40 KB: allocate it, do not put it
+ * on a small stack. */
+typedef struct nn_checkpoint_network {
+    uint64_t seed;                   /* the model seed */
+    int in_rank;                     /* per-sample input shape */
+    int in_shape[TENSOR_MAX_RANK];
+    int n_layers;
+    nn_checkpoint_layer layers[NN_MODEL_MAX_LAYERS];
+} nn_checkpoint_network;
+
+/* Reads the network description of a checkpoint held in buf[0..len) (name
+ * is used in messages) after the integrity checks (magic, version, size,
+ * CRC). The parameters' names and shapes are not checked here: loading the
+ * values into the rebuilt model checks them. */
+nn_status nn_checkpoint_describe(const void *buf, size_t len, const char *name,
+                                 nn_checkpoint_network *net);
 
 #endif

@@ -214,6 +214,10 @@ static nn_status safetensors_check_entry(nn_model *m, const cJSON *e, size_t dat
     cJSON_ArrayForEach(c, shape) {
         /* Bounding each extent by the data size keeps the product exact. */
         const double most = (double)(data_len / 4 < 0x7fffffff ? data_len / 4 : 0x7fffffff);
+        if (!safetensors_get_count(c, most, &d) && safetensors_get_count(c, 0x7fffffff, &d))
+            return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': shape[%d] = %zu needs more bytes than "
+                            "the file's %zu of data: the file is truncated or the shape is wrong",
+                            file, key, r, d, data_len);
         if (!safetensors_get_count(c, most, &d))
             return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a whole number "
                             "between 0 and the data size", file, key, r);
@@ -231,9 +235,18 @@ static nn_status safetensors_check_entry(nn_model *m, const cJSON *e, size_t dat
                         file, key, fs, ms);
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
         !safetensors_get_count(offs->child, (double)data_len, &out->begin) ||
-        !safetensors_get_count(offs->child->next, (double)data_len, &out->end))
+        !safetensors_get_count(offs->child->next, (double)data_len, &out->end)) {
+        /* Whole numbers past the end: most likely a file cut short. */
+        size_t b = 0, e = 0;
+        if (cJSON_IsArray(offs) && cJSON_GetArraySize(offs) == 2 &&
+            safetensors_get_count(offs->child, 1e15, &b) &&
+            safetensors_get_count(offs->child->next, 1e15, &e) && b <= e)
+            return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': data_offsets [%zu, %zu] are not "
+                            "within the %zu bytes of data: the file is truncated or the "
+                            "offsets are wrong", file, key, b, e, data_len);
         return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end], whole "
                         "numbers within the %zu bytes of data", file, key, data_len);
+    }
     if (out->end < out->begin || out->end - out->begin != elements * 4)
         return nn_error(NN_ERR_FORMAT, "%s: tensor '%s': data_offsets [%zu, %zu] hold %s bytes, "
                         "shape %s needs %zu", file, key, out->begin, out->end,
@@ -318,14 +331,11 @@ static nn_status safetensors_parse_header(nn_model *m, const cJSON *root, size_t
     return NN_OK;
 }
 
-nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const char *name)
+/* Checks the 8-byte length and the JSON header of b[0..len) and parses it
+ * into *root (the caller deletes it); *hlen gets the header's length. */
+static nn_status safetensors_read_header(const unsigned char *b, size_t len, const char *name,
+                                         cJSON **root, uint64_t *hlen_out)
 {
-    if (!m) return nn_error(NN_ERR_ARG, "nn_safetensors_parse: model is NULL");
-    if (!buf && len) return nn_error(NN_ERR_ARG, "nn_safetensors_parse: buf is NULL");
-    if (!name) name = "(buffer)";
-    if (!m->built) return nn_error(NN_ERR_STATE, "%s: build the model before loading its parameters",
-                                   name);
-    const unsigned char *b = buf;
     if (len < 8)
         return nn_error(NN_ERR_FORMAT, "%s: truncated: %zu bytes, the header length alone takes 8",
                         name, len);
@@ -341,19 +351,35 @@ nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const c
     if (hlen == 0 || b[8] != '{')
         return nn_error(NN_ERR_FORMAT, "%s: the header at offset 8 does not start with '{'", name);
     const char *text = (const char *)b + 8, *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, (size_t)hlen, &end, 0);
-    if (!root) {
+    cJSON *r = cJSON_ParseWithLengthOpts(text, (size_t)hlen, &end, 0);
+    if (!r) {
         size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
         return nn_error(NN_ERR_FORMAT, "%s: the JSON header is malformed near offset %zu", name,
                         8 + at);
     }
     for (const char *p = end; p < text + hlen; p++)
         if (*p != ' ') {
-            cJSON_Delete(root);
+            cJSON_Delete(r);
             return nn_error(NN_ERR_FORMAT, "%s: byte 0x%02x at offset %zu after the JSON header "
                             "(only spaces may pad it)", name, (unsigned char)*p,
                             (size_t)(8 + (p - text)));
         }
+    *root = r;
+    *hlen_out = hlen;
+    return NN_OK;
+}
+
+nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const char *name)
+{
+    if (!m) return nn_error(NN_ERR_ARG, "nn_safetensors_parse: model is NULL");
+    if (!buf && len) return nn_error(NN_ERR_ARG, "nn_safetensors_parse: buf is NULL");
+    if (!name) name = "(buffer)";
+    if (!m->built) return nn_error(NN_ERR_STATE, "%s: build the model before loading its parameters",
+                                   name);
+    const unsigned char *b = buf;
+    cJSON *root = NULL;
+    uint64_t hlen = 0;
+    NN_TRY(safetensors_read_header(b, len, name, &root, &hlen));
     int cap = 0;
     for (int i = 0; i < m->n_layers; i++) cap += m->layers[i]->n_params;
     st_entry *entries = calloc((size_t)(cap ? cap : 1), sizeof *entries);
@@ -407,5 +433,35 @@ nn_status nn_safetensors_load(nn_model *m, const char *path)
     fclose(f);
     if (s == NN_OK) s = nn_safetensors_parse(m, buf, len, path);
     free(buf);
+    return s;
+}
+
+nn_status nn_safetensors_metadata(const void *buf, size_t len, const char *name, const char *key,
+                                  char **value)
+{
+    if (!key || !value || (!buf && len))
+        return nn_error(NN_ERR_ARG, "nn_safetensors_metadata: NULL argument");
+    *value = NULL;
+    if (!name) name = "(buffer)";
+    cJSON *root = NULL;
+    uint64_t hlen = 0;
+    NN_TRY(safetensors_read_header(buf, len, name, &root, &hlen));
+    nn_status s = NN_OK;
+    const cJSON *meta = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__")
+                                             : NULL;
+    const cJSON *v = meta ? cJSON_GetObjectItemCaseSensitive(meta, key) : NULL;
+    if (!cJSON_IsObject(root))
+        s = nn_error(NN_ERR_FORMAT, "%s: the header at offset 8 is not a JSON object", name);
+    else if (!meta)
+        s = nn_error(NN_ERR_FORMAT, "%s: the header has no __metadata__ (a file not written by nn "
+                     "names no network)", name);
+    else if (!v)
+        s = nn_error(NN_ERR_FORMAT, "%s: __metadata__ has no \"%s\" (a file not written by nn, or "
+                     "by an older version)", name, key);
+    else if (!cJSON_IsString(v))
+        s = nn_error(NN_ERR_FORMAT, "%s: __metadata__ entry '%s' is not a string", name, key);
+    else if (!(*value = strdup(v->valuestring)))
+        s = nn_error(NN_ERR_MEMORY, "%s: out of memory", name);
+    cJSON_Delete(root);
     return s;
 }

@@ -42,8 +42,12 @@
  * model is unchanged and the message names the file, the tensor and the
  * offset or shape that is wrong.
  *
- * Deliberately omitted: dtypes other than F32 (F16, BF16, integers), loading
- * a model whose network is not built yet (rebuild it from nn_spec first),
+ * Loading compares tensor names and shapes only, so settings that hold no
+ * parameter (a dropout rate, an activation) may differ between the file's
+ * nn_spec and the model. To rebuild the saved network itself from nn_spec
+ * and nn_input_shape, use nn_model_load (nn/model_load.h).
+ *
+ * Deliberately omitted: dtypes other than F32 (F16, BF16, integers),
  * partial loads, memory mapping. Optimizer state and RNG counters are not
  * stored: use nn/io/checkpoint.h to resume training.
  *
@@ -68,5 +72,13 @@ nn_status nn_safetensors_load(nn_model *m, const char *path);
  * bytes); name is used in messages. For fuzzing and for callers with their
  * own I/O. */
 nn_status nn_safetensors_parse(nn_model *m, const void *buf, size_t len, const char *name);
+
+/* A string of the header's __metadata__ ("nn_spec", "nn_input_shape", ...)
+ * from the complete file contents buf[0..len); name is used in messages.
+ * *value gets a malloc'ed copy (the caller frees it), or NULL on error: a
+ * malformed header, no __metadata__, no such key, a value that is not a
+ * string. Only the header is read; the tensors are not checked. */
+nn_status nn_safetensors_metadata(const void *buf, size_t len, const char *name, const char *key,
+                                  char **value);
 
 #endif
