@@ -1,13 +1,14 @@
 /* mnist_min: MNIST in a few lines with nn_model_fit (nn/fit.h): load the
  * data, build the CNN of examples/mnist_cnn.txt, train, evaluate, save,
- * reload into a second model and predict one test image.
+ * reload it from the file alone and predict one test image.
  *
  *   build/examples/mnist_min [DIR] [--epochs=N]
  *
  * Run from the repository root (it reads examples/mnist_cnn.txt). DIR holds
  * the four MNIST files (default .cache/mnist, `make mnist-data`); any
  * argument other than --epochs=N is taken as DIR. Writes
- * mnist_min.safetensors into the current directory. Deliberately omitted,
+ * mnist_min.safetensors into the current directory and reloads it with
+ * nn_model_load, which rebuilds the network from the file. Deliberately omitted,
  * as examples/mnist.c has them: augmentation, a learning-rate schedule,
  * checkpoints to resume from, a command line that is checked. */
 #include <stdio.h>
@@ -16,14 +17,6 @@
 
 /* Every call that can fail returns an nn_status; the message says why. */
 #define TRY(call) do if ((call) != NN_OK) { fprintf(stderr, "%s\n", nn_last_error()); return 1; } while (0)
-
-/* A model from the spec file; with weights, loaded from that file. */
-static nn_status model_from(const char *spec, const int *shape, const char *weights, nn_model **out)
-{
-    NN_TRY(nn_model_load_spec(*out = nn_model_create(1), spec));
-    NN_TRY(nn_model_build(*out, 3, shape));
-    return weights ? nn_safetensors_load(*out, weights) : NN_OK;
-}
 
 int main(int argc, char **argv)
 {
@@ -42,14 +35,15 @@ int main(int argc, char **argv)
     TRY(nn_dataset_set_labels_u8(&test, data.test_labels));
 
     nn_model *m = NULL, *m2 = NULL;
-    TRY(model_from(spec, shape, NULL, &m));
+    TRY(nn_model_load_spec(m = nn_model_create(1), spec));
+    TRY(nn_model_build(m, 3, shape));
     optim *adam = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
     TRY(nn_model_fit(m, adam, &train, &o, NULL));
     double acc;
     TRY(nn_model_evaluate(m, &test, 256, NULL, NULL, &acc)); /* eval mode, batches of 256 */
     TRY(nn_safetensors_save(m, path));
 
-    TRY(model_from(spec, shape, path, &m2)); /* RELOAD: TRY(nn_model_load(path, &m2)); */
+    TRY(nn_model_load(path, &m2)); /* the network, its input shape and weights, in eval mode */
     float p[10]; int best = 0; /* class probabilities, the most likely class */
     TRY(nn_dataset_subset(&test, 0, 1, &first));
     TRY(nn_model_predict_dataset(m2, &first, 1, NN_OUTPUT_SOFTMAX, p, 10));
