@@ -2,7 +2,7 @@
  * Fashion-MNIST), evaluate, checkpoint.
  *
  *   make mnist ARGS="--epochs 1 --limit 6000"
- *   make fashion                  (Fashion-MNIST, examples/fashion_net.txt)
+ *   make fashion                  (Fashion-MNIST, examples/fashion_resnet.txt)
  *   build/examples/mnist --data .cache/mnist [flags]     (--help lists them)
  *
  * The default network is examples/mnist_cnn.txt, compiled in; --model FILE
