@@ -25,10 +25,10 @@
 #ifndef NN_NN_H
 #define NN_NN_H
 
-#define NN_VERSION_MAJOR 1
+#define NN_VERSION_MAJOR 2
 #define NN_VERSION_MINOR 0
 #define NN_VERSION_PATCH 0
-#define NN_VERSION_STRING "1.0.0"
+#define NN_VERSION_STRING "2.0.0"
 
 #include "tensor/status.h"
 #include "tensor/tensor.h"
@@ -50,7 +50,7 @@
 #include "nn/fit.h"
 #include "nn/model_load.h"
 
-/* The library's version string, e.g. "1.0.0". */
+/* The library's version string, e.g. "2.0.0". */
 const char *nn_version(void);
 
 #endif
