@@ -228,40 +228,35 @@ static void train_mnist_net(const char *spec, const char *path, int threads, flo
     nn_model_free(m);
 }
 
-static void test_mnist_network_training(void **state)
+/* Trains the network (spec text, or else the spec file path) with 1 and with
+ * 2 threads and compares the parameters and Adam moments bit for bit. */
+static void check_training_thread_invariant(const char *spec, const char *path, const char *what)
 {
-    (void)state;
     float *p1, *p2, *m1, *m2;
     size_t n1, n2;
-    train_mnist_net(NULL, "examples/mnist_cnn.txt", 1, &p1, &n1, &m1);
-    train_mnist_net(NULL, "examples/mnist_cnn.txt", 2, &p2, &n2, &m2);
+    train_mnist_net(spec, path, 1, &p1, &n1, &m1);
+    train_mnist_net(spec, path, 2, &p2, &n2, &m2);
     assert_int_equal(n1, n2);
     assert_memory_equal(p1, p2, n1 * sizeof(float));
     assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
-    printf("    examples/mnist_cnn.txt, 3 Adam steps of 32 images: %zu parameters and their "
-           "moments identical with 1 and 2 threads\n", n1);
+    printf("    %s, 3 Adam steps of 32 images: %zu parameters and their moments identical with 1 "
+           "and 2 threads\n", what, n1);
     free(p1);
     free(p2);
     free(m1);
     free(m2);
 }
 
+static void test_mnist_network_training(void **state)
+{
+    (void)state;
+    check_training_thread_invariant(NULL, "examples/mnist_cnn.txt", "examples/mnist_cnn.txt");
+}
+
 static void test_residual_network_training(void **state)
 {
     (void)state;
-    float *p1, *p2, *m1, *m2;
-    size_t n1, n2;
-    train_mnist_net(residual_spec, NULL, 1, &p1, &n1, &m1);
-    train_mnist_net(residual_spec, NULL, 2, &p2, &n2, &m2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(p1, p2, n1 * sizeof(float));
-    assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
-    printf("    residual network, 3 Adam steps of 32 images: %zu parameters and their moments "
-           "identical with 1 and 2 threads\n", n1);
-    free(p1);
-    free(p2);
-    free(m1);
-    free(m2);
+    check_training_thread_invariant(residual_spec, NULL, "residual network");
 }
 
 /* The residual network of `make fashion` (batchnorm fused with relu, add
@@ -269,19 +264,7 @@ static void test_residual_network_training(void **state)
 static void test_fashion_resnet_training(void **state)
 {
     (void)state;
-    float *p1, *p2, *m1, *m2;
-    size_t n1, n2;
-    train_mnist_net(NULL, "examples/fashion_resnet.txt", 1, &p1, &n1, &m1);
-    train_mnist_net(NULL, "examples/fashion_resnet.txt", 2, &p2, &n2, &m2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(p1, p2, n1 * sizeof(float));
-    assert_memory_equal(m1, m2, 2 * n1 * sizeof(float));
-    printf("    examples/fashion_resnet.txt, 3 Adam steps of 32 images: %zu parameters and their "
-           "moments identical with 1 and 2 threads\n", n1);
-    free(p1);
-    free(p2);
-    free(m1);
-    free(m2);
+    check_training_thread_invariant(NULL, "examples/fashion_resnet.txt", "examples/fashion_resnet.txt");
 }
 
 static int setup(void **state)
