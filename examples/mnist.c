@@ -6,7 +6,11 @@
  *   build/examples/mnist --data .cache/mnist [flags]     (--help lists them)
  *
  * The default network is examples/mnist_cnn.txt, compiled in; --model FILE
- * replaces it. The loop itself is in mnist_train.h (shared with its test).
+ * replaces it. The loop is the library's nn_model_fit (nn/fit.h);
+ * mnist_train.h (shared with its test) holds what is MNIST's own: the
+ * shifts and flips (fit's per-sample transform), the progress bar and the
+ * timings (its batch callback), the log, the checkpoint and the resumable
+ * state (its epoch callback, initial_epoch and order_state).
  * Exit status: 0 done, 1 a run-time failure (missing data, bad checkpoint,
  * non-finite loss), 2 a bad command line.
  * Training images are shifted at random by up to --shift pixels (default 2,

@@ -1,11 +1,14 @@
-/* The MNIST training loop, shared by examples/mnist.c and the test suite
- * tests/test_mnist_train.c (which runs it on a tiny synthetic set), so the
- * loop the test checks is the loop the program runs.
+/* MNIST training on nn_model_fit (nn/fit.h), shared by examples/mnist.c
+ * and the test suite tests/test_mnist_train.c (which runs it on a tiny
+ * synthetic set), so the run the test checks is the run the program makes.
  *
- * One epoch: shuffle the training indices with the seeded tensor_rng, train
- * on batches (the last one may be smaller), then evaluate the test set in
- * eval mode (no dropout). After every epoch: a line of text, a JSON Lines
- * log record and a checkpoint, all optional.
+ * The loop is the library's: nn_model_fit shuffles the training images with
+ * its seeded order stream, trains on batches (the last one may be smaller)
+ * and evaluates the test set, its validation set, in eval mode (no
+ * dropout). What is MNIST's own goes in through fit's hooks: the shifts and
+ * flips are its per-sample transform, the progress bar and the timings its
+ * batch callback, and after every epoch its epoch callback writes a line of
+ * text, a JSON Lines log record and a checkpoint, all optional.
  *
  * Learning rate: step decay, PyTorch's StepLR(step_size=step, gamma=decay):
  * lr_e = lr * decay^floor(e / step) in epoch e (0-based). It depends only on
@@ -13,14 +16,16 @@
  * schedule whatever the total number of epochs.
  *
  * Resumable state: everything a run needs to continue bit for bit is in the
- * checkpoint: the model and optimizer (nn/io/checkpoint.h) and this loop's
- * mnist_state (epochs done, the data-order generator, the schedule and the
- * batch size), stored as the checkpoint's blob. Layers' call counters are in
- * the checkpoint, so dropout masks continue too.
+ * checkpoint: the model and optimizer (nn/io/checkpoint.h) and this run's
+ * mnist_state (epochs done, the data-order stream as fit's epoch callback
+ * hands it over, the schedule and the batch size), stored as the
+ * checkpoint's blob and given back to nn_model_fit as initial_epoch and
+ * order_state. Layers' call counters are in the checkpoint, so dropout
+ * masks continue too.
  *
  * Augmentation: each training image is translated by (dy, dx), each uniform
- * in [-shift, shift], with zeros shifted in, while it is converted to float
- * (no extra pass over the batch). The offsets are a counter-based hash of
+ * in [-shift, shift], with zeros shifted in, rebuilt from its bytes in one
+ * pass by fit's transform. The offsets are a counter-based hash of
  * (seed, epoch, image index in the training set), so they depend neither on
  * the thread count, nor on the batch an image lands in, nor on a resume.
  * Optionally (flip) each image is also mirrored left to right with
@@ -30,8 +35,7 @@
  * Evaluation never shifts nor flips.
  *
  * Determinism: everything that the log records except the timings depends
- * only on the seed and the data: shuffling is sequential on one thread, the
- * losses are summed in a fixed order in double.
+ * only on the seed and the data, as nn_model_fit's results do.
  *
  * Deliberately omitted: validation splits, early stopping, augmentations
  * other than translation and mirroring (rotation, scaling, elastic, vertical
@@ -305,88 +309,72 @@ static void mnist_shift_image(float *dst, const uint8_t *src, int rows, int cols
     }
 }
 
-/* Fills a training batch: images order[0..b) of data, scaled to [0, 1],
- * shifted and flipped as st and epoch say, into buf (b x rows x cols),
- * labels into lab. */
-static void mnist_fill_batch(float *buf, int *lab, const nn_mnist *data, const int *order, int b,
-                             const mnist_state *st, int epoch)
+/* A run of mnist_train: what its nn_model_fit hooks share (options.user). */
+typedef struct mnist_run {
+    const mnist_config *cfg;
+    mnist_state *st;
+    mnist_result *res;
+    int rows, cols;         /* image size */
+    double epoch_start, train_end, last_draw;
+    nn_status save_status;  /* a failed checkpoint save, with its message */
+    char save_error[400];
+} mnist_run;
+
+/* nn_model_fit's transform: training image `index` (x already converted
+ * to [0, 1]) shifted and flipped as run->st says for `epoch`, rebuilt from
+ * its bytes in one pass by mnist_shift_image. Unshifted, unflipped images
+ * are left as converted, which is the same bits. */
+static int mnist_transform(float *x, const nn_dataset *d, int index, int epoch, void *user)
 {
-    const int rows = data->rows, cols = data->cols;
-    const size_t pixels = (size_t)rows * (size_t)cols;
-    for (int i = 0; i < b; i++) {
-        const int idx = order[i];
-        int dy, dx;
-        mnist_shift_offsets(st->seed, epoch, idx, (int)st->shift, &dy, &dx);
-        const int flip = mnist_flip_draw(st->seed, epoch, idx, (int)st->flip);
-        mnist_shift_image(buf + (size_t)i * pixels, data->train_images + (size_t)idx * pixels, rows,
-                          cols, dy, dx, flip, 1.0f / 255.0f);
-        lab[i] = data->train_labels[idx];
-    }
+    const mnist_run *r = user;
+    const mnist_state *st = r->st;
+    int dy, dx;
+    mnist_shift_offsets(st->seed, epoch, index, (int)st->shift, &dy, &dx);
+    const int flip = mnist_flip_draw(st->seed, epoch, index, (int)st->flip);
+    if (dy || dx || flip)
+        mnist_shift_image(x, d->images_u8 + (size_t)index * d->sample_size, r->rows, r->cols, dy,
+                          dx, flip, d->scale);
+    return 0;
 }
 
-/* A batch tensor over buf: (n, per-sample input shape of m). */
-static void mnist_batch_tensor(tensor *x, float *buf, const nn_model *m, int n)
+/* *d = n images of m's per-sample input shape (rows x cols pixels in
+ * either data format) with their labels, read as bytes / 255. */
+static nn_status mnist_dataset(nn_dataset *d, const nn_model *m, const uint8_t *images,
+                               const uint8_t *labels, int n)
 {
-    int shape[TENSOR_MAX_RANK];
-    shape[0] = n;
-    for (int i = 0; i < m->in_rank; i++) shape[i + 1] = m->in_shape[i];
-    memset(x, 0, sizeof *x);
-    x->data = buf;
-    NN_ASSERT(tensor_set_shape(x, m->in_rank + 1, shape) == NN_OK);
+    NN_TRY(nn_dataset_init_u8(d, images, n, m->in_rank, m->in_shape, 1.0f / 255.0f, 0.0f));
+    return nn_dataset_set_labels_u8(d, labels);
 }
 
 /* Test-set loss and accuracy in eval mode, in batches of `batch`. */
 static nn_status mnist_evaluate(nn_model *m, const uint8_t *images, const uint8_t *labels, int n,
                                 int batch, mnist_metrics *res)
 {
-    size_t pixels = 1;
-    for (int i = 0; i < m->in_rank; i++) pixels *= (size_t)m->in_shape[i];
-    float *buf = tensor_aligned_alloc((size_t)batch * pixels * sizeof(float));
-    int *lab = malloc((size_t)batch * sizeof *lab);
-    if (!buf || !lab) {
-        tensor_aligned_free(buf);
-        free(lab);
-        return nn_error(NN_ERR_MEMORY, "mnist_evaluate: out of memory");
-    }
+    nn_dataset d;
+    NN_TRY(mnist_dataset(&d, m, images, labels, n));
     const double t0 = mnist_now();
-    double loss = 0.0;
-    int correct = 0;
-    nn_status s = NN_OK;
-    for (int start = 0; start < n && s == NN_OK; start += batch) {
-        const int b = n - start < batch ? n - start : batch;
-        nn_idx_to_float(buf, images + (size_t)start * pixels, (size_t)b * pixels, 1.0f / 255.0f);
-        for (int i = 0; i < b; i++) lab[i] = labels[start + i];
-        tensor x;
-        mnist_batch_tensor(&x, buf, m, b);
-        double batch_loss;
-        int batch_correct;
-        s = nn_model_predict(m, &x, lab, NULL, &batch_loss, &batch_correct);
-        loss += batch_loss;
-        correct += batch_correct;
-    }
-    tensor_aligned_free(buf);
-    free(lab);
-    if (s != NN_OK) return s;
+    double loss, acc;
+    NN_TRY(nn_model_evaluate(m, &d, batch, NULL, &loss, &acc));
     res->n = n;
-    res->correct = correct;
-    res->loss = loss / n;
-    res->acc = (double)correct / n;
+    res->correct = (int)llround(acc * n); /* acc is correct / n: exact */
+    res->loss = loss;
+    res->acc = acc;
     res->seconds = mnist_now() - t0;
     return NN_OK;
 }
 
-static void mnist_progress(const mnist_config *cfg, int epoch, int done, int total, double loss,
-                           int correct, int seen, double elapsed)
+static void mnist_progress(const mnist_config *cfg, const nn_fit_batch *ev, double elapsed)
 {
     char bar[31];
-    const int width = 30, fill = total ? (int)((long long)done * width / total) : width;
+    const int width = 30, done = ev->batch + 1, total = ev->batches;
+    const int fill = total ? (int)((long long)done * width / total) : width;
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
     bar[width] = '\0';
-    const double rate = elapsed > 0 ? seen / elapsed : 0.0;
-    const double eta = done ? elapsed * (total - done) / done : 0.0;
+    const double rate = elapsed > 0 ? ev->seen / elapsed : 0.0;
+    const double eta = elapsed * (total - done) / done;
     fprintf(cfg->out, "\r\033[Kepoch %d/%d [%s] %d/%d  loss %.4f  acc %.4f  %.0f img/s  ETA %d:%02d",
-            epoch, cfg->epochs, bar, done, total, seen ? loss / seen : 0.0,
-            seen ? (double)correct / seen : 0.0, rate, (int)eta / 60, (int)eta % 60);
+            ev->epoch + 1, cfg->epochs, bar, done, total, ev->loss_mean, ev->accuracy, rate,
+            (int)eta / 60, (int)eta % 60);
     fflush(cfg->out);
 }
 
@@ -406,10 +394,81 @@ static void mnist_log_line(FILE *log, int final, int epoch, float lr, int flip,
     fflush(log);
 }
 
+/* nn_model_fit's batch callback: the progress bar, at most every 0.1 s,
+ * and the end of training for the epoch's timings. */
+static int mnist_on_batch(const nn_fit_batch *ev, void *user)
+{
+    mnist_run *r = user;
+    const double now = mnist_now();
+    if (ev->batch + 1 == ev->batches) r->train_end = now;
+    if (r->cfg->progress && (now - r->last_draw > 0.1 || ev->batch + 1 == ev->batches)) {
+        mnist_progress(r->cfg, ev, now - r->epoch_start);
+        r->last_draw = now;
+    }
+    return NN_FIT_CONTINUE;
+}
+
+/* nn_model_fit's epoch callback: before, the clock; after, the state that
+ * a resume needs, the result, the line, the log record and the checkpoint. */
+static int mnist_on_epoch(nn_fit_epoch *ev, void *user)
+{
+    mnist_run *r = user;
+    const mnist_config *cfg = r->cfg;
+    mnist_state *st = r->st;
+    mnist_result *res = r->res;
+    if (!ev->end) {
+        r->epoch_start = mnist_now();
+        r->train_end = r->epoch_start;
+        r->last_draw = 0.0;
+        return NN_FIT_CONTINUE;
+    }
+    const nn_history *h = ev->history;
+    const int i = h->epochs - 1;
+    const double now = mnist_now();
+    const int n = (int)st->n_train, n_test = res->test.n;
+    const double train_seconds = r->train_end - r->epoch_start, eval_seconds = now - r->train_end;
+    const mnist_metrics train = {h->train_loss[i], h->train_accuracy[i],
+                                 (int)llround(h->train_accuracy[i] * n), n, train_seconds};
+    const mnist_metrics test = {h->val_loss[i], h->val_accuracy[i],
+                                (int)llround(h->val_accuracy[i] * n_test), n_test, eval_seconds};
+    st->epoch = (uint32_t)ev->epoch + 1;
+    st->order = ev->order_state;
+    res->epoch = ev->epoch + 1;
+    res->lr = ev->lr;
+    res->train = train;
+    res->test = test;
+    res->train_seconds += train_seconds;
+    res->eval_seconds += eval_seconds;
+    res->train_images += n;
+    res->eval_images += n_test;
+    const double train_ips = n / train_seconds, eval_ips = n_test / eval_seconds;
+    if (cfg->progress) fprintf(cfg->out, "\r\033[K");
+    if (cfg->verbose) {
+        fprintf(cfg->out, "epoch %2d/%d  lr %.3g  loss %.4f  acc %.2f%%  test_loss %.4f  "
+                "test_acc %.2f%%  %.1f s  train %.0f img/s  eval %.0f img/s\n", ev->epoch + 1,
+                cfg->epochs, (double)ev->lr, train.loss, 100.0 * train.acc, test.loss,
+                100.0 * test.acc, train_seconds + eval_seconds, train_ips, eval_ips);
+        fflush(cfg->out);
+    }
+    mnist_log_line(cfg->log, 0, ev->epoch + 1, ev->lr, (int)st->flip, &train, &test,
+                   train_seconds + eval_seconds, train_ips, eval_ips);
+    if (cfg->save_path) {
+        uint8_t blob[MNIST_STATE_BYTES];
+        mnist_state_pack(st, blob);
+        r->save_status = nn_checkpoint_save(cfg->save_path, ev->model, ev->optim, blob, sizeof blob);
+        if (r->save_status != NN_OK) {
+            snprintf(r->save_error, sizeof r->save_error, "%s", nn_last_error());
+            return -1;
+        }
+    }
+    return NN_FIT_CONTINUE;
+}
+
 /* Trains epochs st->epoch .. cfg->epochs-1 on the first st->n_train images
- * of data, evaluating on the whole test set after each. A non-finite loss
- * stops the run with NN_ERR_NUMERIC and a message naming the epoch and the
- * batch; the checkpoint of the last completed epoch is left as it was. */
+ * of data with nn_model_fit, evaluating on the whole test set after each
+ * (its validation set). A non-finite loss stops the run with NN_ERR_NUMERIC
+ * and a message naming the epoch and the batch; the checkpoint of the last
+ * completed epoch is left as it was. */
 static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
                              const mnist_config *cfg, mnist_state *st, mnist_result *res)
 {
@@ -427,6 +486,7 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
                         MNIST_SHIFT_MAX);
     if (st->flip > 1)
         return nn_error(NN_ERR_ARG, "mnist_train: flip %u, expected 0 or 1", st->flip);
+    /* Checked here, before nn_model_fit does, to name the flags. */
     const int low = mnist_lr_underflow_epoch(st, (int)st->epoch, cfg->epochs);
     if (low >= 0)
         return nn_error(NN_ERR_ARG, "mnist_train: with --lr %g --lr-decay %g --lr-step %u the "
@@ -434,104 +494,46 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
                         "epoch %d, before --epochs %d ends; use fewer epochs, or a larger "
                         "--lr-decay or --lr-step", (double)st->lr, (double)st->lr_decay,
                         st->lr_step, (double)FLT_MIN, low + 1, cfg->epochs);
-    int *order = malloc((size_t)n * sizeof *order);
-    int *lab = malloc((size_t)B * sizeof *lab);
-    float *buf = tensor_aligned_alloc((size_t)B * pixels * sizeof(float));
-    nn_status s = NN_OK;
-    if (!order || !lab || !buf) s = nn_error(NN_ERR_MEMORY, "mnist_train: out of memory");
     memset(res, 0, sizeof *res);
+    if ((int)st->epoch >= cfg->epochs) return NN_OK;
+    nn_dataset train, test;
+    NN_TRY(mnist_dataset(&train, m, data->train_images, data->train_labels, n));
+    NN_TRY(mnist_dataset(&test, m, data->test_images, data->test_labels, data->n_test));
+    res->test.n = data->n_test;
+    mnist_run run = {.cfg = cfg, .st = st, .res = res, .rows = data->rows, .cols = data->cols};
+    const tensor_rng order = st->order;
+    nn_fit_options o = nn_fit_defaults();
+    o.epochs = cfg->epochs;
+    o.initial_epoch = (int)st->epoch;
+    o.order_state = &order;
+    o.batch = B;
+    o.validation = &test;
+    o.lr = st->lr;
+    o.lr_decay = st->lr_decay;
+    o.lr_step = (int)st->lr_step;
+    o.on_epoch = mnist_on_epoch;
+    o.on_batch = mnist_on_batch;
+    o.transform = st->shift || st->flip ? mnist_transform : NULL;
+    o.user = &run;
     const double run_start = mnist_now();
-    const int batches = (n + B - 1) / B;
-    for (int epoch = (int)st->epoch; s == NN_OK && epoch < cfg->epochs; epoch++) {
-        const float lr = mnist_epoch_lr(st, epoch);
-        s = optim_set_lr(opt, lr);
-        if (s != NN_OK) break;
-        /* A fresh permutation each epoch from the running generator: the
-         * generator's state is all a resume needs to continue the order. */
-        for (int i = 0; i < n; i++) order[i] = i;
-        for (int i = n - 1; i > 0; i--) {
-            int j = (int)tensor_rng_below(&st->order, (uint32_t)i + 1);
-            int t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
-        const double t0 = mnist_now();
-        double loss_sum = 0.0, last_draw = 0.0;
-        int correct = 0, seen = 0;
-        for (int k = 0; k < batches; k++) {
-            const int start = k * B, b = n - start < B ? n - start : B;
-            mnist_fill_batch(buf, lab, data, order + start, b, st, epoch);
-            tensor x;
-            mnist_batch_tensor(&x, buf, m, b);
-            float loss = 0.0f;
-            int right = 0;
-            s = nn_model_train_step(m, opt, &x, lab, &loss, &right);
-            if (s == NN_OK && !isfinite(loss)) s = NN_ERR_NUMERIC;
-            if (s != NN_OK) {
-                char msg[400];
-                snprintf(msg, sizeof msg, "%s", nn_last_error());
-                if (cfg->progress) fprintf(cfg->out, "\n");
-                if (s == NN_ERR_NUMERIC)
-                    nn_error(s, "epoch %d, batch %d of %d: the loss is not finite (%s); stopped. %s",
-                             epoch + 1, k + 1, batches, msg[0] ? msg : "NaN or Inf",
-                             cfg->save_path ? "The checkpoint of the last completed epoch is kept."
-                                            : "");
-                else
-                    nn_error(s, "epoch %d, batch %d: %s", epoch + 1, k + 1, msg);
-                break;
-            }
-            loss_sum += (double)loss * b;
-            correct += right;
-            seen += b;
-            if (cfg->progress) {
-                const double now = mnist_now();
-                if (now - last_draw > 0.1 || k + 1 == batches) {
-                    mnist_progress(cfg, epoch + 1, k + 1, batches, loss_sum, correct, seen, now - t0);
-                    last_draw = now;
-                }
-            }
-        }
-        if (s != NN_OK) break;
-        const double train_seconds = mnist_now() - t0;
-        mnist_metrics train = {loss_sum / n, (double)correct / n, correct, n, train_seconds};
-        mnist_metrics test;
-        s = mnist_evaluate(m, data->test_images, data->test_labels, data->n_test, B, &test);
-        if (s != NN_OK) break;
-        st->epoch = (uint32_t)epoch + 1;
-        res->epoch = epoch + 1;
-        res->lr = lr;
-        res->train = train;
-        res->test = test;
-        res->train_seconds += train_seconds;
-        res->eval_seconds += test.seconds;
-        res->train_images += n;
-        res->eval_images += test.n;
-        const double train_ips = n / train_seconds, eval_ips = test.n / test.seconds;
-        if (cfg->progress) fprintf(cfg->out, "\r\033[K");
-        if (cfg->verbose) {
-            fprintf(cfg->out, "epoch %2d/%d  lr %.3g  loss %.4f  acc %.2f%%  test_loss %.4f  "
-                    "test_acc %.2f%%  %.1f s  train %.0f img/s  eval %.0f img/s\n", epoch + 1,
-                    cfg->epochs, (double)lr, train.loss, 100.0 * train.acc, test.loss,
-                    100.0 * test.acc, train_seconds + test.seconds, train_ips, eval_ips);
-            fflush(cfg->out);
-        }
-        mnist_log_line(cfg->log, 0, epoch + 1, lr, (int)st->flip, &train, &test,
-                       train_seconds + test.seconds, train_ips, eval_ips);
-        if (cfg->save_path) {
-            uint8_t blob[MNIST_STATE_BYTES];
-            mnist_state_pack(st, blob);
-            s = nn_checkpoint_save(cfg->save_path, m, opt, blob, sizeof blob);
-        }
-    }
+    nn_status s = nn_model_fit(m, opt, &train, &o, NULL);
     res->wall_seconds = mnist_now() - run_start;
-    if (s == NN_OK && res->epoch)
+    if (s != NN_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        const char *what = strncmp(msg, "nn_model_fit: ", 14) ? msg : msg + 14;
+        if (cfg->progress) fprintf(cfg->out, "\n");
+        if (run.save_status != NN_OK) return nn_error(run.save_status, "%s", run.save_error);
+        if (s == NN_ERR_NUMERIC)
+            return nn_error(s, "%s.%s", what, cfg->save_path ? " The checkpoint of the last "
+                            "completed epoch is kept." : "");
+        return nn_error(s, "%s", what);
+    }
+    if (res->epoch)
         mnist_log_line(cfg->log, 1, res->epoch, res->lr, (int)st->flip, &res->train, &res->test,
                        res->wall_seconds, res->train_images / res->train_seconds,
                        res->eval_images / res->eval_seconds);
-    free(order);
-    free(lab);
-    tensor_aligned_free(buf);
-    return s;
+    return NN_OK;
 }
 
 #endif

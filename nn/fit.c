@@ -286,6 +286,26 @@ static void fit_fill(fit_buffers *buf, const nn_dataset *d, const int *idx, int 
     }
 }
 
+/* The training batch: fit_fill, then o->transform on every sample. A
+ * failing transform names the epoch and the sample. */
+static nn_status fit_fill_train(fit_buffers *buf, const nn_dataset *d, const nn_fit_options *o,
+                                const int *idx, int start, int b, int epoch)
+{
+    fit_fill(buf, d, idx, start, b);
+    if (!o->transform) return NN_OK;
+    for (int i = 0; i < b; i++) {
+        const int k = idx ? idx[i] : start + i;
+        const int r = o->transform(buf->x + (size_t)i * d->sample_size, d, k, epoch, o->user);
+        if (r != 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", nn_last_error());
+            return nn_error(NN_ERR_STATE, "nn_model_fit: the transform returned %d for sample %d "
+                            "in epoch %d%s%s", r, k, epoch + 1, msg[0] ? ": " : "", msg);
+        }
+    }
+    return NN_OK;
+}
+
 /* Tensors over the buffers for a batch of b: x (b, input shape) and, for
  * the losses with targets, t (b, output shape). */
 static void fit_tensors(const nn_model *m, fit_buffers *buf, int b, tensor *x, tensor *t)
@@ -450,14 +470,21 @@ static void fit_shuffle(tensor_rng *r, int *order, int n)
     }
 }
 
+/* *r = the order stream of seed after `epochs` epochs' permutations (of n,
+ * drawn into order). */
+static void fit_order_stream(tensor_rng *r, uint64_t seed, int epochs, int *order, int n)
+{
+    tensor_rng_seed(r, tensor_hash3(seed, FIT_ORDER_STREAM, 0));
+    for (int e = 0; e < epochs; e++) fit_shuffle(r, order, n);
+}
+
 nn_status nn_fit_order(uint64_t seed, int epoch, int n, int *order)
 {
     if (!order) return nn_error(NN_ERR_ARG, "nn_fit_order: order is NULL");
     if (n < 1) return nn_error(NN_ERR_ARG, "nn_fit_order: n must be >= 1, but got %d", n);
     if (epoch < 0) return nn_error(NN_ERR_ARG, "nn_fit_order: epoch must be >= 0, but got %d", epoch);
     tensor_rng r;
-    tensor_rng_seed(&r, tensor_hash3(seed, FIT_ORDER_STREAM, 0));
-    for (int e = 0; e <= epoch; e++) fit_shuffle(&r, order, n);
+    fit_order_stream(&r, seed, epoch + 1, order, n);
     return NN_OK;
 }
 
@@ -483,6 +510,9 @@ static nn_status fit_check_options(const nn_fit_options *o, const char *fn)
     if (o->lr_step < 0)
         return nn_error(NN_ERR_ARG, "%s: options.lr_step must be >= 0 (0: a constant rate), but got "
                         "%d", fn, o->lr_step);
+    if (o->initial_epoch < 0 || o->initial_epoch >= o->epochs)
+        return nn_error(NN_ERR_ARG, "%s: options.initial_epoch must be in [0, options.epochs = %d), "
+                        "but got %d", fn, o->epochs, o->initial_epoch);
     return fit_check_loss(&o->loss, fn);
 }
 
@@ -493,7 +523,7 @@ static double fit_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static nn_status fit_history_alloc(nn_history *h, int epochs)
+static nn_status fit_history_alloc(nn_history *h, int epochs, int initial_epoch)
 {
     memset(h, 0, sizeof *h);
     const size_t n = (size_t)epochs;
@@ -506,6 +536,7 @@ static nn_status fit_history_alloc(nn_history *h, int epochs)
         nn_history_free(h);
         return nn_error(NN_ERR_MEMORY, "nn_model_fit: out of memory for a history of %d epochs", epochs);
     }
+    h->initial_epoch = initial_epoch;
     return NN_OK;
 }
 
@@ -538,24 +569,42 @@ static nn_status fit_epoch(nn_model *m, optim *opt, const nn_dataset *train, con
     long long correct = 0;
     for (int k = 0; k < batches; k++) {
         const int start = k * B, b = n - start < B ? n - start : B;
-        fit_fill(buf, train, order ? order + start : NULL, start, b);
+        NN_TRY(fit_fill_train(buf, train, o, order ? order + start : NULL, start, b, epoch));
         tensor x, t;
         fit_tensors(m, buf, b, &x, &t);
         float loss = 0.0f;
         int c = 0;
         nn_status s = nn_model_train_step_loss(m, opt, &x, &o->loss, sce ? buf->labels : NULL,
                                                sce ? NULL : &t, &loss, &c);
+        if (s == NN_OK && !isfinite(loss)) {
+            s = NN_ERR_NUMERIC;
+            nn_error(s, "%g", (double)loss);
+        }
         if (s != NN_OK) {
             char msg[300];
             snprintf(msg, sizeof msg, "%s", nn_last_error());
+            if (s == NN_ERR_NUMERIC)
+                return nn_error(s, "nn_model_fit: epoch %d, batch %d of %d: the loss is not finite "
+                                "(%s); stopped", epoch + 1, k + 1, batches, msg);
             return nn_error(s, "nn_model_fit: epoch %d, batch %d of %d: %s", epoch + 1, k + 1,
                             batches, msg);
         }
-        if (!isfinite(loss))
-            return nn_error(NN_ERR_NUMERIC, "nn_model_fit: epoch %d, batch %d of %d: the loss is "
-                            "%g; stopped", epoch + 1, k + 1, batches, (double)loss);
         sum += (double)loss * b;
         correct += c;
+        if (o->on_batch) {
+            const int seen = start + b;
+            const double count = fit_accuracy_count(m, &o->loss, seen);
+            const nn_fit_batch ev = {epoch, k, batches, b, seen, loss, c, sum / seen,
+                                     count > 0 ? (double)correct / count : NAN};
+            const int r = o->on_batch(&ev, o->user);
+            if (r != NN_FIT_CONTINUE) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "%s", nn_last_error());
+                return nn_error(NN_ERR_STATE, "nn_model_fit: the batch callback returned %d after "
+                                "epoch %d, batch %d of %d%s%s", r, epoch + 1, k + 1, batches,
+                                msg[0] ? ": " : "", msg);
+            }
+        }
     }
     const double count = fit_accuracy_count(m, &o->loss, n);
     *loss_mean = sum / n;
@@ -581,14 +630,15 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
     }
     const float base = o->lr > 0.0f ? o->lr : optim_get_lr(opt);
     /* The rate changes only every lr_step epochs: look at those. */
-    for (int e = 0; e < o->epochs; e = o->lr_step ? (e / o->lr_step + 1) * o->lr_step : o->epochs)
+    for (int e = o->initial_epoch; e < o->epochs;
+         e = o->lr_step ? (e / o->lr_step + 1) * o->lr_step : o->epochs)
         if (!(fit_schedule_lr(base, o->lr_decay, o->lr_step, e) >= FLT_MIN))
             return nn_error(NN_ERR_ARG, "%s: the learning rate %g with options.lr_decay %g every "
                             "options.lr_step %d epochs falls below FLT_MIN at epoch %d of %d", fn,
                             (double)base, (double)o->lr_decay, o->lr_step, e + 1, o->epochs);
 
     nn_history local, *h = history ? history : &local;
-    NN_TRY(fit_history_alloc(h, o->epochs));
+    NN_TRY(fit_history_alloc(h, o->epochs - o->initial_epoch, o->initial_epoch));
     fit_buffers buf;
     nn_status s = fit_buffers_alloc(&buf, m, o->batch, train->sample_size, fn);
     int *order = NULL;
@@ -596,10 +646,12 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
         order = malloc((size_t)train->n * sizeof *order);
         if (!order) s = nn_error(NN_ERR_MEMORY, "%s: out of memory for the order of %d samples", fn, train->n);
     }
-    tensor_rng rng;
-    tensor_rng_seed(&rng, tensor_hash3(o->shuffle_seed, FIT_ORDER_STREAM, 0));
-    for (int e = 0; s == NN_OK && e < o->epochs; e++) {
-        nn_fit_epoch ev = {e, 0, fit_schedule_lr(base, o->lr_decay, o->lr_step, e), h, m, opt};
+    tensor_rng rng = {{0}};
+    if (o->order_state) rng = *o->order_state;
+    else if (s == NN_OK) fit_order_stream(&rng, o->shuffle_seed, order ? o->initial_epoch : 0, order,
+                                          train->n);
+    for (int e = o->initial_epoch; s == NN_OK && e < o->epochs; e++) {
+        nn_fit_epoch ev = {e, 0, fit_schedule_lr(base, o->lr_decay, o->lr_step, e), h, m, opt, rng};
         int stop;
         s = fit_callback(o, &ev, &stop);
         if (s != NN_OK || stop) break;
@@ -611,18 +663,20 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
         s = optim_set_lr(opt, ev.lr);
         if (s != NN_OK) break;
         if (order) fit_shuffle(&rng, order, train->n);
+        ev.order_state = rng;
         const double t0 = fit_now();
         double loss = 0.0, acc = 0.0, val_loss = NAN, val_acc = NAN;
         s = fit_epoch(m, opt, train, o, &buf, order, e, &loss, &acc);
         if (s == NN_OK && o->validation)
             s = fit_evaluate(m, o->validation, o->batch, &o->loss, &buf, &val_loss, &val_acc);
         if (s != NN_OK) break;
-        h->lr[e] = ev.lr;
-        h->train_loss[e] = loss;
-        h->train_accuracy[e] = acc;
-        h->val_loss[e] = val_loss;
-        h->val_accuracy[e] = val_acc;
-        h->epochs = e + 1;
+        const int i = e - o->initial_epoch;
+        h->lr[i] = ev.lr;
+        h->train_loss[i] = loss;
+        h->train_accuracy[i] = acc;
+        h->val_loss[i] = val_loss;
+        h->val_accuracy[i] = val_acc;
+        h->epochs = i + 1;
         if (o->progress) {
             fprintf(o->progress, "epoch %d/%d  lr %.3g  loss %.4f  acc %.4f", e + 1, o->epochs,
                     (double)ev.lr, loss, acc);

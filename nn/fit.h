@@ -34,10 +34,26 @@
  * unchanged while a call that reads the data set runs, and the data set
  * needs no freeing. An nn_history's arrays are allocated by nn_model_fit and
  * released by nn_history_free.
+ * Hooks, all optional, all given options.user: on_epoch before and after
+ * every epoch (Keras's on_epoch_begin/end: stop, change the rate, save a
+ * checkpoint), on_batch after every training batch (Keras's
+ * on_train_batch_end: a progress bar, timings), transform on every training
+ * sample as its batch is filled (a PyTorch transform: augmentation drawn
+ * from the epoch and the sample index, so it does not depend on the batch
+ * or the thread count).
+ *
+ * Resuming: initial_epoch (Keras's fit(initial_epoch=)) starts at that
+ * epoch of the same schedule, so training 2 epochs, saving, and fitting
+ * again with initial_epoch 2 and epochs 4 gives the 4 epochs of one run,
+ * given the model and optimizer state of the checkpoint (nn/io/checkpoint.h)
+ * and the data-order stream: either replayed from shuffle_seed, or the
+ * state the epoch callback saw (nn_fit_epoch.order_state) passed back as
+ * options.order_state.
+ *
  * The library never prints: progress goes to options.progress when it is
  * not NULL.
- * Deliberately omitted: augmentation, mid-epoch callbacks, resuming at an
- * epoch other than 0, sample weights, metrics other than accuracy.
+ * Deliberately omitted: stopping mid-epoch, sample weights, metrics other
+ * than accuracy.
  * Thread-safety: as the model's (one thread at a time per model).
  */
 #ifndef NN_NN_FIT_H
@@ -50,6 +66,7 @@
 #include "nn/model.h"
 #include "optim/optim.h"
 #include "tensor/loss.h"
+#include "tensor/random.h"
 
 /* Caller-owned samples. Fill it with an init function, never by hand; the
  * fields may be read. */
@@ -98,6 +115,9 @@ typedef struct nn_fit_epoch {
     const struct nn_history *history; /* epochs done so far (this one too, after) */
     nn_model *model;
     optim *optim;
+    tensor_rng order_state; /* the data-order stream that draws the next
+                             * epoch's order: before, this epoch's; after,
+                             * the following one's (save it to resume) */
 } nn_fit_epoch;
 
 /* Called with ev->end = 0 before each epoch and 1 after it. Returns
@@ -109,6 +129,31 @@ typedef int (*nn_fit_callback)(nn_fit_epoch *ev, void *user);
 #define NN_FIT_CONTINUE 0
 #define NN_FIT_STOP 1
 
+/* What the batch callback sees after every training batch. */
+typedef struct nn_fit_batch {
+    int epoch;        /* 0-based */
+    int batch;        /* 0-based, of batches in this epoch */
+    int batches;
+    int size;         /* samples in this batch */
+    int seen;         /* samples of this epoch so far, this batch's included */
+    float loss;       /* this batch's mean loss */
+    int correct;      /* counted correct in this batch (see nn_history) */
+    double loss_mean; /* mean loss per sample over the epoch so far */
+    double accuracy;  /* accuracy over the epoch so far (NaN: mean squared error) */
+} nn_fit_batch;
+
+/* Returns NN_FIT_CONTINUE, or any other value to fail nn_model_fit with
+ * NN_ERR_STATE (the message keeps the callback's last error); the epoch is
+ * then not recorded. */
+typedef int (*nn_fit_batch_callback)(const nn_fit_batch *ev, void *user);
+
+/* Called for every training sample as its batch is filled (never for
+ * validation, evaluation or prediction): x holds sample `index` of d (the
+ * training set), d->sample_size floats already converted; the transform
+ * changes it in place (it may also rebuild it from d's own arrays). epoch
+ * is 0-based. Returns 0, or nonzero to fail nn_model_fit with NN_ERR_STATE. */
+typedef int (*nn_fit_transform)(float *x, const nn_dataset *d, int index, int epoch, void *user);
+
 typedef struct nn_fit_options {
     int epochs;                   /* >= 1 */
     int batch;                    /* >= 1; the last batch of an epoch may be smaller */
@@ -116,18 +161,27 @@ typedef struct nn_fit_options {
     uint64_t shuffle_seed;
     const nn_dataset *validation; /* evaluated after every epoch in batches of
                                    * `batch`, or NULL */
-    float lr;                     /* base rate; 0: the optimizer's current rate */
+    float lr;                     /* base rate; 0: the optimizer's current rate
+                                   * (with initial_epoch > 0 and a decay, give
+                                   * it: the optimizer holds a decayed rate) */
     float lr_decay;               /* step decay factor, finite, > 0 */
     int lr_step;                  /* decay every lr_step epochs; 0: constant rate */
     nn_fit_callback on_epoch;     /* or NULL */
-    void *user;                   /* passed to on_epoch */
+    void *user;                   /* passed to on_epoch, on_batch and transform */
     FILE *progress;               /* one line per epoch, or NULL: silent */
     nn_loss loss;                 /* zeroed: softmax cross-entropy */
+    int initial_epoch;            /* first epoch to run, in [0, epochs) */
+    const tensor_rng *order_state; /* the data-order stream at initial_epoch,
+                                   * as nn_fit_epoch.order_state held it after
+                                   * the epoch before; NULL: replayed from
+                                   * shuffle_seed */
+    nn_fit_batch_callback on_batch; /* or NULL */
+    nn_fit_transform transform;   /* or NULL: samples as they are */
 } nn_fit_options;
 
 /* epochs 1, batch 32, shuffle on with seed 0, no validation, the
  * optimizer's rate, constant (lr_decay 1, lr_step 0), no callback, silent,
- * softmax cross-entropy. */
+ * softmax cross-entropy, from epoch 0, no transform. */
 nn_fit_options nn_fit_defaults(void);
 
 /* Per-epoch results, epochs entries each. Losses are means per sample (the
@@ -136,7 +190,8 @@ nn_fit_options nn_fit_defaults(void);
  * output elements for binary cross-entropy) and NaN for mean squared error.
  * val_loss and val_accuracy are NaN without a validation set. */
 typedef struct nn_history {
-    int epochs;           /* epochs completed */
+    int epochs;           /* epochs completed (entries) */
+    int initial_epoch;    /* the epoch of entry 0: options.initial_epoch */
     float *lr;
     double *train_loss, *train_accuracy;
     double *val_loss, *val_accuracy;
@@ -148,12 +203,14 @@ void nn_history_free(nn_history *h);
 /* Trains m (built) with opt on train for options->epochs epochs (see the
  * top of this file); options NULL means nn_fit_defaults(). history may be
  * NULL; otherwise it is overwritten (free an earlier one first) and holds
- * the completed epochs even when an error stops the run (then free it too).
+ * the completed epochs even when an error stops the run (then free it too):
+ * epochs initial_epoch .. epochs - 1, entry 0 the first.
  * Errors name the argument: NULL model, optimizer or data, an options field
  * out of range, a data set whose per-sample shape is not the model's input
  * shape, labels outside the model's classes, a missing label or target kind
- * for the loss, a learning rate that decays below FLT_MIN; a non-finite
- * loss stops with NN_ERR_NUMERIC naming the epoch and batch. */
+ * for the loss, a learning rate that decays below FLT_MIN in the epochs to
+ * run; a non-finite loss stops with NN_ERR_NUMERIC naming the epoch and
+ * batch ("the loss is not finite"). */
 nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
                        const nn_fit_options *options, nn_history *history);
 

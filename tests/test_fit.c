@@ -615,6 +615,234 @@ static void test_bad_arguments(void **state)
     nn_model_free(unbuilt);
 }
 
+/* ---- the transform, batch callback and initial_epoch options ---- */
+
+typedef struct transform_state {
+    int calls[3][N_TRAIN]; /* per epoch, per sample */
+    int fail_at;           /* call count at which to fail, or -1 */
+    int total;
+} transform_state;
+
+/* Inverts the sample (x -> 1 - x) and counts the call. */
+static int invert(float *x, const nn_dataset *d, int index, int epoch, void *user)
+{
+    transform_state *t = user;
+    assert_int_equal(d->n, 60);
+    if (t->total++ == t->fail_at) {
+        nn_error(NN_ERR_ARG, "no such augmentation");
+        return 7;
+    }
+    t->calls[epoch][index]++;
+    for (size_t j = 0; j < d->sample_size; j++) x[j] = 1.0f - x[j];
+    return 0;
+}
+
+/* Training through a transform equals training on the transformed samples
+ * stored as floats, bit for bit; the transform sees every training sample
+ * once per epoch with its own index, and no validation sample; a failing
+ * transform stops the run naming the sample and keeps its message. */
+static void test_fit_transform(void **state)
+{
+    (void)state;
+    enum { N = 60 };
+    static float inverted[N * PIX];
+    for (int i = 0; i < N * PIX; i++) inverted[i] = 1.0f - (float)train_set.images[i] * (1.0f / 255.0f);
+    nn_dataset d, df, val;
+    dataset_u8(&d, &train_set, N);
+    assert_ok(nn_dataset_init_f32(&df, inverted, N, 3, in_shape));
+    assert_ok(nn_dataset_set_labels_u8(&df, train_set.labels));
+    dataset_u8(&val, &val_set, 20);
+    static transform_state t;
+    memset(&t, 0, sizeof t);
+    t.fail_at = -1;
+    nn_fit_options o = nn_fit_defaults();
+    o.epochs = 3;
+    o.batch = 16;
+    o.shuffle_seed = 3;
+    o.validation = &val;
+    o.transform = invert;
+    o.user = &t;
+    nn_model *a = make_model(6), *b = make_model(6);
+    optim *oa = make_adam(), *ob = make_adam();
+    nn_history ha, hb;
+    assert_ok(nn_model_fit(a, oa, &d, &o, &ha));
+    for (int e = 0; e < 3; e++)
+        for (int i = 0; i < N; i++) assert_int_equal(t.calls[e][i], 1);
+    assert_int_equal(t.total, 3 * N);
+    o.transform = NULL;
+    assert_ok(nn_model_fit(b, ob, &df, &o, &hb));
+    assert_memory_equal(ha.train_loss, hb.train_loss, 3 * sizeof(double));
+    assert_memory_equal(ha.train_accuracy, hb.train_accuracy, 3 * sizeof(double));
+    assert_same_weights(a, b);
+    /* Validation is of the samples as they are: as evaluating them after. */
+    double loss;
+    assert_ok(nn_model_evaluate(a, &val, 16, NULL, &loss, NULL));
+    assert_true(loss == ha.val_loss[2]);
+    nn_history_free(&ha);
+    nn_history_free(&hb);
+
+    memset(&t, 0, sizeof t);
+    t.fail_at = N + 5; /* in epoch 2 */
+    o.transform = invert;
+    assert_int_equal(nn_model_fit(a, oa, &d, &o, &ha), NN_ERR_STATE);
+    assert_error_contains("the transform returned 7 for sample");
+    assert_error_contains("in epoch 2: no such augmentation");
+    assert_int_equal(ha.epochs, 1);
+    nn_history_free(&ha);
+    optim_free(oa);
+    optim_free(ob);
+    nn_model_free(a);
+    nn_model_free(b);
+}
+
+typedef struct batch_state {
+    int calls, fail_at;
+    nn_fit_batch last[4]; /* the last event of each epoch */
+    double loss_sum;      /* of this epoch, from the batch losses */
+} batch_state;
+
+static int on_batch(const nn_fit_batch *ev, void *user)
+{
+    batch_state *c = user;
+    if (c->calls++ == c->fail_at) {
+        nn_error(NN_ERR_IO, "log.jsonl: disk full");
+        return -2;
+    }
+    if (ev->batch == 0) c->loss_sum = 0.0;
+    c->loss_sum += (double)ev->loss * ev->size;
+    assert_true(ev->loss_mean == c->loss_sum / ev->seen);
+    assert_true(ev->correct >= 0 && ev->correct <= ev->size);
+    c->last[ev->epoch] = *ev;
+    return NN_FIT_CONTINUE;
+}
+
+/* The batch callback runs after every batch with running means that end at
+ * the history's entry; a failing one stops the run with its message. */
+static void test_fit_batch_callback(void **state)
+{
+    (void)state;
+    enum { N = 100, B = 24 }; /* 5 batches, the last of 4 */
+    nn_dataset d;
+    dataset_u8(&d, &train_set, N);
+    batch_state c;
+    memset(&c, 0, sizeof c);
+    c.fail_at = -1;
+    nn_fit_options o = nn_fit_defaults();
+    o.epochs = 3;
+    o.batch = B;
+    o.on_batch = on_batch;
+    o.user = &c;
+    nn_model *m = make_model(9);
+    optim *opt = make_adam();
+    nn_history h;
+    assert_ok(nn_model_fit(m, opt, &d, &o, &h));
+    assert_int_equal(c.calls, 3 * 5);
+    for (int e = 0; e < 3; e++) {
+        const nn_fit_batch *l = &c.last[e];
+        assert_int_equal(l->epoch, e);
+        assert_int_equal(l->batch, 4);
+        assert_int_equal(l->batches, 5);
+        assert_int_equal(l->size, 4);
+        assert_int_equal(l->seen, N);
+        assert_true(l->loss_mean == h.train_loss[e]);
+        assert_true(l->accuracy == h.train_accuracy[e]);
+    }
+    nn_history_free(&h);
+    memset(&c, 0, sizeof c);
+    c.fail_at = 7; /* epoch 2, batch 3 */
+    EXPECT_ERR(nn_model_fit(m, opt, &d, &o, &h), "batch callback returned -2 after epoch 2, batch 3 of 5");
+    assert_error_contains("log.jsonl: disk full");
+    assert_int_equal(h.epochs, 1);
+    nn_history_free(&h);
+    optim_free(opt);
+    nn_model_free(m);
+}
+
+static int keep_order_state(nn_fit_epoch *ev, void *user)
+{
+    if (ev->end) *(tensor_rng *)user = ev->order_state;
+    return NN_FIT_CONTINUE;
+}
+
+/* 2 epochs, then initial_epoch 2 of 4 on the same model and optimizer, is
+ * the 4-epoch run bit for bit, with the data order replayed from the seed
+ * or passed back from the epoch callback; the history holds epochs 2 and 3;
+ * another order state diverges. */
+static void test_fit_initial_epoch(void **state)
+{
+    (void)state;
+    nn_dataset d, val;
+    dataset_u8(&d, &train_set, 120);
+    dataset_u8(&val, &val_set, 40);
+    nn_fit_options o = nn_fit_defaults();
+    o.epochs = 4;
+    o.batch = 32;
+    o.shuffle_seed = 17;
+    o.validation = &val;
+    o.lr = 0.01f; /* a resume must name the base rate: the optimizer holds epoch 1's */
+    o.lr_step = 1;
+    o.lr_decay = 0.5f;
+    nn_model *a = make_model(2);
+    optim *oa = make_adam();
+    nn_history ha;
+    assert_ok(nn_model_fit(a, oa, &d, &o, &ha));
+    assert_int_equal(ha.initial_epoch, 0);
+    for (int variant = 0; variant < 3; variant++) {
+        nn_model *b = make_model(2);
+        optim *ob = make_adam();
+        tensor_rng saved;
+        nn_fit_options first = o;
+        first.epochs = 2;
+        first.on_epoch = keep_order_state;
+        first.user = &saved;
+        assert_ok(nn_model_fit(b, ob, &d, &first, NULL));
+        nn_fit_options rest = o;
+        rest.initial_epoch = 2;
+        if (variant == 1) rest.order_state = &saved;
+        if (variant == 2) {
+            tensor_rng_seed(&saved, 1);
+            rest.order_state = &saved;
+        }
+        nn_history hb;
+        assert_ok(nn_model_fit(b, ob, &d, &rest, &hb));
+        assert_int_equal(hb.epochs, 2);
+        assert_int_equal(hb.initial_epoch, 2);
+        assert_true(hb.lr[0] == ha.lr[2] && hb.lr[1] == ha.lr[3]);
+        if (variant < 2) {
+            assert_memory_equal(hb.train_loss, ha.train_loss + 2, 2 * sizeof(double));
+            assert_memory_equal(hb.val_loss, ha.val_loss + 2, 2 * sizeof(double));
+            assert_same_weights(a, b);
+        } else if (!memcmp(a->params, b->params, a->n_params * sizeof(float))) {
+            fail_msg("another data order still gave the same weights");
+        }
+        nn_history_free(&hb);
+        optim_free(ob);
+        nn_model_free(b);
+    }
+    nn_history_free(&ha);
+    o.initial_epoch = 4;
+    EXPECT_ERR(nn_model_fit(a, oa, &d, &o, NULL), "options.initial_epoch must be in [0, options.epochs = 4), but got 4");
+    o.initial_epoch = -1;
+    EXPECT_ERR(nn_model_fit(a, oa, &d, &o, NULL), "but got -1");
+    /* The rate check names the first epoch that runs (a run from epoch 0
+     * is refused at epoch 37, test_bad_arguments)... */
+    o.validation = NULL;
+    o.epochs = 200;
+    o.lr_decay = 0.1f;
+    o.initial_epoch = 150;
+    EXPECT_ERR(nn_model_fit(a, oa, &d, &o, NULL), "falls below FLT_MIN at epoch 151 of 200");
+    /* ... and a huge rate makes the loss non-finite, naming the batch. */
+    o.epochs = 2;
+    o.initial_epoch = 1;
+    o.lr = 1e30f;
+    o.lr_step = 0;
+    assert_int_equal(nn_model_fit(a, oa, &d, &o, NULL), NN_ERR_NUMERIC);
+    assert_error_contains("nn_model_fit: epoch 2, batch ");
+    assert_error_contains("the loss is not finite");
+    optim_free(oa);
+    nn_model_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,6 +855,9 @@ int main(void)
         cmocka_unit_test(test_predict_dataset),
         cmocka_unit_test(test_fit_targets),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_fit_transform),
+        cmocka_unit_test(test_fit_batch_callback),
+        cmocka_unit_test(test_fit_initial_epoch),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
