@@ -366,11 +366,13 @@ void nn_conv_col2im(float *dx, const float *col, const nn_conv_geom *g, int nb, 
 typedef float conv_core_f8 __attribute__((vector_size(8 * sizeof(float))));
 typedef double conv_core_d8 __attribute__((vector_size(8 * sizeof(double))));
 
-static inline __attribute__((always_inline)) conv_core_d8 conv_core_load_d8(const float *p)
+/* Writes through a pointer: a vector returned by value would have a
+ * different ABI in builds without AVX-512 (gcc warns, -Wpsabi). */
+static inline __attribute__((always_inline)) void conv_core_load_d8(conv_core_d8 *out, const float *p)
 {
     conv_core_f8 v;
     memcpy(&v, p, sizeof v);
-    return __builtin_convertvector(v, conv_core_d8);
+    *out = __builtin_convertvector(v, conv_core_d8);
 }
 
 /* Channels-last block: p[c0 + 8v + e] += term over rows [o0, o1) for the
@@ -384,16 +386,19 @@ conv_core_sums_last(double *restrict p, const float *a, const float *sa, const f
     conv_core_d8 acc[4], ma[4], mb[4];
     for (int v = 0; v < nv; v++) {
         memcpy(&acc[v], p + c0 + 8 * v, sizeof acc[v]);
-        ma[v] = sa ? conv_core_load_d8(sa + c0 + 8 * v) : (conv_core_d8){0};
-        mb[v] = sb ? conv_core_load_d8(sb + c0 + 8 * v) : (conv_core_d8){0};
+        ma[v] = mb[v] = (conv_core_d8){0};
+        if (sa) conv_core_load_d8(&ma[v], sa + c0 + 8 * v);
+        if (sb) conv_core_load_d8(&mb[v], sb + c0 + 8 * v);
     }
     for (size_t o = o0; o < o1; o++) {
         const float *ar = a + o * C + c0, *br = b ? b + o * C + c0 : NULL;
         for (int v = 0; v < nv; v++) {
-            const conv_core_d8 x = conv_core_load_d8(ar + 8 * v);
-            if (br)
-                acc[v] += (x - ma[v]) * (conv_core_load_d8(br + 8 * v) - mb[v]);
-            else if (sa)
+            conv_core_d8 x, y;
+            conv_core_load_d8(&x, ar + 8 * v);
+            if (br) {
+                conv_core_load_d8(&y, br + 8 * v);
+                acc[v] += (x - ma[v]) * (y - mb[v]);
+            } else if (sa)
                 acc[v] += x - ma[v];
             else
                 acc[v] += x;
