@@ -72,6 +72,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_latency [calls >= 1]\n");
         return 2;
     }
+    bench_print_machine();
     static const char *const specs[] = {"examples/mnist_cnn.txt", "examples/fashion_resnet.txt"};
     static const char *const loads[] = {"idle", "busy"};
     for (int s = 0; s < 2; s++)

@@ -213,6 +213,7 @@ static float *alloc_floats(size_t n)
 
 int main(int argc, char **argv)
 {
+    bench_print_machine();
     int reps = 60, only_threads = 0, only_cache = -1, only_fmt = -1;
     shape4 only_shape = {0, 0, 0, 0};
     char out_path[1024];

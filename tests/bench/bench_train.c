@@ -201,6 +201,7 @@ static void bench_train_network_name(char *name, size_t size, const char *spec)
 int main(int argc, char **argv)
 {
     nn_mnist data = {0};
+    bench_print_machine();
     int real = nn_mnist_load(".cache/mnist", &data) == NN_OK;
     /* Images stay bytes, as the MNIST example keeps them, and each batch is
      * converted to floats when it is used: a float copy of the training set

@@ -5,12 +5,44 @@
 #ifndef NN_BENCH_UTIL_H
 #define NN_BENCH_UTIL_H
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <cblas.h>
 
 #include "nn/nn.h"
+
+/* The machine a benchmark ran on, as a JSON object on stdout: the CPU's
+ * model name (from /proc/cpuinfo, "unknown" elsewhere) and the widest
+ * vector instructions this build was compiled for (the Makefile builds with
+ * -march=native), since timings from an AVX-512 and an AVX2 machine differ. */
+static inline void bench_print_machine(void)
+{
+    char line[512], cpu[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *colon = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && colon) {
+            snprintf(cpu, sizeof cpu, "%s", colon + 2);
+            cpu[strcspn(cpu, "\"\n")] = 0;
+            break;
+        }
+    }
+    if (f) fclose(f);
+#if defined(__AVX512F__)
+    const char *simd = "avx512";
+#elif defined(__AVX2__)
+    const char *simd = "avx2";
+#elif defined(__SSE2__)
+    const char *simd = "sse2";
+#else
+    const char *simd = "scalar";
+#endif
+    printf("{\"cpu\":\"%s\",\"simd\":\"%s\"}\n", cpu, simd);
+    fflush(stdout);
+}
 
 /* Milliseconds on CLOCK_MONOTONIC, from an arbitrary origin. */
 static inline double bench_now_ms(void)
