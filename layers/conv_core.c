@@ -186,12 +186,15 @@ static int conv_core_dz_needs_pad(const nn_conv_geom *g)
            g->H + (g->KH - 1) * g->DH != g->OH || g->W + (g->KW - 1) * g->DW != g->OW;
 }
 
+/* The Winograd tile size m, or 0 for the GEMM tiles. */
 static int conv_core_winograd(const nn_conv_geom *g, int F)
 {
     switch (g->path) {
     case NN_CONV_PATH_GEMM: return 0;
-    case NN_CONV_PATH_WINOGRAD: return nn_conv_winograd_fits(g);
-    default: return nn_conv_winograd_applies(g, F);
+    case NN_CONV_PATH_WINOGRAD: return nn_conv_winograd_fits(g) ? nn_conv_winograd_tile(g) : 0;
+    case NN_CONV_PATH_WINOGRAD_F2: return nn_conv_winograd_fits(g) ? 2 : 0;
+    case NN_CONV_PATH_WINOGRAD_F4: return nn_conv_winograd_fits(g) ? 4 : 0;
+    default: return nn_conv_winograd_applies(g, F) ? nn_conv_winograd_tile(g) : 0;
     }
 }
 
@@ -206,18 +209,18 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     if (F != Fp && !wino) s->kp = T * Fp;
     s->bp = (size_t)Fp;
     if (need_dk && wino) {
-        s->part = nn_conv_winograd_dk_size(g, N, F);
+        s->part = nn_conv_winograd_dk_size(wino, g, N, F);
     } else if (need_dk) {
         if (F != Fp) s->dzp = (size_t)N * P * Fp;
         s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
     }
     if (wino) {
-        s->wk = nn_conv_winograd_kernel_size(g->C, F);
+        s->wk = nn_conv_winograd_kernel_size(wino, g->C, F);
         s->ws_slots = nn_conv_winograd_slots();
-        s->ws = nn_conv_winograd_scratch_size(s->ws_slots, g->C, F);
+        s->ws = nn_conv_winograd_scratch_size(wino, s->ws_slots, g->C, F);
     }
     if (need_dx && wino) {
-        s->wkt = nn_conv_winograd_kernel_size(F, g->C);
+        s->wkt = nn_conv_winograd_kernel_size(wino, F, g->C);
     } else if (need_dx) {
         if (g->SH == 1 && g->SW == 1) {
             if (conv_core_dz_needs_pad(g))
@@ -246,10 +249,11 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     if (N == 0 || g->OH == 0 || g->OW == 0) return;
-    if (conv_core_winograd(g, F)) {
+    const int wino = conv_core_winograd(g, F);
+    if (wino) {
         /* The transformed kernel has padded columns of its own. */
-        nn_conv_winograd_kernel(w->wk, k, g->C, F, 0);
-        nn_conv_winograd(y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
+        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0);
+        nn_conv_winograd(wino, y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
                          b ? w->bp : NULL, relu, 0, w->ws, w->ws_slots);
         return;
     }
@@ -269,8 +273,9 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
     if (N == 0 || P == 0) return;
     nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
-    if (dk && T && conv_core_winograd(g, F)) {
-        nn_conv_winograd_dk(dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
+    const int wino = conv_core_winograd(g, F);
+    if (dk && T && wino) {
+        nn_conv_winograd_dk(wino, dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
     } else if (dk && T) {
         const float *dzk = dz;
         if (F != Fp) {
@@ -281,11 +286,11 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                                 nn_conv_dk_groups(g, N, F));
     }
     if (!dx || !T) return;
-    if (conv_core_winograd(g, F)) {
+    if (wino) {
         /* dx is the correlation of dz (zero outside it) with the flipped
          * kernel, shifted by the window less the forward's padding. */
-        nn_conv_winograd_kernel(w->wkt, k, C, F, 1);
-        nn_conv_winograd(dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
+        nn_conv_winograd_kernel(wino, w->wkt, k, C, F, 1);
+        nn_conv_winograd(wino, dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
                          NULL, 0, 1, w->ws, w->ws_slots);
         return;
     }

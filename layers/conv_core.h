@@ -44,9 +44,17 @@ typedef struct nn_conv_geom {
 
 /* The convolution's kernels: AUTO lets the dispatch pick (Winograd where it
  * applies, see conv_winograd.h, else the GEMM tiles); the others force one,
- * so tests can hold each to the reference. WINOGRAD where Winograd does not
- * fit (not 3x3, stride 1, dilation 1) runs the GEMM tiles. */
-enum { NN_CONV_PATH_AUTO = 0, NN_CONV_PATH_GEMM = 1, NN_CONV_PATH_WINOGRAD = 2 };
+ * so tests can hold each to the reference: WINOGRAD with the tile size the
+ * dispatch would take, WINOGRAD_F2 and WINOGRAD_F4 with F(2x2, 3x3) or
+ * F(4x4, 3x3). Where Winograd does not fit (not 3x3, stride 1, dilation 1)
+ * they run the GEMM tiles. */
+enum {
+    NN_CONV_PATH_AUTO = 0,
+    NN_CONV_PATH_GEMM = 1,
+    NN_CONV_PATH_WINOGRAD = 2,
+    NN_CONV_PATH_WINOGRAD_F2 = 3,
+    NN_CONV_PATH_WINOGRAD_F4 = 4,
+};
 
 enum { NN_PAD_VALID = 0, NN_PAD_SAME = 1 };
 extern const char *const nn_conv_paddings[]; /* {"valid", "same", NULL} */

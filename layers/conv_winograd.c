@@ -1,34 +1,42 @@
 /* conv_winograd: 3x3 stride-1 convolutions by Winograd's minimal filtering
- * algorithm F(2x2, 3x3), NHWC.
+ * algorithm F(m x m, 3x3), m = 2 or 4, NHWC.
  *
- * A 2x2 block of outputs of a 3x3 window reads a 4x4 patch d of the input.
- * With the transforms (Lavin and Gray, 2015)
- *     U = G g G^T   (kernel, 4x4 per input/output channel pair)
- *     V = B^T d B   (patch, 4x4 per input channel)
+ * An m x m block of outputs of a 3x3 window reads a P x P patch d of the
+ * input, P = m + 2. With the transforms (Lavin and Gray, 2015)
+ *     U = G g G^T   (kernel, P x P per input/output channel pair)
+ *     V = B^T d B   (patch, P x P per input channel)
  *     y = A^T [ sum_c U[c] (.) V[c] ] A
- * the 16 positions xi of the 4x4 domain are independent, so the sum over
- * channels becomes 16 GEMMs, M[xi] (tiles, Cout) = V[xi] (tiles, Cin)
- * U[xi] (Cin, Cout): 16 multiplies per 4 outputs instead of 36, 2.25x fewer.
- * The transforms cost a few additions per value and no extra pass over
- * memory: tiles are processed in blocks of TB whose V and M (16 x TB x C
- * each) stay in the L2 cache, gathered from the image and scattered back
- * to the output by the thread that computes the block.
+ * the P*P positions xi of the transformed domain are independent, so the
+ * sum over channels becomes P*P GEMMs, M[xi] (tiles, Cout) = V[xi] (tiles,
+ * Cin) U[xi] (Cin, Cout): per m*m outputs, P*P multiplies instead of 9 m*m,
+ * 2.25x fewer for F(2x2) (16 per 4 outputs) and 4x fewer for F(4x4) (36 per
+ * 16). The transforms cost a few additions per value and no extra pass over
+ * memory: tiles are processed in blocks whose V and M (P*P x block x C
+ * each) stay in the L2 cache, gathered from the image and scattered back to
+ * the output by the thread that computes the block.
  *
  * Used for the forward (x with the kernel), for dx (dz with the flipped,
  * transposed kernel, zero outside dz: a "full" correlation) and, with the
- * roles transposed (F(3x3, 2x2), at the end of the file), for the kernel
+ * roles transposed (F(3x3, m x m), at the end of the file), for the kernel
  * gradient of conv2d layers with 3x3 windows, stride 1 and dilation 1.
- * Rounding differs from the direct sums (conv_reference.c) by a few ulps
- * (the transforms add and subtract neighbours), well inside the PyTorch
- * fixtures' tolerance.
+ *
+ * Which m: F(4x4) needs fewer multiplies on every output of at least 3x3
+ * (a 7x7 map: 4 tiles of 36 against 16 of 16; 24x24: 1296 against 2304),
+ * so the dispatch takes it there and F(2x2) below. Its price is precision:
+ * F(2x2)'s transforms have coefficients 0, +-1/2 and +-1, F(4x4)'s reach 8
+ * (A), 5 (B) and 1/24 (G), so intermediate values grow up to 6x larger per
+ * dimension relative to the direct sum's terms and rounding errors with
+ * them: about 1e-6 of the largest term instead of 1e-7, which is what
+ * deep-learning libraries accept for F(4x4); tests/test_conv.c bounds both
+ * against the direct sums (conv_reference.c).
  *
  * Determinism: every output is computed by one tile whose sums run in an
  * order fixed by the shapes, and the kernel gradient's sum over tiles runs
  * in fixed groups combined in order, so the result is the same for any
  * thread count.
  *
- * Omits: larger tiles (F(4x4, 3x3) saves more multiplies but loses about
- * two more digits of precision), other window sizes, strides, dilation.
+ * Omits: F(6x6, 3x3) (another digit of precision lost), other window
+ * sizes, strides, dilation.
  */
 #include "layers/conv_winograd.h"
 
@@ -43,16 +51,23 @@
 #include "layers/conv_simd.h"
 
 /* Tiles per block: a multiple of the GEMM tile's rows (6 and 8), small
- * enough that V, M and U stay in a 1 MB L2 for 64 channels each way. */
-#define TB 48
+ * enough that V, M and U[xi] stay in a 1 MB L2 for 64 channels each way
+ * (F(2x2): 16 x 48 tiles; F(4x4): 36 x 24). */
+#define TB2 48
+#define TB4 24
 /* Below this many multiply-adds nn_conv_winograd runs serially (as
  * CONV_GEMM_PAR_MIN_MACS in conv_gemm.c). */
 #define WINOGRAD_PAR_MIN_MACS 16777216.0
 
-/* The transforms' 16-value arrays must live in registers: unroll fully. */
-#define UNROLL16 _Pragma("GCC unroll 16")
+/* The transforms' arrays must live in registers: unroll fully. */
+#define UNROLL36 _Pragma("GCC unroll 36")
 
 static int conv_winograd_round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+/* Patch size, positions and tiles per block of F(m x m, 3x3). */
+INLINE int conv_winograd_p(int m) { return m + 2; }
+INLINE int conv_winograd_np(int m) { return (m + 2) * (m + 2); }
+INLINE int conv_winograd_tb(int m) { return m == 4 ? TB4 : TB2; }
 
 int nn_conv_winograd_fits(const nn_conv_geom *g)
 {
@@ -65,9 +80,16 @@ int nn_conv_winograd_applies(const nn_conv_geom *g, int F)
     return nn_conv_winograd_fits(g) && g->C >= 8 && F >= 8;
 }
 
-size_t nn_conv_winograd_kernel_size(int Cin, int Cout)
+int nn_conv_winograd_tile(const nn_conv_geom *g)
 {
-    return (size_t)16 * Cin * conv_winograd_round_up(Cout, VL);
+    /* An output under 3x3 is one F(4x4) tile of 36 multiplies where
+     * F(2x2) needs at most 2 x 2 tiles of 16 (less for 1 or 2 pixels). */
+    return g->OH >= 3 && g->OW >= 3 ? 4 : 2;
+}
+
+size_t nn_conv_winograd_kernel_size(int m, int Cin, int Cout)
+{
+    return (size_t)conv_winograd_np(m) * Cin * conv_winograd_round_up(Cout, VL);
 }
 
 int nn_conv_winograd_slots(void)
@@ -80,220 +102,312 @@ int nn_conv_winograd_slots(void)
 }
 
 /* One thread's slot of the scratch: the block's transformed inputs
- * (16, TB, ldi) and then its products or transformed dz (16, TB, ldo). */
-static size_t conv_winograd_slot_floats(int ldi, int ldo)
+ * (P*P, TB, ldi) and then its products or transformed dz (P*P, TB, ldo). */
+static size_t conv_winograd_slot_floats(int m, int ldi, int ldo)
 {
-    return (size_t)16 * TB * (size_t)(ldi + ldo);
+    return (size_t)conv_winograd_np(m) * conv_winograd_tb(m) * (size_t)(ldi + ldo);
 }
 
-static float *conv_winograd_thread_slot(float *scratch, int ldi, int ldo)
+static float *conv_winograd_thread_slot(int m, float *scratch, int ldi, int ldo)
 {
 #ifdef _OPENMP
-    return scratch + (size_t)omp_get_thread_num() * conv_winograd_slot_floats(ldi, ldo);
+    return scratch + (size_t)omp_get_thread_num() * conv_winograd_slot_floats(m, ldi, ldo);
 #else
+    (void)m;
     (void)ldi;
     (void)ldo;
     return scratch;
 #endif
 }
 
-size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout)
+size_t nn_conv_winograd_scratch_size(int m, int slots, int Cin, int Cout)
 {
     const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
-    return (size_t)slots * conv_winograd_slot_floats(ldi, ldo);
+    return (size_t)slots * conv_winograd_slot_floats(m, ldi, ldo);
 }
 
-/* Tiles are 2x2 output blocks, numbered over (N, TH, TW) with TH, TW the
+/* Tiles are m x m output blocks, numbered over (N, TH, TW) with TH, TW the
  * output's size in blocks. */
-static long conv_winograd_tile_count(int N, int OH, int OW)
+static long conv_winograd_tile_count(int m, int N, int OH, int OW)
 {
-    return (long)N * ((OH + 1) / 2) * ((OW + 1) / 2);
+    return (long)N * ((OH + m - 1) / m) * ((OW + m - 1) / m);
 }
 
 /* Tile t: sample *n and top-left output pixel (*i0, *j0). */
-INLINE void conv_winograd_tile_origin(long t, int OH, int OW, long *n, int *i0, int *j0)
+INLINE void conv_winograd_tile_origin(int m, long t, int OH, int OW, long *n, int *i0, int *j0)
 {
-    const long TH = (OH + 1) / 2, TW = (OW + 1) / 2, r = t % (TH * TW);
+    const long TH = (OH + m - 1) / m, TW = (OW + m - 1) / m, r = t % (TH * TW);
     *n = t / (TH * TW);
-    *i0 = (int)(r / TW) * 2;
-    *j0 = (int)(r % TW) * 2;
+    *i0 = (int)(r / TW) * m;
+    *j0 = (int)(r % TW) * m;
 }
 
 /* ---- the kernel transform: U[xi][ci][co] = (G g G^T)[xi] ---- */
 
-void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip)
+/* t[0..P) = G v[0..3): the rows of G applied to one column or row, a
+ * vector of channel pairs at a time. G's sixths and twenty-fourths are
+ * multiplications by rounded reciprocals: U only has to be the same on
+ * every run, not exact. */
+INLINE void conv_winograd_g(const int m, vf *t, const vf *v)
+{
+    if (m == 2) {
+        const vf half = splat(0.5f);
+        t[0] = v[0];
+        t[1] = half * (v[0] + v[1] + v[2]);
+        t[2] = half * (v[0] - v[1] + v[2]);
+        t[3] = v[2];
+    } else {
+        const vf sixth = splat(1.0f / 6.0f), e = v[0] * splat(1.0f / 24.0f) + v[2] * sixth;
+        const vf o = v[1] * splat(1.0f / 12.0f);
+        t[0] = splat(0.25f) * v[0];
+        t[1] = -(v[0] + v[1] + v[2]) * sixth;
+        t[2] = -(v[0] - v[1] + v[2]) * sixth;
+        t[3] = e + o;
+        t[4] = e - o;
+        t[5] = v[2];
+    }
+}
+
+/* U[xi][ci][co..co+VL) for one ci and a vector of co: g gathered from k,
+ * zero for co >= Cout. m is a constant at each call. */
+INLINE void conv_winograd_kernel_vector(const int m, float *U, const float *k, int C, int F,
+                                        int flip, int ci, int co, int Cout, int ld)
+{
+    const int P = conv_winograd_p(m), NP = P * P, lanes = Cout - co < VL ? Cout - co : VL;
+    vf g[9], t[18], u[36];
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+            const int ka = flip ? 2 - a : a, kb = flip ? 2 - b : b;
+            const float *src = k + (size_t)(ka * 3 + kb) * C * F;
+            if (!flip) { /* c = ci, f = co + e: contiguous */
+                g[a * 3 + b] = lanes == VL ? vload(src + (size_t)ci * F + co)
+                                           : vload_part(src + (size_t)ci * F + co, lanes);
+            } else { /* c = co + e, f = ci: F apart */
+                float lane[VL] = {0};
+                for (int e = 0; e < lanes; e++) lane[e] = src[(size_t)(co + e) * F + ci];
+                g[a * 3 + b] = vload(lane);
+            }
+        }
+    UNROLL for (int b = 0; b < 3; b++) { /* t = G g, per column */
+        vf col[3] = {g[b], g[3 + b], g[6 + b]}, tc[6];
+        conv_winograd_g(m, tc, col);
+        UNROLL for (int i = 0; i < P; i++) t[i * 3 + b] = tc[i];
+    }
+    UNROLL for (int i = 0; i < P; i++) /* u = t G^T, per row */
+        conv_winograd_g(m, u + i * P, t + i * 3);
+    UNROLL36 for (int xi = 0; xi < NP; xi++) vstore(U + ((size_t)xi * (size_t)(flip ? F : C) + ci) * ld + co, u[xi]);
+}
+
+void nn_conv_winograd_kernel(int m, float *U, const float *k, int C, int F, int flip)
 {
     /* k is (3, 3, C, F). Forward: ci = c, co = f, g[a][b] = k[a][b][c][f].
      * dx (flip): ci = f, co = c, g[a][b] = k[2-a][2-b][c][f]. */
     const int Cin = flip ? F : C, Cout = flip ? C : F, ld = conv_winograd_round_up(Cout, VL);
-    /* Serial up to 128x128 channels: the transform is about 100 flops per
-     * pair, less than a parallel region is worth. */
+    /* Serial up to 128x128 channels: the transform is a few dozen vector
+     * operations per VL pairs, less than a parallel region is worth. */
     #pragma omp parallel for schedule(static) if ((size_t)Cin * ld > 16384)
     for (int ci = 0; ci < Cin; ci++)
-        for (int co = 0; co < ld; co++) {
-            float u[16] = {0};
-            if (co < Cout) {
-                const int c = flip ? co : ci, f = flip ? ci : co;
-                float g[3][3], t[4][3];
-                for (int a = 0; a < 3; a++)
-                    for (int b = 0; b < 3; b++) {
-                        const int ka = flip ? 2 - a : a, kb = flip ? 2 - b : b;
-                        g[a][b] = k[((size_t)(ka * 3 + kb) * C + c) * F + f];
-                    }
-                for (int b = 0; b < 3; b++) { /* t = G g */
-                    t[0][b] = g[0][b];
-                    t[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
-                    t[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
-                    t[3][b] = g[2][b];
-                }
-                for (int a = 0; a < 4; a++) { /* u = t G^T */
-                    u[a * 4 + 0] = t[a][0];
-                    u[a * 4 + 1] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
-                    u[a * 4 + 2] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
-                    u[a * 4 + 3] = t[a][2];
-                }
-            }
-            for (int xi = 0; xi < 16; xi++) U[((size_t)xi * Cin + ci) * ld + co] = u[xi];
+        for (int co = 0; co < ld; co += VL) {
+            if (m == 4)
+                conv_winograd_kernel_vector(4, U, k, C, F, flip, ci, co, Cout, ld);
+            else
+                conv_winograd_kernel_vector(2, U, k, C, F, flip, ci, co, Cout, ld);
         }
 }
 
 /* ---- the input transform of one tile: V[xi][c] = (B^T d B)[xi] ----
- * d[i][j] is the patch row i, column j: a pointer to its channels, or NULL
- * outside the image (zero). V rows are `ldv` apart per xi. */
-INLINE void conv_winograd_input_transform(float *V, size_t ldv, int c, const vf p[16])
+ * p holds the patch's P x P vectors of channels c.., row-major; V rows are
+ * `ldv` apart per xi. */
+
+/* r[0..P) = B^T q[0..P), the P values q[i * qs]. */
+INLINE void conv_winograd_bt(const int m, vf *r, const vf *q, const int qs)
 {
-    vf r[16];
-    UNROLL for (int j = 0; j < 4; j++) { /* r = B^T p, per column */
-        r[0 * 4 + j] = p[0 * 4 + j] - p[2 * 4 + j];
-        r[1 * 4 + j] = p[1 * 4 + j] + p[2 * 4 + j];
-        r[2 * 4 + j] = p[2 * 4 + j] - p[1 * 4 + j];
-        r[3 * 4 + j] = p[1 * 4 + j] - p[3 * 4 + j];
+    if (m == 2) {
+        r[0] = q[0] - q[2 * qs];
+        r[1] = q[qs] + q[2 * qs];
+        r[2] = q[2 * qs] - q[qs];
+        r[3] = q[qs] - q[3 * qs];
+    } else {
+        const vf q1 = q[qs], q2 = q[2 * qs], q3 = q[3 * qs], q4 = q[4 * qs];
+        const vf four = splat(4.0f), two = splat(2.0f);
+        r[0] = four * q[0] - splat(5.0f) * q2 + q4;
+        r[1] = (q3 + q4) - four * (q1 + q2);
+        r[2] = (q4 - q3) + four * (q1 - q2);
+        r[3] = (q4 - q2) + two * (q3 - q1);
+        r[4] = (q4 - q2) - two * (q3 - q1);
+        r[5] = four * q1 - splat(5.0f) * q3 + q[5 * qs];
     }
-    UNROLL for (int i = 0; i < 4; i++) { /* V = r B, per row */
-        vstore(V + (size_t)(i * 4 + 0) * ldv + c, r[i * 4 + 0] - r[i * 4 + 2]);
-        vstore(V + (size_t)(i * 4 + 1) * ldv + c, r[i * 4 + 1] + r[i * 4 + 2]);
-        vstore(V + (size_t)(i * 4 + 2) * ldv + c, r[i * 4 + 2] - r[i * 4 + 1]);
-        vstore(V + (size_t)(i * 4 + 3) * ldv + c, r[i * 4 + 1] - r[i * 4 + 3]);
+}
+
+INLINE void conv_winograd_input_transform(const int m, float *V, size_t ldv, int c, const vf *p)
+{
+    const int P = conv_winograd_p(m);
+    vf r[36], v[6];
+    UNROLL for (int j = 0; j < P; j++) { /* r = B^T p, per column */
+        vf col[6];
+        conv_winograd_bt(m, col, p + j, P);
+        UNROLL for (int i = 0; i < P; i++) r[i * P + j] = col[i];
+    }
+    UNROLL for (int i = 0; i < P; i++) { /* V = r B, per row */
+        conv_winograd_bt(m, v, r + i * P, 1);
+        UNROLL for (int j = 0; j < P; j++) vstore(V + (size_t)(i * P + j) * ldv + c, v[j]);
     }
 }
 
 /* V rows hold Cin rounded up to whole vectors, so the last channels are
  * transformed as one vector zero-padded past Cin. */
-INLINE void conv_winograd_input_tile_any(float *V, size_t ldv, const float *const d[16], int Cin,
-                                         const int full)
+INLINE void conv_winograd_input_tile_any(const int m, float *V, size_t ldv, const float *const *d,
+                                         int Cin, const int full)
 {
+    const int NP = conv_winograd_np(m);
     int c = 0;
     for (; c + VL <= Cin; c += VL) {
-        vf p[16];
-        UNROLL16 for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
-        conv_winograd_input_transform(V, ldv, c, p);
+        vf p[36];
+        UNROLL36 for (int i = 0; i < NP; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
+        conv_winograd_input_transform(m, V, ldv, c, p);
     }
     if (c < Cin) {
-        vf p[16];
-        for (int i = 0; i < 16; i++) p[i] = full || d[i] ? vload_part(d[i] + c, Cin - c) : (vf){0};
-        conv_winograd_input_transform(V, ldv, c, p);
+        vf p[36];
+        for (int i = 0; i < NP; i++) p[i] = full || d[i] ? vload_part(d[i] + c, Cin - c) : (vf){0};
+        conv_winograd_input_transform(m, V, ldv, c, p);
     }
 }
 
-/* The 4x4 patch at rows i0.., columns j0.. of sample n of x (N, H, W, Cin),
- * zero outside x. Inside x (most tiles) the loads need no test. */
-INLINE void conv_winograd_input_patch(float *V, size_t ldv, const float *x, long n, int i0, int j0,
-                                      int H, int W, int Cin)
+/* The P x P patch at rows i0.., columns j0.. of sample n of x (N, H, W,
+ * Cin), zero outside x. Inside x (most tiles) the loads need no test. */
+INLINE void conv_winograd_input_patch(const int m, float *V, size_t ldv, const float *x, long n,
+                                      int i0, int j0, int H, int W, int Cin)
 {
-    const float *d[16];
-    const int full = i0 >= 0 && j0 >= 0 && i0 + 4 <= H && j0 + 4 <= W;
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) {
+    const int P = conv_winograd_p(m);
+    const float *d[36];
+    const int full = i0 >= 0 && j0 >= 0 && i0 + P <= H && j0 + P <= W;
+    for (int i = 0; i < P; i++)
+        for (int j = 0; j < P; j++) {
             const int u = i0 + i, v = j0 + j;
-            d[i * 4 + j] = full || (u >= 0 && u < H && v >= 0 && v < W)
+            d[i * P + j] = full || (u >= 0 && u < H && v >= 0 && v < W)
                                ? x + (((size_t)n * H + u) * W + v) * Cin
                                : NULL;
         }
     if (full)
-        conv_winograd_input_tile_any(V, ldv, d, Cin, 1);
+        conv_winograd_input_tile_any(m, V, ldv, d, Cin, 1);
     else
-        conv_winograd_input_tile_any(V, ldv, d, Cin, 0);
+        conv_winograd_input_tile_any(m, V, ldv, d, Cin, 0);
 }
 
-/* ---- the output transform of one tile: y = A^T m A (+ bias, ReLU) ----
- * M rows `ldm` apart per xi; o[r][s] points at output pixel (r, s) of the
- * 2x2 block, or is NULL outside the output. */
-INLINE void conv_winograd_output_tile(float *const o[4], const float *M, size_t ldm, int Cout,
-                                      const float *bias, int relu, int add)
+/* ---- the output transform of one tile: y = A^T M A (+ bias, ReLU) ---- */
+
+/* r[0..m) = A^T q[0..P), the P values q[i * qs]. */
+INLINE void conv_winograd_at(const int m, vf *r, const vf *q, const int qs)
 {
+    if (m == 2) {
+        r[0] = q[0] + q[qs] + q[2 * qs];
+        r[1] = q[qs] - q[2 * qs] - q[3 * qs];
+    } else {
+        const vf sp = q[qs] + q[2 * qs], sm = q[qs] - q[2 * qs];
+        const vf tp = q[3 * qs] + q[4 * qs], tm = q[3 * qs] - q[4 * qs];
+        r[0] = q[0] + sp + tp;
+        r[1] = sm + splat(2.0f) * tm;
+        r[2] = sp + splat(4.0f) * tp;
+        r[3] = sm + splat(8.0f) * tm + q[5 * qs];
+    }
+}
+
+/* M rows `ldm` apart per xi; o[r * m + s] points at output pixel (r, s) of
+ * the block, or is NULL outside the output. */
+INLINE void conv_winograd_output_tile(const int m, float *const *o, const float *M, size_t ldm,
+                                      int Cout, const float *bias, int relu, int add)
+{
+    const int P = conv_winograd_p(m), NP = P * P;
     for (int c = 0; c < Cout; c += VL) {
-        vf m[16], s[8], y[4];
-        UNROLL16 for (int i = 0; i < 16; i++) m[i] = vload(M + (size_t)i * ldm + c);
-        UNROLL for (int j = 0; j < 4; j++) { /* s = A^T m, per column */
-            s[0 * 4 + j] = m[0 * 4 + j] + m[1 * 4 + j] + m[2 * 4 + j];
-            s[1 * 4 + j] = m[1 * 4 + j] - m[2 * 4 + j] - m[3 * 4 + j];
+        vf q[36], s[24], y[16];
+        UNROLL36 for (int i = 0; i < NP; i++) q[i] = vload(M + (size_t)i * ldm + c);
+        UNROLL for (int j = 0; j < P; j++) { /* s = A^T q, per column */
+            vf col[4];
+            conv_winograd_at(m, col, q + j, P);
+            UNROLL for (int i = 0; i < m; i++) s[i * P + j] = col[i];
         }
-        UNROLL for (int i = 0; i < 2; i++) { /* y = s A, per row */
-            y[i * 2 + 0] = s[i * 4 + 0] + s[i * 4 + 1] + s[i * 4 + 2];
-            y[i * 2 + 1] = s[i * 4 + 1] - s[i * 4 + 2] - s[i * 4 + 3];
-        }
+        UNROLL for (int i = 0; i < m; i++) /* y = s A, per row */
+            conv_winograd_at(m, y + i * m, s + i * P, 1);
         const int left = Cout - c;
-        UNROLL for (int q = 0; q < 4; q++) {
-            if (!o[q]) continue;
-            vf t = y[q];
+        UNROLL for (int e = 0; e < m * m; e++) {
+            if (!o[e]) continue;
+            vf t = y[e];
             if (bias) t += vload(bias + c);
             if (relu) t = (vf)((vi)t & (t > (vf){0}));
             if (left >= VL) {
-                if (add) t += vload(o[q] + c);
-                vstore(o[q] + c, t);
+                if (add) t += vload(o[e] + c);
+                vstore(o[e] + c, t);
             } else {
                 float part[VL];
                 vstore(part, t);
-                for (int e = 0; e < left; e++) o[q][c + e] = add ? o[q][c + e] + part[e] : part[e];
+                for (int l = 0; l < left; l++) o[e][c + l] = add ? o[e][c + l] + part[l] : part[l];
             }
         }
     }
 }
 
-void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
-                      int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
-                      float *scratch, int slots)
+/* One block of tiles [t0, t1): gathered and transformed into V, the P*P
+ * GEMMs into M, transformed back into y. m is a constant at each call, so
+ * every loop over the patch unrolls. */
+INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t1, float *y, int OH,
+                                int OW, int Cout, const float *x, int H, int W, int Cin, int oy,
+                                int ox, const float *U, const float *bias, int relu, int add)
 {
-    const long tiles = conv_winograd_tile_count(N, OH, OW), blocks = (tiles + TB - 1) / TB;
+    const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
+    const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
+    for (long t = t0; t < t1; t++) {
+        long n;
+        int i0, j0;
+        conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
+        conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy,
+                                  j0 + ox, H, W, Cin);
+    }
+    for (int xi = 0; xi < NP; xi++)
+        nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, (int)(t1 - t0), ldo,
+                     V + (size_t)xi * TB * ldi, (size_t)ldi, Cin, U + (size_t)xi * Cin * ldo,
+                     (size_t)ldo);
+    for (long t = t0; t < t1; t++) {
+        long n;
+        int i0, j0;
+        conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
+        float *o[16];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++)
+                o[i * m + j] = i0 + i < OH && j0 + j < OW
+                                   ? y + (((size_t)n * OH + i0 + i) * OW + j0 + j) * Cout
+                                   : NULL;
+        conv_winograd_output_tile(m, o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias,
+                                  relu, add);
+    }
+}
+
+void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
+                      int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
+                      int add, float *scratch, int slots)
+{
+    const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
+    const long tiles = conv_winograd_tile_count(m, N, OH, OW), blocks = (tiles + TB - 1) / TB;
     const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
     /* Small convolutions (a batch-1 prediction) run on the calling thread,
      * in slot 0, with the same blocks: the multiply-adds of the direct
      * convolution, against the threshold conv_gemm.c uses. */
-    const double macs = (double)tiles * 4 * 9 * Cin * Cout;
+    const double macs = (double)tiles * m * m * 9 * Cin * Cout;
     #pragma omp parallel for schedule(static) num_threads(slots) if (macs >= WINOGRAD_PAR_MIN_MACS)
     for (long bk = 0; bk < blocks; bk++) {
-        float *V = conv_winograd_thread_slot(scratch, ldi, ldo), *M = V + (size_t)16 * TB * ldi;
+        float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *M = V + (size_t)NP * TB * ldi;
         const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
-        const int nt = (int)(t1 - t0);
-        for (long t = t0; t < t1; t++) {
-            long n;
-            int i0, j0;
-            conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
-            conv_winograd_input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy,
-                                      j0 + ox, H, W, Cin);
-        }
-        for (int xi = 0; xi < 16; xi++)
-            nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, nt, ldo, V + (size_t)xi * TB * ldi,
-                         (size_t)ldi, Cin, U + (size_t)xi * Cin * ldo, (size_t)ldo);
-        for (long t = t0; t < t1; t++) {
-            long n;
-            int i0, j0;
-            conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
-            float *o[4];
-            for (int i = 0; i < 2; i++)
-                for (int j = 0; j < 2; j++)
-                    o[i * 2 + j] = i0 + i < OH && j0 + j < OW
-                                       ? y + (((size_t)n * OH + i0 + i) * OW + j0 + j) * Cout
-                                       : NULL;
-            conv_winograd_output_tile(o, M + (size_t)(t - t0) * ldo, (size_t)TB * ldo, Cout, bias,
-                                      relu, add);
-        }
+        if (m == 4)
+            conv_winograd_block(4, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
+                                add);
+        else
+            conv_winograd_block(2, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
+                                add);
     }
 }
 
-/* ---- the kernel gradient: F(3x3, 2x2) ----
- * Transposing the forward's algorithm, for one tile (a 2x2 block z of dz
- * and the 4x4 patch d of x its windows read):
+/* ---- the kernel gradient: F(3x3, m x m) ----
+ * Transposing the forward's algorithm, for one tile (an m x m block z of
+ * dz and the P x P patch d of x its windows read):
  *     dk (3x3) += G^T [ (A z A^T) (.) (B^T d B) ] G
  * so per xi the sum over tiles and channels is a GEMM again, with the
  * reduction running over tiles: dU[xi] (Cin, Cout) += V[xi]^T Z[xi]. */
@@ -305,96 +419,164 @@ static long conv_winograd_dk_groups(long blocks)
     return blocks < 16 ? (blocks ? blocks : 1) : 16;
 }
 
-static long conv_winograd_tile_blocks(const nn_conv_geom *g, int N)
+static long conv_winograd_tile_blocks(int m, const nn_conv_geom *g, int N)
 {
-    return (conv_winograd_tile_count(N, g->OH, g->OW) + TB - 1) / TB;
+    const int TB = conv_winograd_tb(m);
+    return (conv_winograd_tile_count(m, N, g->OH, g->OW) + TB - 1) / TB;
 }
 
-size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F)
+size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int N, int F)
 {
-    const long G = conv_winograd_dk_groups(conv_winograd_tile_blocks(g, N));
-    return (size_t)G * 16 * g->C * conv_winograd_round_up(F, VL);
+    const long G = conv_winograd_dk_groups(conv_winograd_tile_blocks(m, g, N));
+    return (size_t)G * conv_winograd_np(m) * g->C * conv_winograd_round_up(F, VL);
 }
 
-/* Z[xi][f] = (A z A^T)[xi] for the 2x2 block z[r][s] (NULL: outside dz),
- * f < F; zero for f in [F, ldz). Rows of Z are `ldm` apart per xi. */
-INLINE void conv_winograd_dz_tile(float *Z, size_t ldm, const float *const z[4], int F, int ldz)
+/* r[0..P) = A q[0..m), the m values q[i * qs] (A = (A^T)^T). */
+INLINE void conv_winograd_a(const int m, vf *r, const vf *q, const int qs)
 {
+    if (m == 2) {
+        r[0] = q[0];
+        r[1] = q[0] + q[qs];
+        r[2] = q[0] - q[qs];
+        r[3] = -q[qs];
+    } else {
+        const vf e = q[0] + q[2 * qs], o = q[qs] + q[3 * qs];
+        const vf e4 = q[0] + splat(4.0f) * q[2 * qs], o4 = splat(2.0f) * q[qs] + splat(8.0f) * q[3 * qs];
+        r[0] = q[0];
+        r[1] = e + o;
+        r[2] = e - o;
+        r[3] = e4 + o4;
+        r[4] = e4 - o4;
+        r[5] = q[3 * qs];
+    }
+}
+
+/* Z[xi][f] = (A z A^T)[xi] for the m x m block z[r * m + s] (NULL: outside
+ * dz), f < F; zero for f in [F, ldz). Rows of Z are `ldm` apart per xi. */
+INLINE void conv_winograd_dz_tile(const int m, float *Z, size_t ldm, const float *const *z, int F,
+                                  int ldz)
+{
+    const int P = conv_winograd_p(m);
     for (int f = 0; f < ldz; f += VL) { /* ldz is F rounded up to whole vectors */
-        vf q[4], t[8];
-        UNROLL for (int i = 0; i < 4; i++)
+        vf q[16], t[24], v[6];
+        UNROLL for (int i = 0; i < m * m; i++)
             q[i] = !z[i] ? (vf){0} : F - f >= VL ? vload(z[i] + f) : vload_part(z[i] + f, F - f);
-        UNROLL for (int j = 0; j < 2; j++) { /* t = A q, per column */
-            t[0 * 2 + j] = q[0 * 2 + j];
-            t[1 * 2 + j] = q[0 * 2 + j] + q[1 * 2 + j];
-            t[2 * 2 + j] = q[0 * 2 + j] - q[1 * 2 + j];
-            t[3 * 2 + j] = -q[1 * 2 + j];
+        UNROLL for (int j = 0; j < m; j++) { /* t = A q, per column */
+            vf col[6];
+            conv_winograd_a(m, col, q + j, m);
+            UNROLL for (int i = 0; i < P; i++) t[i * m + j] = col[i];
         }
-        UNROLL for (int i = 0; i < 4; i++) { /* Z = t A^T, per row */
-            vstore(Z + (size_t)(i * 4 + 0) * ldm + f, t[i * 2 + 0]);
-            vstore(Z + (size_t)(i * 4 + 1) * ldm + f, t[i * 2 + 0] + t[i * 2 + 1]);
-            vstore(Z + (size_t)(i * 4 + 2) * ldm + f, t[i * 2 + 0] - t[i * 2 + 1]);
-            vstore(Z + (size_t)(i * 4 + 3) * ldm + f, -t[i * 2 + 1]);
+        UNROLL for (int i = 0; i < P; i++) { /* Z = t A^T, per row */
+            conv_winograd_a(m, v, t + i * m, 1);
+            UNROLL for (int j = 0; j < P; j++) vstore(Z + (size_t)(i * P + j) * ldm + f, v[j]);
         }
     }
 }
 
-void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
-                         int F, float *part, float *scratch, int slots)
+/* t[0..3) = G^T v[0..P): the columns of G applied to one column or row. */
+INLINE void conv_winograd_gt(const int m, vf *t, const vf *v)
 {
-    const int C = g->C, Hp = g->Hp, Wp = g->Wp, OH = g->OH, OW = g->OW;
+    if (m == 2) {
+        const vf half = splat(0.5f);
+        t[0] = v[0] + half * (v[1] + v[2]);
+        t[1] = half * (v[1] - v[2]);
+        t[2] = half * (v[1] + v[2]) + v[3];
+    } else {
+        const vf sixth = splat(1.0f / 6.0f);
+        t[0] = splat(0.25f) * v[0] - (v[1] + v[2]) * sixth + (v[3] + v[4]) * splat(1.0f / 24.0f);
+        t[1] = (v[2] - v[1]) * sixth + (v[3] - v[4]) * splat(1.0f / 12.0f);
+        t[2] = (v[3] + v[4] - v[1] - v[2]) * sixth + v[5];
+    }
+}
+
+/* dk[a][b][c][f..f+VL) += (G^T dU G)[a][b] for the channels f.. of one c:
+ * dU summed over the G groups of part, in group order. */
+INLINE void conv_winograd_dk_finish(const int m, float *dk, const float *part, size_t per_group,
+                                    long G, int C, int F, int ldo, int c, int f)
+{
+    const int P = conv_winograd_p(m), NP = P * P, lanes = F - f < VL ? F - f : VL;
+    vf u[36], t[18], r[3];
+    UNROLL36 for (int xi = 0; xi < NP; xi++) {
+        const float *at = part + ((size_t)xi * C + c) * ldo + f;
+        vf s = vload(at);
+        for (long gi = 1; gi < G; gi++) s += vload(at + (size_t)gi * per_group);
+        u[xi] = s;
+    }
+    UNROLL for (int j = 0; j < P; j++) { /* t = G^T u, per column */
+        vf col[6], tc[3];
+        UNROLL for (int i = 0; i < P; i++) col[i] = u[i * P + j];
+        conv_winograd_gt(m, tc, col);
+        UNROLL for (int a = 0; a < 3; a++) t[a * P + j] = tc[a];
+    }
+    UNROLL for (int a = 0; a < 3; a++) { /* dk = t G, per row */
+        conv_winograd_gt(m, r, t + a * P);
+        UNROLL for (int b = 0; b < 3; b++) {
+            float *o = dk + ((size_t)(a * 3 + b) * C + c) * F + f;
+            if (lanes == VL) {
+                vstore(o, vload(o) + r[b]);
+            } else {
+                float tmp[VL];
+                vstore(tmp, r[b]);
+                for (int e = 0; e < lanes; e++) o[e] += tmp[e];
+            }
+        }
+    }
+}
+
+/* The tiles [t0, t1) of one block: x patches into V, dz blocks into Z,
+ * and dU += V^T Z for every xi. m is a constant at each call. */
+INLINE void conv_winograd_dk_block(const int m, float *dU, float *V, float *Z, long t0, long t1,
+                                   const float *x, const float *dz, const nn_conv_geom *g, int F)
+{
+    const int C = g->C, OH = g->OH, OW = g->OW, NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
     const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
-    const long tiles = conv_winograd_tile_count(N, OH, OW);
-    const long blocks = conv_winograd_tile_blocks(g, N), G = conv_winograd_dk_groups(blocks);
-    const size_t per_group = (size_t)16 * C * ldo;
+    for (long t = t0; t < t1; t++) {
+        long n;
+        int i0, j0;
+        conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
+        const float *z[16];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++)
+                z[i * m + j] = i0 + i < OH && j0 + j < OW
+                                   ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
+                                   : NULL;
+        conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0,
+                                  g->Hp, g->Wp, C);
+        conv_winograd_dz_tile(m, Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
+    }
+    for (int xi = 0; xi < NP; xi++)
+        nn_conv_gemm_tn_add(dU + (size_t)xi * C * ldo, (size_t)ldo, C, ldo, V + (size_t)xi * TB * ldi,
+                            (size_t)ldi, (int)(t1 - t0), Z + (size_t)xi * TB * ldo, (size_t)ldo);
+}
+
+void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, const nn_conv_geom *g,
+                         int N, int F, float *part, float *scratch, int slots)
+{
+    const int C = g->C, P = conv_winograd_p(m), NP = P * P, TB = conv_winograd_tb(m);
+    const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
+    const long tiles = conv_winograd_tile_count(m, N, g->OH, g->OW);
+    const long blocks = conv_winograd_tile_blocks(m, g, N), G = conv_winograd_dk_groups(blocks);
+    const size_t per_group = (size_t)NP * C * ldo;
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long gi = 0; gi < G; gi++) {
-        float *V = conv_winograd_thread_slot(scratch, ldi, ldo), *Z = V + (size_t)16 * TB * ldi;
+        float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *Z = V + (size_t)NP * TB * ldi;
         float *dU = part + (size_t)gi * per_group;
         memset(dU, 0, per_group * sizeof *dU);
         for (long bk = blocks * gi / G; bk < blocks * (gi + 1) / G; bk++) {
             const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
-            for (long t = t0; t < t1; t++) {
-                long n;
-                int i0, j0;
-                conv_winograd_tile_origin(t, OH, OW, &n, &i0, &j0);
-                const float *z[4];
-                for (int i = 0; i < 2; i++)
-                    for (int j = 0; j < 2; j++)
-                        z[i * 2 + j] = i0 + i < OH && j0 + j < OW
-                                           ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
-                                           : NULL;
-                conv_winograd_input_patch(V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0,
-                                          j0, Hp, Wp, C);
-                conv_winograd_dz_tile(Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
-            }
-            for (int xi = 0; xi < 16; xi++)
-                nn_conv_gemm_tn_add(dU + (size_t)xi * C * ldo, (size_t)ldo, C, ldo,
-                                    V + (size_t)xi * TB * ldi, (size_t)ldi, (int)(t1 - t0),
-                                    Z + (size_t)xi * TB * ldo, (size_t)ldo);
+            if (m == 4)
+                conv_winograd_dk_block(4, dU, V, Z, t0, t1, x, dz, g, F);
+            else
+                conv_winograd_dk_block(2, dU, V, Z, t0, t1, x, dz, g, F);
         }
     }
     /* Groups combine in order; then dk += G^T dU G per channel pair. */
     #pragma omp parallel for schedule(static) if ((size_t)C * F > 1024)
     for (int c = 0; c < C; c++)
-        for (int f = 0; f < F; f++) {
-            float u[16], t[3][4];
-            for (int xi = 0; xi < 16; xi++) {
-                const size_t at = ((size_t)xi * C + c) * ldo + f;
-                float s = part[at];
-                for (long gi = 1; gi < G; gi++) s += part[(size_t)gi * per_group + at];
-                u[xi] = s;
-            }
-            for (int j = 0; j < 4; j++) { /* t = G^T u, per column */
-                t[0][j] = u[0 * 4 + j] + 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]);
-                t[1][j] = 0.5f * (u[1 * 4 + j] - u[2 * 4 + j]);
-                t[2][j] = 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]) + u[3 * 4 + j];
-            }
-            for (int a = 0; a < 3; a++) { /* dk = t G, per row */
-                float *o = dk + ((size_t)a * 3 * C + c) * F + f;
-                o[0] += t[a][0] + 0.5f * (t[a][1] + t[a][2]);
-                o[(size_t)C * F] += 0.5f * (t[a][1] - t[a][2]);
-                o[(size_t)2 * C * F] += 0.5f * (t[a][1] + t[a][2]) + t[a][3];
-            }
+        for (int f = 0; f < F; f += VL) {
+            if (m == 4)
+                conv_winograd_dk_finish(4, dk, part, per_group, G, C, F, ldo, c, f);
+            else
+                conv_winograd_dk_finish(2, dk, part, per_group, G, C, F, ldo, c, f);
         }
 }

@@ -1,6 +1,6 @@
-/* conv_winograd: the Winograd F(2x2, 3x3) kernels of
- * layers/conv_winograd.c, NHWC: 3x3 windows at stride 1 and dilation 1,
- * forward, dx, and (as F(3x3, 2x2)) dkernel.
+/* conv_winograd: the Winograd F(m x m, 3x3) kernels of
+ * layers/conv_winograd.c, m = 2 or 4, NHWC: 3x3 windows at stride 1 and
+ * dilation 1, forward, dx, and (as F(3x3, m x m)) dkernel.
  *
  * Internal to the convolution: layers/conv_core.c sizes their buffers and
  * dispatches to them. They compute the same sums as the direct loop in
@@ -21,31 +21,34 @@
 int nn_conv_winograd_fits(const nn_conv_geom *g);
 /* ... and pays: it fits, with at least 8 channels in (g->C) and out (F). */
 int nn_conv_winograd_applies(const nn_conv_geom *g, int F);
-/* Floats of the transformed kernel U (16, Cin, Cout rounded up to vectors)
+/* The tile size m the dispatch runs this geometry with (it fits): 4, or 2
+ * for outputs under 3x3. Every function below takes m first. */
+int nn_conv_winograd_tile(const nn_conv_geom *g);
+/* Floats of the transformed kernel U ((m+2)^2, Cin, Cout rounded up to vectors)
  * and of the scratch for `slots` threads; slots is the OpenMP thread limit
  * when the buffers are sized, and the kernels below never run more threads
  * than the slots they are given (the limit may rise between a forward and
  * its backward). */
-size_t nn_conv_winograd_kernel_size(int Cin, int Cout);
+size_t nn_conv_winograd_kernel_size(int m, int Cin, int Cout);
 int nn_conv_winograd_slots(void);
-size_t nn_conv_winograd_scratch_size(int slots, int Cin, int Cout);
+size_t nn_conv_winograd_scratch_size(int m, int slots, int Cin, int Cout);
 /* U from k (3, 3, C, F): Cin = C, Cout = F; flip: Cin = F, Cout = C with
  * the kernel rotated by 180 degrees (for dx). */
-void nn_conv_winograd_kernel(float *U, const float *k, int C, int F, int flip);
+void nn_conv_winograd_kernel(int m, float *U, const float *k, int C, int F, int flip);
 /* y (N, OH, OW, Cout) = (add ? y : 0) + act(b + sum over 3x3 windows of
  * x (N, H, W, Cin) read at (oh + oy + a, ow + ox + b), zero outside x).
  * bias: NULL or Cout rounded up to vectors. */
-void nn_conv_winograd(float *y, int OH, int OW, int Cout, const float *x, int H, int W, int Cin,
-                      int oy, int ox, int N, const float *U, const float *bias, int relu, int add,
-                      float *scratch, int slots);
+void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
+                      int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
+                      int add, float *scratch, int slots);
 
 /* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
- * F(3x3, 2x2) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
- * is the input with its padding, dz (N, OH, OW, F). The sum over 2x2 tiles
+ * F(3x3, m x m) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
+ * is the input with its padding, dz (N, OH, OW, F). The sum over m x m tiles
  * runs in fixed groups combined in order; part holds
  * nn_conv_winograd_dk_size() floats. */
-size_t nn_conv_winograd_dk_size(const nn_conv_geom *g, int N, int F);
-void nn_conv_winograd_dk(float *dk, const float *x, const float *dz, const nn_conv_geom *g, int N,
-                         int F, float *part, float *scratch, int slots);
+size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int N, int F);
+void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, const nn_conv_geom *g,
+                         int N, int F, float *part, float *scratch, int slots);
 
 #endif
