@@ -138,7 +138,10 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode);
 nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *labels,
                               float *loss, int *correct);
 /* Eval-mode forward without recording gradients; returns the logits (in the
- * arena) and, if labels is not NULL, the summed loss and correct count. */
+ * arena) and, if labels is not NULL, the summed loss and correct count.
+ * After the first call with a given input shape it allocates nothing: the
+ * arena already holds what the call needs, and a first call that had to grow
+ * the arena runs its pass a second time in the grown arena. */
 nn_status nn_model_predict(nn_model *m, tensor *x, const int *labels, tensor **logits,
                            double *loss_sum, int *correct);
 

@@ -18,7 +18,10 @@
  * ASan or valgrind, where only the arena is checked), and as many
  * eval-mode nn_model_forward calls without a reset, keep the arena at its
  * size after the first call and the resident set within the same slack; a
- * training forward repeated without a reset is an error, not growth. */
+ * training forward repeated without a reset is an error, not growth.
+ * And for the two example networks (examples/mnist_cnn.txt and
+ * examples/fashion_resnet.txt) batch-1 nn_model_predict allocates nothing
+ * after its first call (see test_predict_allocation_free). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +200,74 @@ static void test_inference_memory_flat(void **state)
     nn_model_free(m);
 }
 
+/* After its first call, batch-1 nn_model_predict allocates nothing, for
+ * the example networks (Winograd and GEMM convolutions, batchnorm, add,
+ * pooling, dense; channels_last, 28x28x1). The forward takes memory only
+ * from the graph's arena (layers and kernels take their scratch there) and
+ * reads the model's three blocks, which build made. An arena allocation
+ * either chains a block, which raises the arena's total, or merges the
+ * chain at a reset into a new block, which moves every address handed out
+ * after it. So over 1,000 calls (the input changing each time) the arena
+ * must keep its size, hand out the same bytes and return the output at the
+ * same address; no node may be recorded and no gradient buffer pooled; the
+ * model's blocks stay where they are. Without the second pass of a first
+ * call that grew the arena (nn_model_predict), the residual network's
+ * second call merged a 7 MB chain, and the output moved. Not nn's and not
+ * checked: libgomp allocates and frees a small team descriptor around each
+ * parallel region that one thread enters. */
+enum { ALLOC_CALLS = 1000 };
+
+static void predict_allocation_free(const char *spec)
+{
+    nn_model *m = nn_model_create(8);
+    assert_non_null(m);
+    assert_ok(nn_model_load_spec(m, spec));
+    assert_ok(nn_model_build(m, 3, (int[]){28, 28, 1}));
+    tensor *x = tensor_create(4, (int[]){1, 28, 28, 1});
+    assert_non_null(x);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 80);
+    for (size_t i = 0; i < x->size; i++) x->data[i] = tensor_rng_uniform(&rng);
+    nn_graph *g = nn_model_graph(m);
+    const size_t arena_before = nn_graph_arena_bytes(g);
+    tensor *y = NULL;
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    const size_t bytes = nn_graph_arena_bytes(g), used = nn_graph_arena_used(g);
+    const tensor *y_first = y;
+    const float *out = y->data, *params = m->params, *grads = m->grads, *buffers = m->buffers;
+    const float first = y->data[0];
+    int changed = 0;
+    for (int i = 1; i <= ALLOC_CALLS; i++) {
+        x->data[(size_t)i * 37 % x->size] += 0.01f;
+        assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+        if (nn_graph_arena_bytes(g) != bytes || nn_graph_arena_used(g) != used)
+            fail_msg("%s, call %d: the arena holds %zu bytes and handed out %zu; after the first "
+                     "call %zu and %zu", spec, i + 1, nn_graph_arena_bytes(g),
+                     nn_graph_arena_used(g), bytes, used);
+        if (y != y_first || y->data != out)
+            fail_msg("%s, call %d: the output moved (a new arena block)", spec, i + 1);
+        assert_int_equal(nn_graph_node_count(g), 0);
+        assert_int_equal(nn_graph_grad_pool_bytes(g), 0);
+        assert_ptr_equal(m->params, params);
+        assert_ptr_equal(m->grads, grads);
+        assert_ptr_equal(m->buffers, buffers);
+        changed += y->data[0] != first;
+    }
+    printf("    %s: %d batch-1 predictions after the first: arena %zu bytes (%zu before the first "
+           "call), %zu handed out by every call, output at the same address\n",
+           spec, ALLOC_CALLS, bytes, arena_before, used);
+    assert_true(changed > 0); /* the calls computed on their inputs */
+    tensor_free(x);
+    nn_model_free(m);
+}
+
+static void test_predict_allocation_free(void **state)
+{
+    (void)state;
+    predict_allocation_free("examples/mnist_cnn.txt");
+    predict_allocation_free("examples/fashion_resnet.txt");
+}
+
 /* A training forward after one that recorded a tape, with no reset between:
  * the error says what to do, and nothing piles up. Resetting, or
  * nn_model_train_step, makes it work again. An eval forward after a
@@ -277,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_cnn_memory_flat),
         cmocka_unit_test(test_inference_memory_flat),
         cmocka_unit_test(test_forgotten_reset),
+        cmocka_unit_test(test_predict_allocation_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
