@@ -413,10 +413,19 @@ void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x,
  * reduction running over tiles: dU[xi] (Cin, Cout) += V[xi]^T Z[xi]. */
 
 /* Groups of tile blocks whose partial sums are combined in group order:
- * fixed by the shapes alone, never by the thread count. */
-static long conv_winograd_dk_groups(long blocks)
+ * fixed by the shapes alone, never by the thread count. Up to 16 (enough
+ * threads' worth of parallel work), but at least 4 and otherwise no more
+ * than fit in 8 MB: each group's partial sums, P*P x Cin x Cout, are
+ * zeroed, accumulated and read back once per backward, so at 128 x 128
+ * channels (2.4 MB per group with F(4x4)) 16 groups would stream 38 MB
+ * three times for no gain on a few cores. */
+static long conv_winograd_dk_groups(long blocks, size_t per_group_floats)
 {
-    return blocks < 16 ? (blocks ? blocks : 1) : 16;
+    long G = per_group_floats ? (long)(((size_t)8 << 20) / (per_group_floats * sizeof(float))) : 16;
+    if (G < 4) G = 4;
+    if (G > 16) G = 16;
+    if (G > blocks) G = blocks;
+    return G < 1 ? 1 : G;
 }
 
 static long conv_winograd_tile_blocks(int m, const nn_conv_geom *g, int N)
@@ -427,8 +436,8 @@ static long conv_winograd_tile_blocks(int m, const nn_conv_geom *g, int N)
 
 size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int N, int F)
 {
-    const long G = conv_winograd_dk_groups(conv_winograd_tile_blocks(m, g, N));
-    return (size_t)G * conv_winograd_np(m) * g->C * conv_winograd_round_up(F, VL);
+    const size_t per_group = (size_t)conv_winograd_np(m) * g->C * conv_winograd_round_up(F, VL);
+    return (size_t)conv_winograd_dk_groups(conv_winograd_tile_blocks(m, g, N), per_group) * per_group;
 }
 
 /* r[0..P) = A q[0..m), the m values q[i * qs] (A = (A^T)^T). */
@@ -555,8 +564,8 @@ void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, cons
     const int C = g->C, P = conv_winograd_p(m), NP = P * P, TB = conv_winograd_tb(m);
     const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
     const long tiles = conv_winograd_tile_count(m, N, g->OH, g->OW);
-    const long blocks = conv_winograd_tile_blocks(m, g, N), G = conv_winograd_dk_groups(blocks);
     const size_t per_group = (size_t)NP * C * ldo;
+    const long blocks = conv_winograd_tile_blocks(m, g, N), G = conv_winograd_dk_groups(blocks, per_group);
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long gi = 0; gi < G; gi++) {
         float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *Z = V + (size_t)NP * TB * ldi;
