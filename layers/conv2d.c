@@ -23,9 +23,11 @@
  * (layers/conv_winograd.c), register-blocked GEMM tiles reading NHWC
  * tensors directly otherwise (layers/conv_gemm.c), with the buffers and the
  * choice between them in layers/conv_core.c. NHWC is the fast path.
- * channels_first input is transposed to NHWC, run through the same core,
- * and the output transposed back, so both formats give the same numbers
- * for the same kernel. The bias and ReLU are applied in registers
+ * channels_first runs the same kernels a chunk of samples at a time, each
+ * chunk transposed to NHWC and its output back (nn_conv_forward_nchw), so
+ * both formats give the same numbers for the same kernel (bit for bit
+ * when the batch is one chunk; otherwise dkernel and dbias add per-chunk
+ * sums). The bias and ReLU are applied in registers
  * before the output is stored; backward masks dy by y > 0, as dense does.
  * Every other activation is a second graph node after the linear one
  * (nn_act_record in layers/activation.c), the same arithmetic as the
@@ -60,8 +62,6 @@ typedef struct {
 typedef struct {
     const conv2d_state *s;
     nn_conv_work w;  /* the forward's padded input and the backward's buffers */
-    float *y_nhwc;   /* channels_first: NHWC output, reused for dz */
-    float *dx_nhwc;  /* channels_first with dx: NHWC dx */
 } conv2d_ctx;
 
 static nn_status conv2d_parse(nn_layer *l, nn_config *c)
@@ -130,27 +130,20 @@ static void conv2d_backward(nn_node *n)
     const nn_conv_geom *g = &s->geom;
     tensor *x = n->in[0], *k = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL, *y = n->out;
     const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
-    const size_t P = (size_t)g->OH * g->OW;
     /* dz = dy * relu'(y), in place: every consumer of y has run its backward
      * already, so nothing reads y->grad after this. channels_last masks in
      * the same pass that sums the bias gradient. */
     float *dz = y->grad;
     const float *mask_y = s->activation == NN_ACT_RELU ? y->data : NULL;
-    if (cf) {
-        if (mask_y) nn_conv_relu_mask(dz, mask_y, y->size);
-        mask_y = NULL;
-        nn_conv_to_nhwc(c->y_nhwc, dz, N, F, (int)P, 0);
-        dz = c->y_nhwc;
-    }
     /* Forward reserved the dx buffers only when x required a gradient; a
      * leaf may carry a grad buffer without asking for one. */
-    float *dx = NULL;
-    if (x->grad && (c->w.kt || c->w.wkt)) dx = cf ? c->dx_nhwc : x->grad;
-    if (dx && cf) memset(dx, 0, x->size * sizeof *dx);
+    float *dx = x->grad && (c->w.kt || c->w.wkt) ? x->grad : NULL;
     float *dk = k->grad && c->w.part ? k->grad : NULL;
     float *db = b && b->grad && c->w.db ? b->grad : NULL;
-    nn_conv_backward(dx, dk, db, dz, mask_y, k->data, g, N, F, &c->w);
-    if (dx && cf) nn_conv_to_nchw(x->grad, dx, N, g->C, g->H * g->W, 1);
+    if (cf)
+        nn_conv_backward_nchw(dx, dk, db, dz, mask_y, x->data, k->data, g, N, F, &c->w);
+    else
+        nn_conv_backward(dx, dk, db, dz, mask_y, k->data, g, N, F, &c->w);
 }
 
 /* n floats from the arena, or NULL when n is 0; *failed is set on error. */
@@ -168,7 +161,6 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     const conv2d_state *s = l->state;
     const nn_conv_geom *g = &s->geom;
     const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
-    const size_t P = (size_t)g->OH * g->OW;
     int shape[4] = {N, g->OH, g->OW, F};
     if (cf) {
         shape[1] = F;
@@ -183,7 +175,10 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     const int need_dk = record && (k->flags & TENSOR_REQUIRES_GRAD);
     const int need_db = record && b && (b->flags & TENSOR_REQUIRES_GRAD);
     nn_conv_sizes z;
-    nn_conv_work_sizes(&z, g, N, F, need_dx, need_dk, need_db);
+    if (cf)
+        nn_conv_work_sizes_nchw(&z, g, N, F, need_dx, need_dk, need_db);
+    else
+        nn_conv_work_sizes(&z, g, N, F, need_dx, need_dk, need_db);
     int failed = 0;
     tensor *y = nn_graph_tensor(gr, 4, shape);
     conv2d_ctx *c = conv2d_arena(gr, 1, sizeof *c, &failed);
@@ -203,21 +198,15 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->wk = conv2d_arena(gr, z.wk, sizeof(float), &failed);
     w->wkt = conv2d_arena(gr, z.wkt, sizeof(float), &failed);
     w->ws = conv2d_arena(gr, z.ws, sizeof(float), &failed);
+    w->yn = conv2d_arena(gr, z.yn, sizeof(float), &failed);
+    w->dxn = conv2d_arena(gr, z.dxn, sizeof(float), &failed);
     w->ws_slots = z.ws_slots;
-    const float *xd = x->data;
-    float *yd = y->data;
-    if (cf) {
-        float *xn = conv2d_arena(gr, x->size, sizeof(float), &failed);
-        c->y_nhwc = conv2d_arena(gr, y->size, sizeof(float), &failed);
-        if (need_dx) c->dx_nhwc = conv2d_arena(gr, x->size, sizeof(float), &failed);
-        if (failed) return NN_ERR_MEMORY;
-        nn_conv_to_nhwc(xn, x->data, N, g->C, g->H * g->W, 0);
-        xd = xn;
-        yd = c->y_nhwc;
-    }
     if (failed) return NN_ERR_MEMORY;
-    nn_conv_forward(yd, xd, k->data, b ? b->data : NULL, s->activation == NN_ACT_RELU, g, N, F, w);
-    if (cf) nn_conv_to_nchw(y->data, yd, N, F, (int)P, 0);
+    const int relu = s->activation == NN_ACT_RELU;
+    if (cf)
+        nn_conv_forward_nchw(y->data, x->data, k->data, b ? b->data : NULL, relu, g, N, F, w);
+    else
+        nn_conv_forward(y->data, x->data, k->data, b ? b->data : NULL, relu, g, N, F, w);
     if (record) {
         nn_node *node = nn_graph_record(gr, "conv2d", y, in, n_in, conv2d_backward, c);
         if (node) node->saves_output = s->activation == NN_ACT_RELU;

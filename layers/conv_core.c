@@ -16,6 +16,8 @@
  *             less the forward padding, with the flipped kernel -- the same
  *             tiles as forward; other strides: dcol = dz k^T in chunks of
  *             samples (at most 8 MB), gathered into dx by col2im
+ * channels_first (NCHW) runs the same passes a chunk of samples at a time,
+ * transposing each chunk in and its result out (nn_conv_forward_nchw).
  * Vector loads need rows whose length is a multiple of the vector width, so
  * a filter count F that is not gets zero-padded copies of the kernel (and of
  * dz for dkernel); the extra columns are never stored.
@@ -160,6 +162,12 @@ static void conv_core_pad_cols(float *dst, int ldd, const float *src, size_t row
 
 /* Upper bound of one chunk of dx columns on the strided path. */
 #define NN_CONV_CHUNK_BYTES ((size_t)8 << 20)
+/* Upper bound of one channels_first chunk's NHWC input and output: about
+ * an L2 cache, so the chunk is still cached when its result is transposed
+ * back. A constant, never the machine's cache size or the thread count: the
+ * chunking decides how dkernel's sums are grouped, so it must depend on the
+ * shapes alone. */
+#define NN_CONV_NCHW_BYTES ((size_t)1 << 20)
 
 static int conv_core_round_up(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -177,7 +185,6 @@ static size_t conv_core_dcol_chunk(const nn_conv_geom *g, int N)
     return chunk;
 }
 
-/* Winograd or the GEMM tiles: the one choice every pass below follows. */
 /* Stride-1 dx reads dz padded by the window less the forward's padding;
  * with no such padding (a 1x1 window over an unpadded input) dz itself. */
 static int conv_core_dz_needs_pad(const nn_conv_geom *g)
@@ -186,7 +193,8 @@ static int conv_core_dz_needs_pad(const nn_conv_geom *g)
            g->H + (g->KH - 1) * g->DH != g->OH || g->W + (g->KW - 1) * g->DW != g->OW;
 }
 
-/* The Winograd tile size m, or 0 for the GEMM tiles. */
+/* Winograd or the GEMM tiles: the one choice every pass below follows.
+ * The Winograd tile size m, or 0 for the GEMM tiles. */
 static int conv_core_winograd(const nn_conv_geom *g, int F)
 {
     switch (g->path) {
@@ -196,6 +204,18 @@ static int conv_core_winograd(const nn_conv_geom *g, int F)
     case NN_CONV_PATH_WINOGRAD_F4: return nn_conv_winograd_fits(g) ? 4 : 0;
     default: return nn_conv_winograd_applies(g, F) ? nn_conv_winograd_tile(g) : 0;
     }
+}
+
+/* Samples per chunk of the channels_first passes: as many as keep the
+ * chunk's padded NHWC input and its NHWC output within NN_CONV_NCHW_BYTES,
+ * at least one, at most N. */
+static int conv_core_nchw_chunk(const nn_conv_geom *g, int N, int F)
+{
+    const size_t per = ((size_t)g->Hp * g->Wp * g->C + (size_t)g->OH * g->OW * F) * sizeof(float);
+    size_t nb = per ? NN_CONV_NCHW_BYTES / per : (size_t)N;
+    if (nb < 1) nb = 1;
+    if (nb > (size_t)N) nb = (size_t)N;
+    return (int)nb;
 }
 
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
@@ -234,69 +254,81 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     if (need_db) s->db = nn_conv_db_scratch((size_t)N * P, F);
 }
 
-void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
-                     const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
+                             int need_dk, int need_db)
+{
+    /* The NHWC passes' buffers for one chunk (every one of them grows with
+     * the sample count, so a shorter last chunk fits), plus the chunk's
+     * NHWC copies; xp always holds the input, padded or not. */
+    const int nb = conv_core_nchw_chunk(g, N, F);
+    nn_conv_work_sizes(s, g, nb, F, need_dx, need_dk, need_db);
+    s->xp = (size_t)nb * g->Hp * g->Wp * g->C;
+    s->yn = (size_t)nb * g->OH * g->OW * F;
+    if (need_dx) s->dxn = (size_t)nb * g->H * g->W * g->C;
+}
+
+/* The forward's setup, which depends on the kernel and bias only: the
+ * bias with Fp entries, and the transformed (Winograd) or column-padded
+ * kernel. Returns the Winograd tile size, 0 for the GEMM tiles. */
+static int conv_core_forward_setup(const float *k, const float *b, const nn_conv_geom *g, int F,
+                                   nn_conv_work *w)
 {
     const int Fp = conv_core_round_up(F, nn_conv_vector_width());
-    const size_t T = (size_t)g->KH * g->KW * g->C;
-    w->x = x;
-    if (conv_core_is_padded(g)) {
-        nn_conv_pad(w->xp, g->Hp, g->Wp, x, g->H, g->W, N, g->C, g->PT, g->PL);
-        w->x = w->xp;
-    }
     if (b) {
         memcpy(w->bp, b, (size_t)F * sizeof *b);
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
-    if (N == 0 || g->OH == 0 || g->OW == 0) return;
     const int wino = conv_core_winograd(g, F);
-    if (wino) {
-        /* The transformed kernel has padded columns of its own. */
-        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0);
-        nn_conv_winograd(wino, y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
-                         b ? w->bp : NULL, relu, 0, w->ws, w->ws_slots);
-        return;
-    }
-    const float *kp = k;
-    if (F != Fp) {
-        conv_core_pad_cols(w->kp, Fp, k, T, F);
-        kp = w->kp;
-    }
-    nn_conv_forward_nhwc(y, w->x, g->Hp, g->Wp, kp, F != Fp ? Fp : F, b ? w->bp : NULL, relu, g, N, F);
+    if (wino)
+        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0); /* padded columns of its own */
+    else if (F != Fp)
+        conv_core_pad_cols(w->kp, Fp, k, (size_t)g->KH * g->KW * g->C, F);
+    return wino;
 }
 
-void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
-                      const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+/* y (N, OH, OW, F) = act(tiles(xp, k) + b), xp (N, Hp, Wp, C) the input
+ * with its padding, after conv_core_forward_setup. */
+static void conv_core_forward_run(float *y, const float *xp, const float *k, int has_b, int relu,
+                                  const nn_conv_geom *g, int N, int F, int wino,
+                                  const nn_conv_work *w)
 {
-    const int VLw = nn_conv_vector_width(), Fp = conv_core_round_up(F, VLw);
-    const int C = g->C, KH = g->KH, KW = g->KW;
-    const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
-    if (N == 0 || P == 0) return;
-    nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
-    const int wino = conv_core_winograd(g, F);
-    if (dk && T && wino) {
-        nn_conv_winograd_dk(wino, dk, w->x, dz, g, N, F, w->part, w->ws, w->ws_slots);
-    } else if (dk && T) {
-        const float *dzk = dz;
-        if (F != Fp) {
-            conv_core_pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);
-            dzk = w->dzp;
-        }
-        nn_conv_backward_kernel(dk, w->x, g->Hp, g->Wp, dzk, F != Fp ? Fp : F, g, N, F, w->part,
-                                nn_conv_dk_groups(g, N, F));
-    }
-    if (!dx || !T) return;
+    const int Fp = conv_core_round_up(F, nn_conv_vector_width());
+    const float *bp = has_b ? w->bp : NULL;
+    if (wino)
+        nn_conv_winograd(wino, y, g->OH, g->OW, F, xp, g->Hp, g->Wp, g->C, 0, 0, N, w->wk, bp, relu,
+                         0, w->ws, w->ws_slots);
+    else
+        nn_conv_forward_nhwc(y, xp, g->Hp, g->Wp, F != Fp ? w->kp : k, F != Fp ? Fp : F, bp, relu,
+                             g, N, F);
+}
+
+/* dk (T, F) += from xp (N, Hp, Wp, C) and dz (N, OH, OW, F). */
+static void conv_core_backward_dk(float *dk, const float *xp, const float *dz, const nn_conv_geom *g,
+                                  int N, int F, int wino, nn_conv_work *w)
+{
     if (wino) {
-        /* dx is the correlation of dz (zero outside it) with the flipped
-         * kernel, shifted by the window less the forward's padding. */
-        nn_conv_winograd_kernel(wino, w->wkt, k, C, F, 1);
-        nn_conv_winograd(wino, dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
-                         NULL, 0, 1, w->ws, w->ws_slots);
+        nn_conv_winograd_dk(wino, dk, xp, dz, g, N, F, w->part, w->ws, w->ws_slots);
         return;
     }
-    if (g->SH == 1 && g->SW == 1) {
-        /* Stride 1: dx is the correlation of dz, padded by the window less
-         * the forward's padding, with the flipped kernel. */
+    const int Fp = conv_core_round_up(F, nn_conv_vector_width());
+    const size_t P = (size_t)g->OH * g->OW;
+    if (F != Fp) {
+        conv_core_pad_cols(w->dzp, Fp, dz, (size_t)N * P, F);
+        dz = w->dzp;
+    }
+    nn_conv_backward_kernel(dk, xp, g->Hp, g->Wp, dz, F != Fp ? Fp : F, g, N, F, w->part,
+                            nn_conv_dk_groups(g, N, F));
+}
+
+/* dx's setup, which depends on the kernel only: the kernel transformed,
+ * or flipped and transposed (stride 1), or transposed (strided). */
+static void conv_core_dx_setup(const float *k, const nn_conv_geom *g, int F, int wino, nn_conv_work *w)
+{
+    const int VLw = nn_conv_vector_width(), C = g->C, KH = g->KH, KW = g->KW;
+    const size_t T = (size_t)KH * KW * C;
+    if (wino) {
+        nn_conv_winograd_kernel(wino, w->wkt, k, C, F, 1);
+    } else if (g->SH == 1 && g->SW == 1) {
         const int Cp = conv_core_round_up(C, VLw);
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++)
@@ -306,27 +338,154 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
                     for (int c = 0; c < C; c++) row[c] = src[(size_t)c * F];
                     for (int c = C; c < Cp; c++) row[c] = 0.0f;
                 }
+    } else {
+        const int Tp = conv_core_round_up((int)T, VLw);
+        for (int f = 0; f < F; f++)
+            for (size_t t = 0; t < (size_t)Tp; t++)
+                w->kt[(size_t)f * Tp + t] = t < T ? k[t * F + f] : 0.0f;
+    }
+}
+
+/* dx (N, H, W, C) += from dz (N, OH, OW, F), after conv_core_dx_setup. */
+static void conv_core_backward_dx(float *dx, const float *dz, const nn_conv_geom *g, int N, int F,
+                                  int wino, nn_conv_work *w)
+{
+    const int VLw = nn_conv_vector_width(), C = g->C, KH = g->KH, KW = g->KW;
+    const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
+    if (wino) {
+        /* dx is the correlation of dz (zero outside it) with the flipped
+         * kernel, shifted by the window less the forward's padding. */
+        nn_conv_winograd(wino, dx, g->H, g->W, C, dz, g->OH, g->OW, F, g->PT - 2, g->PL - 2, N, w->wkt,
+                         NULL, 0, 1, w->ws, w->ws_slots);
+        return;
+    }
+    if (g->SH == 1 && g->SW == 1) {
+        /* Stride 1: dx is the correlation of dz, padded by the window less
+         * the forward's padding, with the flipped kernel. */
         const int Hs = g->H + (KH - 1) * g->DH, Ws = g->W + (KW - 1) * g->DW;
-        const float *dzs = dz;
         if (conv_core_dz_needs_pad(g)) {
             nn_conv_pad(w->dzs, Hs, Ws, dz, g->OH, g->OW, N, F, (KH - 1) * g->DH - g->PT,
                         (KW - 1) * g->DW - g->PL);
-            dzs = w->dzs;
+            dz = w->dzs;
         }
-        nn_conv_backward_input_direct(dx, dzs, w->kt, Cp, g, N, F);
+        nn_conv_backward_input_direct(dx, dz, w->kt, conv_core_round_up(C, VLw), g, N, F);
         return;
     }
     /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
      * gathered back into dx. */
     const int Tp = conv_core_round_up((int)T, VLw);
-    for (int f = 0; f < F; f++)
-        for (size_t t = 0; t < (size_t)Tp; t++) w->kt[(size_t)f * Tp + t] = t < T ? k[t * F + f] : 0.0f;
     const size_t in_per = (size_t)g->H * g->W * C;
     const int chunk = (int)conv_core_dcol_chunk(g, N);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         nn_conv_backward_cols(w->dcol, dz + (size_t)n0 * P * F, w->kt, Tp, (size_t)nb * P, F, (int)T);
         nn_conv_col2im(dx + (size_t)n0 * in_per, w->dcol, g, nb, 1);
+    }
+}
+
+void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,
+                     const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+{
+    w->x = x;
+    if (conv_core_is_padded(g)) {
+        nn_conv_pad(w->xp, g->Hp, g->Wp, x, g->H, g->W, N, g->C, g->PT, g->PL);
+        w->x = w->xp;
+    }
+    if (N == 0 || g->OH == 0 || g->OW == 0) return;
+    const int wino = conv_core_forward_setup(k, b, g, F, w);
+    conv_core_forward_run(y, w->x, k, b != NULL, relu, g, N, F, wino, w);
+}
+
+void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
+                      const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+{
+    const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
+    if (N == 0 || P == 0) return;
+    nn_conv_dz_pass(dz, y, db, w->db, (size_t)N * P, F);
+    const int wino = conv_core_winograd(g, F);
+    if (dk && T) conv_core_backward_dk(dk, w->x, dz, g, N, F, wino, w);
+    if (!dx || !T) return;
+    conv_core_dx_setup(k, g, F, wino, w);
+    conv_core_backward_dx(dx, dz, g, N, F, wino, w);
+}
+
+/* ---- the convolution, NCHW, a chunk of samples at a time ---- */
+
+/* dst (nb, Hp, Wp, C) = src (nb, C, H, W) placed at row PT, column PL of
+ * each sample, zero around it: the transpose and the padded copy in one
+ * pass. Parallel over (sample, row); the (C, W) slice of a row is
+ * transposed in blocks of TILE channels, whose rows stay in L1. */
+static void conv_core_nchw_to_padded(float *dst, const float *src, const nn_conv_geom *g, int nb)
+{
+    const int H = g->H, W = g->W, C = g->C, Hp = g->Hp, Wp = g->Wp, PL = g->PL;
+    if (!conv_core_is_padded(g)) {
+        conv_core_transpose(dst, src, nb, C, H * W, 0);
+        return;
+    }
+    const size_t HW = (size_t)H * W;
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)nb * Hp * Wp * C > NN_PAR_MIN)
+    for (int n = 0; n < nb; n++)
+        for (int u = 0; u < Hp; u++) {
+            float *restrict d = dst + ((size_t)n * Hp + u) * Wp * C;
+            const int h = u - g->PT;
+            if (h < 0 || h >= H) {
+                memset(d, 0, (size_t)Wp * C * sizeof *d);
+                continue;
+            }
+            memset(d, 0, (size_t)PL * C * sizeof *d);
+            memset(d + (size_t)(PL + W) * C, 0, (size_t)(Wp - PL - W) * C * sizeof *d);
+            d += (size_t)PL * C;
+            const float *restrict s = src + (size_t)n * C * HW + (size_t)h * W;
+            for (int c0 = 0; c0 < C; c0 += TILE) {
+                const int c1 = c0 + TILE < C ? c0 + TILE : C;
+                for (int v = 0; v < W; v++)
+                    for (int c = c0; c < c1; c++) d[(size_t)v * C + c] = s[(size_t)c * HW + v];
+            }
+        }
+}
+
+void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,
+                          const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+{
+    const size_t P = (size_t)g->OH * g->OW, in_per = (size_t)g->C * g->H * g->W;
+    if (N == 0 || P == 0) return;
+    const int wino = conv_core_forward_setup(k, b, g, F, w);
+    const int chunk = conv_core_nchw_chunk(g, N, F);
+    for (int n0 = 0; n0 < N; n0 += chunk) {
+        const int nb = N - n0 < chunk ? N - n0 : chunk;
+        conv_core_nchw_to_padded(w->xp, x + (size_t)n0 * in_per, g, nb);
+        conv_core_forward_run(w->yn, w->xp, k, b != NULL, relu, g, nb, F, wino, w);
+        nn_conv_to_nchw(y + (size_t)n0 * F * P, w->yn, nb, F, (int)P, 0);
+    }
+}
+
+void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const float *y,
+                           const float *x, const float *k, const nn_conv_geom *g, int N, int F,
+                           nn_conv_work *w)
+{
+    const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
+    const size_t in_per = (size_t)g->C * g->H * g->W;
+    if (N == 0 || P == 0 || !T) return;
+    const int wino = conv_core_winograd(g, F);
+    if (dx) conv_core_dx_setup(k, g, F, wino, w);
+    /* Chunks in sample order: dk and db add each chunk's sums in turn, so
+     * the result depends on the shapes alone. */
+    const int chunk = conv_core_nchw_chunk(g, N, F);
+    for (int n0 = 0; n0 < N; n0 += chunk) {
+        const int nb = N - n0 < chunk ? N - n0 : chunk;
+        float *dzc = dz + (size_t)n0 * F * P;
+        if (y) nn_conv_relu_mask(dzc, y + (size_t)n0 * F * P, (size_t)nb * F * P);
+        nn_conv_to_nhwc(w->yn, dzc, nb, F, (int)P, 0);
+        nn_conv_dz_pass(w->yn, NULL, db, w->db, (size_t)nb * P, F);
+        if (dk) {
+            conv_core_nchw_to_padded(w->xp, x + (size_t)n0 * in_per, g, nb);
+            conv_core_backward_dk(dk, w->xp, w->yn, g, nb, F, wino, w);
+        }
+        if (dx) {
+            memset(w->dxn, 0, (size_t)nb * in_per * sizeof *w->dxn);
+            conv_core_backward_dx(w->dxn, w->yn, g, nb, F, wino, w);
+            nn_conv_to_nchw(dx + (size_t)n0 * in_per, w->dxn, nb, g->C, g->H * g->W, 1);
+        }
     }
 }
 

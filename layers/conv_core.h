@@ -8,7 +8,8 @@
  * Reading order for the convolution: start with layers/conv_reference.c,
  * the direct loops that say what is computed, one loop nest per result; then
  * nn_conv_forward and nn_conv_backward in conv_core.c, which pick the
- * kernels; then the kernels themselves, layers/conv_gemm.c (GEMM tiles, any
+ * kernels (their _nchw twins run the same kernels a chunk of samples at a
+ * time); then the kernels themselves, layers/conv_gemm.c (GEMM tiles, any
  * geometry) and layers/conv_winograd.c (3x3, stride 1). tests/test_conv.c
  * holds both to the reference.
  *
@@ -103,12 +104,14 @@ typedef struct nn_conv_work {
     float *wk;      /* Winograd: the forward's transformed kernel */
     float *wkt;     /* Winograd: dx's transformed kernel */
     float *ws;      /* Winograd: per-thread blocks, ws_slots of them */
+    float *yn;      /* NCHW: one chunk's NHWC output, then its NHWC dz */
+    float *dxn;     /* NCHW, dx: one chunk's NHWC dx */
     int ws_slots;
     const float *x; /* set by forward: the input the windows read (xp or x) */
 } nn_conv_work;
 
 typedef struct nn_conv_sizes {
-    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db, wk, wkt, ws;
+    size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db, wk, wkt, ws, yn, dxn;
     int ws_slots; /* threads ws is sized for */
 } nn_conv_sizes;
 
@@ -121,6 +124,31 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
  * is given, dz is first masked in place by y > 0 (the ReLU's backward). */
 void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
                       const nn_conv_geom *g, int N, int F, nn_conv_work *w);
+
+/* ---- the convolution, NCHW ----
+ *   y (N, F, OH, OW) = act(conv(x, k) + b),  x (N, C, H, W), k and b as above.
+ * The NHWC kernels, run a chunk of samples at a time: each chunk of x is
+ * transposed (and padded) into w->xp, convolved into w->yn, and transposed
+ * into y; backward likewise transposes a chunk of dz in, and a chunk of dx
+ * back out (added). A chunk is as many samples as keep its NHWC input and
+ * output within about an L2 cache (at least one), so the copies stay
+ * cached and no whole-tensor NHWC buffer is needed. Buffers: from
+ * nn_conv_work_sizes_nchw; backward needs no state from the forward (it
+ * transposes x again for dkernel), only the same buffers. dk and db add
+ * the chunks' sums in sample order; the chunking depends on the shapes
+ * alone, so results do not depend on the thread count. When the batch is
+ * one chunk, the results equal nn_conv_forward's and nn_conv_backward's on
+ * the transposed tensors bit for bit. */
+void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
+                             int need_dk, int need_db);
+void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,
+                          const nn_conv_geom *g, int N, int F, nn_conv_work *w);
+/* Adds into whichever of dx (N, C, H, W), dk (T, F), db (F) is not NULL,
+ * from dz (N, F, OH, OW), masked in place by y > 0 first when y (the
+ * forward's output) is given; x is the forward's input. */
+void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const float *y,
+                           const float *x, const float *k, const nn_conv_geom *g, int N, int F,
+                           nn_conv_work *w);
 
 /* The adjoint of im2col: dx (nb, H, W, C) = (add ? dx : 0) + for each
  * element the sum of the entries of col (nb*OH*OW, KH*KW*C) -- row (n, oh,

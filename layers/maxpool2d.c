@@ -10,17 +10,21 @@
  * the forward: x is kept for the step anyway, the search costs about as much
  * as reading saved indices, and a 4-byte index per output would be the
  * layer's largest buffer. The first maximum wins a tie and a NaN wins over
- * numbers, as in PyTorch. channels_first runs the channels_last kernel on N*C samples of
- * one channel (each (H, W) plane is contiguous), so there is no transpose.
- * Parallel over samples: windows of one sample may overlap, samples never
+ * numbers, as in PyTorch. channels_first is the same problem on N*C
+ * samples of one channel (each (H, W) plane is contiguous), so there is no
+ * transpose; its kernel takes 8 (then 4) adjacent windows of a row at a
+ * time, one per vector lane, where the channels_last kernel takes a block
+ * of channels, and falls back to one window at a time (the channels_last
+ * kernel with one channel, which the tests hold it to) where a window
+ * crosses the left or right edge. Parallel over samples: windows of one sample may overlap, samples never
  * do, so backward's scatter is race-free and in a fixed order.
  *
  * Omits: dilation, ceil_mode, returning the indices to the caller.
  */
+#include "layers/maxpool2d.h"
+
 #include <math.h>
 #include <stdint.h>
-
-#include "layers/conv_core.h"
 
 /* Channels per block: a constant trip count lets GCC's -O2 vectorizer (which
  * refuses loops that would need a scalar remainder) turn the
@@ -88,21 +92,121 @@ maxpool2d_pool_row(float *y, float *dx, const float *dy, const float *x, const n
     }
 }
 
-static void maxpool2d_forward_kernel(float *y, const float *x, const nn_conv_geom *g, int NP)
+void nn_maxpool2d_forward_nhwc(float *y, const float *x, const nn_conv_geom *g, int NP)
 {
     #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
     for (int n = 0; n < NP; n++)
         for (int oh = 0; oh < g->OH; oh++) maxpool2d_pool_row(y, NULL, NULL, x, g, n, oh);
 }
 
-static void maxpool2d_backward_kernel(float *dx, const float *dy, const float *x,
-                                      const nn_conv_geom *g, int NP)
+void nn_maxpool2d_backward_nhwc(float *dx, const float *dy, const float *x, const nn_conv_geom *g,
+                                int NP)
 {
     /* Windows of one sample may overlap: one thread owns each sample, so
      * the adds into dx run in a fixed order. */
     #pragma omp parallel for schedule(static) if ((size_t)NP * g->OH * g->OW * g->C > 32768)
     for (int n = 0; n < NP; n++)
         for (int oh = 0; oh < g->OH; oh++) maxpool2d_pool_row(NULL, dx, dy, x, g, n, oh);
+}
+
+/* ---- one-channel planes (channels_first): windows along a row in lanes ---- */
+
+/* The nl (constant, 8 or 4) windows from column w0 of one plane xn (H, W),
+ * sw (constant when specialized) columns apart, each entirely inside the
+ * row range: the maxima and the flat positions of the first winners, with
+ * the comparisons of maxpool2d_max_block in the same (kh, kw) order, so
+ * the results equal its, one window at a time. */
+static inline __attribute__((always_inline)) void
+maxpool2d_lanes(float *restrict y, int32_t *restrict io, const float *restrict xn, int W, int h0,
+                int w0, int khs, int khe, int KW, const int sw, const int nl)
+{
+    float best[8];
+    int32_t arg[8];
+    for (int v = 0; v < nl; v++) {
+        best[v] = -INFINITY;
+        arg[v] = (h0 + khs) * W + w0 + v * sw;
+    }
+    for (int kh = khs; kh < khe; kh++)
+        for (int kw = 0; kw < KW; kw++) {
+            const int32_t pos = (h0 + kh) * W + w0 + kw;
+            const float *xr = xn + pos;
+            for (int v = 0; v < nl; v++) {
+                const float val = xr[v * sw];
+                const int take = (val > best[v]) | (val != val);
+                best[v] = take ? val : best[v];
+                arg[v] = take ? pos + v * sw : arg[v];
+            }
+        }
+    for (int v = 0; v < nl; v++) {
+        y[v] = best[v];
+        io[v] = arg[v];
+    }
+}
+
+/* maxpool2d_lanes with the stride as a constant where it is 1 or 2, so the
+ * lane loads are contiguous or a fixed interleave. */
+static inline __attribute__((always_inline)) void
+maxpool2d_lanes_sw(float *y, int32_t *io, const float *xn, int W, int h0, int w0, int khs, int khe,
+                   int KW, int SW, const int nl)
+{
+    if (SW == 1)
+        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, 1, nl);
+    else if (SW == 2)
+        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, 2, nl);
+    else
+        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, SW, nl);
+}
+
+/* Row oh of plane n: y (NP, OH, OW) = max over windows of x (NP, H, W); or,
+ * when dy is not NULL, dx (NP, H, W) += dy routed to the winners, in
+ * column order as maxpool2d_pool_row adds them. */
+static void maxpool2d_plane_row(float *y, float *dx, const float *dy, const float *x,
+                                const nn_conv_geom *g, int n, int oh)
+{
+    const int H = g->H, W = g->W, OW = g->OW, SW = g->SW, KW = g->KW;
+    const float *xn = x + (size_t)n * H * W;
+    const int h0 = oh * g->SH - g->PT;
+    const int khs = h0 < 0 ? -h0 : 0, khe = H - h0 < g->KH ? H - h0 : g->KH;
+    /* Columns whose window lies inside the row: ow in [lo, hi). */
+    const int lo = (g->PL + SW - 1) / SW;
+    const int hi = W + g->PL - KW >= 0 ? (W + g->PL - KW) / SW + 1 : 0;
+    const size_t o = ((size_t)n * g->OH + oh) * OW;
+    float *dxn = dx ? dx + (size_t)n * H * W : NULL;
+    for (int ow = 0; ow < OW;) {
+        float best[8];
+        int32_t arg[8];
+        float *yo = dy ? best : y + o + ow;
+        const int w0 = ow * SW - g->PL;
+        int nl = 1;
+        if (ow >= lo && ow + 8 <= hi) {
+            nl = 8;
+            maxpool2d_lanes_sw(yo, arg, xn, W, h0, w0, khs, khe, KW, SW, 8);
+        } else if (ow >= lo && ow + 4 <= hi) {
+            nl = 4;
+            maxpool2d_lanes_sw(yo, arg, xn, W, h0, w0, khs, khe, KW, SW, 4);
+        } else {
+            const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < KW ? W - w0 : KW;
+            maxpool2d_max_block(yo, arg, xn, 1, W, h0, w0, khs, khe, kws, kwe, 1);
+        }
+        if (dy)
+            for (int v = 0; v < nl; v++) dxn[arg[v]] += dy[o + ow + v];
+        ow += nl;
+    }
+}
+
+void nn_maxpool2d_forward_planes(float *y, const float *x, const nn_conv_geom *g, int NP)
+{
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)NP * g->OH * g->OW > 32768)
+    for (int n = 0; n < NP; n++)
+        for (int oh = 0; oh < g->OH; oh++) maxpool2d_plane_row(y, NULL, NULL, x, g, n, oh);
+}
+
+void nn_maxpool2d_backward_planes(float *dx, const float *dy, const float *x, const nn_conv_geom *g,
+                                  int NP)
+{
+    #pragma omp parallel for schedule(static) if ((size_t)NP * g->OH * g->OW > 32768)
+    for (int n = 0; n < NP; n++)
+        for (int oh = 0; oh < g->OH; oh++) maxpool2d_plane_row(NULL, dx, dy, x, g, n, oh);
 }
 
 static nn_status maxpool2d_parse(nn_layer *l, nn_config *c)
@@ -127,7 +231,10 @@ static void maxpool2d_backward(nn_node *n)
     if (!x->grad) return;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
-    maxpool2d_backward_kernel(x->grad, n->out->grad, x->data, &g, planes);
+    if (s->format == NN_CHANNELS_FIRST)
+        nn_maxpool2d_backward_planes(x->grad, n->out->grad, x->data, &g, planes);
+    else
+        nn_maxpool2d_backward_nhwc(x->grad, n->out->grad, x->data, &g, planes);
 }
 
 static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
@@ -139,7 +246,10 @@ static nn_status maxpool2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor 
     if (!y) return NN_ERR_MEMORY;
     int planes;
     const nn_conv_geom g = nn_pool_kernel_geom(s, x->shape[0], &planes);
-    maxpool2d_forward_kernel(y->data, x->data, &g, planes);
+    if (s->format == NN_CHANNELS_FIRST)
+        nn_maxpool2d_forward_planes(y->data, x->data, &g, planes);
+    else
+        nn_maxpool2d_forward_nhwc(y->data, x->data, &g, planes);
     /* The layer's state outlives the step, so it serves as the context. */
     nn_graph_record(gr, "maxpool2d", y, &x, 1, maxpool2d_backward, (void *)s);
     *out = y;

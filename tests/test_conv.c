@@ -21,6 +21,7 @@
 
 #include "layers/conv_core.h"
 #include "layers/conv_reference.h"
+#include "layers/maxpool2d.h"
 #include "test_util.h"
 
 #define FX_DIR "tests/fixtures/conv/"
@@ -508,6 +509,12 @@ static void test_thread_count_invariance(void **state)
                   wide);
     int img[4] = {8, 16, 20, 12};
     check_threads("conv2d", "filters=8 kernel_size=3 strides=2 padding=same data_format=channels_first", 4, img);
+    /* channels_first in chunks of samples: Winograd in chunks of 7 and 5
+     * (dkernel and dbias add per-chunk sums), strided in chunks of 1. */
+    int big_cf[4] = {12, 32, 28, 28}, wide_cf[4] = {4, 64, 64, 64};
+    check_threads("conv2d", "filters=16 kernel_size=3 activation=relu data_format=channels_first", 4, big_cf);
+    check_threads("conv2d", "filters=20 kernel_size=3 strides=2 padding=same data_format=channels_first", 4,
+                  wide_cf);
     check_threads("maxpool2d", "pool_size=3 strides=2 padding=same data_format=channels_last", 4, img);
     check_threads("avgpool2d", "pool_size=3 strides=1 padding=same data_format=channels_first", 4, img);
     check_threads("global_avgpool2d", "data_format=channels_last", 4, img);
@@ -519,37 +526,54 @@ static void test_thread_count_invariance(void **state)
 
 /* Larger shapes than the fixtures: several row groups in dkernel, remainder
  * tiles, filter and channel counts that are not multiples of the vector
- * width, the strided dx path over more than one 8 MB chunk, dilation. */
-static void check_direct(int N, int H, int W, int C, int F, int K, int S, int D, int same)
+ * width, the strided dx path over more than one 8 MB chunk, dilation; each
+ * in both formats (channels_first in chunks of samples where a sample's
+ * NHWC input and output pass a few hundred KB). */
+static void check_direct_format(int N, int H, int W, int C, int F, int K, int S, int D, int same, int cf)
 {
     char config[160];
     snprintf(config, sizeof config,
-             "filters=%d kernel_size=%d strides=%d dilation_rate=%d padding=%s "
-             "data_format=channels_last",
-             F, K, S, D, same ? "same" : "valid");
+             "filters=%d kernel_size=%d strides=%d dilation_rate=%d padding=%s data_format=%s", F, K,
+             S, D, same ? "same" : "valid", cf ? "channels_first" : "channels_last");
     int shape[4] = {N, H, W, C};
+    if (cf) {
+        shape[1] = C;
+        shape[2] = H;
+        shape[3] = W;
+    }
     nn_layer *l = make_layer("conv2d", config, 3, shape + 1);
     nn_conv_geom g = {.H = H, .W = W, .C = C, .KH = K, .KW = K, .SH = S, .SW = S, .DH = D, .DW = D};
     assert_ok(nn_conv_geom_init(&g, same, "test"));
-    const int OH = g.OH, OW = g.OW;
+    const int OH = g.OH, OW = g.OW, P = OH * OW;
     tensor *x = input(4, shape, 41);
     nn_graph *gr = nn_graph_create(0);
     tensor *y = fwd_bwd(l, gr, x, 1, 42);
-    assert_int_equal(y->shape[1], OH);
-    assert_int_equal(y->shape[2], OW);
+    assert_int_equal(y->shape[cf ? 2 : 1], OH);
+    assert_int_equal(y->shape[cf ? 3 : 2], OW);
     const float *k = l->params[0].t->data, *b = l->params[1].t->data;
-    /* The loss is sum(w * y), so dL/dy = w. */
+    /* The loss is sum(w * y), so dL/dy = w. The reference runs on NHWC
+     * copies and channels_first results are compared in NHWC. */
     tensor *w = tensor_create(y->rank, y->shape);
     fill_normal(w->data, w->size, 42);
+    float *xn = malloc(x->size * sizeof(float)), *wn = malloc(w->size * sizeof(float));
+    float *yn = malloc(y->size * sizeof(float)), *dxn = malloc(x->size * sizeof(float));
+    nn_conv_to_nhwc(xn, x->data, N, cf ? C : 1, cf ? H * W : H * W * C, 0);
+    nn_conv_to_nhwc(wn, w->data, N, cf ? F : 1, cf ? P : P * F, 0);
+    nn_conv_to_nhwc(yn, y->data, N, cf ? F : 1, cf ? P : P * F, 0);
+    nn_conv_to_nhwc(dxn, x->grad, N, cf ? C : 1, cf ? H * W : H * W * C, 0);
     const size_t T = (size_t)K * K * C;
     float *ry = malloc(y->size * sizeof(float)), *rdx = calloc(x->size, sizeof(float));
     float *rdk = calloc(T * F, sizeof(float)), *rdb = calloc((size_t)F, sizeof(float));
-    nn_conv_forward_reference(ry, x->data, k, b, &g, N, F);
-    nn_conv_backward_reference(rdx, rdk, rdb, w->data, x->data, k, &g, N, F);
-    check_close(config, "y", y->data, ry, y->size);
-    check_close(config, "dx", x->grad, rdx, x->size);
+    nn_conv_forward_reference(ry, xn, k, b, &g, N, F);
+    nn_conv_backward_reference(rdx, rdk, rdb, wn, xn, k, &g, N, F);
+    check_close(config, "y", yn, ry, y->size);
+    check_close(config, "dx", dxn, rdx, x->size);
     check_close(config, "dkernel", l->params[0].t->grad, rdk, T * F);
     check_close(config, "dbias", l->params[1].t->grad, rdb, (size_t)F);
+    free(xn);
+    free(wn);
+    free(yn);
+    free(dxn);
     free(ry);
     free(rdx);
     free(rdk);
@@ -560,6 +584,12 @@ static void check_direct(int N, int H, int W, int C, int F, int K, int S, int D,
     nn_layer_free(l);
 }
 
+static void check_direct(int N, int H, int W, int C, int F, int K, int S, int D, int same)
+{
+    check_direct_format(N, H, W, C, F, K, S, D, same, 0);
+    check_direct_format(N, H, W, C, F, K, S, D, same, 1);
+}
+
 static void test_tiled_conv_matches_direct_loop(void **state)
 {
     (void)state;
@@ -568,6 +598,7 @@ static void test_tiled_conv_matches_direct_loop(void **state)
     check_direct(4, 64, 64, 64, 16, 3, 2, 1, 1); /* strided dx in two chunks */
     check_direct(2, 20, 18, 8, 40, 3, 1, 2, 1);  /* dilation: one segment per tap */
     check_direct(3, 9, 30, 3, 100, 5, 1, 1, 0);  /* F = 64 + 36: two column groups */
+    check_direct(13, 30, 30, 1, 32, 3, 1, 1, 0); /* MNIST's first: channels_first in 2 chunks */
 }
 
 /* ---- Winograd and the GEMM tiles on the same input ----
@@ -625,17 +656,22 @@ static void conv_result_free(conv_result *r)
 
 static float *conv_scratch(size_t n) { return n ? malloc(n * sizeof(float)) : NULL; }
 
-/* Forward (no ReLU) and backward of the raw-buffer NHWC convolution on the
- * forced path, with dz = dy; the gradients start from `pre`, since backward
- * adds into them. */
-static conv_result run_path(int path, nn_conv_geom g, int N, int F, const float *x, const float *k,
-                            const float *b, const float *dy, const conv_result *pre)
+/* Forward (no ReLU) and backward of the raw-buffer convolution on the
+ * forced path, NHWC or (nchw) NCHW, with dz = dy; the gradients start from
+ * `pre`, since backward adds into them. Inputs and results are NHWC; the
+ * NCHW run transposes them in and out (exact copies). */
+static conv_result run_path(int path, int nchw, nn_conv_geom g, int N, int F, const float *x,
+                            const float *k, const float *b, const float *dy, const conv_result *pre)
 {
     g.path = path;
-    const size_t ny = (size_t)N * g.OH * g.OW * F, nx = (size_t)N * g.H * g.W * g.C;
+    const int HW = g.H * g.W, P = g.OH * g.OW;
+    const size_t ny = (size_t)N * P * F, nx = (size_t)N * HW * g.C;
     const size_t nk = (size_t)g.KH * g.KW * g.C * F;
     nn_conv_sizes z;
-    nn_conv_work_sizes(&z, &g, N, F, 1, 1, 1);
+    if (nchw)
+        nn_conv_work_sizes_nchw(&z, &g, N, F, 1, 1, 1);
+    else
+        nn_conv_work_sizes(&z, &g, N, F, 1, 1, 1);
     /* The path asked for is the one sized and run: only Winograd transforms
      * the kernel. */
     assert_int_equal(z.wk != 0, path != NN_CONV_PATH_GEMM);
@@ -644,18 +680,34 @@ static conv_result run_path(int path, nn_conv_geom g, int N, int F, const float 
         .dzp = conv_scratch(z.dzp), .part = conv_scratch(z.part), .dzs = conv_scratch(z.dzs),
         .kt = conv_scratch(z.kt), .dcol = conv_scratch(z.dcol), .db = conv_scratch(z.db),
         .wk = conv_scratch(z.wk), .wkt = conv_scratch(z.wkt), .ws = conv_scratch(z.ws),
-        .ws_slots = z.ws_slots,
+        .yn = conv_scratch(z.yn), .dxn = conv_scratch(z.dxn), .ws_slots = z.ws_slots,
     };
     conv_result r = conv_result_alloc(ny, nx, nk, F);
     memcpy(r.dx, pre->dx, nx * sizeof(float));
     memcpy(r.dk, pre->dk, nk * sizeof(float));
     memcpy(r.db, pre->db, (size_t)F * sizeof(float));
     float *dz = malloc(ny * sizeof(float));
-    memcpy(dz, dy, ny * sizeof(float));
-    nn_conv_forward(r.y, x, k, b, 0, &g, N, F, &w);
-    nn_conv_backward(r.dx, r.dk, r.db, dz, NULL, k, &g, N, F, &w);
+    if (nchw) {
+        float *xc = malloc(nx * sizeof(float)), *yc = malloc(ny * sizeof(float));
+        float *dxc = malloc(nx * sizeof(float));
+        nn_conv_to_nchw(xc, x, N, g.C, HW, 0);
+        nn_conv_to_nchw(dxc, pre->dx, N, g.C, HW, 0);
+        nn_conv_to_nchw(dz, dy, N, F, P, 0);
+        nn_conv_forward_nchw(yc, xc, k, b, 0, &g, N, F, &w);
+        nn_conv_backward_nchw(dxc, r.dk, r.db, dz, NULL, xc, k, &g, N, F, &w);
+        nn_conv_to_nhwc(r.y, yc, N, F, P, 0);
+        nn_conv_to_nhwc(r.dx, dxc, N, g.C, HW, 0);
+        free(xc);
+        free(yc);
+        free(dxc);
+    } else {
+        memcpy(dz, dy, ny * sizeof(float));
+        nn_conv_forward(r.y, x, k, b, 0, &g, N, F, &w);
+        nn_conv_backward(r.dx, r.dk, r.db, dz, NULL, k, &g, N, F, &w);
+    }
     free(dz);
-    float *bufs[] = {w.xp, w.kp, w.bp, w.dzp, w.part, w.dzs, w.kt, w.dcol, w.db, w.wk, w.wkt, w.ws};
+    float *bufs[] = {w.xp, w.kp, w.bp, w.dzp, w.part, w.dzs, w.kt, w.dcol, w.db, w.wk, w.wkt, w.ws,
+                     w.yn, w.dxn};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     return r;
 }
@@ -722,20 +774,23 @@ static void check_paths(int N, int H, int W, int C, int F, int same)
     static const char *const names[3] = {"gemm", "winograd F(2x2)", "winograd F(4x4)"};
     const double bound[3] = {16.0, 16.0, WINOGRAD_F4_BOUND};
     conv_result r[3];
-    for (int p = 0; p < 3; p++) {
-        r[p] = run_path(path_ids[p], g, N, F, x, k, b, dy, &pre);
+    for (int run = 0; run < 6; run++) {
+        /* Each path NHWC, then NCHW (in chunks of samples). */
+        const int p = run % 3, nchw = run >= 3;
+        if (nchw) conv_result_free(&r[p]);
+        r[p] = run_path(path_ids[p], nchw, g, N, F, x, k, b, dy, &pre);
         const float *got[3] = {r[p].y, r[p].dx, r[p].dk}, *want[3] = {ref.y, ref.dx, ref.dk};
         const float *Sv[3] = {S.y, S.dx, S.dk};
         const size_t n[3] = {ny, nx, nk};
         static const char *const what[3] = {"y", "dx", "dkernel"};
         for (int q = 0; q < 3; q++) {
-            char label[64];
-            snprintf(label, sizeof label, "%s (%s)", what[q], names[p]);
+            char label[96];
+            snprintf(label, sizeof label, "%s (%s%s)", what[q], names[p], nchw ? ", nchw" : "");
             const double w = check_rounding(shape, label, got[q], want[q], Sv[q], n[q], bound[p]);
             if (getenv("NN_TEST_PRINT_ROUNDING"))
                 print_message("%s: %s: worst %.2f eps S\n", shape, label, w);
             if (p > 0) {
-                snprintf(label, sizeof label, "%s (%s vs gemm)", what[q], names[p]);
+                snprintf(label, sizeof label, "%s (%s vs gemm%s)", what[q], names[p], nchw ? ", nchw" : "");
                 const float *gq[3] = {r[0].y, r[0].dx, r[0].dk};
                 check_rounding(shape, label, got[q], gq[q], Sv[q], n[q], p == 1 ? 16.0 : bound[p] + bound[0]);
             }
@@ -767,7 +822,61 @@ static void test_winograd_and_gemm_agree(void **state)
     check_paths(2, 9, 11, 3, 5, 1);    /* below the dispatch's 8 channels, less than a vector */
     check_paths(2, 5, 4, 8, 24, 1);    /* an image smaller than a block of tiles */
     check_paths(1, 30, 30, 64, 40, 0); /* F = 32 + 8: two column groups in the tiles */
-    check_paths(4, 28, 28, 32, 64, 0); /* MNIST's second convolution: several dkernel groups */
+    check_paths(4, 28, 28, 32, 64, 0); /* MNIST's second convolution: several dkernel groups;
+                                        * NCHW in chunks of 3 and 1 samples */
+    check_paths(5, 20, 20, 64, 64, 1); /* NCHW: chunks of 4 and 1 */
+    check_paths(3, 30, 30, 40, 72, 1); /* NCHW: chunks of 2 and 1 */
+}
+
+/* ---- maxpool2d: channels_first's lanes against one window at a time ---- */
+
+/* NP planes (H, W) pooled by the plane kernels and by the window kernel
+ * with one channel: y and dx must be equal bit for bit. Inputs rounded to
+ * quarters, so windows have ties (the first winner must get dy), plus a
+ * few NaNs (which win). dx starts from random values: backward adds. */
+static void check_maxpool_planes(int NP, int H, int W, int KH, int KW, int SH, int SW, int same)
+{
+    nn_conv_geom g = {.H = H, .W = W, .C = 1, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .DH = 1, .DW = 1};
+    assert_ok(nn_conv_geom_init(&g, same, "test"));
+    const size_t nx = (size_t)NP * H * W, ny = (size_t)NP * g.OH * g.OW;
+    float *x = malloc(nx * sizeof(float)), *dy = malloc(ny * sizeof(float));
+    float *y0 = malloc(ny * sizeof(float)), *y1 = malloc(ny * sizeof(float));
+    float *dx0 = malloc(nx * sizeof(float)), *dx1 = malloc(nx * sizeof(float));
+    fill_normal(x, nx, 81);
+    for (size_t i = 0; i < nx; i++) x[i] = roundf(x[i] * 4.0f) / 4.0f;
+    for (size_t i = 5; i < nx; i += 97) x[i] = NAN;
+    fill_normal(dy, ny, 82);
+    fill_normal(dx0, nx, 83);
+    memcpy(dx1, dx0, nx * sizeof(float));
+    nn_maxpool2d_forward_nhwc(y0, x, &g, NP);
+    nn_maxpool2d_forward_planes(y1, x, &g, NP);
+    nn_maxpool2d_backward_nhwc(dx0, dy, x, &g, NP);
+    nn_maxpool2d_backward_planes(dx1, dy, x, &g, NP);
+    if (memcmp(y0, y1, ny * sizeof(float)))
+        fail_msg("maxpool planes %dx%d, window %dx%d, strides %dx%d, %s: y differs", H, W, KH, KW,
+                 SH, SW, same ? "same" : "valid");
+    if (memcmp(dx0, dx1, nx * sizeof(float)))
+        fail_msg("maxpool planes %dx%d, window %dx%d, strides %dx%d, %s: dx differs", H, W, KH, KW,
+                 SH, SW, same ? "same" : "valid");
+    free(x);
+    free(dy);
+    free(y0);
+    free(y1);
+    free(dx0);
+    free(dx1);
+}
+
+static void test_maxpool_planes(void **state)
+{
+    (void)state;
+    check_maxpool_planes(6, 24, 24, 2, 2, 2, 2, 0); /* MNIST's pool: a block of 8, one of 4 */
+    check_maxpool_planes(5, 25, 25, 2, 2, 2, 2, 0); /* odd width: the last column unread */
+    check_maxpool_planes(5, 25, 27, 2, 2, 2, 2, 1); /* same: an edge window of one column */
+    check_maxpool_planes(3, 17, 37, 3, 3, 2, 2, 1); /* overlapping windows, padding both sides */
+    check_maxpool_planes(3, 13, 41, 3, 3, 1, 1, 1); /* stride 1: contiguous lanes */
+    check_maxpool_planes(4, 11, 50, 2, 3, 3, 3, 0); /* stride 3: gaps between windows */
+    check_maxpool_planes(2, 9, 70, 1, 4, 1, 5, 1);  /* 1x4 windows, stride 5 */
+    check_maxpool_planes(7, 5, 3, 3, 3, 1, 1, 1);   /* narrower than one block: windows one at a time */
 }
 
 /* ---- errors ---- */
@@ -998,6 +1107,7 @@ int main(void)
         cmocka_unit_test(test_threads_raised_before_backward),
         cmocka_unit_test(test_tiled_conv_matches_direct_loop),
         cmocka_unit_test(test_winograd_and_gemm_agree),
+        cmocka_unit_test(test_maxpool_planes),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),
         cmocka_unit_test(test_batchnorm_moving_statistics),

@@ -18,7 +18,11 @@
  * the timed loop, as in training. One JSON object per line, with a "network"
  * field, also appended to build/bench/train.jsonl for
  * tests/bench/torch_train.py.
- * With a spec path as argument only that network runs, named after the file. */
+ * With a spec path as argument only that network runs, named after the file.
+ * The image layers take the framework's default data format, so
+ * NN_IMAGE_DATA_FORMAT=channels_first trains the same networks in NCHW (the
+ * 28x28x1 images are the same bytes in both layouts); the "data_format"
+ * field says which ran. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,9 +76,11 @@ typedef struct bench_train_data {
 
 /* Times one network for 1 and 2 threads, each in a child process; prints
  * and logs one line per thread count. Returns 0, or 1 when a child failed. */
-static int bench_train_network(const char *network, const char *spec, const bench_train_data *d, FILE *log)
+static int bench_train_network(const char *network, const char *spec, const bench_train_data *d,
+                               nn_data_format fmt, FILE *log)
 {
-    int in_shape[3] = {28, 28, 1};
+    const int cf = fmt == NN_CHANNELS_FIRST;
+    int in_shape[3] = {cf ? 1 : 28, 28, cf ? 28 : 1};
     float *batch = malloc(sizeof(float) * BATCH * 784);
     if (!batch) return 1;
     for (int threads = 1; threads <= 2; threads++) {
@@ -103,7 +109,7 @@ static int bench_train_network(const char *network, const char *spec, const benc
             _exit(1);
         }
         const double flops = forward_flops(m);
-        int shape[4] = {BATCH, 28, 28, 1};
+        int shape[4] = {BATCH, in_shape[0], in_shape[1], in_shape[2]};
         long offset = 0;
         double train_t[REPS], eval_t[REPS];
         for (int r = -1; r < REPS; r++) { /* r = -1 warms up */
@@ -137,10 +143,11 @@ static int bench_train_network(const char *network, const char *spec, const benc
         getrusage(RUSAGE_SELF, &ru);
         char line[512];
         snprintf(line, sizeof line,
-                 "{\"side\":\"nn\",\"network\":\"%s\",\"threads\":%d,\"batch\":%d,\"data\":\"%s\","
+                 "{\"side\":\"nn\",\"network\":\"%s\",\"data_format\":\"%s\",\"threads\":%d,"
+                 "\"batch\":%d,\"data\":\"%s\","
                  "\"train_images_per_sec\":%.1f,\"eval_images_per_sec\":%.1f,\"train_gflops\":%.2f,"
                  "\"peak_rss_mb\":%.1f,\"mflop_per_train_image\":%.1f,\"params\":%zu}",
-                 network, threads, BATCH, d->name, train_ips, eval_ips, train_ips * 3 * flops * 1e-9,
+                 network, nn_data_format_name(fmt), threads, BATCH, d->name, train_ips, eval_ips, train_ips * 3 * flops * 1e-9,
                  ru.ru_maxrss / 1024.0, 3 * flops * 1e-6, m->n_params + m->n_buffers);
         puts(line);
         if (log) fprintf(log, "%s\n", line);
@@ -201,6 +208,11 @@ static void bench_train_network_name(char *name, size_t size, const char *spec)
 int main(int argc, char **argv)
 {
     nn_mnist data = {0};
+    nn_data_format fmt;
+    if (nn_image_data_format(&fmt) != NN_OK) {
+        fprintf(stderr, "bench_train: %s\n", nn_last_error());
+        return 2;
+    }
     bench_print_machine();
     int real = nn_mnist_load(".cache/mnist", &data) == NN_OK;
     /* Images stay bytes, as the MNIST example keeps them, and each batch is
@@ -225,9 +237,9 @@ int main(int argc, char **argv)
     if (argc > 1) {
         char name[256];
         bench_train_network_name(name, sizeof name, argv[1]);
-        failed = bench_train_network(name, argv[1], &mnist, log);
+        failed = bench_train_network(name, argv[1], &mnist, fmt, log);
     } else {
-        failed = bench_train_network("mnist_cnn", "examples/mnist_cnn.txt", &mnist, log);
+        failed = bench_train_network("mnist_cnn", "examples/mnist_cnn.txt", &mnist, fmt, log);
         /* A forked child's peak resident memory starts from the pages it
          * shares with its parent, so each network's training set is loaded
          * only after the other's children are done, and MNIST's is freed
@@ -244,7 +256,7 @@ int main(int argc, char **argv)
         }
         if (!failed)
             failed = bench_train_network("fashion_resnet", "examples/fashion_resnet.txt",
-                                         fashion.bytes ? &fashion : &mnist, log);
+                                         fashion.bytes ? &fashion : &mnist, fmt, log);
     }
     for (int threads = 1; threads <= 2 && !failed; threads++) {
         nn_set_threads(threads);
