@@ -198,6 +198,8 @@ static int conv_core_winograd(const nn_conv_geom *g, int F)
     }
 }
 
+int nn_conv_winograd_m(const nn_conv_geom *g, int F) { return conv_core_winograd(g, F); }
+
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db)
 {
@@ -252,7 +254,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
     const int wino = conv_core_winograd(g, F);
     if (wino) {
         /* The transformed kernel has padded columns of its own. */
-        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0);
+        if (!w->wk_ready) nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0);
         nn_conv_winograd(wino, y, g->OH, g->OW, F, w->x, g->Hp, g->Wp, g->C, 0, 0, N, w->wk,
                          b ? w->bp : NULL, relu, 0, w->ws, w->ws_slots);
         return;
