@@ -37,16 +37,21 @@
  * Results are bit-identical for any thread count.
  * Memory: padded copies and backward's buffers come from the graph arena,
  * valid until the next reset; all of them are taken in forward (sized for
- * the gradients that will be needed), so backward cannot fail.
+ * the gradients that will be needed), so backward cannot fail. Forwards
+ * that need no kernel gradient (predictions) take the Winograd transform of
+ * the kernel from a cache the layer owns, recomputed whenever the kernel's
+ * bytes differ from those it was computed from (conv2d_cached_wk).
  *
  * Omits: groups / depthwise, causal or explicit integer padding,
  * kernel/bias regularizers.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers/activation.h"
 #include "layers/conv_core.h"
 #include "layers/conv_gemm.h"
+#include "layers/conv_winograd.h"
 #include "layers/format.h"
 #include "layers/layer.h"
 
@@ -56,6 +61,13 @@ typedef struct {
     float alpha;    /* leaky_relu and elu */
     nn_data_format format;
     nn_conv_geom geom; /* set by build */
+    /* Forwards that do not need the kernel gradient (predictions) reuse the
+     * Winograd transform of the kernel: wk = U for tile size wk_m, computed
+     * from the kernel whose bytes wk_key holds (see conv2d_cached_wk).
+     * Owned by the layer (malloc, freed by conv2d_destroy); NULL until a
+     * forward first needs them. */
+    float *wk, *wk_key;
+    int wk_m;
 } conv2d_state;
 
 /* What backward needs; lives in the graph arena. */
@@ -146,6 +158,53 @@ static void conv2d_backward(nn_node *n)
         nn_conv_backward(dx, dk, db, dz, mask_y, k->data, g, N, F, &c->w);
 }
 
+/* The Winograd transform U of the kernel k for tile size m, or NULL when
+ * there is no memory for it (the forward then transforms into its arena,
+ * as a training forward does).
+ * Why the cache is keyed on the kernel's contents: the kernel changes
+ * through optimizer steps, checkpoint and safetensors loads, and any write
+ * a program makes to l->params[0].t->data, and only a comparison of the
+ * bytes sees all of these; a version counter would miss the direct
+ * writes. U is a pure function of (m, the kernel's bytes, C, F) computed in
+ * an order that does not depend on the thread count, so when the bytes
+ * match, the cached U is the U the forward would compute, bit for bit, and
+ * the output is the same as without the cache. The memcmp reads the kernel
+ * once, as the transform would, without the transform's arithmetic and
+ * without writing U, (m+2)^2/9 times the kernel's size. */
+static const float *conv2d_cached_wk(conv2d_state *s, const tensor *k, int m)
+{
+    const nn_conv_geom *g = &s->geom;
+    const size_t kbytes = k->size * sizeof(float);
+    int fresh = 0;
+    if (!s->wk || s->wk_m != m) {
+        free(s->wk);
+        free(s->wk_key);
+        s->wk = malloc(nn_conv_winograd_kernel_size(m, g->C, s->filters) * sizeof(float));
+        s->wk_key = malloc(kbytes ? kbytes : 1);
+        if (!s->wk || !s->wk_key) {
+            free(s->wk);
+            free(s->wk_key);
+            s->wk = s->wk_key = NULL;
+            return NULL;
+        }
+        s->wk_m = m;
+        fresh = 1;
+    }
+    if (fresh || memcmp(s->wk_key, k->data, kbytes) != 0) {
+        nn_conv_winograd_kernel(m, s->wk, k->data, g->C, s->filters, 0);
+        memcpy(s->wk_key, k->data, kbytes);
+    }
+    return s->wk;
+}
+
+static void conv2d_destroy(nn_layer *l)
+{
+    conv2d_state *s = l->state;
+    free(s->wk);
+    free(s->wk_key);
+    s->wk = s->wk_key = NULL;
+}
+
 /* n floats from the arena, or NULL when n is 0; *failed is set on error. */
 static void *conv2d_arena(nn_graph *g, size_t n, size_t elem, int *failed)
 {
@@ -158,7 +217,7 @@ static void *conv2d_arena(nn_graph *g, size_t n, size_t elem, int *failed)
 static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **out, int training)
 {
     (void)training;
-    const conv2d_state *s = l->state;
+    conv2d_state *s = l->state;
     const nn_conv_geom *g = &s->geom;
     const int N = x->shape[0], F = s->filters, cf = s->format == NN_CHANNELS_FIRST;
     int shape[4] = {N, g->OH, g->OW, F};
@@ -179,6 +238,11 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
         nn_conv_work_sizes_nchw(&z, g, N, F, need_dx, need_dk, need_db);
     else
         nn_conv_work_sizes(&z, g, N, F, need_dx, need_dk, need_db);
+    /* A forward that does not need dk uses the cached kernel transform; one
+     * that does is a training step, after which the kernel changes anyway. */
+    const int wino = N > 0 && g->OH > 0 && g->OW > 0 ? nn_conv_winograd_m(g, F) : 0;
+    const float *wk_cached = wino && !need_dk ? conv2d_cached_wk(s, k, wino) : NULL;
+    if (wk_cached) z.wk = 0;
     int failed = 0;
     tensor *y = nn_graph_tensor(gr, 4, shape);
     conv2d_ctx *c = conv2d_arena(gr, 1, sizeof *c, &failed);
@@ -201,6 +265,10 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->yn = conv2d_arena(gr, z.yn, sizeof(float), &failed);
     w->dxn = conv2d_arena(gr, z.dxn, sizeof(float), &failed);
     w->ws_slots = z.ws_slots;
+    if (wk_cached) { /* read only: wk_ready tells the forward not to write it */
+        w->wk = (float *)wk_cached;
+        w->wk_ready = 1;
+    }
     if (failed) return NN_ERR_MEMORY;
     const int relu = s->activation == NN_ACT_RELU;
     if (cf)
@@ -224,6 +292,7 @@ const nn_layer_type nn_layer_conv2d = {
     .write = conv2d_write,
     .build = conv2d_build,
     .forward = conv2d_forward,
+    .destroy = conv2d_destroy,
     /* Linear: each kernel weight feeds every output position, so with ReLU
      * too many finite-difference points straddle a kink; the PyTorch
      * fixtures in tests/test_conv.c check the ReLU path. */

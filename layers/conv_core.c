@@ -218,6 +218,8 @@ static int conv_core_nchw_chunk(const nn_conv_geom *g, int N, int F)
     return (int)nb;
 }
 
+int nn_conv_winograd_m(const nn_conv_geom *g, int F) { return conv_core_winograd(g, F); }
+
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db)
 {
@@ -279,9 +281,11 @@ static int conv_core_forward_setup(const float *k, const float *b, const nn_conv
         memset(w->bp + F, 0, (size_t)(Fp - F) * sizeof *b);
     }
     const int wino = conv_core_winograd(g, F);
-    if (wino)
-        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0); /* padded columns of its own */
-    else if (F != Fp)
+    /* The transformed kernel has padded columns of its own; a cached one
+     * (wk_ready) is read only. */
+    if (wino && !w->wk_ready)
+        nn_conv_winograd_kernel(wino, w->wk, k, g->C, F, 0);
+    else if (!wino && F != Fp)
         conv_core_pad_cols(w->kp, Fp, k, (size_t)g->KH * g->KW * g->C, F);
     return wino;
 }

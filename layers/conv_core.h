@@ -102,6 +102,8 @@ typedef struct nn_conv_work {
     float *dcol;    /* dx, strided: one chunk of columns (nb*OH*OW, T) */
     float *db;      /* dbias: per-block sums (nn_conv_db_scratch) */
     float *wk;      /* Winograd: the forward's transformed kernel */
+    int wk_ready;   /* forward: wk already holds k's transform (a caller's cache, which
+                     * must be nn_conv_winograd_kernel(nn_conv_winograd_m(g, F), ..., k, C, F, 0)) */
     float *wkt;     /* Winograd: dx's transformed kernel */
     float *ws;      /* Winograd: per-thread blocks, ws_slots of them */
     float *yn;      /* NCHW: one chunk's NHWC output, then its NHWC dz */
@@ -115,6 +117,9 @@ typedef struct nn_conv_sizes {
     int ws_slots; /* threads ws is sized for */
 } nn_conv_sizes;
 
+/* The Winograd tile size m nn_conv_forward runs (g, F) with, or 0 when it
+ * runs the GEMM tiles. */
+int nn_conv_winograd_m(const nn_conv_geom *g, int F);
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db);
 void nn_conv_forward(float *y, const float *x, const float *k, const float *b, int relu,

@@ -1098,6 +1098,78 @@ static void test_empty_batch(void **state)
     }
 }
 
+/* ---- the eval forward's cached Winograd kernel transform ---- */
+
+/* A batch of 2 (8x8x16) through two 3x3 convolutions (Winograd F(4x4) for
+ * both), pooled to 8 logits: no dense layer, whose prediction at small
+ * batches runs another kernel than a recorded forward. */
+static const char cache_spec[] = "conv2d filters=16 kernel_size=3 padding=same\n"
+                                 "conv2d filters=8 kernel_size=3 padding=same activation=relu\n"
+                                 "global_avgpool2d\n";
+
+/* The prediction (cached transform) into out; asserts that it equals, bit for
+ * bit, an eval forward that records the kernel gradient's tape (which
+ * transforms the kernel afresh). */
+static void cache_check(nn_model *m, tensor *x, float *out)
+{
+    tensor *y = NULL;
+    assert_ok(nn_model_forward(m, x, &y, NN_MODE_EVAL));
+    float ref[16];
+    assert_int_equal(y->size, 16);
+    memcpy(ref, y->data, sizeof ref);
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size, 16);
+    assert_memory_equal(y->data, ref, sizeof ref);
+    memcpy(out, y->data, sizeof ref);
+}
+
+static nn_model *cache_model(uint64_t seed)
+{
+    nn_model *m = nn_model_create(seed);
+    assert_non_null(m);
+    const int in[3] = {8, 8, 16};
+    assert_ok(nn_model_add_spec(m, cache_spec));
+    assert_ok(nn_model_build(m, 3, in));
+    const nn_conv_geom g = {.H = 8, .W = 8, .C = 16, .KH = 3, .KW = 3, .SH = 1, .SW = 1,
+                            .DH = 1, .DW = 1, .PT = 1, .PL = 1, .OH = 8, .OW = 8};
+    assert_int_equal(nn_conv_winograd_m(&g, 16), 4); /* the cache is in use */
+    return m;
+}
+
+static void test_winograd_cache_never_stale(void **state)
+{
+    (void)state;
+    nn_model *m = cache_model(1), *other = cache_model(2);
+    const int xs[4] = {2, 8, 8, 16};
+    tensor *x = tensor_create(4, xs);
+    fill_normal(x->data, x->size, 3);
+    float first[16], again[16], stepped[16], written[16], loaded[16], want[16];
+    cache_check(m, x, first);
+    cache_check(m, x, again); /* a cache hit */
+    assert_memory_equal(first, again, sizeof first);
+    /* an optimizer step changes the kernels */
+    optim *o = optim_sgd_create(0.5f, 0.0f, 0, 0.0f);
+    const int labels[2] = {1, 5};
+    assert_ok(nn_model_train_step(m, o, x, labels, NULL, NULL));
+    optim_free(o);
+    cache_check(m, x, stepped);
+    assert_memory_not_equal(stepped, first, sizeof first);
+    /* a program writes one weight of the first kernel */
+    m->layers[0]->params[0].t->data[37] += 0.25f;
+    cache_check(m, x, written);
+    assert_memory_not_equal(written, stepped, sizeof first);
+    /* a load replaces all of them: the prediction is the other model's */
+    cache_check(other, x, want);
+    assert_ok(nn_safetensors_save(other, test_path("other.safetensors")));
+    assert_ok(nn_safetensors_load(m, test_path("other.safetensors")));
+    cache_check(m, x, loaded);
+    assert_memory_equal(loaded, want, sizeof want);
+    assert_memory_not_equal(loaded, written, sizeof want);
+    tensor_free(x);
+    nn_model_free(m);
+    nn_model_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1113,6 +1185,8 @@ int main(void)
         cmocka_unit_test(test_batchnorm_moving_statistics),
         cmocka_unit_test(test_batchnorm_large_offset),
         cmocka_unit_test(test_empty_batch),
+        cmocka_unit_test_setup_teardown(test_winograd_cache_never_stale, test_dir_setup,
+                                        test_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
