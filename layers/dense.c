@@ -8,12 +8,17 @@
  * layers/activation.c), the same arithmetic as the activation's own layer
  * placed after a linear dense. GEMMs go to OpenBLAS in fixed tiles of the
  * output, threaded here, and chunks of the reduction axis (see
- * dense_gemm_tiled and dense_gemm_chunked). */
+ * dense_gemm_tiled and dense_gemm_chunked). A forward that records no
+ * gradient (a prediction) of at most NN_DENSE_GEMV_MAX_N rows runs
+ * nn_dense_gemv (layers/dense_gemv.c) instead, with the ReLU fused: its sums
+ * are rounded in another order than OpenBLAS's, so training forwards, whose
+ * results must not change, keep the GEMM. */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
 #include "layers/activation.h"
+#include "layers/dense_gemv.h"
 #include "layers/layer.h"
 
 typedef struct {
@@ -160,15 +165,18 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
     tensor *y = nn_graph_tensor(g, 2, shape);
     if (!y) return NN_ERR_MEMORY;
     tensor *w = l->params[0].t, *b = s->use_bias ? l->params[1].t : NULL;
-    if (N > 0) {
+    tensor *in[3] = {x, w, b};
+    const int relu = s->activation == NN_ACT_RELU;
+    if (N > 0 && N <= NN_DENSE_GEMV_MAX_N && !nn_graph_needs_grad(g, in, b ? 3 : 2)) {
+        nn_dense_gemv(y->data, x->data, w->data, b ? b->data : NULL, N, In, U, relu);
+    } else if (N > 0) {
         if (b)
             for (int i = 0; i < N; i++) memcpy(y->data + (size_t)i * U, b->data, (size_t)U * sizeof(float));
         /* y (N, U) = [b] + x (N, In) W (In, U) */
         dense_gemm_tiled(0, 0, N, U, In, x->data, In, w->data, U, b ? 1.0f : 0.0f, y->data, U);
-        if (s->activation == NN_ACT_RELU)
+        if (relu)
             for (size_t i = 0; i < y->size; i++) y->data[i] = y->data[i] > 0.0f ? y->data[i] : 0.0f;
     }
-    tensor *in[3] = {x, w, b};
     nn_node *node = nn_graph_record(g, "dense", y, in, b ? 3 : 2, dense_backward, l);
     if (node) node->saves_output = s->activation == NN_ACT_RELU;
     if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
