@@ -70,11 +70,12 @@ $(BUILD)/examples/%: examples/%.c $(LIB)
 # --oversubscribe (more ranks than the cores it counts), and the shared-
 # memory transport without single-copy (vader's CMA/XPMEM need ptrace
 # rights a container lacks): --mca btl self,vader
-# --mca btl_vader_single_copy_mechanism none.
+# --mca btl_vader_single_copy_mechanism none. --bind-to none lets a rank's
+# OpenMP threads use more than the one core mpirun binds it to by default.
 MPI_CFLAGS := $(if $(MPICC),$(shell $(MPICC) --showme:compile))
 MPI_LIBS   := $(if $(MPICC),$(shell $(MPICC) --showme:link))
 MPIRUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-MPIRUN_FLAGS := --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none
+MPIRUN_FLAGS := --oversubscribe --bind-to none --mca btl self,vader --mca btl_vader_single_copy_mechanism none
 NP ?= 2
 .PHONY: FORCE mpi mnist-mpi
 FORCE:
