@@ -4,6 +4,8 @@
 #   make asan     the test suites under AddressSanitizer + UBSan
 #   make mnist    install, fetch MNIST, build, train (ARGS="--epochs 1")
 #   make fashion  the residual network on Fashion-MNIST (Debian dataset-fashion-mnist)
+#   make mnist-mpi NP=2   MNIST over NP processes with mpirun (installs OpenMPI)
+#   make mpi      libnn_mpi.a and the MPI-enabled examples (installs OpenMPI)
 #   make bench    benchmarks (tests/bench/)
 #   make deps     install missing Debian packages with apt-get
 
@@ -20,7 +22,10 @@ CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fopenmp -fno-math-errno
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 LDFLAGS := -fopenmp $(EXTRA_LDFLAGS)
 
-SRC     := $(wildcard tensor/*.c layers/*.c optim/*.c nn/*.c nn/io/*.c)
+# nn/mpi.c is the one file that needs MPI: it goes into its own library,
+# libnn_mpi.a, built with mpicc's flags whenever mpicc is found (see "MPI"
+# below); the core library never includes <mpi.h>.
+SRC     := $(filter-out nn/mpi.c,$(wildcard tensor/*.c layers/*.c optim/*.c nn/*.c nn/io/*.c))
 OBJ     := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libnn.a
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
@@ -31,8 +36,13 @@ HEADERS := $(wildcard tensor/*.h layers/*.h optim/*.h nn/*.h nn/io/*.h)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# MPI, optional: found when mpicc is on the PATH (OpenMPI's libopenmpi-dev).
+MPICC    := $(shell command -v mpicc 2>/dev/null)
+MPI_DEBS := libopenmpi-dev openmpi-bin
+MPI_LIB  := $(if $(MPICC),$(BUILD)/libnn_mpi.a)
+
 .PHONY: all lib test run-tests asan deps mnist bench clean examples mnist-data
-all: $(LIB) $(EXAMPLES)
+all: $(LIB) $(MPI_LIB) $(EXAMPLES)
 lib: $(LIB)
 examples: $(EXAMPLES)
 
@@ -51,6 +61,54 @@ $(BUILD)/tests/%: tests/%.c tests/*.h $(LIB)
 $(BUILD)/examples/%: examples/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# ---- MPI (nn/mpi.h) ----
+# With mpicc found, nn/mpi.c becomes libnn_mpi.a and examples/mnist.c is
+# built with NN_WITH_MPI against it: the same program then trains over
+# processes when mpirun starts it, and as before when started on its own.
+# $(BUILD)/gen/mpi.flags records which, so installing OpenMPI rebuilds it.
+# As root in a container OpenMPI needs: OMPI_ALLOW_RUN_AS_ROOT=1 and
+# OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (mpirun refuses root otherwise),
+# --oversubscribe (more ranks than the cores it counts), and the shared-
+# memory transport without single-copy (vader's CMA/XPMEM need ptrace
+# rights a container lacks): --mca btl self,vader
+# --mca btl_vader_single_copy_mechanism none. --bind-to none lets a rank's
+# OpenMP threads use more than the one core mpirun binds it to by default.
+MPI_CFLAGS := $(if $(MPICC),$(shell $(MPICC) --showme:compile))
+MPI_LIBS   := $(if $(MPICC),$(shell $(MPICC) --showme:link))
+MPIRUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+MPIRUN_FLAGS := --oversubscribe --bind-to none --mca btl self,vader --mca btl_vader_single_copy_mechanism none
+NP ?= 2
+.PHONY: FORCE mpi mnist-mpi
+FORCE:
+$(BUILD)/gen/mpi.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(MPICC) $(MPI_CFLAGS) $(MPI_LIBS)" | cmp -s - $@ || echo "$(MPICC) $(MPI_CFLAGS) $(MPI_LIBS)" > $@
+
+$(BUILD)/obj/nn/mpi.o: nn/mpi.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
+$(BUILD)/libnn_mpi.a: $(BUILD)/obj/nn/mpi.o
+	@rm -f $@
+	ar rcs $@ $^
+
+ifneq ($(MPICC),)
+$(BUILD)/examples/mnist: examples/mnist.c $(LIB) $(MPI_LIB) $(BUILD)/gen/mpi.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DNN_WITH_MPI $(MPI_CFLAGS) $< -o $@ $(MPI_LIB) $(LIB) $(LDFLAGS) $(MPI_LIBS) $(LDLIBS)
+else
+$(BUILD)/examples/mnist: $(BUILD)/gen/mpi.flags
+endif
+
+mpi: deps
+	@command -v mpicc >/dev/null 2>&1 || $(MAKE) --no-print-directory deps DEBS="$(MPI_DEBS)"
+	@$(MAKE) --no-print-directory $(BUILD)/libnn_mpi.a $(BUILD)/examples/mnist
+
+# `make mnist-mpi NP=4 ARGS="--epochs 1"`: examples/mnist.c over NP ranks.
+mnist-mpi: mpi
+	@$(MAKE) --no-print-directory mnist-data
+	$(MPIRUN_ENV) mpirun -np $(NP) $(MPIRUN_FLAGS) $(BUILD)/examples/mnist --data $(MNIST_DIR) $(ARGS)
 
 $(BUILD)/bench/%: tests/bench/%.c tests/bench/*.h $(LIB)
 	@mkdir -p $(dir $@)
@@ -204,11 +262,12 @@ $(NN_SHLIB): $(PIC_OBJ)
 	$(CC) -shared -Wl,-soname,$(NN_SONAME) -Wl,--no-undefined -Wl,--as-needed -o $@ $^ \
 	  $(LDFLAGS) $(NN_LIB_LIBS)
 
-install: $(LIB) $(NN_SHLIB)
+install: $(LIB) $(NN_SHLIB) $(MPI_LIB)
 	install -d $(addprefix $(DESTDIR)$(NN_INCDIR)/,$(NN_HEADER_DIRS)) \
 	  $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	@for h in $(HEADERS); do install -m 644 $$h $(DESTDIR)$(NN_INCDIR)/$$h || exit 1; done
 	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libnn.a
+	$(if $(MPI_LIB),install -m 644 $(MPI_LIB) $(DESTDIR)$(LIBDIR)/libnn_mpi.a)
 	install -m 755 $(NN_SHLIB) $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION)
 	ln -sf libnn.so.$(NN_VERSION) $(DESTDIR)$(LIBDIR)/$(NN_SONAME)
 	ln -sf $(NN_SONAME) $(DESTDIR)$(LIBDIR)/libnn.so
@@ -223,7 +282,7 @@ install: $(LIB) $(NN_SHLIB)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(NN_INCDIR)/,$(HEADERS))
-	rm -f $(DESTDIR)$(LIBDIR)/libnn.a $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION) \
+	rm -f $(DESTDIR)$(LIBDIR)/libnn.a $(DESTDIR)$(LIBDIR)/libnn_mpi.a $(DESTDIR)$(LIBDIR)/libnn.so.$(NN_VERSION) \
 	  $(DESTDIR)$(LIBDIR)/$(NN_SONAME) $(DESTDIR)$(LIBDIR)/libnn.so $(DESTDIR)$(PKGCONFIGDIR)/nn.pc
 	@for d in $$(printf '%s\n' $(NN_HEADER_DIRS) | sort -r) ''; do \
 	  rmdir $(DESTDIR)$(NN_INCDIR)/$$d 2>/dev/null || true; done

@@ -17,8 +17,19 @@
  * see mnist_train.h); --shift 0 trains on the images as they are. --flip
  * also mirrors half of them at random (for Fashion-MNIST; off by default,
  * since a mirrored digit is no longer that digit).
+ * Several processes: built with MPI (`make mpi`, or whenever mpicc is
+ * found) and started by mpirun, every rank trains its part of each batch
+ * (nn/shard.h): in exact mode (the default, --allreduce exact) the weights,
+ * the log and the checkpoints are those of one process running the same
+ * micro-shards (--shard N samples), bit for bit, for any number of ranks;
+ * --allreduce fast sums with MPI_Allreduce instead (reproducible at a fixed
+ * rank count only). Every rank reads the data; rank 0 prints, logs and
+ * writes checkpoints, --load/--resume files are read by rank 0 and sent to
+ * the others, and an error on any rank ends them all naming the rank.
+ * Started on its own with --shard or --allreduce exact, the program runs the
+ * exact mode's steps in one process, without MPI.
  * Deliberately omitted: other augmentations, a validation split, mid-epoch
- * checkpoints, multi-process training.
+ * checkpoints.
  */
 #include <errno.h>
 #include <limits.h>
@@ -30,6 +41,9 @@
 
 #include "examples/mnist_train.h"
 #include "nn/nn.h"
+#ifdef NN_WITH_MPI
+#include "nn/mpi.h"
+#endif
 
 static const char default_spec[] =
 #include "mnist_cnn.inc"
@@ -46,6 +60,7 @@ typedef struct options {
     /* which flags were given, for checks against a resumed checkpoint */
     int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate, set_shift;
     int set_flip;
+    int shard, set_shard, fast, set_allreduce; /* over ranks (nn/shard.h) */
 } options;
 
 static void usage(FILE *f)
@@ -80,6 +95,9 @@ static void usage(FILE *f)
             "                        data order, dropout counters, schedule)\n"
             "  --eval-only           only evaluate (with --load or --resume)\n"
             "  --log FILE            JSON Lines: one object per epoch, then a final one\n"
+            "  --allreduce MODE      over MPI ranks: exact (any rank count, same bits)\n"
+            "                        | fast (MPI_Allreduce)           [exact]\n"
+            "  --shard N             exact mode's micro-shard size   [32]\n"
             "  --quiet               print only the final result\n"
             "  --help                this text\n");
 }
@@ -149,7 +167,7 @@ static int parse_args(int argc, char **argv, options *o)
         static const char *const with_value[] = {
             "--epochs", "--batch", "--lr", "--lr-decay", "--lr-step", "--optimizer", "--seed", "--threads",
             "--dropout", "--rate", "--data-format", "--limit", "--shift", "--model", "--data", "--save",
-            "--load", "--resume", "--log", NULL};
+            "--load", "--resume", "--log", "--allreduce", "--shard", NULL};
         int known = 0;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
         if (!known) return bad_usage("unknown flag '%s'%s", arg, "");
@@ -161,6 +179,13 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(f, "--epochs")) rc = parse_int(f, val, 1, 100000, &o->epochs);
         else if (!strcmp(f, "--batch")) rc = parse_int(f, val, 1, 65536, &o->batch), o->set_batch = 1;
         else if (!strcmp(f, "--threads")) rc = parse_int(f, val, 1, 1024, &o->threads);
+        else if (!strcmp(f, "--shard")) rc = parse_int(f, val, 1, 65536, &o->shard), o->set_shard = 1;
+        else if (!strcmp(f, "--allreduce")) {
+            if (strcmp(val, "exact") && strcmp(val, "fast"))
+                return bad_usage("--allreduce must be exact or fast, but got '%s'%s", val, "");
+            o->fast = !strcmp(val, "fast");
+            o->set_allreduce = 1;
+        }
         else if (!strcmp(f, "--lr-step"))
             rc = parse_int(f, val, 1, 100000, &o->lr_step), o->set_lr_step = 1;
         else if (!strcmp(f, "--limit")) rc = parse_int(f, val, 1, INT_MAX, &o->limit), o->set_limit = 1;
@@ -207,6 +232,9 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(f, "--log")) o->log = val;
         if (rc) return rc;
     }
+    if (o->fast && o->set_shard)
+        return bad_usage("--shard is exact mode's; --allreduce fast takes each rank's rows as one "
+                         "pass%s%s", "", "");
     if (o->load && o->resume) return bad_usage("--load and --resume exclude each other%s%s", "", "");
     if (o->eval_only && !o->load && !o->resume)
         return bad_usage("--eval-only needs --load FILE or --resume FILE%s%s", "", "");
@@ -306,6 +334,53 @@ static void print_final(FILE *out, const mnist_metrics *test, const mnist_result
         fprintf(out, "; eval %.0f img/s\n", test->n / test->seconds);
 }
 
+/* One process's comm: no transfer is ever needed, so none is made. */
+static int solo_transfer(void *ctx, int peer, const void *buf, size_t bytes)
+{
+    (void)ctx, (void)peer, (void)buf, (void)bytes;
+    return nn_error(NN_ERR_STATE, "one rank has no one to talk to"), 1;
+}
+static int solo_recv(void *ctx, int peer, void *buf, size_t bytes)
+{
+    return solo_transfer(ctx, peer, buf, bytes);
+}
+
+/* A checkpoint for --load/--resume: over ranks, rank 0 reads the file and
+ * sends its bytes to the others; every rank parses them. */
+static nn_status load_checkpoint(const nn_comm *comm, const char *path, nn_model *m, optim *opt,
+                                 void *blob, size_t cap, size_t *len)
+{
+    if (!comm || comm->size == 1) return nn_checkpoint_load(path, m, opt, blob, cap, len);
+    uint64_t n = 0;
+    uint8_t *bytes = NULL;
+    nn_status s = NN_OK;
+    if (comm->rank == 0) {
+        FILE *f = fopen(path, "rb");
+        if (!f) return nn_error(NN_ERR_IO, "%s: %s", path, strerror(errno));
+        if (fseek(f, 0, SEEK_END) == 0) {
+            long end = ftell(f);
+            n = end > 0 ? (uint64_t)end : 0;
+            bytes = malloc(n ? n : 1);
+            rewind(f);
+            if (!bytes || fread(bytes, 1, n, f) != n) s = nn_error(NN_ERR_IO, "%s: read error", path);
+        } else {
+            s = nn_error(NN_ERR_IO, "%s: %s", path, strerror(errno));
+        }
+        fclose(f);
+        if (s != NN_OK) {
+            free(bytes);
+            return s;
+        }
+    }
+    s = nn_comm_bcast(comm, &n, sizeof n);
+    if (s == NN_OK && comm->rank != 0 && !(bytes = malloc(n ? n : 1)))
+        s = nn_error(NN_ERR_MEMORY, "%s: out of memory for %llu bytes", path, (unsigned long long)n);
+    if (s == NN_OK) s = nn_comm_bcast(comm, bytes, n);
+    if (s == NN_OK) s = nn_checkpoint_parse(bytes, n, path, m, opt, blob, cap, len);
+    free(bytes);
+    return s;
+}
+
 int main(int argc, char **argv)
 {
     options o = {.epochs = 12, .batch = 128, .lr_decay = 0.1f, .lr_step = 8, .rate = 0.25f, .adam = 1,
@@ -314,7 +389,40 @@ int main(int argc, char **argv)
     if (rc) return rc;
     if (!o.set_lr) o.lr = o.adam ? 1e-3f : 1e-2f;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (!o.threads) o.threads = cores > 0 ? (int)cores : 1;
+    int per_machine = 1;
+
+    /* Ranks: mpirun's, or one of our own for the exact mode's steps. */
+    nn_comm comm_store, *comm = NULL;
+#ifdef NN_WITH_MPI
+    if (nn_mpi_launched()) {
+        if (nn_mpi_init(&argc, &argv, &comm_store) != NN_OK) {
+            fprintf(stderr, "mnist: %s\n", nn_last_error());
+            return 1;
+        }
+        comm = &comm_store;
+        per_machine = nn_mpi_local_size();
+    }
+#endif
+    if (!comm && (o.set_shard || o.set_allreduce)) {
+        if (o.fast) {
+#ifdef NN_WITH_MPI
+            return bad_usage("--allreduce fast sums over MPI ranks: start the program with "
+                             "mpirun%s%s", "", "");
+#else
+            return bad_usage("--allreduce fast needs MPI: this program was built without it "
+                             "(make mpi)%s%s", "", "");
+#endif
+        }
+        const nn_comm solo = {0, 1, NULL, solo_transfer, solo_recv, NULL, NULL, NULL};
+        comm_store = solo;
+        comm = &comm_store;
+    }
+    const int root = !comm || comm->rank == 0;
+    if (!root) o.quiet = 1;
+    if (!o.threads) {
+        const long share = cores / per_machine;
+        o.threads = share > 0 ? (int)share : 1;
+    }
 
     /* The network text: built in or --model, with --dropout applied. */
     char *spec = o.model ? read_text(o.model) : strdup(default_spec);
@@ -357,7 +465,8 @@ int main(int argc, char **argv)
 
     mnist_config cfg = {.epochs = o.epochs, .batch = o.batch, .lr = o.lr, .lr_decay = o.lr_decay,
                         .lr_step = o.lr_step, .shift = o.shift, .flip = o.flip,
-                        .seed = o.seed, .out = stdout, .save_path = o.save};
+                        .seed = o.seed, .out = stdout, .save_path = o.save, .comm = comm,
+                        .shard_mode = o.fast ? NN_SHARD_FAST : NN_SHARD_EXACT, .shard = o.shard};
     cfg.verbose = !o.quiet;
     cfg.progress = !o.quiet && isatty(fileno(stdout));
     if (o.limit > data.n_train) {
@@ -368,13 +477,13 @@ int main(int argc, char **argv)
     }
     mnist_state st;
     mnist_state_init(&st, &cfg, o.limit ? o.limit : data.n_train);
-    if (o.load && nn_checkpoint_load(o.load, m, NULL, NULL, 0, NULL) != NN_OK) goto fail;
+    if (o.load && load_checkpoint(comm, o.load, m, NULL, NULL, 0, NULL) != NN_OK) goto fail;
     if (o.resume) {
         uint8_t blob[MNIST_STATE_BYTES];
         size_t blob_len = 0;
         /* The blob first into a scratch buffer: a foreign blob is refused
          * before anything is changed, by its size check in the loader. */
-        if (nn_checkpoint_load(o.resume, m, opt, blob, sizeof blob, &blob_len) != NN_OK) goto fail;
+        if (load_checkpoint(comm, o.resume, m, opt, blob, sizeof blob, &blob_len) != NN_OK) goto fail;
         if (mnist_state_unpack(&st, blob, blob_len, o.resume) != NN_OK) goto fail;
         if (resume_conflict(o.set_batch, o.batch, st.batch, "--batch", o.resume) ||
             resume_conflict(o.set_lr, o.lr, st.lr, "--lr", o.resume) ||
@@ -407,7 +516,7 @@ int main(int argc, char **argv)
         cfg.shift = (int)st.shift;
         cfg.flip = (int)st.flip;
     }
-    if (o.log) {
+    if (o.log && root) {
         /* A resumed run appends, so the file keeps the whole history. */
         log = fopen(o.log, o.resume ? "a" : "w");
         if (!log) {
@@ -431,12 +540,18 @@ int main(int argc, char **argv)
                o.epochs == 1 ? "" : "s",
                (unsigned long long)cfg.seed, o.threads, o.threads == 1 ? "" : "s",
                nn_data_format_name(fmt));
+        if (comm)
+            printf("%d rank%s, %s\n", comm->size, comm->size == 1 ? "" : "s",
+                   o.fast ? "fast mode (MPI_Allreduce)"
+                          : "exact mode (the same weights for any rank count)");
+        if (comm && !o.fast)
+            printf("micro-shards of %d samples\n", o.shard ? o.shard : NN_SHARD_DEFAULT);
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);
         fflush(stdout);
     }
 
     if (o.eval_only || (int)st.epoch >= o.epochs) {
-        if (!o.eval_only)
+        if (!o.eval_only && root)
             printf("%s already has %u epochs; nothing to train (raise --epochs)\n", o.resume,
                    st.epoch);
         mnist_metrics test;
@@ -447,17 +562,21 @@ int main(int argc, char **argv)
         /* Evaluation flips nothing, so the record says no flips. */
         mnist_log_line(log, 1, (int)st.epoch, mnist_epoch_lr(&st, st.epoch ? st.epoch - 1 : 0), 0,
                        &none, &test, test.seconds, 0.0, test.n / test.seconds);
-        print_final(stdout, &test, NULL);
+        if (root) print_final(stdout, &test, NULL);
         status = 0;
         goto out;
     }
     mnist_result res;
     if (mnist_train(m, opt, &data, &cfg, &st, &res) != NN_OK) goto fail;
-    print_final(stdout, &res.test, &res);
+    if (root) print_final(stdout, &res.test, &res);
     status = 0;
     goto out;
 
 fail:
+#ifdef NN_WITH_MPI
+    /* The other ranks may be waiting for this one: end them all. */
+    if (comm && comm->size > 1) nn_mpi_abort(comm, "mnist", 1, nn_last_error());
+#endif
     fprintf(stderr, "mnist: %s\n", nn_last_error());
 out:
     if (log) fclose(log);
@@ -465,5 +584,10 @@ out:
     optim_free(opt);
     nn_model_free(m);
     free(spec);
+#ifdef NN_WITH_MPI
+    if (comm && comm->size > 1 && status == 2)
+        nn_mpi_abort(comm, "mnist", 2, "stopped (see the message above)");
+    if (comm && comm->send != solo_transfer) nn_mpi_finalize();
+#endif
     return status;
 }

@@ -68,6 +68,13 @@ typedef struct mnist_config {
     FILE *out;             /* where lines go */
     FILE *log;             /* JSON Lines, or NULL */
     const char *save_path; /* checkpoint after every epoch, or NULL */
+    /* Over several processes (nn/shard.h), or NULL: every rank trains its
+     * part of each batch; rank 0 alone writes the checkpoint, the others
+     * wait for it. Lines and the log are the caller's to silence on the
+     * other ranks. */
+    const nn_comm *comm;
+    nn_shard_mode shard_mode;
+    int shard;             /* exact mode's micro-shard size, 0: the default */
 } mnist_config;
 
 /* The loop's own state, saved in the checkpoint's blob. */
@@ -452,7 +459,7 @@ static int mnist_on_epoch(nn_fit_epoch *ev, void *user)
     }
     mnist_log_line(cfg->log, 0, ev->epoch + 1, ev->lr, (int)st->flip, &train, &test,
                    train_seconds + eval_seconds, train_ips, eval_ips);
-    if (cfg->save_path) {
+    if (cfg->save_path && (!cfg->comm || cfg->comm->rank == 0)) {
         uint8_t blob[MNIST_STATE_BYTES];
         mnist_state_pack(st, blob);
         r->save_status = nn_checkpoint_save(cfg->save_path, ev->model, ev->optim, blob, sizeof blob);
@@ -460,6 +467,12 @@ static int mnist_on_epoch(nn_fit_epoch *ev, void *user)
             snprintf(r->save_error, sizeof r->save_error, "%s", nn_last_error());
             return -1;
         }
+    }
+    /* The other ranks go on once the checkpoint is whole. */
+    if (cfg->save_path && cfg->comm && nn_comm_barrier(cfg->comm) != NN_OK) {
+        r->save_status = NN_ERR_IO;
+        snprintf(r->save_error, sizeof r->save_error, "%s", nn_last_error());
+        return -1;
     }
     return NN_FIT_CONTINUE;
 }
@@ -514,6 +527,9 @@ static nn_status mnist_train(nn_model *m, optim *opt, const nn_mnist *data,
     o.on_epoch = mnist_on_epoch;
     o.on_batch = mnist_on_batch;
     o.transform = st->shift || st->flip ? mnist_transform : NULL;
+    o.comm = cfg->comm;
+    o.shard_mode = cfg->shard_mode;
+    o.shard = cfg->shard;
     o.user = &run;
     const double run_start = mnist_now();
     nn_status s = nn_model_fit(m, opt, &train, &o, NULL);

@@ -3,7 +3,9 @@
  * 1/(1-rate) (PyTorch's float formula), or set to exactly 0. Inference, and
  * rate 0: the identity, returning x itself with no copy and no draw.
  * Each keep/drop draw is a counter-based hash of (seed, call, element), so
- * the mask does not depend on the thread count. Backward reuses the forward's
+ * the mask does not depend on the thread count. The element index counts
+ * from the whole batch's first sample (l->sample_offset), so a micro-shard
+ * of a sharded step draws the whole batch's mask for its rows. Backward reuses the forward's
  * byte mask: dx += dy * mask * scale.
  * Config: rate in [0, 1] (required), seed (optional; else from the model). */
 #include <math.h>
@@ -72,9 +74,10 @@ static nn_status dropout_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **o
     const float scale = s->rate < 1.0f ? 1.0f / (float)(1.0 - (double)s->rate) : 0.0f;
     const float keep = 1.0f - s->rate;
     const uint64_t seed = l->seed;
+    const uint64_t base = x->shape[0] > 0 ? l->sample_offset * (x->size / (size_t)x->shape[0]) : 0;
     #pragma omp parallel for schedule(static) if (x->size > 65536)
     for (size_t i = 0; i < x->size; i++) {
-        mask[i] = tensor_hash_uniform(seed, call, i) < keep;
+        mask[i] = tensor_hash_uniform(seed, call, base + i) < keep;
         y->data[i] = mask[i] ? x->data[i] * scale : 0.0f;
     }
     c->mask = mask;

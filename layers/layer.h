@@ -23,7 +23,10 @@
  * Parameters live in the model's blocks (nn/model.h); a layer reaches them as
  * l->params[i].t, valid after the model is built. Stochastic layers draw from
  * the counter-based generator keyed by (l->seed, l->calls, index) and
- * increment l->calls once per training forward.
+ * increment l->calls once per training forward. The index counts from the
+ * first sample of the whole batch: a forward over rows [o, o + n) of a
+ * larger batch (a micro-shard, nn/shard.h) has l->sample_offset = o and
+ * draws what the whole batch's forward draws for those rows.
  *
  * Thread-safety: a layer is used by one thread at a time (forward advances
  * l->calls); its hooks may run OpenMP loops inside.
@@ -97,6 +100,8 @@ struct nn_layer {
     uint64_t seed;            /* for stochastic layers */
     int seed_fixed;           /* seed came from the config; the model keeps it */
     uint64_t calls;           /* training forwards done so far */
+    uint64_t sample_offset;   /* index of the input's first sample in its
+                               * whole batch; 0 but in sharded steps */
     int built;
     /* Every input's per-sample shape (in_rank/in_shape above repeat input
      * 0): n_in is 1, or 2..NN_LAYER_MAX_INPUTS for a merge layer. */

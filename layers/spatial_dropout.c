@@ -224,8 +224,22 @@ nn_status nn_spatial_dropout_layer_forward(nn_layer *l, nn_graph *g, tensor *x, 
         c->fmt = s->format;
         c->rate = s->rate;
     }
-    NN_TRY(spatial_dropout_status(nn_sd_forward(y->data, c ? c->mask : NULL, x->data, N, C,
-                                                spatial, (int)s->format, s->rate, l->seed, call)));
+    if (l->sample_offset) {
+        /* Rows of a larger batch: the keys of samples offset + n, drawn here
+         * by the definition nn_sd_mask uses, then applied. */
+        uint8_t *mask = c ? c->mask : nn_graph_alloc(g, (size_t)N * (size_t)C);
+        if (!mask) return NN_ERR_MEMORY;
+        const uint64_t base = l->sample_offset * (uint64_t)C;
+        const float keep = 1.0f - s->rate;
+        for (size_t i = 0; i < (size_t)N * (size_t)C; i++)
+            mask[i] = nn_sd_uniform(l->seed, call, base + i) < keep;
+        NN_TRY(spatial_dropout_status(nn_sd_apply(y->data, mask, x->data, N, C, spatial,
+                                                  (int)s->format, s->rate)));
+    } else {
+        NN_TRY(spatial_dropout_status(nn_sd_forward(y->data, c ? c->mask : NULL, x->data, N, C,
+                                                    spatial, (int)s->format, s->rate, l->seed,
+                                                    call)));
+    }
     if (c) {
         nn_node *n = nn_graph_record(g, l->type->name, y, &x, 1, spatial_dropout_node_backward, c);
         if (n) n->grad_in_place = 1;

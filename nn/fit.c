@@ -331,6 +331,20 @@ static double fit_accuracy_count(const nn_model *m, const nn_loss *loss, int n)
     return 0.0;
 }
 
+/* Loss sum and correct count of samples [start, start + b) of d in eval
+ * mode, with the given buffers. */
+static nn_status fit_evaluate_batch(nn_model *m, const nn_dataset *d, int start, int b,
+                                    const nn_loss *loss, fit_buffers *buf, double *batch_sum,
+                                    int *correct)
+{
+    fit_fill(buf, d, NULL, start, b);
+    tensor x, t;
+    fit_tensors(m, buf, b, &x, &t);
+    const int sce = loss->kind == NN_LOSS_SOFTMAX_CROSS_ENTROPY;
+    return nn_model_evaluate_loss(m, &x, loss, sce ? buf->labels : NULL, sce ? NULL : &t, NULL,
+                                  batch_sum, correct);
+}
+
 /* Loss and accuracy over d in eval mode with the given buffers. */
 static nn_status fit_evaluate(nn_model *m, const nn_dataset *d, int batch, const nn_loss *loss,
                               fit_buffers *buf, double *loss_value, double *accuracy)
@@ -339,17 +353,46 @@ static nn_status fit_evaluate(nn_model *m, const nn_dataset *d, int batch, const
     long long correct = 0;
     for (int start = 0; start < d->n; start += batch) {
         const int b = d->n - start < batch ? d->n - start : batch;
-        fit_fill(buf, d, NULL, start, b);
-        tensor x, t;
-        fit_tensors(m, buf, b, &x, &t);
-        const int sce = loss->kind == NN_LOSS_SOFTMAX_CROSS_ENTROPY;
         double batch_sum = 0.0;
         int c = 0;
-        NN_TRY(nn_model_evaluate_loss(m, &x, loss, sce ? buf->labels : NULL, sce ? NULL : &t, NULL,
-                                      &batch_sum, &c));
+        NN_TRY(fit_evaluate_batch(m, d, start, b, loss, buf, &batch_sum, &c));
         sum += batch_sum;
         correct += c;
     }
+    const double count = fit_accuracy_count(m, loss, d->n);
+    if (loss_value) *loss_value = sum / d->n;
+    if (accuracy) *accuracy = count > 0 ? (double)correct / count : NAN;
+    return NN_OK;
+}
+
+/* fit_evaluate over ranks: each evaluates its share of the batches, the
+ * per-batch sums are shared and added in batch order as fit_evaluate adds
+ * them, so every rank gets one process's result. */
+static nn_status fit_evaluate_ranks(nn_model *m, const nn_dataset *d, int batch,
+                                    const nn_loss *loss, const nn_comm *comm, fit_buffers *buf,
+                                    double *loss_value, double *accuracy)
+{
+    const int batches = (d->n + batch - 1) / batch;
+    double *part = calloc((size_t)batches * 2, sizeof *part);
+    if (!part) return nn_error(NN_ERR_MEMORY, "nn_model_fit: out of memory for %d batch sums", batches);
+    int lo, hi;
+    nn_shard_split(batches, comm->size, comm->rank, &lo, &hi);
+    nn_status s = NN_OK;
+    for (int k = lo; k < hi && s == NN_OK; k++) {
+        const int start = k * batch, b = d->n - start < batch ? d->n - start : batch;
+        int c = 0;
+        s = fit_evaluate_batch(m, d, start, b, loss, buf, &part[2 * k], &c);
+        part[2 * k + 1] = c;
+    }
+    if (s == NN_OK) s = nn_comm_share(comm, part, 2 * sizeof *part, batches);
+    double sum = 0.0;
+    long long correct = 0;
+    for (int k = 0; k < batches; k++) {
+        sum += part[2 * k];
+        correct += (long long)part[2 * k + 1];
+    }
+    free(part);
+    NN_TRY(s);
     const double count = fit_accuracy_count(m, loss, d->n);
     if (loss_value) *loss_value = sum / d->n;
     if (accuracy) *accuracy = count > 0 ? (double)correct / count : NAN;
@@ -510,6 +553,12 @@ static nn_status fit_check_options(const nn_fit_options *o, const char *fn)
     if (o->lr_step < 0)
         return nn_error(NN_ERR_ARG, "%s: options.lr_step must be >= 0 (0: a constant rate), but got "
                         "%d", fn, o->lr_step);
+    if (o->comm && o->shard_mode != NN_SHARD_EXACT && o->shard_mode != NN_SHARD_FAST)
+        return nn_error(NN_ERR_ARG, "%s: options.shard_mode must be NN_SHARD_EXACT or "
+                        "NN_SHARD_FAST, but got %d", fn, (int)o->shard_mode);
+    if (o->shard < 0)
+        return nn_error(NN_ERR_ARG, "%s: options.shard must be >= 1, or 0 for %d, but got %d", fn,
+                        NN_SHARD_DEFAULT, o->shard);
     if (o->initial_epoch < 0 || o->initial_epoch >= o->epochs)
         return nn_error(NN_ERR_ARG, "%s: options.initial_epoch must be in [0, options.epochs = %d), "
                         "but got %d", fn, o->epochs, o->initial_epoch);
@@ -560,8 +609,8 @@ static nn_status fit_callback(const nn_fit_options *o, nn_fit_epoch *ev, int *st
 /* One epoch over train in the given order (NULL: data set order); *loss_mean
  * and *accuracy as the history records them. */
 static nn_status fit_epoch(nn_model *m, optim *opt, const nn_dataset *train, const nn_fit_options *o,
-                           fit_buffers *buf, const int *order, int epoch, double *loss_mean,
-                           double *accuracy)
+                           fit_buffers *buf, nn_shard_trainer *ranks, const int *order, int epoch,
+                           double *loss_mean, double *accuracy)
 {
     const int n = train->n, B = o->batch, batches = (n + B - 1) / B;
     const int sce = o->loss.kind == NN_LOSS_SOFTMAX_CROSS_ENTROPY;
@@ -569,13 +618,32 @@ static nn_status fit_epoch(nn_model *m, optim *opt, const nn_dataset *train, con
     long long correct = 0;
     for (int k = 0; k < batches; k++) {
         const int start = k * B, b = n - start < B ? n - start : B;
-        NN_TRY(fit_fill_train(buf, train, o, order ? order + start : NULL, start, b, epoch));
-        tensor x, t;
-        fit_tensors(m, buf, b, &x, &t);
         float loss = 0.0f;
         int c = 0;
-        nn_status s = nn_model_train_step_loss(m, opt, &x, &o->loss, sce ? buf->labels : NULL,
-                                               sce ? NULL : &t, &loss, &c);
+        nn_status s;
+        if (ranks) {
+            /* This rank's rows only, in place in the batch's buffers. */
+            int first, count;
+            nn_shard_rows(ranks, b, &first, &count);
+            const size_t S = train->sample_size, T = nn_model_output_size(m);
+            fit_buffers part = {buf->x + (size_t)first * S, buf->labels + first,
+                                buf->targets + (size_t)first * T};
+            if (count > 0)
+                NN_TRY(fit_fill_train(&part, train, o, order ? order + start + first : NULL,
+                                      start + first, count, epoch));
+            tensor x, t;
+            fit_tensors(m, buf, b, &x, &t);
+            long long right = 0;
+            s = nn_shard_step(ranks, opt, &x, &o->loss, sce ? buf->labels : NULL, sce ? NULL : &t,
+                              &loss, &right);
+            c = (int)right;
+        } else {
+            NN_TRY(fit_fill_train(buf, train, o, order ? order + start : NULL, start, b, epoch));
+            tensor x, t;
+            fit_tensors(m, buf, b, &x, &t);
+            s = nn_model_train_step_loss(m, opt, &x, &o->loss, sce ? buf->labels : NULL,
+                                         sce ? NULL : &t, &loss, &c);
+        }
         if (s == NN_OK && !isfinite(loss)) {
             s = NN_ERR_NUMERIC;
             nn_error(s, "%g", (double)loss);
@@ -641,6 +709,12 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
     NN_TRY(fit_history_alloc(h, o->epochs - o->initial_epoch, o->initial_epoch));
     fit_buffers buf;
     nn_status s = fit_buffers_alloc(&buf, m, o->batch, train->sample_size, fn);
+    nn_shard_trainer *ranks = NULL;
+    if (s == NN_OK && o->comm) {
+        ranks = nn_shard_trainer_create(m, o->comm, o->shard_mode,
+                                        o->shard ? o->shard : NN_SHARD_DEFAULT, o->batch);
+        if (!ranks) s = NN_ERR_ARG;
+    }
     int *order = NULL;
     if (s == NN_OK && o->shuffle) {
         order = malloc((size_t)train->n * sizeof *order);
@@ -666,9 +740,12 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
         ev.order_state = rng;
         const double t0 = fit_now();
         double loss = 0.0, acc = 0.0, val_loss = NAN, val_acc = NAN;
-        s = fit_epoch(m, opt, train, o, &buf, order, e, &loss, &acc);
+        s = fit_epoch(m, opt, train, o, &buf, ranks, order, e, &loss, &acc);
         if (s == NN_OK && o->validation)
-            s = fit_evaluate(m, o->validation, o->batch, &o->loss, &buf, &val_loss, &val_acc);
+            s = o->comm ? fit_evaluate_ranks(m, o->validation, o->batch, &o->loss, o->comm, &buf,
+                                             &val_loss, &val_acc)
+                        : fit_evaluate(m, o->validation, o->batch, &o->loss, &buf, &val_loss,
+                                       &val_acc);
         if (s != NN_OK) break;
         const int i = e - o->initial_epoch;
         h->lr[i] = ev.lr;
@@ -689,6 +766,7 @@ nn_status nn_model_fit(nn_model *m, optim *opt, const nn_dataset *train,
         if (stop) break;
     }
     free(order);
+    nn_shard_trainer_free(ranks);
     fit_buffers_free(&buf);
     if (!history) nn_history_free(&local);
     return s;

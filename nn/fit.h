@@ -64,6 +64,7 @@
 #include <stdio.h>
 
 #include "nn/model.h"
+#include "nn/shard.h"
 #include "optim/optim.h"
 #include "tensor/loss.h"
 #include "tensor/random.h"
@@ -177,6 +178,15 @@ typedef struct nn_fit_options {
                                    * shuffle_seed */
     nn_fit_batch_callback on_batch; /* or NULL */
     nn_fit_transform transform;   /* or NULL: samples as they are */
+    /* Data-parallel training (nn/shard.h): every rank calls nn_model_fit
+     * with the same model, data and options and its own comm; each fills
+     * and trains on its part of every batch, and evaluates its part of the
+     * validation batches (per-batch sums shared, added in batch order, so
+     * validation results are those of one process). Callbacks run on every
+     * rank with the same values. NULL: one process, the plain steps. */
+    const nn_comm *comm;
+    nn_shard_mode shard_mode;     /* with comm: NN_SHARD_EXACT (default) or _FAST */
+    int shard;                    /* exact mode's micro-shard size; 0: NN_SHARD_DEFAULT */
 } nn_fit_options;
 
 /* epochs 1, batch 32, shuffle on with seed 0, no validation, the

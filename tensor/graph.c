@@ -16,6 +16,7 @@
  */
 #include "tensor/graph.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,9 +323,17 @@ static void graph_release_out_grad(nn_graph *g, nn_node *n)
 
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 {
+    return nn_graph_backward_seed(g, loss, 1.0f);
+}
+
+nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
+{
     if (!g || !loss)
         return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument: %s is NULL",
                         !g ? "g" : "loss");
+    if (!isfinite(seed))
+        return nn_error(NN_ERR_ARG, "nn_graph_backward_seed: seed must be finite, but got %g",
+                        (double)seed);
     if (loss->size != 1) {
         char b[96];
         return nn_error(NN_ERR_SHAPE, "nn_graph_backward: loss must hold one element, got shape %s",
@@ -340,7 +349,7 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss)
     g->backward_done = 1;
     if (loss->node && loss->node->out == loss) loss->node->retain_grad = 1;
     NN_TRY(graph_ensure_grad(g, loss));
-    loss->grad[0] += 1.0f;
+    loss->grad[0] += seed;
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         nn_node *n = g->nodes[i];
         if (!n->out->grad) continue; /* not on a path to the loss */

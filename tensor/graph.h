@@ -100,6 +100,11 @@ int nn_graph_needs_grad(const nn_graph *g, tensor **in, int n_in);
  * Runs once per reset (a second call is an error: it would add the
  * intermediate gradients twice); an op that failed to record reports here. */
 nn_status nn_graph_backward(nn_graph *g, tensor *loss);
+/* As nn_graph_backward with d(loss)/d(loss) = seed instead of 1: the
+ * gradients of seed * loss. A micro-shard of a sharded step (nn/shard.h)
+ * seeds its mean loss with its sample count, so its gradients are sums over
+ * its samples. Errors: as nn_graph_backward's, and a seed that is not finite. */
+nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed);
 
 /* Keeps t's gradient after backward, until the next reset, when t is the
  * output of a recorded node (a leaf's is always kept; a tensor that needs no
