@@ -47,6 +47,7 @@
 #include "nn/io/safetensors.h"
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
+#include "nn/io/onnx.h"
 #include "nn/fit.h"
 #include "nn/model_load.h"
 
