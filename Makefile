@@ -128,8 +128,31 @@ run-tests: $(TESTS) $(EXAMPLES)
 	@fail=0; for t in $(TESTS) $(SCRIPT_TESTS); do echo "== $$t"; $$t || fail=1; done; \
 	if [ $$fail = 0 ]; then echo "ALL TEST SUITES PASSED"; else echo "SOME TEST SUITES FAILED"; exit 1; fi
 
-test: deps
+test: deps onnx-deps
 	$(MAKE) --no-print-directory run-tests
+
+# The consumers that tests/test_onnx.c checks exported ONNX files with, each
+# optional (the suite skips its part, saying why, when one is missing):
+# Debian's python3-onnx (the checker) and libonnx-testdata (operator
+# conformance fixtures), and ONNX Runtime from npm's onnxruntime-node (Debian
+# has no ONNX Runtime), installed into ONNXRUNTIME_DIR (git-ignored). A
+# failed install (offline, no node) is reported and does not stop the tests.
+ONNX_DEBS ?= python3-onnx libonnx-testdata
+ONNXRUNTIME_DIR ?= .cache/onnxruntime
+ONNXRUNTIME_NPM ?= onnxruntime-node@1.20.1
+export NN_ONNXRUNTIME_DIR := $(ONNXRUNTIME_DIR)
+.PHONY: onnx-deps
+onnx-deps:
+	@$(MAKE) --no-print-directory deps DEBS="$(ONNX_DEBS)" || \
+	  echo "onnx-deps: could not install $(ONNX_DEBS); their tests will be skipped"
+	@if [ ! -d "$(ONNXRUNTIME_DIR)/node_modules/onnxruntime-node" ]; then \
+	  if command -v npm >/dev/null 2>&1; then \
+	    mkdir -p "$(ONNXRUNTIME_DIR)" && \
+	    (cd "$(ONNXRUNTIME_DIR)" && npm install --ignore-scripts --no-audit --no-fund \
+	       --loglevel=error $(ONNXRUNTIME_NPM) >/dev/null) || \
+	    echo "onnx-deps: npm install $(ONNXRUNTIME_NPM) failed; the runtime tests will be skipped"; \
+	  else echo "onnx-deps: npm not found; the ONNX Runtime tests will be skipped"; fi; \
+	fi
 
 asan: deps
 	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -fno-omit-frame-pointer" \

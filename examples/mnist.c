@@ -56,7 +56,7 @@ typedef struct options {
     uint64_t seed;
     const char *dropout;     /* spatial | standard | none, or NULL: as the spec says */
     const char *data_format; /* or NULL: channels_last */
-    const char *model, *data, *save, *load, *resume, *log;
+    const char *model, *data, *save, *load, *resume, *log, *export_onnx;
     /* which flags were given, for checks against a resumed checkpoint */
     int set_batch, set_lr, set_lr_decay, set_lr_step, set_seed, set_limit, set_rate, set_shift;
     int set_flip;
@@ -90,6 +90,7 @@ static void usage(FILE *f)
             "  --limit N             train on the first N images only\n"
             "  --model FILE          network spec instead of the built-in one\n"
             "  --save FILE           checkpoint after every epoch\n"
+            "  --export-onnx FILE    write the trained model as ONNX (opset 13) at the end\n"
             "  --load FILE           start from a checkpoint's weights (fresh optimizer)\n"
             "  --resume FILE         continue a run from its checkpoint (weights, optimizer,\n"
             "                        data order, dropout counters, schedule)\n"
@@ -167,7 +168,7 @@ static int parse_args(int argc, char **argv, options *o)
         static const char *const with_value[] = {
             "--epochs", "--batch", "--lr", "--lr-decay", "--lr-step", "--optimizer", "--seed", "--threads",
             "--dropout", "--rate", "--data-format", "--limit", "--shift", "--model", "--data", "--save",
-            "--load", "--resume", "--log", "--allreduce", "--shard", NULL};
+            "--load", "--resume", "--log", "--allreduce", "--shard", "--export-onnx", NULL};
         int known = 0;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
         if (!known) return bad_usage("unknown flag '%s'%s", arg, "");
@@ -227,6 +228,7 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(f, "--model")) o->model = val;
         else if (!strcmp(f, "--data")) o->data = val;
         else if (!strcmp(f, "--save")) o->save = val;
+        else if (!strcmp(f, "--export-onnx")) o->export_onnx = val;
         else if (!strcmp(f, "--load")) o->load = val;
         else if (!strcmp(f, "--resume")) o->resume = val;
         else if (!strcmp(f, "--log")) o->log = val;
@@ -320,6 +322,15 @@ static int resume_conflict(int given, double flag, double saved, const char *nam
     fprintf(stderr, "mnist: %s %g, but %s was trained with %g; a resumed run continues with the "
             "checkpoint's value (leave the flag out)\n", name, flag, path, saved);
     return 1;
+}
+
+/* --export-onnx: the trained model as an ONNX inference graph. */
+static nn_status mnist_export(const nn_model *m, const char *path)
+{
+    if (!path) return NN_OK;
+    NN_TRY(nn_onnx_save(m, path));
+    printf("wrote %s (ONNX opset 13)\n", path);
+    return NN_OK;
 }
 
 static void print_final(FILE *out, const mnist_metrics *test, const mnist_result *r)
@@ -563,12 +574,14 @@ int main(int argc, char **argv)
         mnist_log_line(log, 1, (int)st.epoch, mnist_epoch_lr(&st, st.epoch ? st.epoch - 1 : 0), 0,
                        &none, &test, test.seconds, 0.0, test.n / test.seconds);
         if (root) print_final(stdout, &test, NULL);
+        if (root && mnist_export(m, o.export_onnx) != NN_OK) goto fail;
         status = 0;
         goto out;
     }
     mnist_result res;
     if (mnist_train(m, opt, &data, &cfg, &st, &res) != NN_OK) goto fail;
     if (root) print_final(stdout, &res.test, &res);
+    if (root && mnist_export(m, o.export_onnx) != NN_OK) goto fail;
     status = 0;
     goto out;
 

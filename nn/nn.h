@@ -48,6 +48,7 @@
 #include "nn/io/idx.h"
 #include "nn/io/checkpoint.h"
 #include "nn/shard.h"
+#include "nn/io/onnx.h"
 #include "nn/fit.h"
 #include "nn/model_load.h"
 

@@ -1,5 +1,5 @@
 /* Writes the committed seed corpora of the file-format harnesses
- * (tests/fuzz/corpus/{idx,checkpoint,npy,safetensors}/) with the library's
+ * (tests/fuzz/corpus/{idx,checkpoint,npy,safetensors,onnx}/) with the library's
  * own writers, so the seeds are valid files of the current formats. Run it
  * again after a format change:
  *     make BUILD=build lib
@@ -183,6 +183,39 @@ static void safetensors_seeds(void)
     nn_model_free(m);
 }
 
+/* nn's own exports of small networks; the corpus also holds small files
+ * that PyTorch 1.13 and onnx.helper wrote (copies of tests/fixtures/onnx/). */
+static void onnx_seeds(void)
+{
+    static const char *const specs[][2] = {
+        {"mlp", FUZZ_MODEL_SPEC},
+        {"cnn_last", "conv2d filters=2 kernel_size=3 padding=same activation=relu data_format=channels_last\n"
+                     "batchnorm name=bn data_format=channels_last\n"
+                     "maxpool2d pool_size=2 padding=same data_format=channels_last\n"
+                     "conv2d filters=2 kernel_size=1 activation=gelu data_format=channels_last name=a\n"
+                     "avgpool2d inputs=bn pool_size=2 padding=same data_format=channels_last\n"
+                     "concatenate inputs=a,avgpool2d_1 data_format=channels_last\n"
+                     "flatten\ndense units=3 activation=softmax\n"},
+        {"cnn_first", "conv2d filters=2 kernel_size=3 activation=elu data_format=channels_first name=c\n"
+                      "conv2d filters=2 kernel_size=3 padding=same data_format=channels_first\n"
+                      "add inputs=c,conv2d_2 activation=tanh\n"
+                      "global_avgpool2d data_format=channels_first\n"
+                      "dense units=2 activation=leaky_relu\nsigmoid\n"},
+    };
+    for (int i = 0; i < 3; i++) {
+        nn_model *m = nn_model_create(3);
+        const int flat[2] = {4, 3}, img[3] = {5, 5, 2}, imgf[3] = {2, 5, 5};
+        check(nn_model_add_spec(m, specs[i][1]));
+        check(i == 0 ? nn_model_build(m, 2, flat) : nn_model_build(m, 3, i == 1 ? img : imgf));
+        unsigned char *b;
+        size_t n;
+        check(nn_onnx_encode(m, &b, &n));
+        put("onnx", specs[i][0], 0, 0, b, n);
+        free(b);
+        nn_model_free(m);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -194,5 +227,6 @@ int main(int argc, char **argv)
     checkpoint_seeds();
     npy_seeds();
     safetensors_seeds();
+    onnx_seeds();
     return 0;
 }

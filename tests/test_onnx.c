@@ -1,0 +1,521 @@
+/* ONNX export and import (nn/io/onnx.h), checked by real consumers:
+ *  - the protobuf wire layer (nn/io/protobuf.h) against hand-encoded bytes;
+ *  - exported files pass the ONNX checker with full checking
+ *    (tests/onnx_check.py, Debian's python3-onnx) and ONNX Runtime
+ *    (tests/onnx_run.js, npm's onnxruntime-node in NN_ONNXRUNTIME_DIR)
+ *    computes the logits nn computes, within 1e-5, on MNIST test images
+ *    (.cache/mnist or NN_MNIST_DIR), for the MNIST network and the residual
+ *    network of examples/fashion_resnet.txt, in both data formats, after a
+ *    few training steps so the weights and batchnorm statistics are not
+ *    their initial values; each tool's absence skips its part with the
+ *    reason printed;
+ *  - import: nn's own exports come back with the same logits; models that
+ *    PyTorch 1.13 exported (tests/fixtures/onnx, written by
+ *    tests/gen_onnx_fixtures.py) give PyTorch's logits within 1e-5, and
+ *    nn's re-export of them passes the checker and the runtime again;
+ *    unsupported operators, attributes and dtypes, damaged files and cyclic
+ *    graphs are refused with a message and no model.
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <sys/stat.h>
+
+#include "nn/io/protobuf.h"
+
+#define TOL 1e-5f
+#define IMPORT 1
+
+static const char *mnist_dir(void)
+{
+    const char *d = getenv("NN_MNIST_DIR");
+    return d && *d ? d : ".cache/mnist";
+}
+
+/* n MNIST test images from image `first` on, scaled to [0, 1], as (n, 28,
+ * 28, 1) or (n, 1, 28, 28) (the same bytes: one channel); labels too.
+ * NULL when the files are missing. */
+static tensor *mnist_images(int first, int n, int cf, int *labels)
+{
+    char path[512], lpath[512];
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", mnist_dir());
+    snprintf(lpath, sizeof lpath, "%s/t10k-labels-idx1-ubyte", mnist_dir());
+    uint8_t *px = NULL, *lb = NULL;
+    int count = 0, rows = 0, cols = 0, nl = 0;
+    if (nn_idx_load_images(path, &px, &count, &rows, &cols) != NN_OK) return NULL;
+    if (nn_idx_load_labels(lpath, &lb, &nl) != NN_OK || first + n > count) {
+        free(px);
+        free(lb);
+        return NULL;
+    }
+    int shape[4] = {n, 28, 28, 1};
+    if (cf) shape[1] = 1, shape[2] = 28, shape[3] = 28;
+    tensor *x = tensor_create(4, shape);
+    nn_idx_to_float(x->data, px + (size_t)first * 784, (size_t)n * 784, 1.0f / 255.0f);
+    for (int i = 0; labels && i < n; i++) labels[i] = lb[first + i];
+    free(px);
+    free(lb);
+    return x;
+}
+
+/* The model of a spec file in format cf, trained for `steps` Adam steps of
+ * 32 test images (numbers to compare, not a classifier), in eval mode. */
+static nn_model *trained_model(const char *spec, int cf, int steps)
+{
+    assert_ok(nn_set_image_data_format(cf ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST));
+    nn_model *m = nn_model_create(11);
+    assert_non_null(m);
+    assert_ok(nn_model_load_spec(m, spec));
+    const int shape[3] = {cf ? 1 : 28, 28, cf ? 28 : 1};
+    assert_ok(nn_model_build(m, 3, shape));
+    nn_reset_image_data_format();
+    optim *opt = optim_adam_create(1e-3f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+    assert_non_null(opt);
+    for (int s = 0; s < steps; s++) {
+        int labels[32];
+        tensor *x = mnist_images(1000 + 32 * s, 32, cf, labels);
+        if (!x) break;
+        nn_model_set_training(m, 1);
+        assert_ok(nn_model_train_step(m, opt, x, labels, NULL, NULL));
+        tensor_free(x);
+    }
+    optim_free(opt);
+    nn_model_set_training(m, 0);
+    return m;
+}
+
+/* ---- the protobuf wire layer ---- */
+
+static void test_protobuf_round_trip(void **state)
+{
+    (void)state;
+    nn_pb_writer w = {0}, child = {0};
+    nn_pb_write_varint_field(&w, 1, 300);
+    nn_pb_write_int_field(&w, 2, -2);
+    nn_pb_write_float_field(&w, 3, 1.5f);
+    nn_pb_write_string_field(&child, 1, "ab");
+    nn_pb_write_message_field(&w, 4, &child);
+    assert_ok(nn_pb_writer_status(&w, "test"));
+    /* Field 1 varint 300: key 0x08, value ac 02; field 2 -2: ten bytes. */
+    const uint8_t head[] = {0x08, 0xac, 0x02, 0x10, 0xfe, 0xff, 0xff, 0xff, 0xff,
+                            0xff, 0xff, 0xff, 0xff, 0x01, 0x1d, 0x00, 0x00, 0xc0, 0x3f,
+                            0x22, 0x04, 0x0a, 0x02, 'a', 'b'};
+    assert_int_equal(w.len, sizeof head);
+    assert_memory_equal(w.data, head, sizeof head);
+    nn_pb_reader r, sub;
+    nn_pb_field f;
+    nn_pb_reader_init(&r, w.data, w.data, w.len, "t.pb");
+    assert_int_equal(nn_pb_next(&r, &f), 1);
+    assert_true(f.number == 1 && f.wire == NN_PB_VARINT && f.v == 300);
+    assert_int_equal(nn_pb_next(&r, &f), 1);
+    assert_true(f.number == 2 && (int64_t)f.v == -2);
+    assert_int_equal(nn_pb_next(&r, &f), 1);
+    assert_true(f.number == 3 && f.wire == NN_PB_FIXED32 && f.v == 0x3fc00000u);
+    assert_int_equal(nn_pb_next(&r, &f), 1);
+    assert_true(f.number == 4 && f.wire == NN_PB_LEN && f.len == 4);
+    nn_pb_reader_sub(&sub, &r, &f);
+    assert_int_equal(nn_pb_next(&sub, &f), 1);
+    assert_true(f.len == 2 && !memcmp(f.data, "ab", 2) && f.offset == 21);
+    assert_int_equal(nn_pb_next(&sub, &f), 0);
+    assert_int_equal(nn_pb_next(&r, &f), 0);
+    /* Every truncation of the message is refused with an offset. */
+    for (size_t n = 1; n < sizeof head; n++) {
+        if (n == 3 || n == 14 || n == 19) continue; /* field boundaries */
+        nn_pb_reader_init(&r, w.data, w.data, n, "t.pb");
+        int rc;
+        while ((rc = nn_pb_next(&r, &f)) == 1) {}
+        if (rc != -1) fail_msg("a message cut at %zu bytes was read to its end", n);
+        assert_error_contains("t.pb: offset");
+    }
+    /* A length beyond the end, a group, an 11-byte varint. */
+    const uint8_t bad_len[] = {0x22, 0x05, 0x0a};
+    nn_pb_reader_init(&r, bad_len, bad_len, sizeof bad_len, "t.pb");
+    assert_int_equal(nn_pb_next(&r, &f), -1);
+    assert_error_contains("declares 5 bytes");
+    const uint8_t group[] = {0x0b};
+    nn_pb_reader_init(&r, group, group, 1, "t.pb");
+    assert_int_equal(nn_pb_next(&r, &f), -1);
+    assert_error_contains("group");
+    const uint8_t long_varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    nn_pb_reader_init(&r, long_varint, long_varint, sizeof long_varint, "t.pb");
+    assert_int_equal(nn_pb_next(&r, &f), -1);
+    assert_error_contains("varint");
+    nn_pb_writer_free(&w);
+    nn_pb_writer_free(&child);
+}
+
+/* ---- export, checked by the ONNX checker and ONNX Runtime ---- */
+
+static const char *python(void)
+{
+    const char *p = getenv("NN_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
+/* 0 accepted, 1 refused, 2 checker missing. */
+static int run_checker(const char *path)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s tests/onnx_check.py '%s'", python(), path);
+    const int rc = system(cmd);
+    if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) == 127) return 2;
+    return WEXITSTATUS(rc);
+}
+
+/* Runs model on x with ONNX Runtime into y (same size as expected); 0 ran,
+ * 2 runtime missing, 1 failed. */
+static int run_runtime(const char *model, const tensor *x, float *y, size_t n)
+{
+    if (system("node --version >/dev/null 2>&1") != 0) return 2;
+    const char *in = test_path("x.f32"), *out = test_path("y.f32");
+    test_write_bytes(in, x->data, x->size * sizeof(float));
+    char dims[128] = "", cmd[1024];
+    for (int i = 0; i < x->rank; i++)
+        snprintf(dims + strlen(dims), sizeof dims - strlen(dims), i ? ",%d" : "%d", x->shape[i]);
+    snprintf(cmd, sizeof cmd, "node tests/onnx_run.js '%s' '%s' %s '%s'", model, in, dims, out);
+    const int rc = system(cmd);
+    if (rc == -1 || !WIFEXITED(rc)) return 1;
+    if (WEXITSTATUS(rc)) return WEXITSTATUS(rc) == 2 ? 2 : 1;
+    size_t len = 0;
+    uint8_t *b = test_read_bytes(out, &len);
+    if (len != n * sizeof(float)) {
+        free(b);
+        fail_msg("the runtime gave %zu floats, nn %zu", len / 4, n);
+    }
+    memcpy(y, b, len);
+    free(b);
+    return 0;
+}
+
+static float max_diff(const float *a, const float *b, size_t n)
+{
+    float d = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float e = fabsf(a[i] - b[i]);
+        if (!(e <= d)) d = e; /* NaN wins */
+    }
+    return d;
+}
+
+static int skipped_checker, skipped_runtime;
+
+/* Exports the model to NAME.onnx in the scratch directory, checks it with
+ * the checker, runs it with the runtime on 64 test images and compares the
+ * logits; then imports it and compares nn's logits again. */
+static void export_and_check(nn_model *m, const char *name, int cf)
+{
+    char file[64];
+    snprintf(file, sizeof file, "%s.onnx", name);
+    const char *path = test_path(file);
+    assert_ok(nn_onnx_save(m, path));
+    tensor *x = mnist_images(0, 64, cf, NULL);
+    if (!x) {
+        print_message("skipped %s: MNIST test images not found in %s (make mnist-data)\n", name,
+                      mnist_dir());
+        return;
+    }
+    tensor *y;
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    const size_t n = y->size;
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    memcpy(ref, y->data, n * sizeof *ref);
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(ref[i]));
+
+    const int ck = run_checker(path);
+    if (ck == 2) skipped_checker = 1;
+    else assert_int_equal(ck, 0);
+
+    const int rt = run_runtime(path, x, got, n);
+    if (rt == 2) skipped_runtime = 1;
+    else {
+        assert_int_equal(rt, 0);
+        const float d = max_diff(ref, got, n);
+        print_message("%s: ONNX Runtime vs nn: largest logit difference %.3g (logits up to %.3g)\n",
+                      name, d, amax);
+        if (!(d <= TOL)) fail_msg("%s: runtime logits differ from nn's by %g", name, d);
+    }
+
+    /* Back into nn: the same logits. */
+    if (!IMPORT) goto done;
+    nn_model *back = NULL;
+    assert_ok(nn_onnx_load(path, &back));
+    assert_ok(nn_model_predict(back, x, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size, n);
+    const float d = max_diff(ref, y->data, n);
+    print_message("%s: imported into nn vs nn: largest logit difference %.3g\n", name, d);
+    if (!(d <= TOL)) fail_msg("%s: the imported model's logits differ by %g", name, d);
+    nn_model_free(back);
+done:
+    free(ref);
+    free(got);
+    tensor_free(x);
+}
+
+static void test_export_mnist(void **state)
+{
+    (void)state;
+    for (int cf = 0; cf < 2; cf++) {
+        nn_model *m = trained_model("examples/mnist_cnn.txt", cf, 8);
+        export_and_check(m, cf ? "mnist_channels_first" : "mnist_channels_last", cf);
+        nn_model_free(m);
+    }
+}
+
+static void test_export_resnet(void **state)
+{
+    (void)state;
+    for (int cf = 0; cf < 2; cf++) {
+        nn_model *m = trained_model("examples/fashion_resnet.txt", cf, 4);
+        export_and_check(m, cf ? "resnet_channels_first" : "resnet_channels_last", cf);
+        nn_model_free(m);
+    }
+}
+
+/* Every exportable layer and fused activation, in a small network with a
+ * concatenation, on random input. */
+static void test_export_every_layer(void **state)
+{
+    (void)state;
+    static const char *spec =
+        "conv2d filters=4 kernel_size=3 padding=same activation=elu alpha=0.7\n"
+        "batchnorm activation=leaky_relu alpha=0.2 name=bn\n"
+        "avgpool2d pool_size=3 strides=2 padding=same\n"
+        "conv2d filters=4 kernel_size=1 activation=gelu name=a\n"
+        "conv2d inputs=bn filters=4 kernel_size=2 strides=2 padding=same activation=sigmoid\n"
+        "maxpool2d pool_size=1 padding=same\n"
+        "tanh\n"
+        "concatenate inputs=a,tanh_1 name=cat\n"
+        "conv2d filters=8 kernel_size=3 padding=same dilation_rate=2 activation=softmax\n"
+        "add inputs=cat,conv2d_4 activation=tanh\n"
+        "spatial_dropout2d rate=0.3\n"
+        "softmax\n"
+        "flatten\n"
+        "dense units=6 activation=gelu\n"
+        "dropout rate=0.5\n"
+        "batchnorm epsilon=0.01 center=false\n"
+        "leaky_relu alpha=0.1\n"
+        "elu\n"
+        "sigmoid\n"
+        "relu\n"
+        "dense units=5 activation=softmax use_bias=false\n";
+    for (int cf = 0; cf < 2; cf++) {
+        assert_ok(nn_set_image_data_format(cf ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST));
+        nn_model *m = nn_model_create(3);
+        assert_ok(nn_model_add_spec(m, spec));
+        const int shape[3] = {cf ? 3 : 9, 9, cf ? 9 : 3};
+        assert_ok(nn_model_build(m, 3, shape));
+        nn_reset_image_data_format();
+        for (size_t i = 0; i < m->n_buffers; i++) m->buffers[i] += 0.05f * (float)(i % 7);
+        const char *path = test_path("every.onnx");
+        assert_ok(nn_onnx_save(m, path));
+        const int xs[4] = {5, shape[0], shape[1], shape[2]};
+        tensor *x = tensor_create(4, xs);
+        for (size_t i = 0; i < x->size; i++) x->data[i] = sinf((float)i * 0.37f) * 2.0f;
+        tensor *y;
+        assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+        float ref[25], got[25];
+        assert_int_equal(y->size, 25);
+        memcpy(ref, y->data, sizeof ref);
+        const int ck = run_checker(path);
+        if (ck == 2) skipped_checker = 1;
+        else assert_int_equal(ck, 0);
+        const int rt = run_runtime(path, x, got, 25);
+        if (rt == 2) skipped_runtime = 1;
+        else {
+            assert_int_equal(rt, 0);
+            const float d = max_diff(ref, got, 25);
+            print_message("every layer (%s): ONNX Runtime vs nn: largest difference %.3g\n",
+                          cf ? "channels_first" : "channels_last", d);
+            if (!(d <= TOL)) fail_msg("runtime outputs differ from nn's by %g", d);
+        }
+        if (IMPORT) {
+            nn_model *back = NULL;
+            assert_ok(nn_onnx_load(path, &back));
+            assert_ok(nn_model_predict(back, x, NULL, &y, NULL, NULL));
+            const float d = max_diff(ref, y->data, 25);
+            if (!(d <= TOL)) fail_msg("the imported model's outputs differ by %g", d);
+            nn_model_free(back);
+        }
+        tensor_free(x);
+        nn_model_free(m);
+    }
+}
+
+/* ---- import of models PyTorch 1.13 exported ---- */
+
+#define FX "tests/fixtures/onnx/"
+
+/* Loads FX NAME.onnx, runs it on NAME.input.f32 and compares with
+ * PyTorch's NAME.logits.f32. */
+static void check_fixture(const char *name, const char *origin)
+{
+    char path[256];
+    snprintf(path, sizeof path, FX "%s.shape", name);
+    size_t len;
+    char *text = (char *)test_read_bytes(path, &len);
+    int shape[TENSOR_MAX_RANK], rank = 0;
+    for (char *p = text; rank < TENSOR_MAX_RANK && *p && *p != '\n'; rank++) {
+        shape[rank] = (int)strtol(p, &p, 10);
+        if (*p == ',') p++;
+    }
+    free(text);
+    tensor *x = tensor_create(rank, shape);
+    snprintf(path, sizeof path, FX "%s.input.f32", name);
+    uint8_t *in = test_read_bytes(path, &len);
+    assert_int_equal(len, x->size * sizeof(float));
+    memcpy(x->data, in, len);
+    free(in);
+    snprintf(path, sizeof path, FX "%s.logits.f32", name);
+    float *want = (float *)test_read_bytes(path, &len);
+    snprintf(path, sizeof path, FX "%s.onnx", name);
+    nn_model *m = NULL;
+    assert_ok(nn_onnx_load(path, &m));
+    tensor *y;
+    assert_ok(nn_model_predict(m, x, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size * sizeof(float), len);
+    const float d = max_diff(want, y->data, y->size);
+    print_message("%s (%s): nn vs reference: largest logit difference %.3g\n", name, origin, d);
+    if (!(d <= TOL)) fail_msg("%s: nn's logits differ from the reference by %g", name, d);
+    /* And out again: the runtime agrees with nn on nn's export of it. */
+    const char *again = test_path("again.onnx");
+    assert_ok(nn_onnx_save(m, again));
+    float *got = malloc(y->size * sizeof *got);
+    const size_t n = y->size;
+    float *ref = malloc(n * sizeof *ref);
+    memcpy(ref, y->data, n * sizeof *ref);
+    const int ck = run_checker(again);
+    if (ck == 2) skipped_checker = 1;
+    else assert_int_equal(ck, 0);
+    const int rt = run_runtime(again, x, got, n);
+    if (rt == 2) skipped_runtime = 1;
+    else {
+        assert_int_equal(rt, 0);
+        const float e = max_diff(ref, got, n);
+        print_message("%s: re-exported by nn, ONNX Runtime vs nn: largest difference %.3g\n", name, e);
+        if (!(e <= TOL)) fail_msg("%s: runtime differs by %g on nn's re-export", name, e);
+    }
+    free(got);
+    free(ref);
+    free(want);
+    nn_model_free(m);
+    tensor_free(x);
+}
+
+static void test_import_pytorch(void **state)
+{
+    (void)state;
+    check_fixture("cnn", "PyTorch 1.13 export");
+    check_fixture("cnn_folded", "PyTorch 1.13 export");
+    check_fixture("resnet", "PyTorch 1.13 export");
+    check_fixture("mlp", "PyTorch 1.13 export");
+    check_fixture("matmul_add", "onnx.helper graph, numpy reference");
+}
+
+/* A refused file: an error whose message holds every needle, no model. */
+static void check_refused(const char *path, const char *const *needles)
+{
+    nn_model *m = (nn_model *)&m; /* must be set to NULL */
+    nn_clear_error();
+    assert_int_not_equal(nn_onnx_load(path, &m), NN_OK);
+    assert_null(m);
+    for (int i = 0; needles[i]; i++) assert_error_contains(needles[i]);
+}
+
+static void test_import_refused(void **state)
+{
+    (void)state;
+    check_refused(FX "bad_op.onnx", (const char *const[]){"node 'minus'", "(Sub",
+                                                         "operator Sub is not supported", NULL});
+    check_refused(FX "bad_reshape.onnx", (const char *const[]){"node '/Shape'",
+                                                              "operator Shape", NULL});
+    check_refused(FX "bad_group.onnx", (const char *const[]){"node 'grouped' (Conv", "group = 2",
+                                                            NULL});
+    check_refused(FX "bad_dtype.onnx", (const char *const[]){"node 'fc' (Gemm", "data type 11",
+                                                            NULL});
+    check_refused(FX "bad_pads.onnx", (const char *const[]){"node '/c/Conv' (Conv",
+                                                           "pads (1, 1, 1, 1)", "same", NULL});
+    check_refused(FX "bad_cycle.onnx", (const char *const[]){"node 'a' (Relu", "cycle", NULL});
+    check_refused(FX "bad_huge.onnx", (const char *const[]){"tensor 'w' declares more than",
+                                                           NULL});
+}
+
+/* Every truncation of an exported file, and damaged bytes, are refused
+ * with a message naming the file; none crashes or leaks (make asan). */
+static void test_import_damaged(void **state)
+{
+    (void)state;
+    nn_model *m = nn_model_create(1);
+    assert_ok(nn_model_add_spec(m, "conv2d filters=2 kernel_size=3 activation=relu\n"
+                                   "flatten\ndense units=3\n"));
+    const int shape[3] = {5, 5, 1};
+    assert_ok(nn_model_build(m, 3, shape));
+    unsigned char *buf;
+    size_t len;
+    assert_ok(nn_onnx_encode(m, &buf, &len));
+    nn_model *out = NULL;
+    assert_ok(nn_onnx_parse(buf, len, "small.onnx", &out));
+    nn_model_free(out);
+    for (size_t n = 0; n < len; n++) {
+        if (nn_onnx_parse(buf, n, "small.onnx", &out) == NN_OK)
+            fail_msg("the file cut to %zu of %zu bytes was accepted", n, len);
+        assert_null(out);
+        assert_error_contains("small.onnx");
+    }
+    /* Field 1 (ir_version) with wire type 5 instead of 0. */
+    unsigned char *bad = malloc(len);
+    memcpy(bad, buf, len);
+    assert_int_equal(bad[0], 0x08);
+    bad[0] = 0x0d;
+    assert_int_not_equal(nn_onnx_parse(bad, len, "small.onnx", &out), NN_OK);
+    assert_error_contains("wire type 5");
+    /* A length of 2^62 declared for the graph. */
+    const unsigned char huge[] = {0x3a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40};
+    assert_int_not_equal(nn_onnx_parse(huge, sizeof huge, "small.onnx", &out), NN_OK);
+    assert_error_contains("declares 4611686018427387904 bytes");
+    /* Every single byte changed: refused with a message, or accepted as a
+     * working model. */
+    for (size_t i = 0; i < len; i++) {
+        memcpy(bad, buf, len);
+        bad[i] ^= 0x5a;
+        nn_clear_error();
+        if (nn_onnx_parse(bad, len, "small.onnx", &out) == NN_OK) {
+            nn_model_free(out);
+            out = NULL;
+        } else {
+            assert_null(out);
+            assert_true(nn_last_error()[0] != '\0');
+        }
+    }
+    free(bad);
+    free(buf);
+    nn_model_free(m);
+}
+
+static void test_skips_reported(void **state)
+{
+    (void)state;
+    if (skipped_checker)
+        print_message("skipped the ONNX checker: %s cannot import onnx (Debian: python3-onnx; "
+                      "make test installs it)\n", python());
+    if (skipped_runtime)
+        print_message("skipped ONNX Runtime: node or onnxruntime-node in %s/node_modules is "
+                      "missing (make test installs it with npm)\n",
+                      getenv("NN_ONNXRUNTIME_DIR") ? getenv("NN_ONNXRUNTIME_DIR")
+                                                   : ".cache/onnxruntime");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_protobuf_round_trip),
+        cmocka_unit_test(test_export_every_layer),
+        cmocka_unit_test(test_export_mnist),
+        cmocka_unit_test(test_export_resnet),
+        cmocka_unit_test(test_import_pytorch),
+        cmocka_unit_test(test_import_refused),
+        cmocka_unit_test(test_import_damaged),
+        cmocka_unit_test(test_skips_reported),
+    };
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
+}
