@@ -19,7 +19,7 @@
  *
  * Computation: start reading at layers/conv_reference.c, the direct loops
  * that define what is computed; the layer runs the fast kernels that the
- * tests hold to them -- Winograd F(2x2, 3x3) for 3x3 windows at stride 1
+ * tests hold to them -- Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 windows at stride 1
  * (layers/conv_winograd.c), register-blocked GEMM tiles reading NHWC
  * tensors directly otherwise (layers/conv_gemm.c), with the buffers and the
  * choice between them in layers/conv_core.c. NHWC is the fast path.
