@@ -85,6 +85,100 @@ nn_status nn_conv_image_shape(const char *layer, int in_rank, const int *in_shap
 
 #define TILE 32
 
+/* Eight floats: with AVX one register, with SSE the compiler uses two. */
+typedef float conv_core_v8 __attribute__((vector_size(8 * sizeof(float))));
+#define CONV_CORE_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+
+/* d[0..8) (+)= *v, through memory: a vector passed by value would have
+ * another ABI in builds without AVX (gcc warns, -Wpsabi). */
+static inline __attribute__((always_inline)) void conv_core_store8(float *d, const conv_core_v8 *v,
+                                                                   int add)
+{
+    conv_core_v8 o = *v;
+    if (add) {
+        conv_core_v8 old;
+        memcpy(&old, d, sizeof old);
+        o += old;
+    }
+    memcpy(d, &o, sizeof o);
+}
+
+/* d[j*ldd + i] (+)= s[i*lds + j] for i, j < 8: eight rows loaded, swapped
+ * in registers in three rounds of shuffles (pairs of lanes, pairs of
+ * pairs, halves), eight rows stored. Copies (or one add per element, as
+ * the scalar loop does): exact. Named variables rather than arrays, which
+ * GCC would keep on the stack. */
+static inline __attribute__((always_inline)) void
+conv_core_t8x8(float *restrict d, size_t ldd, const float *restrict s, size_t lds, int add)
+{
+    conv_core_v8 r0, r1, r2, r3, r4, r5, r6, r7;
+    memcpy(&r0, s, sizeof r0);
+    memcpy(&r1, s + lds, sizeof r1);
+    memcpy(&r2, s + 2 * lds, sizeof r2);
+    memcpy(&r3, s + 3 * lds, sizeof r3);
+    memcpy(&r4, s + 4 * lds, sizeof r4);
+    memcpy(&r5, s + 5 * lds, sizeof r5);
+    memcpy(&r6, s + 6 * lds, sizeof r6);
+    memcpy(&r7, s + 7 * lds, sizeof r7);
+#define CONV_CORE_LO(a, b) CONV_CORE_SHUF(a, b, 0, 8, 1, 9, 4, 12, 5, 13)
+#define CONV_CORE_HI(a, b) CONV_CORE_SHUF(a, b, 2, 10, 3, 11, 6, 14, 7, 15)
+#define CONV_CORE_LO2(a, b) CONV_CORE_SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define CONV_CORE_HI2(a, b) CONV_CORE_SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+#define CONV_CORE_LO4(a, b) CONV_CORE_SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11)
+#define CONV_CORE_HI4(a, b) CONV_CORE_SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15)
+    /* Pairs of lanes: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]. */
+    const conv_core_v8 t0 = CONV_CORE_LO(r0, r1), t1 = CONV_CORE_HI(r0, r1);
+    const conv_core_v8 t2 = CONV_CORE_LO(r2, r3), t3 = CONV_CORE_HI(r2, r3);
+    const conv_core_v8 t4 = CONV_CORE_LO(r4, r5), t5 = CONV_CORE_HI(r4, r5);
+    const conv_core_v8 t6 = CONV_CORE_LO(r6, r7), t7 = CONV_CORE_HI(r6, r7);
+    /* Pairs of pairs: u0 = column 0 of rows 0-3 | column 4 of rows 0-3. */
+    const conv_core_v8 u0 = CONV_CORE_LO2(t0, t2), u1 = CONV_CORE_HI2(t0, t2);
+    const conv_core_v8 u2 = CONV_CORE_LO2(t1, t3), u3 = CONV_CORE_HI2(t1, t3);
+    const conv_core_v8 u4 = CONV_CORE_LO2(t4, t6), u5 = CONV_CORE_HI2(t4, t6);
+    const conv_core_v8 u6 = CONV_CORE_LO2(t5, t7), u7 = CONV_CORE_HI2(t5, t7);
+    /* Halves: column j of all eight rows. */
+    const conv_core_v8 o0 = CONV_CORE_LO4(u0, u4), o1 = CONV_CORE_LO4(u1, u5);
+    const conv_core_v8 o2 = CONV_CORE_LO4(u2, u6), o3 = CONV_CORE_LO4(u3, u7);
+    const conv_core_v8 o4 = CONV_CORE_HI4(u0, u4), o5 = CONV_CORE_HI4(u1, u5);
+    const conv_core_v8 o6 = CONV_CORE_HI4(u2, u6), o7 = CONV_CORE_HI4(u3, u7);
+    conv_core_store8(d, &o0, add);
+    conv_core_store8(d + ldd, &o1, add);
+    conv_core_store8(d + 2 * ldd, &o2, add);
+    conv_core_store8(d + 3 * ldd, &o3, add);
+    conv_core_store8(d + 4 * ldd, &o4, add);
+    conv_core_store8(d + 5 * ldd, &o5, add);
+    conv_core_store8(d + 6 * ldd, &o6, add);
+    conv_core_store8(d + 7 * ldd, &o7, add);
+#undef CONV_CORE_LO
+#undef CONV_CORE_HI
+#undef CONV_CORE_LO2
+#undef CONV_CORE_HI2
+#undef CONV_CORE_LO4
+#undef CONV_CORE_HI4
+}
+
+/* d[j*ldd + i] (+)= s[i*lds + j] for i < rows, j < cols: 8x8 blocks, the
+ * edges one element at a time. */
+static void conv_core_transpose_block(float *restrict d, size_t ldd, const float *restrict s,
+                                      size_t lds, int rows, int cols, int add)
+{
+    const int r8 = rows & ~7, c8 = cols & ~7;
+    for (int i = 0; i < r8; i += 8) {
+        for (int j = 0; j < c8; j += 8)
+            conv_core_t8x8(d + (size_t)j * ldd + i, ldd, s + (size_t)i * lds + j, lds, add);
+        for (int j = c8; j < cols; j++)
+            for (int i2 = i; i2 < i + 8; i2++) {
+                const float v = s[(size_t)i2 * lds + j];
+                d[(size_t)j * ldd + i2] = add ? d[(size_t)j * ldd + i2] + v : v;
+            }
+    }
+    for (int j = 0; j < cols; j++)
+        for (int i = r8; i < rows; i++) {
+            const float v = s[(size_t)i * lds + j];
+            d[(size_t)j * ldd + i] = add ? d[(size_t)j * ldd + i] + v : v;
+        }
+}
+
 static void conv_core_transpose(float *dst, const float *src, int N, int A, int B, int add)
 {
     const size_t plane = (size_t)A * B;
@@ -101,17 +195,10 @@ static void conv_core_transpose(float *dst, const float *src, int N, int A, int 
         for (int t = 0; t < tb; t++) {
             const float *s = src + (size_t)n * plane;
             float *d = dst + (size_t)n * plane;
-            const int b0 = t * TILE, b1 = b0 + TILE < B ? b0 + TILE : B;
-            for (int a0 = 0; a0 < A; a0 += TILE) {
-                const int a1 = a0 + TILE < A ? a0 + TILE : A;
-                for (int b = b0; b < b1; b++) {
-                    float *dr = d + (size_t)b * A;
-                    if (add)
-                        for (int a = a0; a < a1; a++) dr[a] += s[(size_t)a * B + b];
-                    else
-                        for (int a = a0; a < a1; a++) dr[a] = s[(size_t)a * B + b];
-                }
-            }
+            const int b0 = t * TILE, nbt = B - b0 < TILE ? B - b0 : TILE;
+            for (int a0 = 0; a0 < A; a0 += TILE)
+                conv_core_transpose_block(d + (size_t)b0 * A + a0, (size_t)A, s + (size_t)a0 * B + b0,
+                                          (size_t)B, A - a0 < TILE ? A - a0 : TILE, nbt, add);
         }
 }
 
@@ -418,7 +505,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
 /* dst (nb, Hp, Wp, C) = src (nb, C, H, W) placed at row PT, column PL of
  * each sample, zero around it: the transpose and the padded copy in one
  * pass. Parallel over (sample, row); the (C, W) slice of a row is
- * transposed in blocks of TILE channels, whose rows stay in L1. */
+ * transposed in TILE x TILE blocks. */
 static void conv_core_nchw_to_padded(float *dst, const float *src, const nn_conv_geom *g, int nb)
 {
     const int H = g->H, W = g->W, C = g->C, Hp = g->Hp, Wp = g->Wp, PL = g->PL;
@@ -440,17 +527,19 @@ static void conv_core_nchw_to_padded(float *dst, const float *src, const nn_conv
             memset(d + (size_t)(PL + W) * C, 0, (size_t)(Wp - PL - W) * C * sizeof *d);
             d += (size_t)PL * C;
             const float *restrict s = src + (size_t)n * C * HW + (size_t)h * W;
-            for (int c0 = 0; c0 < C; c0 += TILE) {
-                const int c1 = c0 + TILE < C ? c0 + TILE : C;
-                for (int v = 0; v < W; v++)
-                    for (int c = c0; c < c1; c++) d[(size_t)v * C + c] = s[(size_t)c * HW + v];
-            }
+            for (int c0 = 0; c0 < C; c0 += TILE)
+                for (int v0 = 0; v0 < W; v0 += TILE)
+                    conv_core_transpose_block(d + (size_t)v0 * C + c0, (size_t)C, s + (size_t)c0 * HW + v0,
+                                              HW, C - c0 < TILE ? C - c0 : TILE, W - v0 < TILE ? W - v0 : TILE,
+                                              0);
         }
 }
 
 void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,
-                          const nn_conv_geom *g, int N, int F, nn_conv_work *w)
+                          const nn_conv_geom *g0, int N, int F, nn_conv_work *w)
 {
+    nn_conv_geom gb = *g0, *g = &gb;
+    g->par_n = N;
     const size_t P = (size_t)g->OH * g->OW, in_per = (size_t)g->C * g->H * g->W;
     if (N == 0 || P == 0) return;
     const int wino = conv_core_forward_setup(k, b, g, F, w);
@@ -464,9 +553,11 @@ void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float 
 }
 
 void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const float *y,
-                           const float *x, const float *k, const nn_conv_geom *g, int N, int F,
+                           const float *x, const float *k, const nn_conv_geom *g0, int N, int F,
                            nn_conv_work *w)
 {
+    nn_conv_geom gb = *g0, *g = &gb;
+    g->par_n = N;
     const size_t T = (size_t)g->KH * g->KW * g->C, P = (size_t)g->OH * g->OW;
     const size_t in_per = (size_t)g->C * g->H * g->W;
     if (N == 0 || P == 0 || !T) return;

@@ -41,6 +41,9 @@ typedef struct nn_conv_geom {
     int OH, OW;
     int Hp, Wp; /* input extent with all its padding (what the windows span) */
     int path;   /* which kernels nn_conv_* run: NN_CONV_PATH_*, 0 = auto */
+    int par_n;  /* the GEMM tiles weigh running in parallel by the multiply-adds of
+                 * max(par_n, N) samples: 0, or the whole batch when the NCHW passes
+                 * run them on a chunk of it */
 } nn_conv_geom;
 
 /* The convolution's kernels: AUTO lets the dispatch pick (Winograd where it

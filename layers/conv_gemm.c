@@ -43,6 +43,10 @@
  * element is summed the same way on any number of threads. */
 #define CONV_GEMM_PAR_MIN_MACS 16777216.0
 
+/* The samples whose multiply-adds are weighed against it: a chunk of a
+ * batch (channels_first) runs in parallel when the batch would. */
+static int conv_gemm_par_n(const nn_conv_geom *g, int N) { return g->par_n > N ? g->par_n : N; }
+
 /* Rows per tile for V vectors: as many accumulators as the registers hold
  * next to V loaded vectors and one broadcast. */
 INLINE int conv_gemm_tile_rows(int V)
@@ -265,7 +269,7 @@ void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float
     const int C = g->C, OH = g->OH, OW = g->OW, groups = conv_gemm_col_groups(F);
     const segs s = conv_gemm_window_segs(g, Wp, C);
     const long rows = (long)N * OH;
-    const double macs = (double)rows * OW * F * g->KH * g->KW * C;
+    const double macs = (double)conv_gemm_par_n(g, N) * OH * OW * F * g->KH * g->KW * C;
     #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {
@@ -287,7 +291,7 @@ void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt,
     const int Hs = H + (g->KH - 1) * g->DH, Ws = W + (g->KW - 1) * g->DW;
     const segs s = conv_gemm_window_segs(g, Ws, F);
     const long rows = (long)N * H;
-    const double macs = (double)rows * W * C * g->KH * g->KW * F;
+    const double macs = (double)conv_gemm_par_n(g, N) * H * W * C * g->KH * g->KW * F;
     #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {

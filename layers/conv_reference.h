@@ -4,8 +4,9 @@
  * layers/conv_core.c) compute the same sums in another order, and
  * tests/test_conv.c holds them to these loops.
  *
- * Layout: NHWC only, the layout the fast kernels use internally (conv2d.c
- * transposes channels_first input to it and its results back). Geometry:
+ * Layout: NHWC only, the layout the fast kernels use internally
+ * (channels_first runs them on chunks of samples transposed to it,
+ * nn_conv_forward_nchw). Geometry:
  * nn_conv_geom (conv_core.h), so any window, stride, dilation, and Keras's
  * valid or same padding: PT rows and PL columns of implicit zeros before the
  * input, the rest of Hp, Wp after it. The kernel is (KH, KW, C, F), Keras's

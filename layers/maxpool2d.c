@@ -12,8 +12,8 @@
  * layer's largest buffer. The first maximum wins a tie and a NaN wins over
  * numbers, as in PyTorch. channels_first is the same problem on N*C
  * samples of one channel (each (H, W) plane is contiguous), so there is no
- * transpose; its kernel takes 8 (then 4) adjacent windows of a row at a
- * time, one per vector lane, where the channels_last kernel takes a block
+ * transpose; its kernel takes 8 adjacent windows of a row at a time, one
+ * per vector lane, where the channels_last kernel takes a block
  * of channels, and falls back to one window at a time (the channels_last
  * kernel with one channel, which the tests hold it to) where a window
  * crosses the left or right edge. Parallel over samples: windows of one sample may overlap, samples never
@@ -25,6 +25,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Channels per block: a constant trip count lets GCC's -O2 vectorizer (which
  * refuses loops that would need a scalar remainder) turn the
@@ -111,55 +112,61 @@ void nn_maxpool2d_backward_nhwc(float *dx, const float *dy, const float *x, cons
 
 /* ---- one-channel planes (channels_first): windows along a row in lanes ---- */
 
-/* The nl (constant, 8 or 4) windows from column w0 of one plane xn (H, W),
- * sw (constant when specialized) columns apart, each entirely inside the
- * row range: the maxima and the flat positions of the first winners, with
- * the comparisons of maxpool2d_max_block in the same (kh, kw) order, so
- * the results equal its, one window at a time. */
-static inline __attribute__((always_inline)) void
-maxpool2d_lanes(float *restrict y, int32_t *restrict io, const float *restrict xn, int W, int h0,
-                int w0, int khs, int khe, int KW, const int sw, const int nl)
+/* Eight lanes of floats and of positions. Vectors stay inside always-inline
+ * functions and pass through pointers (a vector argument has another ABI in
+ * builds without AVX, -Wpsabi). */
+typedef float maxpool2d_f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int32_t maxpool2d_i8 __attribute__((vector_size(8 * sizeof(int32_t))));
+
+/* *v = p[0], p[sw], ..., p[7 sw], reading nothing past p[7 sw]. */
+static inline __attribute__((always_inline)) void maxpool2d_load(maxpool2d_f8 *v, const float *p,
+                                                                 const int sw)
 {
-    float best[8];
-    int32_t arg[8];
-    for (int v = 0; v < nl; v++) {
-        best[v] = -INFINITY;
-        arg[v] = (h0 + khs) * W + w0 + v * sw;
-    }
-    for (int kh = khs; kh < khe; kh++)
-        for (int kw = 0; kw < KW; kw++) {
-            const int32_t pos = (h0 + kh) * W + w0 + kw;
-            const float *xr = xn + pos;
-            for (int v = 0; v < nl; v++) {
-                const float val = xr[v * sw];
-                const int take = (val > best[v]) | (val != val);
-                best[v] = take ? val : best[v];
-                arg[v] = take ? pos + v * sw : arg[v];
-            }
-        }
-    for (int v = 0; v < nl; v++) {
-        y[v] = best[v];
-        io[v] = arg[v];
+    if (sw == 1) {
+        memcpy(v, p, sizeof *v);
+    } else if (sw == 2) {
+        maxpool2d_f8 a, b; /* p[0..7], p[7..14] */
+        memcpy(&a, p, sizeof a);
+        memcpy(&b, p + 7, sizeof b);
+        *v = __builtin_shufflevector(a, b, 0, 2, 4, 6, 9, 11, 13, 15);
+    } else {
+        float t[8];
+        for (int i = 0; i < 8; i++) t[i] = p[(size_t)i * sw];
+        memcpy(v, t, sizeof *v);
     }
 }
 
-/* maxpool2d_lanes with the stride as a constant where it is 1 or 2, so the
- * lane loads are contiguous or a fixed interleave. */
+/* The 8 windows from column w0 of plane xn (H, W), sw (a constant where
+ * specialized) columns apart, each inside the row range: maxima into y,
+ * flat positions of the first winners into io. The comparisons of
+ * maxpool2d_max_block, lane by lane, in the same (kh, kw) order, so the
+ * results equal its, one window at a time. */
 static inline __attribute__((always_inline)) void
-maxpool2d_lanes_sw(float *y, int32_t *io, const float *xn, int W, int h0, int w0, int khs, int khe,
-                   int KW, int SW, const int nl)
+maxpool2d_lanes(float *restrict y, int32_t *restrict io, const float *restrict xn, int W, int h0,
+                int w0, int khs, int khe, int KW, const int sw)
 {
-    if (SW == 1)
-        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, 1, nl);
-    else if (SW == 2)
-        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, 2, nl);
-    else
-        maxpool2d_lanes(y, io, xn, W, h0, w0, khs, khe, KW, SW, nl);
+    const maxpool2d_i8 lane = {0, sw, 2 * sw, 3 * sw, 4 * sw, 5 * sw, 6 * sw, 7 * sw};
+    maxpool2d_f8 best = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                         -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    maxpool2d_i8 arg = lane + ((h0 + khs) * W + w0);
+    for (int kh = khs; kh < khe; kh++)
+        for (int kw = 0; kw < KW; kw++) {
+            const int32_t pos = (h0 + kh) * W + w0 + kw;
+            maxpool2d_f8 v;
+            maxpool2d_load(&v, xn + pos, sw);
+            const maxpool2d_i8 take = (v > best) | (v != v);
+            best = (maxpool2d_f8)(((maxpool2d_i8)v & take) | ((maxpool2d_i8)best & ~take));
+            arg = ((lane + pos) & take) | (arg & ~take);
+        }
+    memcpy(y, &best, sizeof best);
+    memcpy(io, &arg, sizeof arg);
 }
 
 /* Row oh of plane n: y (NP, OH, OW) = max over windows of x (NP, H, W); or,
  * when dy is not NULL, dx (NP, H, W) += dy routed to the winners, in
- * column order as maxpool2d_pool_row adds them. */
+ * column order as maxpool2d_pool_row adds them. Columns whose window lies
+ * inside the row go 8 at a time; a last partial block is the 8 ending at
+ * the last such column, of which only the new lanes are used. */
 static void maxpool2d_plane_row(float *y, float *dx, const float *dy, const float *x,
                                 const nn_conv_geom *g, int n, int oh)
 {
@@ -175,22 +182,32 @@ static void maxpool2d_plane_row(float *y, float *dx, const float *dy, const floa
     for (int ow = 0; ow < OW;) {
         float best[8];
         int32_t arg[8];
-        float *yo = dy ? best : y + o + ow;
-        const int w0 = ow * SW - g->PL;
-        int nl = 1;
-        if (ow >= lo && ow + 8 <= hi) {
-            nl = 8;
-            maxpool2d_lanes_sw(yo, arg, xn, W, h0, w0, khs, khe, KW, SW, 8);
-        } else if (ow >= lo && ow + 4 <= hi) {
-            nl = 4;
-            maxpool2d_lanes_sw(yo, arg, xn, W, h0, w0, khs, khe, KW, SW, 4);
-        } else {
-            const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < KW ? W - w0 : KW;
-            maxpool2d_max_block(yo, arg, xn, 1, W, h0, w0, khs, khe, kws, kwe, 1);
+        if (ow >= lo && ow < hi && hi - lo >= 8) {
+            const int b = ow + 8 <= hi ? ow : hi - 8; /* first column of the block */
+            const int w0 = b * SW - g->PL;
+            if (SW == 1)
+                maxpool2d_lanes(best, arg, xn, W, h0, w0, khs, khe, KW, 1);
+            else if (SW == 2)
+                maxpool2d_lanes(best, arg, xn, W, h0, w0, khs, khe, KW, 2);
+            else
+                maxpool2d_lanes(best, arg, xn, W, h0, w0, khs, khe, KW, SW);
+            for (int v = ow - b; v < 8; v++) {
+                if (dy)
+                    dxn[arg[v]] += dy[o + b + v];
+                else
+                    y[o + b + v] = best[v];
+            }
+            ow = b + 8;
+            continue;
         }
+        const int w0 = ow * SW - g->PL;
+        const int kws = w0 < 0 ? -w0 : 0, kwe = W - w0 < KW ? W - w0 : KW;
+        maxpool2d_max_block(best, arg, xn, 1, W, h0, w0, khs, khe, kws, kwe, 1);
         if (dy)
-            for (int v = 0; v < nl; v++) dxn[arg[v]] += dy[o + ow + v];
-        ow += nl;
+            dxn[arg[0]] += dy[o + ow];
+        else
+            y[o + ow] = best[0];
+        ow++;
     }
 }
 

@@ -20,8 +20,10 @@ void nn_maxpool2d_forward_nhwc(float *y, const float *x, const nn_conv_geom *g, 
 void nn_maxpool2d_backward_nhwc(float *dx, const float *dy, const float *x, const nn_conv_geom *g,
                                 int NP);
 
-/* One-channel planes (g->C must be 1; channels_first's N*C planes): 8 or 4
- * adjacent windows of a row at a time, one window at a time at the edges.
+/* One-channel planes (g->C must be 1; channels_first's N*C planes): 8
+ * adjacent windows of a row at a time, one per vector lane, one window at a
+ * time where a window crosses the left or right edge (or the row has fewer
+ * than 8 windows inside it).
  * Results equal the nhwc kernels' with C = 1, bit for bit (the same
  * comparisons, the same order of adds into dx). */
 void nn_maxpool2d_forward_planes(float *y, const float *x, const nn_conv_geom *g, int NP);

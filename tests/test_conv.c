@@ -869,7 +869,7 @@ static void check_maxpool_planes(int NP, int H, int W, int KH, int KW, int SH, i
 static void test_maxpool_planes(void **state)
 {
     (void)state;
-    check_maxpool_planes(6, 24, 24, 2, 2, 2, 2, 0); /* MNIST's pool: a block of 8, one of 4 */
+    check_maxpool_planes(6, 24, 24, 2, 2, 2, 2, 0); /* MNIST's pool: a block of 8, an overlapping one */
     check_maxpool_planes(5, 25, 25, 2, 2, 2, 2, 0); /* odd width: the last column unread */
     check_maxpool_planes(5, 25, 27, 2, 2, 2, 2, 1); /* same: an edge window of one column */
     check_maxpool_planes(3, 17, 37, 3, 3, 2, 2, 1); /* overlapping windows, padding both sides */
@@ -877,6 +877,7 @@ static void test_maxpool_planes(void **state)
     check_maxpool_planes(4, 11, 50, 2, 3, 3, 3, 0); /* stride 3: gaps between windows */
     check_maxpool_planes(2, 9, 70, 1, 4, 1, 5, 1);  /* 1x4 windows, stride 5 */
     check_maxpool_planes(7, 5, 3, 3, 3, 1, 1, 1);   /* narrower than one block: windows one at a time */
+    check_maxpool_planes(3, 6, 16, 2, 2, 2, 2, 0);  /* exactly one block: lanes end at the plane's end */
 }
 
 /* ---- errors ---- */
