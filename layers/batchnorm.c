@@ -230,42 +230,53 @@ static void batchnorm_stats_backward(double *s1, double *s2, const float *dy, co
 }
 
 /* y = (x - mean) * a + b per channel, then max(y, 0) with relu;  x, y
- * (outer, C, inner), the rest (C). */
-INLINE void batchnorm_normalize_body(float *y, const float *x, const float *mean, const float *a,
-                                     const float *b, size_t outer, int C, size_t inner, int relu)
+ * (outer, C, inner), the rest (C): row o. */
+INLINE void batchnorm_normalize_row(float *y, const float *x, const float *mean, const float *a,
+                                    const float *b, size_t o, int C, size_t inner, int relu)
 {
     const size_t row = (size_t)C * inner;
     const int cv = C / VL * VL;
     const size_t iv = inner / VL * VL;
-    #pragma omp parallel for schedule(static) if (outer * row > BATCHNORM_PAR_MIN)
-    for (size_t o = 0; o < outer; o++) {
-        const float *xr = x + o * row;
-        float *yr = y + o * row;
-        if (inner == 1) {
-            for (int c = 0; c < cv; c += VL) {
-                const vf v = (vload(xr + c) - vload(mean + c)) * vload(a + c) + vload(b + c);
-                vstore(yr + c, relu ? batchnorm_relu(v) : v);
-            }
-            for (int c = cv; c < C; c++) {
-                const float v = (xr[c] - mean[c]) * a[c] + b[c];
-                yr[c] = relu ? batchnorm_relu1(v) : v;
-            }
-            continue;
+    const float *xr = x + o * row;
+    float *yr = y + o * row;
+    if (inner == 1) {
+        for (int c = 0; c < cv; c += VL) {
+            const vf v = (vload(xr + c) - vload(mean + c)) * vload(a + c) + vload(b + c);
+            vstore(yr + c, relu ? batchnorm_relu(v) : v);
         }
-        for (int c = 0; c < C; c++) {
-            const float *xc = xr + (size_t)c * inner;
-            float *yc = yr + (size_t)c * inner;
-            const vf vm = splat(mean[c]), va = splat(a[c]), vb = splat(b[c]);
-            for (size_t i = 0; i < iv; i += VL) {
-                const vf v = (vload(xc + i) - vm) * va + vb;
-                vstore(yc + i, relu ? batchnorm_relu(v) : v);
-            }
-            for (size_t i = iv; i < inner; i++) {
-                const float v = (xc[i] - mean[c]) * a[c] + b[c];
-                yc[i] = relu ? batchnorm_relu1(v) : v;
-            }
+        for (int c = cv; c < C; c++) {
+            const float v = (xr[c] - mean[c]) * a[c] + b[c];
+            yr[c] = relu ? batchnorm_relu1(v) : v;
+        }
+        return;
+    }
+    for (int c = 0; c < C; c++) {
+        const float *xc = xr + (size_t)c * inner;
+        float *yc = yr + (size_t)c * inner;
+        const vf vm = splat(mean[c]), va = splat(a[c]), vb = splat(b[c]);
+        for (size_t i = 0; i < iv; i += VL) {
+            const vf v = (vload(xc + i) - vm) * va + vb;
+            vstore(yc + i, relu ? batchnorm_relu(v) : v);
+        }
+        for (size_t i = iv; i < inner; i++) {
+            const float v = (xc[i] - mean[c]) * a[c] + b[c];
+            yc[i] = relu ? batchnorm_relu1(v) : v;
         }
     }
+}
+
+/* Every row. Small tensors (a batch-1 prediction) run outside any parallel
+ * region, not in one with a false if clause: libgomp ends every region,
+ * even a one-thread one, with a futex system call (about a microsecond). */
+INLINE void batchnorm_normalize_body(float *y, const float *x, const float *mean, const float *a,
+                                     const float *b, size_t outer, int C, size_t inner, int relu)
+{
+    if (outer * (size_t)C * inner <= BATCHNORM_PAR_MIN) {
+        for (size_t o = 0; o < outer; o++) batchnorm_normalize_row(y, x, mean, a, b, o, C, inner, relu);
+        return;
+    }
+    #pragma omp parallel for schedule(static)
+    for (size_t o = 0; o < outer; o++) batchnorm_normalize_row(y, x, mean, a, b, o, C, inner, relu);
 }
 
 static void batchnorm_normalize(float *y, const float *x, const float *mean, const float *a,

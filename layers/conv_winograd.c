@@ -381,28 +381,45 @@ INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t
     }
 }
 
+/* Block bk of nn_conv_winograd, in the calling thread's slot of scratch. */
+static void conv_winograd_block_at(int m, long bk, long tiles, float *y, int OH, int OW, int Cout,
+                                   const float *x, int H, int W, int Cin, int oy, int ox,
+                                   const float *U, const float *bias, int relu, int add,
+                                   float *scratch)
+{
+    const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
+    const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
+    float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *M = V + (size_t)NP * TB * ldi;
+    const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
+    if (m == 4)
+        conv_winograd_block(4, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add);
+    else
+        conv_winograd_block(2, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add);
+}
+
 void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
                       int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
                       int add, float *scratch, int slots)
 {
-    const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
+    const int TB = conv_winograd_tb(m);
     const long tiles = conv_winograd_tile_count(m, N, OH, OW), blocks = (tiles + TB - 1) / TB;
-    const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
     /* Small convolutions (a batch-1 prediction) run on the calling thread,
      * in slot 0, with the same blocks: the multiply-adds of the direct
-     * convolution, against the threshold conv_gemm.c uses. */
+     * convolution, against the threshold conv_gemm.c uses. Outside any
+     * parallel region, not in one with a false if clause: libgomp ends
+     * every region, even a one-thread one, with a futex system call (about
+     * a microsecond, a few percent of a small network's prediction). */
     const double macs = (double)tiles * m * m * 9 * Cin * Cout;
-    #pragma omp parallel for schedule(static) num_threads(slots) if (macs >= WINOGRAD_PAR_MIN_MACS)
-    for (long bk = 0; bk < blocks; bk++) {
-        float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *M = V + (size_t)NP * TB * ldi;
-        const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
-        if (m == 4)
-            conv_winograd_block(4, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
-                                add);
-        else
-            conv_winograd_block(2, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
-                                add);
+    if (macs < WINOGRAD_PAR_MIN_MACS) {
+        for (long bk = 0; bk < blocks; bk++)
+            conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
+                                   add, scratch);
+        return;
     }
+    #pragma omp parallel for schedule(static) num_threads(slots)
+    for (long bk = 0; bk < blocks; bk++)
+        conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add,
+                               scratch);
 }
 
 /* ---- the kernel gradient: F(3x3, m x m) ----

@@ -89,24 +89,36 @@ INLINE void dense_gemv_tile(const int R, const int V, const int whole, float *y,
         }
 }
 
+/* R rows, the column block of V vectors from u0 (narrower at the end of the
+ * row: whole vectors one by one, then the rest). */
+INLINE void dense_gemv_block(const int R, const int V, float *y, const float *x, const float *W,
+                             const float *b, int In, int U, int u0, int relu)
+{
+    const int cb = V * VL;
+    if (U - u0 >= cb) {
+        dense_gemv_tile(R, V, 1, y, x, W, b, In, U, u0, VL, relu);
+        return;
+    }
+    int u = u0;
+    for (; u + VL <= U; u += VL) dense_gemv_tile(R, 1, 1, y, x, W, b, In, U, u, VL, relu);
+    if (u < U) dense_gemv_tile(R, 1, 0, y, x, W, b, In, U, u, U - u, relu);
+}
+
 /* R rows: column blocks of V vectors, one block per iteration. R and V are
  * constants at each call. */
 INLINE void dense_gemv_rows(const int R, const int V, float *y, const float *x, const float *W,
                             const float *b, int In, int U, int relu, int parallel)
 {
     const int cb = V * VL, blocks = (U + cb - 1) / cb;
-    #pragma omp parallel for schedule(static) if (parallel)
-    for (int j = 0; j < blocks; j++) {
-        const int u0 = j * cb, cols = U - u0 < cb ? U - u0 : cb;
-        if (cols == cb) {
-            dense_gemv_tile(R, V, 1, y, x, W, b, In, U, u0, VL, relu);
-            continue;
-        }
-        /* The last block, narrower: whole vectors one by one, then the rest. */
-        int u = u0;
-        for (; u + VL <= U; u += VL) dense_gemv_tile(R, 1, 1, y, x, W, b, In, U, u, VL, relu);
-        if (u < U) dense_gemv_tile(R, 1, 0, y, x, W, b, In, U, u, U - u, relu);
+    /* Serial work runs outside any parallel region, not in one with a
+     * false if clause: libgomp ends every region, even a one-thread one,
+     * with a futex system call (about a microsecond). */
+    if (!parallel) {
+        for (int j = 0; j < blocks; j++) dense_gemv_block(R, V, y, x, W, b, In, U, j * cb, relu);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int j = 0; j < blocks; j++) dense_gemv_block(R, V, y, x, W, b, In, U, j * cb, relu);
 }
 
 void nn_dense_gemv(float *y, const float *x, const float *W, const float *b, int N, int In, int U,
