@@ -21,6 +21,7 @@
 #include <math.h>
 #include <sys/stat.h>
 
+#include "nn/io/onnx_graph.h"
 #include "nn/io/protobuf.h"
 
 #define TOL 1e-5f
@@ -492,6 +493,123 @@ static void test_import_damaged(void **state)
     nn_model_free(m);
 }
 
+/* ---- conformance: ONNX's own node tests (Debian's libonnx-testdata) ----
+ * Each test is a one-operator model with inputs and expected outputs. An
+ * nn model has one input, so the operator's other inputs (weights, biases,
+ * batchnorm statistics) are bound to their test values as initializers.
+ * Not run: tests whose operator reads two activations (Add, Concat: nn's
+ * merge layers need two layers feeding them) and the cases nn refuses on
+ * purpose: padding other than none or TensorFlow's "same" (the *_pads
+ * pooling tests pad 2 around a 3x3 window), auto_pad SAME_LOWER with odd
+ * padding, ceil_mode, dilated pools, count_include_pad, a one-element bias
+ * broadcast over the units, Softmax over other axes, inputs without a batch
+ * axis (the *_example activation tests), 1-D and 3-D windows. */
+
+static const char *testdata_dir(void)
+{
+    const char *d = getenv("NN_ONNX_TESTDATA");
+    return d && *d ? d : "/usr/share/libonnx-testdata/data/node";
+}
+
+static int load_pb(const char *path, nn_onnx_tensor *t)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fclose(f);
+    size_t len;
+    uint8_t *b = test_read_bytes(path, &len);
+    assert_ok(nn_onnx_tensor_parse(b, len, path, t));
+    free(b);
+    return 0;
+}
+
+static float conformance_case(const char *name)
+{
+    char dir[512], path[640];
+    snprintf(dir, sizeof dir, "%s/%s", testdata_dir(), name);
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    size_t len;
+    uint8_t *b = test_read_bytes(path, &len);
+    nn_onnx_graph g;
+    assert_ok(nn_onnx_graph_parse(b, len, name, &g));
+    free(b);
+    nn_onnx_tensor x = {0}, want = {0};
+    snprintf(path, sizeof path, "%s/test_data_set_0/input_0.pb", dir);
+    assert_int_equal(load_pb(path, &x), 0);
+    for (int k = 1;; k++) { /* the other inputs become initializers */
+        nn_onnx_tensor t = {0};
+        snprintf(path, sizeof path, "%s/test_data_set_0/input_%d.pb", dir, k);
+        if (load_pb(path, &t)) break;
+        g.inits = realloc(g.inits, (size_t)(g.n_inits + 1) * sizeof *g.inits);
+        g.cap_inits = g.n_inits + 1;
+        free(t.name);
+        t.name = strdup(g.inputs[k].name);
+        g.inits[g.n_inits++] = t;
+    }
+    snprintf(path, sizeof path, "%s/test_data_set_0/output_0.pb", dir);
+    assert_int_equal(load_pb(path, &want), 0);
+    nn_model *m = NULL;
+    if (nn_onnx_graph_load(&g, &m) != NN_OK) {
+        print_message("FAILED %s: %s\n", name, nn_last_error());
+        return 1e30f;
+    }
+    int shape[NN_ONNX_MAX_RANK];
+    for (int i = 0; i < x.rank; i++) shape[i] = (int)x.dims[i];
+    tensor *xt = tensor_create(x.rank, shape);
+    memcpy(xt->data, x.f, x.count * sizeof(float));
+    tensor *y;
+    assert_ok(nn_model_predict(m, xt, NULL, &y, NULL, NULL));
+    assert_int_equal(y->size, want.count);
+    const float d = max_diff(want.f, y->data, want.count);
+    tensor_free(xt);
+    nn_model_free(m);
+    nn_onnx_tensor_free(&x);
+    nn_onnx_tensor_free(&want);
+    nn_onnx_graph_free(&g);
+    return d;
+}
+
+static void test_conformance(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {
+        "test_relu", "test_sigmoid", "test_tanh",
+        "test_leakyrelu", "test_leakyrelu_default", "test_elu",
+        "test_elu_default", "test_softmax_axis_2", "test_softmax_default_axis",
+        "test_softmax_negative_axis", "test_softmax_example", "test_softmax_large_number",
+        "test_basic_conv_with_padding", "test_basic_conv_without_padding",
+        "test_conv_with_strides_no_padding", "test_conv_with_strides_padding",
+        "test_maxpool_2d_default", "test_maxpool_2d_strides", "test_maxpool_2d_same_upper",
+        "test_maxpool_2d_precomputed_same_upper",
+        "test_maxpool_2d_precomputed_strides", "test_averagepool_2d_default",
+        "test_averagepool_2d_strides", "test_averagepool_2d_same_upper",
+        "test_averagepool_2d_precomputed_same_upper",
+        "test_averagepool_2d_precomputed_strides", "test_globalaveragepool",
+        "test_globalaveragepool_precomputed", "test_batchnorm_example", "test_batchnorm_epsilon",
+        "test_flatten_axis1", "test_flatten_default_axis", "test_gemm_default_no_bias",
+        "test_gemm_default_vector_bias",
+        "test_gemm_transposeB", "test_matmul_2d", NULL};
+    char probe[600];
+    snprintf(probe, sizeof probe, "%s/test_relu/model.onnx", testdata_dir());
+    if (access(probe, R_OK) != 0) {
+        print_message("skipped the ONNX node tests: %s not found (Debian: libonnx-testdata; make "
+                      "test installs it)\n", testdata_dir());
+        skip();
+    }
+    float worst = 0.0f;
+    int n = 0, bad = 0;
+    for (int i = 0; cases[i]; i++, n++) {
+        const float d = conformance_case(cases[i]);
+        if (!(d <= TOL)) {
+            print_message("FAILED %s: nn differs from the expected output by %g\n", cases[i], d);
+            bad++;
+        } else if (d > worst)
+            worst = d;
+    }
+    print_message("ONNX node tests: %d of %d passed, largest difference %.3g\n", n - bad, n, worst);
+    assert_int_equal(bad, 0);
+}
+
 static void test_skips_reported(void **state)
 {
     (void)state;
@@ -515,6 +633,7 @@ int main(void)
         cmocka_unit_test(test_import_pytorch),
         cmocka_unit_test(test_import_refused),
         cmocka_unit_test(test_import_damaged),
+        cmocka_unit_test(test_conformance),
         cmocka_unit_test(test_skips_reported),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);

@@ -29,9 +29,10 @@
  *
  * nn_onnx_load builds a model from an ONNX file that uses only these
  * operators (and Identity, Dropout, Transpose between NHWC and NCHW, MatMul
- * followed by Add of a bias, Constant; opsets 13 to 17 of the default
- * domain; float32 tensors). PyTorch's NCHW models become channels_first
- * layers; a Transpose(0,3,1,2) of an NHWC value (what nn_onnx_save writes)
+ * followed by Add of a bias, Constant, Pad that pads nothing; opsets 1 to
+ * 17 of the default domain, where these operators mean what they mean at
+ * 13 (Softmax before 13 only over the last axis); float32 tensors).
+ * PyTorch's NCHW models become channels_first layers; a Transpose(0,3,1,2) of an NHWC value (what nn_onnx_save writes)
  * makes the layers after it channels_last. Padding must be none or
  * TensorFlow's same for the layer's input size. Anything else is an error
  * naming the node, its operator and what nn cannot do; no model is returned

@@ -96,6 +96,13 @@ void nn_onnx_graph_free(nn_onnx_graph *g);
 nn_status nn_onnx_tensor_parse(const void *buf, size_t len, const char *name, nn_onnx_tensor *t);
 void nn_onnx_tensor_free(nn_onnx_tensor *t);
 
+/* Translates a decoded graph into a new built model (what nn_onnx_parse
+ * does after decoding; see nn/io/onnx.h). For tests that edit the graph
+ * first, e.g. binding graph inputs to constants by adding initializers of
+ * the same names (an input that is also an initializer is a constant). */
+struct nn_model;
+nn_status nn_onnx_graph_load(const nn_onnx_graph *g, struct nn_model **out);
+
 /* The attribute called name of node n, or NULL. */
 const nn_onnx_attr *nn_onnx_node_attr(const nn_onnx_node *n, const char *name);
 

@@ -30,7 +30,7 @@
 #include "nn/io/onnx_schema.h"
 #include "nn/registry.h"
 
-#define LOAD_MIN_OPSET 13
+#define LOAD_MIN_OPSET 1
 #define LOAD_MAX_OPSET 17
 #define LOAD_CFG 512
 
@@ -520,10 +520,12 @@ static nn_status load_batchnorm(load_ctx *c)
     const int r = load_onnx_rank(x);
     if (r != 2 && r != 4)
         return load_fail(c, "input of rank %d; nn normalises (N, C) and (N, C, H, W)", r);
-    int64_t training;
+    int64_t training, spatial;
     float eps, momentum;
     NN_TRY(load_attr_int(c, "training_mode", 0, &training));
     if (training) return load_fail(c, "training_mode = 1 is not an inference graph");
+    NN_TRY(load_attr_int(c, "spatial", 1, &spatial));
+    if (!spatial) return load_fail(c, "spatial = 0 (statistics per position) is not supported");
     NN_TRY(load_attr_float(c, "epsilon", 1e-5f, &eps));
     NN_TRY(load_attr_float(c, "momentum", 0.9f, &momentum));
     const nn_onnx_tensor *t[4];
@@ -632,10 +634,16 @@ static nn_status load_softmax(load_ctx *c)
     NN_TRY(load_one_output(c));
     const load_value *x;
     NN_TRY(load_tensor_in(c, 0, &x));
+    /* Before opset 13 Softmax flattened the axes from `axis` (default 1) on
+     * into one: the same as nn's only when that is the last axis alone. */
+    const int old = c->g->opset < 13;
     int64_t axis;
-    NN_TRY(load_attr_int(c, "axis", -1, &axis));
+    NN_TRY(load_attr_int(c, "axis", old ? 1 : -1, &axis));
     const int r = load_onnx_rank(x);
     if (axis < 0) axis += r;
+    if (old && x->nchw)
+        return load_fail(c, "opset %lld Softmax of an NCHW view is not supported",
+                         (long long)c->g->opset);
     /* nn's softmax runs over the last axis of its own layout, which in the
      * NCHW view of an NHWC tensor is axis 1. */
     const int want = x->nchw ? 1 : r - 1;
@@ -818,7 +826,7 @@ static nn_status load_gelu_step(load_ctx *c, const char *op)
 /* Dropout and Identity: the identity at inference. */
 static nn_status load_identity(load_ctx *c)
 {
-    static const char *const known[] = {"seed", NULL};
+    static const char *const known[] = {"seed", "ratio", NULL};
     NN_TRY(load_known_attrs(c, known));
     NN_TRY(load_one_output(c));
     if (!strcmp(c->node->op, "Dropout") && c->node->n_in > 2 && c->node->in[2][0])
@@ -945,7 +953,9 @@ static nn_status load_translate(load_ctx *c)
     const int o = load_find(c, g->outputs[0].name);
     if (o < 0) return load_fail(c, "the graph output '%s' is never computed", g->outputs[0].name);
     const load_value *v = &c->vals[o];
-    if (v->kind != V_LAYER || v->layer < 0)
+    /* GlobalAveragePool's (N, C, 1, 1) as the output holds the values of
+     * nn's (N, C) in the same order. */
+    if ((v->kind != V_LAYER && v->kind != V_POOLED) || v->layer < 0)
         return load_fail(c, "the graph output '%s' is %s", v->name,
                          v->kind == V_INPUT ? "the input itself: there is no layer to build"
                                             : "not a tensor an nn layer computes");
@@ -1000,19 +1010,14 @@ static nn_status load_build(load_ctx *c, nn_model **out)
     return NN_OK;
 }
 
-nn_status nn_onnx_parse(const void *buf, size_t len, const char *name, nn_model **out)
+nn_status nn_onnx_graph_load(const nn_onnx_graph *g, nn_model **out)
 {
     if (!out) return nn_error(NN_ERR_ARG, "nn_onnx_load: out is NULL");
     *out = NULL;
-    if (!name) name = "(memory)";
-    nn_onnx_graph g;
-    NN_TRY(nn_onnx_graph_parse(buf, len, name, &g));
+    const char *name = g->file ? g->file : "(memory)";
     load_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
-        nn_onnx_graph_free(&g);
-        return nn_error(NN_ERR_MEMORY, "%s: out of memory", name);
-    }
-    c->g = &g;
+    if (!c) return nn_error(NN_ERR_MEMORY, "%s: out of memory", name);
+    c->g = g;
     c->file = name;
     nn_status s = load_translate(c);
     if (s == NN_OK) s = load_build(c, out);
@@ -1020,6 +1025,16 @@ nn_status nn_onnx_parse(const void *buf, size_t len, const char *name, nn_model 
         for (int p = 0; p < c->layers[i].n_params; p++) free(c->layers[i].params[p].data);
     free(c->vals);
     free(c);
+    return s;
+}
+
+nn_status nn_onnx_parse(const void *buf, size_t len, const char *name, nn_model **out)
+{
+    if (!out) return nn_error(NN_ERR_ARG, "nn_onnx_load: out is NULL");
+    *out = NULL;
+    nn_onnx_graph g;
+    NN_TRY(nn_onnx_graph_parse(buf, len, name ? name : "(memory)", &g));
+    nn_status s = nn_onnx_graph_load(&g, out);
     nn_onnx_graph_free(&g);
     return s;
 }
