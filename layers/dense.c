@@ -8,11 +8,13 @@
  * layers/activation.c), the same arithmetic as the activation's own layer
  * placed after a linear dense. GEMMs go to OpenBLAS in fixed tiles of the
  * output, threaded here, and chunks of the reduction axis (see
- * dense_gemm_tiled and dense_gemm_chunked). A forward that records no
- * gradient (a prediction) of at most NN_DENSE_GEMV_MAX_N rows runs
- * nn_dense_gemv (layers/dense_gemv.c) instead, with the ReLU fused: its sums
- * are rounded in another order than OpenBLAS's, so training forwards, whose
- * results must not change, keep the GEMM. */
+ * dense_gemm_tiled and dense_gemm_chunked). An eval-mode forward of at
+ * most NN_DENSE_GEMV_MAX_N rows (a prediction) runs nn_dense_gemv
+ * (layers/dense_gemv.c) instead, with the ReLU fused, whether or not it
+ * records a tape, so a prediction equals an eval-mode forward bit for bit.
+ * Its sums are rounded in another order than OpenBLAS's, so training-mode
+ * forwards (every training step), whose results must not change, keep the
+ * GEMM. */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
@@ -158,7 +160,6 @@ static void dense_backward(nn_node *n)
 
 static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out, int training)
 {
-    (void)training;
     const dense_state *s = l->state;
     const int N = x->shape[0], In = x->shape[1], U = s->units;
     int shape[2] = {N, U};
@@ -167,7 +168,7 @@ static nn_status dense_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out
     tensor *w = l->params[0].t, *b = s->use_bias ? l->params[1].t : NULL;
     tensor *in[3] = {x, w, b};
     const int relu = s->activation == NN_ACT_RELU;
-    if (N > 0 && N <= NN_DENSE_GEMV_MAX_N && !nn_graph_needs_grad(g, in, b ? 3 : 2)) {
+    if (N > 0 && N <= NN_DENSE_GEMV_MAX_N && !training) {
         nn_dense_gemv(y->data, x->data, w->data, b ? b->data : NULL, N, In, U, relu);
     } else if (N > 0) {
         if (b)
