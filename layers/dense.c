@@ -8,12 +8,13 @@
  * layers/activation.c), the same arithmetic as the activation's own layer
  * placed after a linear dense. GEMMs go to OpenBLAS in fixed tiles of the
  * output, threaded here, and chunks of the reduction axis (see
- * dense_gemm_tiled and dense_gemm_chunked). An eval-mode forward (a
- * prediction, recorded or not, so that both give the same bits) of at most
- * NN_DENSE_GEMV_MAX_N rows runs nn_dense_gemv (layers/dense_gemv.c)
- * instead, with the ReLU fused: its sums are rounded in another order than
- * OpenBLAS's, so training forwards, whose results must not change, keep
- * the GEMM. */
+ * dense_gemm_tiled and dense_gemm_chunked). An eval-mode forward of at
+ * most NN_DENSE_GEMV_MAX_N rows (a prediction) runs nn_dense_gemv
+ * (layers/dense_gemv.c) instead, with the ReLU fused, whether or not it
+ * records a tape, so a prediction equals an eval-mode forward bit for bit.
+ * Its sums are rounded in another order than OpenBLAS's, so training-mode
+ * forwards (every training step), whose results must not change, keep the
+ * GEMM. */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>

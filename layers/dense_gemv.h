@@ -9,9 +9,9 @@
  * over W) and nn_dense_gemv_reference (the plain loops) give the same
  * numbers on every vector width and thread count.
  *
- * Internal to layers/dense.c, which runs it for forwards that record no
- * gradient (its results differ in the last bits from the GEMM's, whose
- * order is OpenBLAS's, so training forwards keep the GEMM).
+ * Internal to layers/dense.c, which runs it for eval-mode forwards (its
+ * results differ in the last bits from the GEMM's, whose order is
+ * OpenBLAS's, so training-mode forwards keep the GEMM).
  *
  * Omits: other activations (dense applies them as a second node), strides
  * (x, W and y are contiguous).

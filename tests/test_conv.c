@@ -1102,8 +1102,7 @@ static void test_empty_batch(void **state)
 /* ---- the eval forward's cached Winograd kernel transform ---- */
 
 /* A batch of 2 (8x8x16) through two 3x3 convolutions (Winograd F(4x4) for
- * both), pooled to 8 logits: no dense layer, whose prediction at small
- * batches runs another kernel than a recorded forward. */
+ * both), pooled to 8 logits: nothing but the convolutions in between. */
 static const char cache_spec[] = "conv2d filters=16 kernel_size=3 padding=same\n"
                                  "conv2d filters=8 kernel_size=3 padding=same activation=relu\n"
                                  "global_avgpool2d\n";

@@ -6,8 +6,9 @@
  * blocks), with and without bias and ReLU, inputs with negative values,
  * zeros and a -0; the same results with 1 and 2 threads above the size
  * where the column blocks are shared; and the dense layer taking it for
- * predictions of 1..4 rows (bit for bit the reference) but not for a
- * recorded forward or 5 rows (OpenBLAS, equal within rounding).
+ * eval-mode forwards of 1..4 rows, with or without a tape (bit for bit the
+ * reference), but not for training-mode forwards or 5 rows (OpenBLAS,
+ * equal within rounding).
  * This suite runs at the build's vector width; tests/test_dense_gemv_widths.sh
  * runs the kernel against the reference at every width the machine has. */
 #include <math.h>
@@ -103,9 +104,10 @@ static void test_gemv_thread_count_invariant(void **state)
     free(ref);
 }
 
-/* The layer: a prediction of N rows through "dense units=37 activation=relu"
- * over 300 features, against the reference (exact) and against a recorded
- * forward of the same rows (the GEMM: equal within rounding). */
+/* The layer: N rows through "dense units=37 activation=relu" over 300
+ * features: a prediction (no tape) and an eval-mode forward with a tape
+ * against the reference (exact for N <= 4), a training-mode forward (the
+ * GEMM) within rounding. */
 static void test_layer_predictions_take_gemv(void **state)
 {
     (void)state;
@@ -133,9 +135,13 @@ static void test_layer_predictions_take_gemv(void **state)
         assert_ok(nn_layer_forward(l, g, x, &y, 0));
         memcpy(eval, y->data, (size_t)N * U * sizeof *eval);
         if (N <= NN_DENSE_GEMV_MAX_N) assert_memory_equal(eval, want, (size_t)N * U * sizeof *want);
-        /* A recorded forward (the parameters require gradients) runs the GEMM. */
         nn_graph_reset(g);
         nn_graph_set_grad_enabled(g, 1);
+        assert_ok(nn_layer_forward(l, g, x, &y, 0));
+        assert_true(nn_graph_node_count(g) > 0);
+        assert_memory_equal(y->data, eval, (size_t)N * U * sizeof *eval);
+        /* Training mode runs the GEMM. */
+        nn_graph_reset(g);
         assert_ok(nn_layer_forward(l, g, x, &y, 1));
         assert_true(nn_graph_node_count(g) > 0);
         for (size_t i = 0; i < (size_t)N * U; i++)
