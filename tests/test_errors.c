@@ -828,6 +828,38 @@ static void write_idx(const char *path, uint32_t magic, int dims, const uint32_t
     gzclose(g);
 }
 
+/* ---- nn/io/onnx.h ------------------------------------------------------------ */
+
+static void test_onnx(void **state)
+{
+    (void)state;
+    nn_model *unbuilt = nn_model_create(1);
+    assert_ok(nn_model_add_spec(unbuilt, MLP));
+    BAD("nn_onnx_save", nn_onnx_save(unbuilt, test_path("u.onnx")), NN_ERR_STATE,
+        "nn_onnx_save: the model is not built");
+    nn_model_free(unbuilt);
+    nn_model *m = test_make_model(MLP, 1, mlp_in, 3);
+    BAD("nn_onnx_save", nn_onnx_save(m, NULL), NN_ERR_ARG, "nn_onnx_save: path is NULL");
+    char nodir[300];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/m.onnx", test_dir());
+    BAD("nn_onnx_save", nn_onnx_save(m, nodir), NN_ERR_IO, "/no/such/dir/m.onnx");
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    BAD("nn_onnx_encode", nn_onnx_encode(NULL, &buf, &len), NN_ERR_ARG, "nn_onnx_save: NULL argument");
+    nn_model *out = NULL;
+    BAD("nn_onnx_load", nn_onnx_load(test_path("absent.onnx"), &out), NN_ERR_IO,
+        "absent.onnx: cannot open");
+    BAD("nn_onnx_load", nn_onnx_load(test_path("absent.onnx"), NULL), NN_ERR_ARG,
+        "nn_onnx_load: out is NULL");
+    static const unsigned char junk[] = {0x3a, 0x05, 0x0a};
+    BAD("nn_onnx_parse", nn_onnx_parse(junk, sizeof junk, "junk.onnx", &out), NN_ERR_FORMAT,
+        "junk.onnx: offset 0: field 7 declares 5 bytes");
+    BAD("nn_onnx_parse", nn_onnx_parse(junk, 0, "empty.onnx", &out), NN_ERR_FORMAT,
+        "empty.onnx: no graph in the file");
+    assert_null(out);
+    nn_model_free(m);
+}
+
 static void test_idx_checkpoint(void **state)
 {
     (void)state;
@@ -1017,6 +1049,7 @@ int main(void)
         cmocka_unit_test(test_optim_threads),
         cmocka_unit_test(test_npy_safetensors),
         cmocka_unit_test(test_idx_checkpoint),
+        cmocka_unit_test(test_onnx),
         cmocka_unit_test(test_spatial_dropout),
         cmocka_unit_test(test_null_arguments_named),
         cmocka_unit_test(test_config_messages_help),

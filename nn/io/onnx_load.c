@@ -44,40 +44,40 @@ typedef struct {
     int nchw;
     const nn_onnx_tensor *t; /* V_CONST */
     int src;                /* V_GELU_*: the value GELU is applied to */
-} load_value;
+} onnx_load_value;
 
 typedef struct {
     char name[NN_NAME_LEN];
     float *data; /* malloc'ed, in nn's layout */
     size_t n;
-} load_param;
+} onnx_load_param;
 
 typedef struct {
     char type[32], cfg[LOAD_CFG], name[NN_NAME_LEN];
     int n_in, in[NN_LAYER_MAX_INPUTS]; /* layer indices, -1 the model input */
     int n_params;
-    load_param params[NN_LAYER_MAX_PARAMS];
+    onnx_load_param params[NN_LAYER_MAX_PARAMS];
     int rank, shape[TENSOR_MAX_RANK];
     int matmul;  /* a dense from MatMul, whose bias an Add may still supply */
     int readers; /* ONNX nodes reading its output */
-} load_layer;
+} onnx_load_layer;
 
 typedef struct {
     const nn_onnx_graph *g;
     const char *file;
-    load_value *vals;
+    onnx_load_value *vals;
     int n_vals, cap_vals;
-    load_layer layers[NN_MODEL_MAX_LAYERS];
+    onnx_load_layer layers[NN_MODEL_MAX_LAYERS];
     int n_layers;
     int in_rank, in_shape[TENSOR_MAX_RANK];
     const nn_onnx_node *node; /* being translated, for messages */
     int counter;
-} load_ctx;
+} onnx_load_ctx;
 
 /* ---- messages ---- */
 
-static nn_status load_fail(load_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static nn_status load_fail(load_ctx *c, const char *fmt, ...)
+static nn_status onnx_load_fail(onnx_load_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static nn_status onnx_load_fail(onnx_load_ctx *c, const char *fmt, ...)
 {
     char what[768];
     va_list ap;
@@ -92,20 +92,20 @@ static nn_status load_fail(load_ctx *c, const char *fmt, ...)
 
 /* ---- values ---- */
 
-static int load_find(const load_ctx *c, const char *name)
+static int onnx_load_find(const onnx_load_ctx *c, const char *name)
 {
     for (int i = c->n_vals - 1; i >= 0; i--)
         if (!strcmp(c->vals[i].name, name)) return i;
     return -1;
 }
 
-static nn_status load_define(load_ctx *c, const char *name, const load_value *v)
+static nn_status onnx_load_define(onnx_load_ctx *c, const char *name, const onnx_load_value *v)
 {
     if (!name[0]) return NN_OK; /* an omitted optional output */
-    if (load_find(c, name) >= 0) return load_fail(c, "value '%s' is defined twice", name);
+    if (onnx_load_find(c, name) >= 0) return onnx_load_fail(c, "value '%s' is defined twice", name);
     if (c->n_vals == c->cap_vals) {
         const int cap = c->cap_vals ? 2 * c->cap_vals : 64;
-        load_value *p = realloc(c->vals, (size_t)cap * sizeof *p);
+        onnx_load_value *p = realloc(c->vals, (size_t)cap * sizeof *p);
         if (!p) return nn_error(NN_ERR_MEMORY, "%s: out of memory", c->file);
         c->vals = p;
         c->cap_vals = cap;
@@ -117,14 +117,14 @@ static nn_status load_define(load_ctx *c, const char *name, const load_value *v)
 }
 
 /* Input k of the node, as an index into c->vals. */
-static nn_status load_in(load_ctx *c, int k, int *out)
+static nn_status onnx_load_in(onnx_load_ctx *c, int k, int *out)
 {
     const nn_onnx_node *n = c->node;
     if (k >= n->n_in || !n->in[k][0])
-        return load_fail(c, "input %d is missing", k);
-    const int i = load_find(c, n->in[k]);
+        return onnx_load_fail(c, "input %d is missing", k);
+    const int i = onnx_load_find(c, n->in[k]);
     if (i < 0)
-        return load_fail(c, "input %d '%s' is not the graph input, an initializer or the output "
+        return onnx_load_fail(c, "input %d '%s' is not the graph input, an initializer or the output "
                          "of an earlier node (the nodes are not in topological order, or the "
                          "graph has a cycle)", k, n->in[k]);
     *out = i;
@@ -133,19 +133,19 @@ static nn_status load_in(load_ctx *c, int k, int *out)
 
 /* Input k as a tensor that a layer can read (not a constant or a part of
  * a pattern). */
-static nn_status load_tensor_in(load_ctx *c, int k, const load_value **v)
+static nn_status onnx_load_tensor_in(onnx_load_ctx *c, int k, const onnx_load_value **v)
 {
     int i;
-    NN_TRY(load_in(c, k, &i));
-    const load_value *x = &c->vals[i];
+    NN_TRY(onnx_load_in(c, k, &i));
+    const onnx_load_value *x = &c->vals[i];
     if (x->kind == V_CONST)
-        return load_fail(c, "input %d '%s' is a constant; nn computes this operator only on "
+        return onnx_load_fail(c, "input %d '%s' is a constant; nn computes this operator only on "
                          "the network's activations", k, x->name);
     if (x->kind == V_POOLED)
-        return load_fail(c, "input %d '%s' is GlobalAveragePool's (N, C, 1, 1) output, which nn "
+        return onnx_load_fail(c, "input %d '%s' is GlobalAveragePool's (N, C, 1, 1) output, which nn "
                          "supports only when a Flatten reads it", k, x->name);
     if (x->kind >= V_GELU_DIV)
-        return load_fail(c, "input %d '%s' is part of an unfinished GELU pattern (x / sqrt 2, "
+        return onnx_load_fail(c, "input %d '%s' is part of an unfinished GELU pattern (x / sqrt 2, "
                          "Erf, + 1, * x, * 0.5); nn supports Div, Erf and Mul only inside it", k,
                          x->name);
     *v = x;
@@ -153,61 +153,61 @@ static nn_status load_tensor_in(load_ctx *c, int k, const load_value **v)
 }
 
 /* Input k as a float32 constant with `count` elements (0: any). */
-static nn_status load_const_in(load_ctx *c, int k, const nn_onnx_tensor **t, const char *what)
+static nn_status onnx_load_const_in(onnx_load_ctx *c, int k, const nn_onnx_tensor **t, const char *what)
 {
     int i;
-    NN_TRY(load_in(c, k, &i));
-    const load_value *v = &c->vals[i];
+    NN_TRY(onnx_load_in(c, k, &i));
+    const onnx_load_value *v = &c->vals[i];
     if (v->kind != V_CONST)
-        return load_fail(c, "%s (input %d '%s') must be an initializer or a constant", what, k,
+        return onnx_load_fail(c, "%s (input %d '%s') must be an initializer or a constant", what, k,
                          v->name);
     if (!v->t->f)
-        return load_fail(c, "%s '%s' has data type %d; nn reads float32 (type 1) only", what,
+        return onnx_load_fail(c, "%s '%s' has data type %d; nn reads float32 (type 1) only", what,
                          v->name, v->t->dtype);
     *t = v->t;
     return NN_OK;
 }
 
 /* The ONNX rank of a value (batch axis included). */
-static int load_onnx_rank(const load_value *v) { return v->rank + 1; }
+static int onnx_load_onnx_rank(const onnx_load_value *v) { return v->rank + 1; }
 
 /* ---- attributes ---- */
 
-static nn_status load_attr_int(load_ctx *c, const char *name, int64_t def, int64_t *out)
+static nn_status onnx_load_attr_int(onnx_load_ctx *c, const char *name, int64_t def, int64_t *out)
 {
     const nn_onnx_attr *a = nn_onnx_node_attr(c->node, name);
     *out = def;
     if (!a) return NN_OK;
-    if (a->type != ONNX_ATTR_TYPE_INT) return load_fail(c, "attribute %s is not an int", name);
+    if (a->type != ONNX_ATTR_TYPE_INT) return onnx_load_fail(c, "attribute %s is not an int", name);
     *out = a->i;
     return NN_OK;
 }
 
-static nn_status load_attr_float(load_ctx *c, const char *name, float def, float *out)
+static nn_status onnx_load_attr_float(onnx_load_ctx *c, const char *name, float def, float *out)
 {
     const nn_onnx_attr *a = nn_onnx_node_attr(c->node, name);
     *out = def;
     if (!a) return NN_OK;
-    if (a->type != ONNX_ATTR_TYPE_FLOAT) return load_fail(c, "attribute %s is not a float", name);
+    if (a->type != ONNX_ATTR_TYPE_FLOAT) return onnx_load_fail(c, "attribute %s is not a float", name);
     *out = a->f;
     return NN_OK;
 }
 
 /* An ints attribute of exactly n entries in [lo, hi], or def when absent. */
-static nn_status load_attr_ints(load_ctx *c, const char *name, int n, const int *def, int lo,
+static nn_status onnx_load_attr_ints(onnx_load_ctx *c, const char *name, int n, const int *def, int lo,
                                 int hi, int *out)
 {
     const nn_onnx_attr *a = nn_onnx_node_attr(c->node, name);
     if (!a) {
-        if (!def) return load_fail(c, "attribute %s is required", name);
+        if (!def) return onnx_load_fail(c, "attribute %s is required", name);
         memcpy(out, def, (size_t)n * sizeof *out);
         return NN_OK;
     }
     if (a->type != ONNX_ATTR_TYPE_INTS || a->n_ints != n)
-        return load_fail(c, "attribute %s must be %d ints (nn supports 2-D windows only)", name, n);
+        return onnx_load_fail(c, "attribute %s must be %d ints (nn supports 2-D windows only)", name, n);
     for (int i = 0; i < n; i++) {
         if (a->ints[i] < lo || a->ints[i] > hi)
-            return load_fail(c, "attribute %s[%d] = %lld is not supported (nn needs %d to %d)",
+            return onnx_load_fail(c, "attribute %s[%d] = %lld is not supported (nn needs %d to %d)",
                              name, i, (long long)a->ints[i], lo, hi);
         out[i] = (int)a->ints[i];
     }
@@ -215,20 +215,20 @@ static nn_status load_attr_ints(load_ctx *c, const char *name, int n, const int 
 }
 
 /* Only the attributes listed may appear. */
-static nn_status load_known_attrs(load_ctx *c, const char *const *known)
+static nn_status onnx_load_known_attrs(onnx_load_ctx *c, const char *const *known)
 {
     const nn_onnx_node *n = c->node;
     for (int i = 0; i < n->n_attrs; i++) {
         int ok = 0;
         for (int k = 0; known[k]; k++) ok |= !strcmp(known[k], n->attrs[i].name);
-        if (!ok) return load_fail(c, "attribute '%s' is not supported", n->attrs[i].name);
+        if (!ok) return onnx_load_fail(c, "attribute '%s' is not supported", n->attrs[i].name);
     }
     return NN_OK;
 }
 
 /* ---- layers ---- */
 
-static int load_name_ok(const load_ctx *c, const char *s)
+static int onnx_load_name_ok(const onnx_load_ctx *c, const char *s)
 {
     const size_t len = strlen(s);
     if (!len || len >= NN_NAME_LEN || !strcmp(s, "input")) return 0;
@@ -244,18 +244,18 @@ static int load_name_ok(const load_ctx *c, const char *s)
 /* Appends layer `type` with config cfg (the layer's own keys) reading the
  * values x[0..n_in), with the given parameters (taken over: freed here on
  * error), and defines the node's output 0 as its output with view nchw. */
-static nn_status load_layer_add(load_ctx *c, const char *type, const char *cfg,
-                                const load_value *const *x, int n_in, load_param *params,
+static nn_status onnx_load_layer_add(onnx_load_ctx *c, const char *type, const char *cfg,
+                                const onnx_load_value *const *x, int n_in, onnx_load_param *params,
                                 int n_params, int nchw)
 {
     nn_status s = NN_OK;
     if (c->n_layers == NN_MODEL_MAX_LAYERS)
-        s = load_fail(c, "the network needs more than %d nn layers", NN_MODEL_MAX_LAYERS);
+        s = onnx_load_fail(c, "the network needs more than %d nn layers", NN_MODEL_MAX_LAYERS);
     nn_layer *l = NULL;
     if (s == NN_OK && !(l = nn_layer_create(type, cfg))) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", nn_last_error());
-        s = load_fail(c, "nn's %s layer refuses its config '%s': %s", type, cfg, msg);
+        s = onnx_load_fail(c, "nn's %s layer refuses its config '%s': %s", type, cfg, msg);
     }
     if (s == NN_OK) {
         int ranks[NN_LAYER_MAX_INPUTS], shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
@@ -266,7 +266,7 @@ static nn_status load_layer_add(load_ctx *c, const char *type, const char *cfg,
         if (nn_layer_build_multi(l, n_in, ranks, (const int(*)[TENSOR_MAX_RANK])shapes) != NN_OK) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", nn_last_error());
-            s = load_fail(c, "does not fit nn's %s layer: %s", type, msg);
+            s = onnx_load_fail(c, "does not fit nn's %s layer: %s", type, msg);
         }
     }
     /* The parameters must be the layer's, with its element counts. */
@@ -278,25 +278,25 @@ static nn_status load_layer_add(load_ctx *c, const char *type, const char *cfg,
             if (!strcmp(params[q].name, l->params[p].name)) {
                 found = 1;
                 if (params[q].n != want)
-                    s = load_fail(c, "%s has %zu values, nn's %s layer needs %zu", params[q].name,
+                    s = onnx_load_fail(c, "%s has %zu values, nn's %s layer needs %zu", params[q].name,
                                   params[q].n, type, want);
             }
         if (s == NN_OK && !found)
-            s = load_fail(c, "no values for the %s layer's %s", type, l->params[p].name);
+            s = onnx_load_fail(c, "no values for the %s layer's %s", type, l->params[p].name);
     }
     if (s != NN_OK) {
         nn_layer_free(l);
         for (int q = 0; q < n_params; q++) free(params[q].data);
         return s;
     }
-    load_layer *L = &c->layers[c->n_layers];
+    onnx_load_layer *L = &c->layers[c->n_layers];
     memset(L, 0, sizeof *L);
     snprintf(L->type, sizeof L->type, "%s", type);
     snprintf(L->cfg, sizeof L->cfg, "%s", cfg);
-    if (load_name_ok(c, c->node->name)) snprintf(L->name, sizeof L->name, "%s", c->node->name);
+    if (onnx_load_name_ok(c, c->node->name)) snprintf(L->name, sizeof L->name, "%s", c->node->name);
     else
         do snprintf(L->name, sizeof L->name, "%.16s_%d", type, ++c->counter % 1000000);
-        while (!load_name_ok(c, L->name));
+        while (!onnx_load_name_ok(c, L->name));
     L->n_in = n_in;
     for (int k = 0; k < n_in; k++) {
         L->in[k] = x[k]->layer;
@@ -307,13 +307,13 @@ static nn_status load_layer_add(load_ctx *c, const char *type, const char *cfg,
     L->rank = l->out_rank;
     memcpy(L->shape, l->out_shape, sizeof L->shape);
     nn_layer_free(l);
-    load_value v = {.kind = V_LAYER, .layer = c->n_layers, .rank = L->rank, .nchw = nchw};
+    onnx_load_value v = {.kind = V_LAYER, .layer = c->n_layers, .rank = L->rank, .nchw = nchw};
     memcpy(v.shape, L->shape, sizeof v.shape);
     c->n_layers++;
-    return load_define(c, c->node->out[0], &v);
+    return onnx_load_define(c, c->node->out[0], &v);
 }
 
-static nn_status load_param_copy(load_ctx *c, load_param *p, const char *name, const float *x,
+static nn_status onnx_load_param_copy(onnx_load_ctx *c, onnx_load_param *p, const char *name, const float *x,
                                  size_t n)
 {
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -325,52 +325,52 @@ static nn_status load_param_copy(load_ctx *c, load_param *p, const char *name, c
 }
 
 /* Defines output 0 as the same tensor as x in view nchw. */
-static nn_status load_alias(load_ctx *c, const load_value *x, int nchw)
+static nn_status onnx_load_alias(onnx_load_ctx *c, const onnx_load_value *x, int nchw)
 {
-    load_value v = *x;
+    onnx_load_value v = *x;
     v.nchw = nchw;
-    return load_define(c, c->node->out[0], &v);
+    return onnx_load_define(c, c->node->out[0], &v);
 }
 
 /* No output but the first may be read: only output 0 is defined. */
-static nn_status load_one_output(load_ctx *c)
+static nn_status onnx_load_one_output(onnx_load_ctx *c)
 {
-    if (c->node->n_out < 1 || !c->node->out[0][0]) return load_fail(c, "no output");
+    if (c->node->n_out < 1 || !c->node->out[0][0]) return onnx_load_fail(c, "no output");
     return NN_OK;
 }
 
 /* ---- image operators: the view decides the data format ---- */
 
-static const char *load_format(const load_value *x)
+static const char *onnx_load_format(const onnx_load_value *x)
 {
     return x->nchw ? "channels_last" : "channels_first";
 }
 
 /* H and W of an image value. */
-static void load_hw(const load_value *x, int *H, int *W)
+static void onnx_load_hw(const onnx_load_value *x, int *H, int *W)
 {
     if (x->nchw) *H = x->shape[0], *W = x->shape[1];
     else *H = x->shape[1], *W = x->shape[2];
 }
 
-static nn_status load_image_in(load_ctx *c, const load_value **x)
+static nn_status onnx_load_image_in(onnx_load_ctx *c, const onnx_load_value **x)
 {
-    NN_TRY(load_tensor_in(c, 0, x));
-    if (load_onnx_rank(*x) != 4)
-        return load_fail(c, "input of rank %d; nn supports 2-D images (N, C, H, W) only",
-                         load_onnx_rank(*x));
+    NN_TRY(onnx_load_tensor_in(c, 0, x));
+    if (onnx_load_onnx_rank(*x) != 4)
+        return onnx_load_fail(c, "input of rank %d; nn supports 2-D images (N, C, H, W) only",
+                         onnx_load_onnx_rank(*x));
     return NN_OK;
 }
 
 /* Padding from pads / auto_pad: "valid", "same" (TensorFlow's, the odd one
  * after), or an error. */
-static nn_status load_padding(load_ctx *c, const load_value *x, const int *k, const int *s,
+static nn_status onnx_load_padding(onnx_load_ctx *c, const onnx_load_value *x, const int *k, const int *s,
                               const int *d, const char **out)
 {
     const nn_onnx_attr *ap = nn_onnx_node_attr(c->node, "auto_pad");
     const char *mode = ap && ap->s ? ap->s : "NOTSET";
     int H, W;
-    load_hw(x, &H, &W);
+    onnx_load_hw(x, &H, &W);
     const int n[2] = {H, W};
     int same[4];
     for (int a = 0; a < 2; a++) {
@@ -384,61 +384,61 @@ static nn_status load_padding(load_ctx *c, const load_value *x, const int *k, co
     else if (!strcmp(mode, "SAME_UPPER")) *out = "same";
     else if (!strcmp(mode, "SAME_LOWER")) {
         if (same[0] != same[2] || same[1] != same[3])
-            return load_fail(c, "auto_pad SAME_LOWER puts the odd padding first; nn pads as "
+            return onnx_load_fail(c, "auto_pad SAME_LOWER puts the odd padding first; nn pads as "
                              "TensorFlow does (SAME_UPPER)");
         *out = "same";
     } else if (!strcmp(mode, "NOTSET")) {
         static const int zero[4] = {0, 0, 0, 0};
         int p[4];
-        NN_TRY(load_attr_ints(c, "pads", 4, zero, 0, 1 << 20, p));
+        NN_TRY(onnx_load_attr_ints(c, "pads", 4, zero, 0, 1 << 20, p));
         if (!memcmp(p, zero, sizeof p)) *out = "valid";
         else if (!memcmp(p, same, sizeof p)) *out = "same";
         else
-            return load_fail(c, "pads (%d, %d, %d, %d) for a %dx%d input are neither none nor "
+            return onnx_load_fail(c, "pads (%d, %d, %d, %d) for a %dx%d input are neither none nor "
                              "TensorFlow's \"same\" (%d, %d, %d, %d), the only padding nn has",
                              p[0], p[1], p[2], p[3], H, W, same[0], same[1], same[2], same[3]);
     } else
-        return load_fail(c, "auto_pad '%s' is not supported", mode);
+        return onnx_load_fail(c, "auto_pad '%s' is not supported", mode);
     return NN_OK;
 }
 
-static nn_status load_conv(load_ctx *c)
+static nn_status onnx_load_conv(onnx_load_ctx *c)
 {
     static const char *const known[] = {"kernel_shape", "strides", "dilations", "pads",
                                         "auto_pad", "group", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
     const nn_onnx_tensor *w, *b = NULL;
-    NN_TRY(load_image_in(c, &x));
-    NN_TRY(load_const_in(c, 1, &w, "the weight"));
-    if (c->node->n_in > 2 && c->node->in[2][0]) NN_TRY(load_const_in(c, 2, &b, "the bias"));
+    NN_TRY(onnx_load_image_in(c, &x));
+    NN_TRY(onnx_load_const_in(c, 1, &w, "the weight"));
+    if (c->node->n_in > 2 && c->node->in[2][0]) NN_TRY(onnx_load_const_in(c, 2, &b, "the bias"));
     int64_t group;
-    NN_TRY(load_attr_int(c, "group", 1, &group));
-    if (group != 1) return load_fail(c, "group = %lld: nn has no grouped or depthwise "
+    NN_TRY(onnx_load_attr_int(c, "group", 1, &group));
+    if (group != 1) return onnx_load_fail(c, "group = %lld: nn has no grouped or depthwise "
                                      "convolution", (long long)group);
-    if (w->rank != 4) return load_fail(c, "the weight has rank %d, not 4", w->rank);
+    if (w->rank != 4) return onnx_load_fail(c, "the weight has rank %d, not 4", w->rank);
     const int F = (int)w->dims[0], C = (int)w->dims[1], KH = (int)w->dims[2], KW = (int)w->dims[3];
     const int Cx = x->nchw ? x->shape[2] : x->shape[0];
-    if (C != Cx) return load_fail(c, "the weight reads %d channels, the input has %d", C, Cx);
-    if (!F || !KH || !KW) return load_fail(c, "the weight has an empty dimension");
+    if (C != Cx) return onnx_load_fail(c, "the weight reads %d channels, the input has %d", C, Cx);
+    if (!F || !KH || !KW) return onnx_load_fail(c, "the weight has an empty dimension");
     if (b && (b->count != (size_t)F))
-        return load_fail(c, "the bias has %zu values for %d filters", b->count, F);
+        return onnx_load_fail(c, "the bias has %zu values for %d filters", b->count, F);
     const int one[2] = {1, 1}, kdef[2] = {KH, KW};
     int k[2], s[2], d[2];
-    NN_TRY(load_attr_ints(c, "kernel_shape", 2, kdef, 1, 4096, k));
+    NN_TRY(onnx_load_attr_ints(c, "kernel_shape", 2, kdef, 1, 4096, k));
     if (k[0] != KH || k[1] != KW)
-        return load_fail(c, "kernel_shape (%d, %d) differs from the weight's (%d, %d)", k[0], k[1],
+        return onnx_load_fail(c, "kernel_shape (%d, %d) differs from the weight's (%d, %d)", k[0], k[1],
                          KH, KW);
-    NN_TRY(load_attr_ints(c, "strides", 2, one, 1, 4096, s));
-    NN_TRY(load_attr_ints(c, "dilations", 2, one, 1, 4096, d));
+    NN_TRY(onnx_load_attr_ints(c, "strides", 2, one, 1, 4096, s));
+    NN_TRY(onnx_load_attr_ints(c, "dilations", 2, one, 1, 4096, d));
     const char *pad;
-    NN_TRY(load_padding(c, x, k, s, d, &pad));
+    NN_TRY(onnx_load_padding(c, x, k, s, d, &pad));
     char cfg[LOAD_CFG];
     snprintf(cfg, sizeof cfg, "filters=%d kernel_size=%d,%d strides=%d,%d padding=%s "
              "dilation_rate=%d,%d use_bias=%s data_format=%s", F, KH, KW, s[0], s[1], pad, d[0],
-             d[1], b ? "true" : "false", load_format(x));
-    load_param p[2] = {{.data = NULL}};
+             d[1], b ? "true" : "false", onnx_load_format(x));
+    onnx_load_param p[2] = {{.data = NULL}};
     snprintf(p[0].name, sizeof p[0].name, "kernel");
     p[0].n = w->count;
     p[0].data = malloc(w->count * sizeof(float) + 1);
@@ -452,142 +452,142 @@ static nn_status load_conv(load_ctx *c)
                         w->f[(((size_t)f * C + ci) * KH + i) * KW + j];
     int np = 1;
     if (b) {
-        nn_status s2 = load_param_copy(c, &p[1], "bias", b->f, b->count);
+        nn_status s2 = onnx_load_param_copy(c, &p[1], "bias", b->f, b->count);
         if (s2 != NN_OK) {
             free(p[0].data);
             return s2;
         }
         np = 2;
     }
-    return load_layer_add(c, "conv2d", cfg, &x, 1, p, np, x->nchw);
+    return onnx_load_layer_add(c, "conv2d", cfg, &x, 1, p, np, x->nchw);
 }
 
-static nn_status load_pool(load_ctx *c, int avg)
+static nn_status onnx_load_pool(onnx_load_ctx *c, int avg)
 {
     static const char *const known[] = {"kernel_shape", "strides", "dilations", "pads", "auto_pad",
                                         "ceil_mode", "count_include_pad", "storage_order", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
     if (c->node->n_out > 1 && c->node->out[1][0])
-        return load_fail(c, "the Indices output is not supported");
-    const load_value *x;
-    NN_TRY(load_image_in(c, &x));
+        return onnx_load_fail(c, "the Indices output is not supported");
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_image_in(c, &x));
     const int one[2] = {1, 1};
     int k[2], s[2], d[2];
     int64_t ceil_mode, cip, order;
-    NN_TRY(load_attr_ints(c, "kernel_shape", 2, NULL, 1, 4096, k));
-    NN_TRY(load_attr_ints(c, "strides", 2, one, 1, 4096, s));
-    NN_TRY(load_attr_ints(c, "dilations", 2, one, 1, 1, d));
-    NN_TRY(load_attr_int(c, "ceil_mode", 0, &ceil_mode));
-    NN_TRY(load_attr_int(c, "count_include_pad", 0, &cip));
-    NN_TRY(load_attr_int(c, "storage_order", 0, &order));
-    if (ceil_mode) return load_fail(c, "ceil_mode = 1 is not supported");
-    if (order) return load_fail(c, "storage_order = 1 is not supported");
+    NN_TRY(onnx_load_attr_ints(c, "kernel_shape", 2, NULL, 1, 4096, k));
+    NN_TRY(onnx_load_attr_ints(c, "strides", 2, one, 1, 4096, s));
+    NN_TRY(onnx_load_attr_ints(c, "dilations", 2, one, 1, 1, d));
+    NN_TRY(onnx_load_attr_int(c, "ceil_mode", 0, &ceil_mode));
+    NN_TRY(onnx_load_attr_int(c, "count_include_pad", 0, &cip));
+    NN_TRY(onnx_load_attr_int(c, "storage_order", 0, &order));
+    if (ceil_mode) return onnx_load_fail(c, "ceil_mode = 1 is not supported");
+    if (order) return onnx_load_fail(c, "storage_order = 1 is not supported");
     const char *pad;
-    NN_TRY(load_padding(c, x, k, s, d, &pad));
+    NN_TRY(onnx_load_padding(c, x, k, s, d, &pad));
     if (avg && cip && !strcmp(pad, "same"))
-        return load_fail(c, "count_include_pad = 1 with padding: nn averages over the window's "
+        return onnx_load_fail(c, "count_include_pad = 1 with padding: nn averages over the window's "
                          "elements inside the input only");
     char cfg[LOAD_CFG];
     snprintf(cfg, sizeof cfg, "pool_size=%d,%d strides=%d,%d padding=%s data_format=%s", k[0],
-             k[1], s[0], s[1], pad, load_format(x));
-    return load_layer_add(c, avg ? "avgpool2d" : "maxpool2d", cfg, &x, 1, NULL, 0, x->nchw);
+             k[1], s[0], s[1], pad, onnx_load_format(x));
+    return onnx_load_layer_add(c, avg ? "avgpool2d" : "maxpool2d", cfg, &x, 1, NULL, 0, x->nchw);
 }
 
-static nn_status load_global_avgpool(load_ctx *c)
+static nn_status onnx_load_global_avgpool(onnx_load_ctx *c)
 {
     static const char *const known[] = {NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
-    NN_TRY(load_image_in(c, &x));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_image_in(c, &x));
     char cfg[LOAD_CFG];
-    snprintf(cfg, sizeof cfg, "data_format=%s", load_format(x));
-    NN_TRY(load_layer_add(c, "global_avgpool2d", cfg, &x, 1, NULL, 0, 0));
+    snprintf(cfg, sizeof cfg, "data_format=%s", onnx_load_format(x));
+    NN_TRY(onnx_load_layer_add(c, "global_avgpool2d", cfg, &x, 1, NULL, 0, 0));
     c->vals[c->n_vals - 1].kind = V_POOLED; /* (N, C, 1, 1) until a Flatten */
     return NN_OK;
 }
 
-static nn_status load_batchnorm(load_ctx *c)
+static nn_status onnx_load_batchnorm(onnx_load_ctx *c)
 {
     static const char *const known[] = {"epsilon", "momentum", "training_mode", "spatial", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
     for (int k = 1; k < c->node->n_out; k++)
-        if (c->node->out[k][0]) return load_fail(c, "the training outputs are not supported");
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
-    const int r = load_onnx_rank(x);
+        if (c->node->out[k][0]) return onnx_load_fail(c, "the training outputs are not supported");
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    const int r = onnx_load_onnx_rank(x);
     if (r != 2 && r != 4)
-        return load_fail(c, "input of rank %d; nn normalises (N, C) and (N, C, H, W)", r);
+        return onnx_load_fail(c, "input of rank %d; nn normalises (N, C) and (N, C, H, W)", r);
     int64_t training, spatial;
     float eps, momentum;
-    NN_TRY(load_attr_int(c, "training_mode", 0, &training));
-    if (training) return load_fail(c, "training_mode = 1 is not an inference graph");
-    NN_TRY(load_attr_int(c, "spatial", 1, &spatial));
-    if (!spatial) return load_fail(c, "spatial = 0 (statistics per position) is not supported");
-    NN_TRY(load_attr_float(c, "epsilon", 1e-5f, &eps));
-    NN_TRY(load_attr_float(c, "momentum", 0.9f, &momentum));
+    NN_TRY(onnx_load_attr_int(c, "training_mode", 0, &training));
+    if (training) return onnx_load_fail(c, "training_mode = 1 is not an inference graph");
+    NN_TRY(onnx_load_attr_int(c, "spatial", 1, &spatial));
+    if (!spatial) return onnx_load_fail(c, "spatial = 0 (statistics per position) is not supported");
+    NN_TRY(onnx_load_attr_float(c, "epsilon", 1e-5f, &eps));
+    NN_TRY(onnx_load_attr_float(c, "momentum", 0.9f, &momentum));
     const nn_onnx_tensor *t[4];
     static const char *const what[4] = {"scale", "B", "mean", "var"};
     static const char *const pn[4] = {"gamma", "beta", "moving_mean", "moving_variance"};
     const int C = r == 2 ? x->shape[0] : x->nchw ? x->shape[2] : x->shape[0];
     for (int k = 0; k < 4; k++) {
-        NN_TRY(load_const_in(c, k + 1, &t[k], what[k]));
+        NN_TRY(onnx_load_const_in(c, k + 1, &t[k], what[k]));
         if (t[k]->count != (size_t)C)
-            return load_fail(c, "%s has %zu values for %d channels", what[k], t[k]->count, C);
+            return onnx_load_fail(c, "%s has %zu values for %d channels", what[k], t[k]->count, C);
     }
     char cfg[LOAD_CFG];
     snprintf(cfg, sizeof cfg, "epsilon=%.9g momentum=%.9g data_format=%s", (double)eps,
-             (double)momentum, r == 2 ? "channels_last" : load_format(x));
-    load_param p[4];
+             (double)momentum, r == 2 ? "channels_last" : onnx_load_format(x));
+    onnx_load_param p[4];
     for (int k = 0; k < 4; k++) {
-        nn_status s = load_param_copy(c, &p[k], pn[k], t[k]->f, t[k]->count);
+        nn_status s = onnx_load_param_copy(c, &p[k], pn[k], t[k]->f, t[k]->count);
         if (s != NN_OK) {
             for (int q = 0; q < k; q++) free(p[q].data);
             return s;
         }
     }
-    return load_layer_add(c, "batchnorm", cfg, &x, 1, p, 4, x->nchw);
+    return onnx_load_layer_add(c, "batchnorm", cfg, &x, 1, p, 4, x->nchw);
 }
 
-static nn_status load_gemm(load_ctx *c, int matmul)
+static nn_status onnx_load_gemm(onnx_load_ctx *c, int matmul)
 {
     static const char *const known_gemm[] = {"alpha", "beta", "transA", "transB", NULL};
     static const char *const none[] = {NULL};
-    NN_TRY(load_known_attrs(c, matmul ? none : known_gemm));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
+    NN_TRY(onnx_load_known_attrs(c, matmul ? none : known_gemm));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
     const nn_onnx_tensor *w, *b = NULL;
-    NN_TRY(load_tensor_in(c, 0, &x));
-    if (load_onnx_rank(x) != 2)
-        return load_fail(c, "input of rank %d; nn's dense reads (N, features) (flatten first)",
-                         load_onnx_rank(x));
-    NN_TRY(load_const_in(c, 1, &w, "B"));
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    if (onnx_load_onnx_rank(x) != 2)
+        return onnx_load_fail(c, "input of rank %d; nn's dense reads (N, features) (flatten first)",
+                         onnx_load_onnx_rank(x));
+    NN_TRY(onnx_load_const_in(c, 1, &w, "B"));
     int64_t ta = 0, tb = 0;
     float alpha = 1.0f, beta = 1.0f;
     if (!matmul) {
-        NN_TRY(load_attr_int(c, "transA", 0, &ta));
-        NN_TRY(load_attr_int(c, "transB", 0, &tb));
-        NN_TRY(load_attr_float(c, "alpha", 1.0f, &alpha));
-        NN_TRY(load_attr_float(c, "beta", 1.0f, &beta));
-        if (c->node->n_in > 2 && c->node->in[2][0]) NN_TRY(load_const_in(c, 2, &b, "C"));
+        NN_TRY(onnx_load_attr_int(c, "transA", 0, &ta));
+        NN_TRY(onnx_load_attr_int(c, "transB", 0, &tb));
+        NN_TRY(onnx_load_attr_float(c, "alpha", 1.0f, &alpha));
+        NN_TRY(onnx_load_attr_float(c, "beta", 1.0f, &beta));
+        if (c->node->n_in > 2 && c->node->in[2][0]) NN_TRY(onnx_load_const_in(c, 2, &b, "C"));
     }
-    if (ta) return load_fail(c, "transA = 1 is not supported");
+    if (ta) return onnx_load_fail(c, "transA = 1 is not supported");
     if (alpha != 1.0f || (b && beta != 1.0f))
-        return load_fail(c, "alpha = %g, beta = %g: nn's dense computes x W + b", (double)alpha,
+        return onnx_load_fail(c, "alpha = %g, beta = %g: nn's dense computes x W + b", (double)alpha,
                          (double)beta);
-    if (w->rank != 2) return load_fail(c, "B has rank %d, not 2", w->rank);
+    if (w->rank != 2) return onnx_load_fail(c, "B has rank %d, not 2", w->rank);
     const int In = (int)(tb ? w->dims[1] : w->dims[0]), U = (int)(tb ? w->dims[0] : w->dims[1]);
     if (In != x->shape[0])
-        return load_fail(c, "B takes %d features, the input has %d", In, x->shape[0]);
+        return onnx_load_fail(c, "B takes %d features, the input has %d", In, x->shape[0]);
     if (b && b->count != (size_t)U && !(b->rank == 2 && b->dims[0] == 1 && b->dims[1] == U))
-        return load_fail(c, "C must hold one bias per unit (%d), as a (%d) or (1, %d) tensor", U,
+        return onnx_load_fail(c, "C must hold one bias per unit (%d), as a (%d) or (1, %d) tensor", U,
                          U, U);
-    if (!U) return load_fail(c, "B has no columns");
+    if (!U) return onnx_load_fail(c, "B has no columns");
     char cfg[LOAD_CFG];
     snprintf(cfg, sizeof cfg, "units=%d use_bias=%s", U, b ? "true" : "false");
-    load_param p[2];
+    onnx_load_param p[2];
     snprintf(p[0].name, sizeof p[0].name, "kernel");
     p[0].n = w->count;
     p[0].data = malloc(w->count * sizeof(float) + 1);
@@ -597,304 +597,304 @@ static nn_status load_gemm(load_ctx *c, int matmul)
             p[0].data[(size_t)i * U + u] = tb ? w->f[(size_t)u * In + i] : w->f[(size_t)i * U + u];
     int np = 1;
     if (b) {
-        nn_status s = load_param_copy(c, &p[1], "bias", b->f, b->count);
+        nn_status s = onnx_load_param_copy(c, &p[1], "bias", b->f, b->count);
         if (s != NN_OK) {
             free(p[0].data);
             return s;
         }
         np = 2;
     }
-    NN_TRY(load_layer_add(c, "dense", cfg, &x, 1, p, np, 0));
+    NN_TRY(onnx_load_layer_add(c, "dense", cfg, &x, 1, p, np, 0));
     c->layers[c->n_layers - 1].matmul = matmul;
     return NN_OK;
 }
 
 /* Relu, Sigmoid, Tanh, LeakyRelu, Elu: the view is kept. */
-static nn_status load_activation(load_ctx *c, const char *type)
+static nn_status onnx_load_activation(onnx_load_ctx *c, const char *type)
 {
     const int has_alpha = !strcmp(type, "leaky_relu") || !strcmp(type, "elu");
     static const char *const with_alpha[] = {"alpha", NULL}, *const none[] = {NULL};
-    NN_TRY(load_known_attrs(c, has_alpha ? with_alpha : none));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
+    NN_TRY(onnx_load_known_attrs(c, has_alpha ? with_alpha : none));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
     char cfg[LOAD_CFG] = "";
     if (has_alpha) {
         float alpha;
-        NN_TRY(load_attr_float(c, "alpha", type[0] == 'l' ? 0.01f : 1.0f, &alpha));
+        NN_TRY(onnx_load_attr_float(c, "alpha", type[0] == 'l' ? 0.01f : 1.0f, &alpha));
         snprintf(cfg, sizeof cfg, "alpha=%.9g", (double)alpha);
     }
-    return load_layer_add(c, type, cfg, &x, 1, NULL, 0, x->nchw);
+    return onnx_load_layer_add(c, type, cfg, &x, 1, NULL, 0, x->nchw);
 }
 
-static nn_status load_softmax(load_ctx *c)
+static nn_status onnx_load_softmax(onnx_load_ctx *c)
 {
     static const char *const known[] = {"axis", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
     /* Before opset 13 Softmax flattened the axes from `axis` (default 1) on
      * into one: the same as nn's only when that is the last axis alone. */
     const int old = c->g->opset < 13;
     int64_t axis;
-    NN_TRY(load_attr_int(c, "axis", old ? 1 : -1, &axis));
-    const int r = load_onnx_rank(x);
+    NN_TRY(onnx_load_attr_int(c, "axis", old ? 1 : -1, &axis));
+    const int r = onnx_load_onnx_rank(x);
     if (axis < 0) axis += r;
     if (old && x->nchw)
-        return load_fail(c, "opset %lld Softmax of an NCHW view is not supported",
+        return onnx_load_fail(c, "opset %lld Softmax of an NCHW view is not supported",
                          (long long)c->g->opset);
     /* nn's softmax runs over the last axis of its own layout, which in the
      * NCHW view of an NHWC tensor is axis 1. */
     const int want = x->nchw ? 1 : r - 1;
     if (axis != want)
-        return load_fail(c, "softmax over axis %lld of a rank-%d tensor; nn's softmax runs over "
+        return onnx_load_fail(c, "softmax over axis %lld of a rank-%d tensor; nn's softmax runs over "
                          "the last axis of the nn tensor (axis %d here)", (long long)axis, r, want);
-    return load_layer_add(c, "softmax", "", &x, 1, NULL, 0, x->nchw);
+    return onnx_load_layer_add(c, "softmax", "", &x, 1, NULL, 0, x->nchw);
 }
 
-static nn_status load_flatten(load_ctx *c)
+static nn_status onnx_load_flatten(onnx_load_ctx *c)
 {
     static const char *const known[] = {"axis", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
     int i;
-    NN_TRY(load_in(c, 0, &i));
+    NN_TRY(onnx_load_in(c, 0, &i));
     int64_t axis;
-    NN_TRY(load_attr_int(c, "axis", 1, &axis));
+    NN_TRY(onnx_load_attr_int(c, "axis", 1, &axis));
     if (c->vals[i].kind == V_POOLED) { /* GlobalAveragePool + Flatten: nn's (N, C) */
-        if (axis != 1 && axis != -3) return load_fail(c, "axis %lld is not supported", (long long)axis);
-        load_value v = c->vals[i];
+        if (axis != 1 && axis != -3) return onnx_load_fail(c, "axis %lld is not supported", (long long)axis);
+        onnx_load_value v = c->vals[i];
         v.kind = V_LAYER;
-        return load_define(c, c->node->out[0], &v);
+        return onnx_load_define(c, c->node->out[0], &v);
     }
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
-    const int r = load_onnx_rank(x);
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    const int r = onnx_load_onnx_rank(x);
     if (axis < 0) axis += r;
     if (axis != 1)
-        return load_fail(c, "axis %lld: nn flattens everything but the batch axis (axis 1)",
+        return onnx_load_fail(c, "axis %lld: nn flattens everything but the batch axis (axis 1)",
                          (long long)axis);
     if (x->nchw)
-        return load_fail(c, "flattens the NCHW view of an NHWC tensor; nn flattens in its own "
+        return onnx_load_fail(c, "flattens the NCHW view of an NHWC tensor; nn flattens in its own "
                          "layout, which a Transpose (0, 2, 3, 1) before the Flatten would give");
-    if (r == 2) return load_alias(c, x, 0);
-    return load_layer_add(c, "flatten", "", &x, 1, NULL, 0, 0);
+    if (r == 2) return onnx_load_alias(c, x, 0);
+    return onnx_load_layer_add(c, "flatten", "", &x, 1, NULL, 0, 0);
 }
 
-static nn_status load_transpose(load_ctx *c)
+static nn_status onnx_load_transpose(onnx_load_ctx *c)
 {
     static const char *const known[] = {"perm", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
     const nn_onnx_attr *a = nn_onnx_node_attr(c->node, "perm");
     static const int64_t to_nchw[4] = {0, 3, 1, 2}, to_nhwc[4] = {0, 2, 3, 1}, id[4] = {0, 1, 2, 3};
-    if (a && a->type == ONNX_ATTR_TYPE_INTS && a->n_ints == 4 && load_onnx_rank(x) == 4) {
-        if (!memcmp(a->ints, id, sizeof id)) return load_alias(c, x, x->nchw);
-        if (!x->nchw && !memcmp(a->ints, to_nchw, sizeof to_nchw)) return load_alias(c, x, 1);
-        if (x->nchw && !memcmp(a->ints, to_nhwc, sizeof to_nhwc)) return load_alias(c, x, 0);
+    if (a && a->type == ONNX_ATTR_TYPE_INTS && a->n_ints == 4 && onnx_load_onnx_rank(x) == 4) {
+        if (!memcmp(a->ints, id, sizeof id)) return onnx_load_alias(c, x, x->nchw);
+        if (!x->nchw && !memcmp(a->ints, to_nchw, sizeof to_nchw)) return onnx_load_alias(c, x, 1);
+        if (x->nchw && !memcmp(a->ints, to_nhwc, sizeof to_nhwc)) return onnx_load_alias(c, x, 0);
     }
-    return load_fail(c, "nn has no transpose layer: it supports a Transpose only between NHWC "
+    return onnx_load_fail(c, "nn has no transpose layer: it supports a Transpose only between NHWC "
                      "and NCHW around its image layers (perm 0,3,1,2 of an NHWC tensor, then "
                      "0,2,3,1 back)");
 }
 
 /* Add: two tensors (an add layer), the bias after a MatMul, or GELU's + 1. */
-static nn_status load_add(load_ctx *c)
+static nn_status onnx_load_add(onnx_load_ctx *c)
 {
     static const char *const none[] = {NULL};
-    NN_TRY(load_known_attrs(c, none));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, none));
+    NN_TRY(onnx_load_one_output(c));
     int a, b;
-    NN_TRY(load_in(c, 0, &a));
-    NN_TRY(load_in(c, 1, &b));
+    NN_TRY(onnx_load_in(c, 0, &a));
+    NN_TRY(onnx_load_in(c, 1, &b));
     if (c->vals[a].kind == V_CONST) {
         const int t = a;
         a = b;
         b = t;
     }
-    const load_value *x = &c->vals[a], *y = &c->vals[b];
+    const onnx_load_value *x = &c->vals[a], *y = &c->vals[b];
     if (y->kind == V_CONST) {
         const nn_onnx_tensor *t = y->t;
         if (x->kind == V_GELU_ERF && t->f && t->count == 1 && t->f[0] == 1.0f) {
-            load_value v = *x;
+            onnx_load_value v = *x;
             v.kind = V_GELU_ADD;
-            return load_define(c, c->node->out[0], &v);
+            return onnx_load_define(c, c->node->out[0], &v);
         }
-        load_layer *L = x->kind == V_LAYER && x->layer >= 0 ? &c->layers[x->layer] : NULL;
+        onnx_load_layer *L = x->kind == V_LAYER && x->layer >= 0 ? &c->layers[x->layer] : NULL;
         if (!L || !L->matmul || L->readers || !t->f)
-            return load_fail(c, "adds the constant '%s'; nn supports a constant Add only as the "
+            return onnx_load_fail(c, "adds the constant '%s'; nn supports a constant Add only as the "
                              "bias right after a MatMul", y->name);
         const int U = L->shape[0];
         if (t->count != (size_t)U)
-            return load_fail(c, "the bias '%s' has %zu values for %d units", y->name, t->count, U);
-        NN_TRY(load_param_copy(c, &L->params[1], "bias", t->f, t->count));
+            return onnx_load_fail(c, "the bias '%s' has %zu values for %d units", y->name, t->count, U);
+        NN_TRY(onnx_load_param_copy(c, &L->params[1], "bias", t->f, t->count));
         L->n_params = 2;
         L->matmul = 0;
         char *ub = strstr(L->cfg, "use_bias=false");
         if (ub) memcpy(ub, "use_bias=true ", 14);
-        return load_alias(c, x, 0);
+        return onnx_load_alias(c, x, 0);
     }
-    const load_value *xs[2];
-    NN_TRY(load_tensor_in(c, 0, &xs[0]));
-    NN_TRY(load_tensor_in(c, 1, &xs[1]));
+    const onnx_load_value *xs[2];
+    NN_TRY(onnx_load_tensor_in(c, 0, &xs[0]));
+    NN_TRY(onnx_load_tensor_in(c, 1, &xs[1]));
     if (xs[0]->nchw != xs[1]->nchw)
-        return load_fail(c, "adds an NCHW view of an NHWC tensor to a tensor in nn's layout");
-    return load_layer_add(c, "add", "", xs, 2, NULL, 0, xs[0]->nchw);
+        return onnx_load_fail(c, "adds an NCHW view of an NHWC tensor to a tensor in nn's layout");
+    return onnx_load_layer_add(c, "add", "", xs, 2, NULL, 0, xs[0]->nchw);
 }
 
-static nn_status load_concat(load_ctx *c)
+static nn_status onnx_load_concat(onnx_load_ctx *c)
 {
     static const char *const known[] = {"axis", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
     const int n = c->node->n_in;
     if (n < 2 || n > NN_LAYER_MAX_INPUTS)
-        return load_fail(c, "%d inputs; nn's concatenate joins 2 to %d", n, NN_LAYER_MAX_INPUTS);
-    const load_value *xs[NN_LAYER_MAX_INPUTS];
+        return onnx_load_fail(c, "%d inputs; nn's concatenate joins 2 to %d", n, NN_LAYER_MAX_INPUTS);
+    const onnx_load_value *xs[NN_LAYER_MAX_INPUTS];
     for (int k = 0; k < n; k++) {
-        NN_TRY(load_tensor_in(c, k, &xs[k]));
+        NN_TRY(onnx_load_tensor_in(c, k, &xs[k]));
         if (xs[k]->nchw != xs[0]->nchw)
-            return load_fail(c, "joins tensors in different layouts");
+            return onnx_load_fail(c, "joins tensors in different layouts");
     }
     int64_t axis;
     const nn_onnx_attr *at = nn_onnx_node_attr(c->node, "axis");
-    if (!at) return load_fail(c, "attribute axis is required");
-    NN_TRY(load_attr_int(c, "axis", 1, &axis));
-    const int r = load_onnx_rank(xs[0]);
+    if (!at) return onnx_load_fail(c, "attribute axis is required");
+    NN_TRY(onnx_load_attr_int(c, "axis", 1, &axis));
+    const int r = onnx_load_onnx_rank(xs[0]);
     if (axis < 0) axis += r;
     const char *fmt;
     if (xs[0]->nchw && axis == 1) fmt = "channels_last";
     else if (!xs[0]->nchw && axis == 1) fmt = "channels_first";
     else if (!xs[0]->nchw && axis == r - 1) fmt = "channels_last";
     else
-        return load_fail(c, "joins along axis %lld; nn's concatenate joins along the channel axis",
+        return onnx_load_fail(c, "joins along axis %lld; nn's concatenate joins along the channel axis",
                          (long long)axis);
     char cfg[LOAD_CFG];
     snprintf(cfg, sizeof cfg, "data_format=%s", fmt);
-    return load_layer_add(c, "concatenate", cfg, xs, n, NULL, 0, xs[0]->nchw);
+    return onnx_load_layer_add(c, "concatenate", cfg, xs, n, NULL, 0, xs[0]->nchw);
 }
 
-static int load_scalar_is(const load_value *v, float want, float tol)
+static int onnx_load_scalar_is(const onnx_load_value *v, float want, float tol)
 {
     return v->kind == V_CONST && v->t->f && v->t->count == 1 && fabsf(v->t->f[0] - want) <= tol;
 }
 
 /* GELU written as 0.5 x (1 + erf(x / sqrt 2)): Div, Erf, Add (above), Mul, Mul. */
-static nn_status load_gelu_step(load_ctx *c, const char *op)
+static nn_status onnx_load_gelu_step(onnx_load_ctx *c, const char *op)
 {
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_one_output(c));
     int a, b = -1;
-    NN_TRY(load_in(c, 0, &a));
-    if (strcmp(op, "Erf")) NN_TRY(load_in(c, 1, &b));
-    load_value v;
+    NN_TRY(onnx_load_in(c, 0, &a));
+    if (strcmp(op, "Erf")) NN_TRY(onnx_load_in(c, 1, &b));
+    onnx_load_value v;
     if (!strcmp(op, "Div")) {
-        const load_value *x;
-        NN_TRY(load_tensor_in(c, 0, &x));
-        if (!load_scalar_is(&c->vals[b], 1.41421356f, 1e-6f))
-            return load_fail(c, "Div is supported only as the x / sqrt 2 of GELU");
+        const onnx_load_value *x;
+        NN_TRY(onnx_load_tensor_in(c, 0, &x));
+        if (!onnx_load_scalar_is(&c->vals[b], 1.41421356f, 1e-6f))
+            return onnx_load_fail(c, "Div is supported only as the x / sqrt 2 of GELU");
         v = *x;
         v.kind = V_GELU_DIV;
         v.src = a;
     } else if (!strcmp(op, "Erf")) {
         if (c->vals[a].kind != V_GELU_DIV)
-            return load_fail(c, "Erf is supported only as the erf(x / sqrt 2) of GELU");
+            return onnx_load_fail(c, "Erf is supported only as the erf(x / sqrt 2) of GELU");
         v = c->vals[a];
         v.kind = V_GELU_ERF;
     } else { /* Mul */
-        const load_value *p = &c->vals[a], *q = &c->vals[b];
+        const onnx_load_value *p = &c->vals[a], *q = &c->vals[b];
         if (q->kind == V_GELU_ADD || q->kind == V_GELU_MUL) {
-            const load_value *t = p;
+            const onnx_load_value *t = p;
             p = q;
             q = t;
         }
         if (p->kind == V_GELU_ADD && q == &c->vals[p->src]) {
             v = *p;
             v.kind = V_GELU_MUL;
-        } else if (p->kind == V_GELU_MUL && load_scalar_is(q, 0.5f, 0.0f)) {
-            const load_value *x = &c->vals[p->src];
-            return load_layer_add(c, "gelu", "", &x, 1, NULL, 0, x->nchw);
+        } else if (p->kind == V_GELU_MUL && onnx_load_scalar_is(q, 0.5f, 0.0f)) {
+            const onnx_load_value *x = &c->vals[p->src];
+            return onnx_load_layer_add(c, "gelu", "", &x, 1, NULL, 0, x->nchw);
         } else
-            return load_fail(c, "Mul is supported only inside GELU's pattern (x * (1 + erf(x / "
+            return onnx_load_fail(c, "Mul is supported only inside GELU's pattern (x * (1 + erf(x / "
                              "sqrt 2)) * 0.5)");
     }
-    return load_define(c, c->node->out[0], &v);
+    return onnx_load_define(c, c->node->out[0], &v);
 }
 
 /* Dropout and Identity: the identity at inference. */
-static nn_status load_identity(load_ctx *c)
+static nn_status onnx_load_identity(onnx_load_ctx *c)
 {
     static const char *const known[] = {"seed", "ratio", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
     if (!strcmp(c->node->op, "Dropout") && c->node->n_in > 2 && c->node->in[2][0])
-        return load_fail(c, "a training_mode input is not supported (export in eval mode)");
+        return onnx_load_fail(c, "a training_mode input is not supported (export in eval mode)");
     for (int k = 1; k < c->node->n_out; k++)
-        if (c->node->out[k][0]) return load_fail(c, "the mask output is not supported");
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
-    return load_alias(c, x, x->nchw);
+        if (c->node->out[k][0]) return onnx_load_fail(c, "the mask output is not supported");
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    return onnx_load_alias(c, x, x->nchw);
 }
 
 /* Pad with all-zero pads (PyTorch 1.13 writes one before AveragePool). */
-static nn_status load_pad(load_ctx *c)
+static nn_status onnx_load_pad(onnx_load_ctx *c)
 {
     static const char *const known[] = {"mode", NULL};
-    NN_TRY(load_known_attrs(c, known));
-    NN_TRY(load_one_output(c));
-    const load_value *x;
-    NN_TRY(load_tensor_in(c, 0, &x));
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
     int i;
-    NN_TRY(load_in(c, 1, &i));
-    const load_value *p = &c->vals[i];
+    NN_TRY(onnx_load_in(c, 1, &i));
+    const onnx_load_value *p = &c->vals[i];
     int zero = p->kind == V_CONST && p->t->i64;
     for (size_t k = 0; zero && k < p->t->count; k++) zero = p->t->i64[k] == 0;
-    if (!zero) return load_fail(c, "Pad is supported only when it pads nothing");
-    return load_alias(c, x, x->nchw);
+    if (!zero) return onnx_load_fail(c, "Pad is supported only when it pads nothing");
+    return onnx_load_alias(c, x, x->nchw);
 }
 
-static nn_status load_constant(load_ctx *c)
+static nn_status onnx_load_constant(onnx_load_ctx *c)
 {
     const nn_onnx_node *n = c->node;
     const nn_onnx_attr *a = nn_onnx_node_attr(n, "value");
     if (n->n_attrs != 1 || !a || !a->t)
-        return load_fail(c, "only a Constant with a tensor 'value' is supported");
-    NN_TRY(load_one_output(c));
-    load_value v = {.kind = V_CONST, .layer = -1, .t = a->t};
-    return load_define(c, n->out[0], &v);
+        return onnx_load_fail(c, "only a Constant with a tensor 'value' is supported");
+    NN_TRY(onnx_load_one_output(c));
+    onnx_load_value v = {.kind = V_CONST, .layer = -1, .t = a->t};
+    return onnx_load_define(c, n->out[0], &v);
 }
 
-static nn_status load_node(load_ctx *c, const nn_onnx_node *n)
+static nn_status onnx_load_node(onnx_load_ctx *c, const nn_onnx_node *n)
 {
     c->node = n;
     const char *op = n->op;
     if (n->domain[0] && strcmp(n->domain, "ai.onnx"))
-        return load_fail(c, "operator domain '%s' is not supported (only the default domain)",
+        return onnx_load_fail(c, "operator domain '%s' is not supported (only the default domain)",
                          n->domain);
-    if (!strcmp(op, "Conv")) return load_conv(c);
-    if (!strcmp(op, "MaxPool")) return load_pool(c, 0);
-    if (!strcmp(op, "AveragePool")) return load_pool(c, 1);
-    if (!strcmp(op, "GlobalAveragePool")) return load_global_avgpool(c);
-    if (!strcmp(op, "BatchNormalization")) return load_batchnorm(c);
-    if (!strcmp(op, "Gemm")) return load_gemm(c, 0);
-    if (!strcmp(op, "MatMul")) return load_gemm(c, 1);
-    if (!strcmp(op, "Relu")) return load_activation(c, "relu");
-    if (!strcmp(op, "Sigmoid")) return load_activation(c, "sigmoid");
-    if (!strcmp(op, "Tanh")) return load_activation(c, "tanh");
-    if (!strcmp(op, "LeakyRelu")) return load_activation(c, "leaky_relu");
-    if (!strcmp(op, "Elu")) return load_activation(c, "elu");
-    if (!strcmp(op, "Softmax")) return load_softmax(c);
-    if (!strcmp(op, "Flatten")) return load_flatten(c);
-    if (!strcmp(op, "Transpose")) return load_transpose(c);
-    if (!strcmp(op, "Add")) return load_add(c);
-    if (!strcmp(op, "Concat")) return load_concat(c);
-    if (!strcmp(op, "Div") || !strcmp(op, "Erf") || !strcmp(op, "Mul")) return load_gelu_step(c, op);
-    if (!strcmp(op, "Dropout") || !strcmp(op, "Identity")) return load_identity(c);
-    if (!strcmp(op, "Pad")) return load_pad(c);
-    if (!strcmp(op, "Constant")) return load_constant(c);
-    return load_fail(c, "operator %s is not supported by nn (supported: Conv, Gemm, MatMul + Add, "
+    if (!strcmp(op, "Conv")) return onnx_load_conv(c);
+    if (!strcmp(op, "MaxPool")) return onnx_load_pool(c, 0);
+    if (!strcmp(op, "AveragePool")) return onnx_load_pool(c, 1);
+    if (!strcmp(op, "GlobalAveragePool")) return onnx_load_global_avgpool(c);
+    if (!strcmp(op, "BatchNormalization")) return onnx_load_batchnorm(c);
+    if (!strcmp(op, "Gemm")) return onnx_load_gemm(c, 0);
+    if (!strcmp(op, "MatMul")) return onnx_load_gemm(c, 1);
+    if (!strcmp(op, "Relu")) return onnx_load_activation(c, "relu");
+    if (!strcmp(op, "Sigmoid")) return onnx_load_activation(c, "sigmoid");
+    if (!strcmp(op, "Tanh")) return onnx_load_activation(c, "tanh");
+    if (!strcmp(op, "LeakyRelu")) return onnx_load_activation(c, "leaky_relu");
+    if (!strcmp(op, "Elu")) return onnx_load_activation(c, "elu");
+    if (!strcmp(op, "Softmax")) return onnx_load_softmax(c);
+    if (!strcmp(op, "Flatten")) return onnx_load_flatten(c);
+    if (!strcmp(op, "Transpose")) return onnx_load_transpose(c);
+    if (!strcmp(op, "Add")) return onnx_load_add(c);
+    if (!strcmp(op, "Concat")) return onnx_load_concat(c);
+    if (!strcmp(op, "Div") || !strcmp(op, "Erf") || !strcmp(op, "Mul")) return onnx_load_gelu_step(c, op);
+    if (!strcmp(op, "Dropout") || !strcmp(op, "Identity")) return onnx_load_identity(c);
+    if (!strcmp(op, "Pad")) return onnx_load_pad(c);
+    if (!strcmp(op, "Constant")) return onnx_load_constant(c);
+    return onnx_load_fail(c, "operator %s is not supported by nn (supported: Conv, Gemm, MatMul + Add, "
                      "MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Flatten, Add, "
                      "Concat, Relu, Sigmoid, Tanh, LeakyRelu, Elu, GELU as Div/Erf/Add/Mul, "
                      "Softmax, Dropout, Identity, Transpose NHWC<->NCHW, Constant)", op);
@@ -902,7 +902,7 @@ static nn_status load_node(load_ctx *c, const nn_onnx_node *n)
 
 /* ---- the graph ---- */
 
-static nn_status load_graph_input(load_ctx *c)
+static nn_status onnx_load_graph_input(onnx_load_ctx *c)
 {
     const nn_onnx_graph *g = c->g;
     const nn_onnx_value *in = NULL;
@@ -911,70 +911,70 @@ static nn_status load_graph_input(load_ctx *c)
         for (int k = 0; k < g->n_inits; k++) is_init |= !strcmp(g->inits[k].name, g->inputs[i].name);
         if (is_init) continue; /* IR < 4 lists initializers as inputs too */
         if (in)
-            return load_fail(c, "the graph has several inputs ('%s', '%s'); an nn model has one",
+            return onnx_load_fail(c, "the graph has several inputs ('%s', '%s'); an nn model has one",
                              in->name, g->inputs[i].name);
         in = &g->inputs[i];
     }
-    if (!in) return load_fail(c, "the graph has no input");
+    if (!in) return onnx_load_fail(c, "the graph has no input");
     if (in->elem != ONNX_DTYPE_FLOAT)
-        return load_fail(c, "graph input '%s' has element type %d; nn reads float32 (type 1)",
+        return onnx_load_fail(c, "graph input '%s' has element type %d; nn reads float32 (type 1)",
                          in->name, in->elem);
     if (in->rank < 2 || in->rank > TENSOR_MAX_RANK)
-        return load_fail(c, "graph input '%s' has %s rank %d; nn needs (N, ...) of rank 2 to %d",
+        return onnx_load_fail(c, "graph input '%s' has %s rank %d; nn needs (N, ...) of rank 2 to %d",
                          in->name, in->rank < 0 ? "no shape, so no" : "", in->rank,
                          TENSOR_MAX_RANK);
     c->in_rank = in->rank - 1;
     for (int k = 1; k < in->rank; k++) {
         if (in->dims[k] < 1 || in->dims[k] > (1 << 24))
-            return load_fail(c, "graph input '%s': dimension %d is not a fixed size (only the "
+            return onnx_load_fail(c, "graph input '%s': dimension %d is not a fixed size (only the "
                              "batch may be symbolic)", in->name, k);
         c->in_shape[k - 1] = (int)in->dims[k];
     }
-    load_value v = {.kind = V_INPUT, .layer = -1, .rank = c->in_rank};
+    onnx_load_value v = {.kind = V_INPUT, .layer = -1, .rank = c->in_rank};
     memcpy(v.shape, c->in_shape, sizeof v.shape);
-    return load_define(c, in->name, &v);
+    return onnx_load_define(c, in->name, &v);
 }
 
-static nn_status load_translate(load_ctx *c)
+static nn_status onnx_load_translate(onnx_load_ctx *c)
 {
     const nn_onnx_graph *g = c->g;
     if (g->opset < LOAD_MIN_OPSET || g->opset > LOAD_MAX_OPSET)
-        return load_fail(c, "opset %lld of the default domain; nn reads opsets %d to %d",
+        return onnx_load_fail(c, "opset %lld of the default domain; nn reads opsets %d to %d",
                          (long long)g->opset, LOAD_MIN_OPSET, LOAD_MAX_OPSET);
     for (int i = 0; i < g->n_inits; i++) {
-        load_value v = {.kind = V_CONST, .layer = -1, .t = &g->inits[i]};
-        NN_TRY(load_define(c, g->inits[i].name, &v));
+        onnx_load_value v = {.kind = V_CONST, .layer = -1, .t = &g->inits[i]};
+        NN_TRY(onnx_load_define(c, g->inits[i].name, &v));
     }
-    NN_TRY(load_graph_input(c));
-    for (int i = 0; i < g->n_nodes; i++) NN_TRY(load_node(c, &g->nodes[i]));
+    NN_TRY(onnx_load_graph_input(c));
+    for (int i = 0; i < g->n_nodes; i++) NN_TRY(onnx_load_node(c, &g->nodes[i]));
     c->node = NULL;
     if (g->n_outputs != 1)
-        return load_fail(c, "the graph has %d outputs; an nn model has one", g->n_outputs);
-    const int o = load_find(c, g->outputs[0].name);
-    if (o < 0) return load_fail(c, "the graph output '%s' is never computed", g->outputs[0].name);
-    const load_value *v = &c->vals[o];
+        return onnx_load_fail(c, "the graph has %d outputs; an nn model has one", g->n_outputs);
+    const int o = onnx_load_find(c, g->outputs[0].name);
+    if (o < 0) return onnx_load_fail(c, "the graph output '%s' is never computed", g->outputs[0].name);
+    const onnx_load_value *v = &c->vals[o];
     /* GlobalAveragePool's (N, C, 1, 1) as the output holds the values of
      * nn's (N, C) in the same order. */
     if ((v->kind != V_LAYER && v->kind != V_POOLED) || v->layer < 0)
-        return load_fail(c, "the graph output '%s' is %s", v->name,
+        return onnx_load_fail(c, "the graph output '%s' is %s", v->name,
                          v->kind == V_INPUT ? "the input itself: there is no layer to build"
                                             : "not a tensor an nn layer computes");
     if (v->nchw)
-        return load_fail(c, "the graph output '%s' is the NCHW view of an NHWC tensor; nn's "
+        return onnx_load_fail(c, "the graph output '%s' is the NCHW view of an NHWC tensor; nn's "
                          "output would be NHWC", v->name);
     if (v->layer != c->n_layers - 1)
-        return load_fail(c, "the graph output '%s' is not computed by the last layer: layers "
+        return onnx_load_fail(c, "the graph output '%s' is not computed by the last layer: layers "
                          "after it compute values nothing reads", v->name);
     return NN_OK;
 }
 
-static nn_status load_build(load_ctx *c, nn_model **out)
+static nn_status onnx_load_build(onnx_load_ctx *c, nn_model **out)
 {
     nn_model *m = nn_model_create(0);
     if (!m) return nn_error(NN_ERR_MEMORY, "%s: out of memory", c->file);
     nn_status s = NN_OK;
     for (int i = 0; s == NN_OK && i < c->n_layers; i++) {
-        const load_layer *L = &c->layers[i];
+        const onnx_load_layer *L = &c->layers[i];
         char cfg[LOAD_CFG + 256], ins[NN_LAYER_MAX_INPUTS * NN_NAME_LEN] = "";
         for (int k = 0; k < L->n_in; k++)
             snprintf(ins + strlen(ins), sizeof ins - strlen(ins), "%s%s", k ? "," : "",
@@ -993,7 +993,7 @@ static nn_status load_build(load_ctx *c, nn_model **out)
         s = nn_error(NN_ERR_FORMAT, "%s: the graph does not make an nn model: %s", c->file, msg);
     }
     for (int i = 0; s == NN_OK && i < c->n_layers; i++) {
-        const load_layer *L = &c->layers[i];
+        const onnx_load_layer *L = &c->layers[i];
         nn_layer *l = m->layers[i];
         for (int p = 0; p < l->n_params; p++)
             for (int q = 0; q < L->n_params; q++)
@@ -1015,12 +1015,12 @@ nn_status nn_onnx_graph_load(const nn_onnx_graph *g, nn_model **out)
     if (!out) return nn_error(NN_ERR_ARG, "nn_onnx_load: out is NULL");
     *out = NULL;
     const char *name = g->file ? g->file : "(memory)";
-    load_ctx *c = calloc(1, sizeof *c);
+    onnx_load_ctx *c = calloc(1, sizeof *c);
     if (!c) return nn_error(NN_ERR_MEMORY, "%s: out of memory", name);
     c->g = g;
     c->file = name;
-    nn_status s = load_translate(c);
-    if (s == NN_OK) s = load_build(c, out);
+    nn_status s = onnx_load_translate(c);
+    if (s == NN_OK) s = onnx_load_build(c, out);
     for (int i = 0; i < c->n_layers; i++)
         for (int p = 0; p < c->layers[i].n_params; p++) free(c->layers[i].params[p].data);
     free(c->vals);

@@ -20,7 +20,7 @@
         if (rc_ < 0) return NN_ERR_FORMAT;                                                         \
         else
 
-static nn_status parse_string(const nn_pb_reader *r, const nn_pb_field *f, const char *what,
+static nn_status onnx_parse_string(const nn_pb_reader *r, const nn_pb_field *f, const char *what,
                               char **out)
 {
     NN_TRY(nn_pb_expect(r, f, NN_PB_LEN, what));
@@ -40,7 +40,7 @@ static nn_status parse_string(const nn_pb_reader *r, const nn_pb_field *f, const
 }
 
 /* Makes room for one more element of an array of `size`-byte elements. */
-static nn_status parse_grow(void **arr, int *cap, int n, size_t size, int max, const char *file,
+static nn_status onnx_parse_grow(void **arr, int *cap, int n, size_t size, int max, const char *file,
                             size_t offset, const char *what)
 {
     if (n >= max)
@@ -66,7 +66,7 @@ void nn_onnx_tensor_free(nn_onnx_tensor *t)
     memset(t, 0, sizeof *t);
 }
 
-static nn_status parse_dim(const nn_pb_reader *r, const nn_pb_field *f, nn_onnx_tensor *t,
+static nn_status onnx_parse_dim(const nn_pb_reader *r, const nn_pb_field *f, nn_onnx_tensor *t,
                            uint64_t v)
 {
     if (t->rank == NN_ONNX_MAX_RANK)
@@ -79,7 +79,7 @@ static nn_status parse_dim(const nn_pb_reader *r, const nn_pb_field *f, nn_onnx_
     return NN_OK;
 }
 
-static nn_status parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t start)
+static nn_status onnx_parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t start)
 {
     nn_pb_field f;
     const uint8_t *raw = NULL;
@@ -97,7 +97,7 @@ static nn_status parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t st
         switch (f.number) {
         case ONNX_TENSOR_DIMS:
             if (f.wire == NN_PB_VARINT) {
-                s = parse_dim(r, &f, t, f.v);
+                s = onnx_parse_dim(r, &f, t, f.v);
                 break;
             }
             if ((s = nn_pb_expect(r, &f, NN_PB_LEN, "TensorProto.dims")) == NN_OK) {
@@ -106,7 +106,7 @@ static nn_status parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t st
                 uint64_t v;
                 int k;
                 while (s == NN_OK && (k = nn_pb_next_varint(&sub, &v)) == 1)
-                    s = parse_dim(r, &f, t, v);
+                    s = onnx_parse_dim(r, &f, t, v);
                 if (s == NN_OK && k < 0) s = NN_ERR_FORMAT;
             }
             break;
@@ -115,7 +115,7 @@ static nn_status parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t st
                 t->dtype = (int)(f.v & 0xffff);
             break;
         case ONNX_TENSOR_NAME:
-            s = parse_string(r, &f, "TensorProto.name", &t->name);
+            s = onnx_parse_string(r, &f, "TensorProto.name", &t->name);
             break;
         case ONNX_TENSOR_RAW_DATA:
             if ((s = nn_pb_expect(r, &f, NN_PB_LEN, "TensorProto.raw_data")) == NN_OK) {
@@ -239,13 +239,13 @@ static nn_status parse_tensor_body(nn_pb_reader *r, nn_onnx_tensor *t, size_t st
     return s;
 }
 
-static nn_status parse_tensor(const nn_pb_reader *r, const nn_pb_field *f, nn_onnx_tensor *t)
+static nn_status onnx_parse_tensor(const nn_pb_reader *r, const nn_pb_field *f, nn_onnx_tensor *t)
 {
     NN_TRY(nn_pb_expect(r, f, NN_PB_LEN, "a tensor"));
     nn_pb_reader sub;
     nn_pb_reader_sub(&sub, r, f);
     memset(t, 0, sizeof *t);
-    nn_status s = parse_tensor_body(&sub, t, f->offset);
+    nn_status s = onnx_parse_tensor_body(&sub, t, f->offset);
     if (s != NN_OK) nn_onnx_tensor_free(t);
     return s;
 }
@@ -255,14 +255,14 @@ nn_status nn_onnx_tensor_parse(const void *buf, size_t len, const char *name, nn
     nn_pb_reader r;
     nn_pb_reader_init(&r, buf, buf, len, name);
     memset(t, 0, sizeof *t);
-    nn_status s = parse_tensor_body(&r, t, 0);
+    nn_status s = onnx_parse_tensor_body(&r, t, 0);
     if (s != NN_OK) nn_onnx_tensor_free(t);
     return s;
 }
 
 /* ---- NodeProto and AttributeProto ---- */
 
-static nn_status parse_attr(const nn_pb_reader *r, const nn_pb_field *af, nn_onnx_attr *a)
+static nn_status onnx_parse_attr(const nn_pb_reader *r, const nn_pb_field *af, nn_onnx_attr *a)
 {
     NN_TRY(nn_pb_expect(r, af, NN_PB_LEN, "NodeProto.attribute"));
     nn_pb_reader sub;
@@ -272,7 +272,7 @@ static nn_status parse_attr(const nn_pb_reader *r, const nn_pb_field *af, nn_onn
     {
         switch (f.number) {
         case ONNX_ATTR_NAME:
-            NN_TRY(parse_string(&sub, &f, "AttributeProto.name", &a->name));
+            NN_TRY(onnx_parse_string(&sub, &f, "AttributeProto.name", &a->name));
             break;
         case ONNX_ATTR_TYPE:
             NN_TRY(nn_pb_expect(&sub, &f, NN_PB_VARINT, "AttributeProto.type"));
@@ -289,14 +289,14 @@ static nn_status parse_attr(const nn_pb_reader *r, const nn_pb_field *af, nn_onn
             a->i = (int64_t)f.v;
             break;
         case ONNX_ATTR_S:
-            NN_TRY(parse_string(&sub, &f, "AttributeProto.s", &a->s));
+            NN_TRY(onnx_parse_string(&sub, &f, "AttributeProto.s", &a->s));
             break;
         case ONNX_ATTR_T:
             if (a->t) return nn_error(NN_ERR_FORMAT, "%s: offset %zu: attribute has two tensors",
                                       r->name, f.offset);
             a->t = calloc(1, sizeof *a->t);
             if (!a->t) return nn_error(NN_ERR_MEMORY, "%s: out of memory", r->name);
-            NN_TRY(parse_tensor(&sub, &f, a->t));
+            NN_TRY(onnx_parse_tensor(&sub, &f, a->t));
             break;
         case ONNX_ATTR_INTS: {
             uint64_t v;
@@ -338,7 +338,7 @@ static nn_status parse_attr(const nn_pb_reader *r, const nn_pb_field *af, nn_onn
     return NN_OK;
 }
 
-static nn_status parse_node(const nn_pb_reader *r, const nn_pb_field *nf, nn_onnx_node *n)
+static nn_status onnx_parse_node(const nn_pb_reader *r, const nn_pb_field *nf, nn_onnx_node *n)
 {
     NN_TRY(nn_pb_expect(r, nf, NN_PB_LEN, "GraphProto.node"));
     n->offset = nf->offset;
@@ -356,24 +356,24 @@ static nn_status parse_node(const nn_pb_reader *r, const nn_pb_field *nf, nn_onn
                 return nn_error(NN_ERR_FORMAT, "%s: offset %zu: node has more than %d %s",
                                 r->name, nf->offset, NN_ONNX_MAX_IO, in ? "inputs" : "outputs");
             char **slot = in ? &n->in[*cnt] : &n->out[*cnt];
-            NN_TRY(parse_string(&sub, &f, in ? "NodeProto.input" : "NodeProto.output", slot));
+            NN_TRY(onnx_parse_string(&sub, &f, in ? "NodeProto.input" : "NodeProto.output", slot));
             (*cnt)++;
             break;
         }
         case ONNX_NODE_NAME:
-            NN_TRY(parse_string(&sub, &f, "NodeProto.name", &n->name));
+            NN_TRY(onnx_parse_string(&sub, &f, "NodeProto.name", &n->name));
             break;
         case ONNX_NODE_OP_TYPE:
-            NN_TRY(parse_string(&sub, &f, "NodeProto.op_type", &n->op));
+            NN_TRY(onnx_parse_string(&sub, &f, "NodeProto.op_type", &n->op));
             break;
         case ONNX_NODE_DOMAIN:
-            NN_TRY(parse_string(&sub, &f, "NodeProto.domain", &n->domain));
+            NN_TRY(onnx_parse_string(&sub, &f, "NodeProto.domain", &n->domain));
             break;
         case ONNX_NODE_ATTRIBUTE:
             if (n->n_attrs == NN_ONNX_MAX_ATTRS)
                 return nn_error(NN_ERR_FORMAT, "%s: offset %zu: node has more than %d attributes",
                                 r->name, nf->offset, NN_ONNX_MAX_ATTRS);
-            NN_TRY(parse_attr(&sub, &f, &n->attrs[n->n_attrs++]));
+            NN_TRY(onnx_parse_attr(&sub, &f, &n->attrs[n->n_attrs++]));
             break;
         default:
             break;
@@ -391,7 +391,7 @@ static nn_status parse_node(const nn_pb_reader *r, const nn_pb_field *nf, nn_onn
 
 /* ---- ValueInfoProto ---- */
 
-static nn_status parse_value(const nn_pb_reader *r, const nn_pb_field *vf, nn_onnx_value *v)
+static nn_status onnx_parse_value(const nn_pb_reader *r, const nn_pb_field *vf, nn_onnx_value *v)
 {
     NN_TRY(nn_pb_expect(r, vf, NN_PB_LEN, "GraphProto.input/output"));
     v->rank = -1;
@@ -401,7 +401,7 @@ static nn_status parse_value(const nn_pb_reader *r, const nn_pb_field *vf, nn_on
     PARSE_FIELDS(&sub, f)
     {
         if (f.number == ONNX_VALUE_NAME) {
-            NN_TRY(parse_string(&sub, &f, "ValueInfoProto.name", &v->name));
+            NN_TRY(onnx_parse_string(&sub, &f, "ValueInfoProto.name", &v->name));
             continue;
         }
         if (f.number != ONNX_VALUE_TYPE) continue;
@@ -458,7 +458,7 @@ static nn_status parse_value(const nn_pb_reader *r, const nn_pb_field *vf, nn_on
 
 /* ---- GraphProto and ModelProto ---- */
 
-static nn_status parse_graph(const nn_pb_reader *r, const nn_pb_field *gf, nn_onnx_graph *g)
+static nn_status onnx_parse_graph(const nn_pb_reader *r, const nn_pb_field *gf, nn_onnx_graph *g)
 {
     NN_TRY(nn_pb_expect(r, gf, NN_PB_LEN, "ModelProto.graph"));
     nn_pb_reader sub;
@@ -468,15 +468,15 @@ static nn_status parse_graph(const nn_pb_reader *r, const nn_pb_field *gf, nn_on
     {
         switch (f.number) {
         case ONNX_GRAPH_NODE:
-            NN_TRY(parse_grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes, sizeof *g->nodes,
+            NN_TRY(onnx_parse_grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes, sizeof *g->nodes,
                               NN_ONNX_MAX_NODES, r->name, f.offset, "nodes"));
             g->n_nodes++;
-            NN_TRY(parse_node(&sub, &f, &g->nodes[g->n_nodes - 1]));
+            NN_TRY(onnx_parse_node(&sub, &f, &g->nodes[g->n_nodes - 1]));
             break;
         case ONNX_GRAPH_INITIALIZER:
-            NN_TRY(parse_grow((void **)&g->inits, &g->cap_inits, g->n_inits, sizeof *g->inits,
+            NN_TRY(onnx_parse_grow((void **)&g->inits, &g->cap_inits, g->n_inits, sizeof *g->inits,
                               NN_ONNX_MAX_TENSORS, r->name, f.offset, "initializers"));
-            NN_TRY(parse_tensor(&sub, &f, &g->inits[g->n_inits]));
+            NN_TRY(onnx_parse_tensor(&sub, &f, &g->inits[g->n_inits]));
             g->n_inits++;
             break;
         case ONNX_GRAPH_INPUT:
@@ -484,10 +484,10 @@ static nn_status parse_graph(const nn_pb_reader *r, const nn_pb_field *gf, nn_on
             const int in = f.number == ONNX_GRAPH_INPUT;
             nn_onnx_value **arr = in ? &g->inputs : &g->outputs;
             int *n = in ? &g->n_inputs : &g->n_outputs, *cap = in ? &g->cap_inputs : &g->cap_outputs;
-            NN_TRY(parse_grow((void **)arr, cap, *n, sizeof **arr, NN_ONNX_MAX_TENSORS, r->name,
+            NN_TRY(onnx_parse_grow((void **)arr, cap, *n, sizeof **arr, NN_ONNX_MAX_TENSORS, r->name,
                               f.offset, in ? "graph inputs" : "graph outputs"));
             (*n)++;
-            NN_TRY(parse_value(&sub, &f, &(*arr)[*n - 1]));
+            NN_TRY(onnx_parse_value(&sub, &f, &(*arr)[*n - 1]));
             break;
         }
         case ONNX_GRAPH_SPARSE_INITIALIZER:
@@ -500,7 +500,7 @@ static nn_status parse_graph(const nn_pb_reader *r, const nn_pb_field *gf, nn_on
     return NN_OK;
 }
 
-static nn_status parse_model(nn_pb_reader *r, nn_onnx_graph *g)
+static nn_status onnx_parse_model(nn_pb_reader *r, nn_onnx_graph *g)
 {
     nn_pb_field f;
     int graphs = 0;
@@ -523,7 +523,7 @@ static nn_status parse_model(nn_pb_reader *r, nn_onnx_graph *g)
             while (s == NN_OK && (rc = nn_pb_next(&sub, &o)) != 0) {
                 if (rc < 0) s = NN_ERR_FORMAT;
                 else if (o.number == ONNX_OPSET_DOMAIN)
-                    s = parse_string(&sub, &o, "OperatorSetIdProto.domain", &domain);
+                    s = onnx_parse_string(&sub, &o, "OperatorSetIdProto.domain", &domain);
                 else if (o.number == ONNX_OPSET_VERSION &&
                          (s = nn_pb_expect(&sub, &o, NN_PB_VARINT, "OperatorSetIdProto.version")) == NN_OK)
                     version = (int64_t)o.v;
@@ -537,7 +537,7 @@ static nn_status parse_model(nn_pb_reader *r, nn_onnx_graph *g)
         case ONNX_MODEL_GRAPH:
             if (graphs++)
                 return nn_error(NN_ERR_FORMAT, "%s: offset %zu: a second graph", r->name, f.offset);
-            NN_TRY(parse_graph(r, &f, g));
+            NN_TRY(onnx_parse_graph(r, &f, g));
             break;
         default:
             break;
@@ -555,7 +555,7 @@ nn_status nn_onnx_graph_parse(const void *buf, size_t len, const char *name, nn_
     if (!buf && len) return nn_error(NN_ERR_ARG, "%s: NULL buffer", name);
     nn_pb_reader r;
     nn_pb_reader_init(&r, buf, buf, len, name);
-    nn_status s = parse_model(&r, g);
+    nn_status s = onnx_parse_model(&r, g);
     if (s != NN_OK) nn_onnx_graph_free(g);
     return s;
 }

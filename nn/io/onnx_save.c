@@ -29,7 +29,7 @@ typedef struct {
     char alt[SAVE_NAME];  /* the other form, once made ("" before) */
     int nchw;             /* name holds the NCHW form of an NHWC nn image */
     int rank;             /* ONNX rank, the batch axis included */
-} save_value;
+} onnx_save_value;
 
 typedef struct {
     const nn_model *m;
@@ -37,14 +37,14 @@ typedef struct {
     /* vals[0] the input, vals[i + 1] layer i's output: its own pool entry,
      * or for a dropout the very value it passes on, so both share one
      * cached other form. */
-    save_value pool[NN_MODEL_MAX_LAYERS + 1], *vals[NN_MODEL_MAX_LAYERS + 1];
+    onnx_save_value pool[NN_MODEL_MAX_LAYERS + 1], *vals[NN_MODEL_MAX_LAYERS + 1];
     int have_gelu_consts;
     nn_status err;
-} save_ctx;
+} onnx_save_ctx;
 
 /* ---- nodes, attributes and initializers ---- */
 
-static void save_attr_int(nn_pb_writer *node, const char *name, int64_t v)
+static void onnx_save_attr_int(nn_pb_writer *node, const char *name, int64_t v)
 {
     nn_pb_writer a = {0};
     nn_pb_write_string_field(&a, ONNX_ATTR_NAME, name);
@@ -54,7 +54,7 @@ static void save_attr_int(nn_pb_writer *node, const char *name, int64_t v)
     nn_pb_writer_free(&a);
 }
 
-static void save_attr_ints(nn_pb_writer *node, const char *name, const int *v, int n)
+static void onnx_save_attr_ints(nn_pb_writer *node, const char *name, const int *v, int n)
 {
     nn_pb_writer a = {0};
     nn_pb_write_string_field(&a, ONNX_ATTR_NAME, name);
@@ -64,7 +64,7 @@ static void save_attr_ints(nn_pb_writer *node, const char *name, const int *v, i
     nn_pb_writer_free(&a);
 }
 
-static void save_attr_float(nn_pb_writer *node, const char *name, float v)
+static void onnx_save_attr_float(nn_pb_writer *node, const char *name, float v)
 {
     nn_pb_writer a = {0};
     nn_pb_write_string_field(&a, ONNX_ATTR_NAME, name);
@@ -75,7 +75,7 @@ static void save_attr_float(nn_pb_writer *node, const char *name, float v)
 }
 
 /* Starts a node with its inputs, its one output (also its name) and op. */
-static void save_node_begin(nn_pb_writer *node, const char *op, const char *out,
+static void onnx_save_node_begin(nn_pb_writer *node, const char *op, const char *out,
                             const char *const *in, int n_in)
 {
     memset(node, 0, sizeof *node);
@@ -85,22 +85,22 @@ static void save_node_begin(nn_pb_writer *node, const char *op, const char *out,
     nn_pb_write_string_field(node, ONNX_NODE_OP_TYPE, op);
 }
 
-static void save_node_end(save_ctx *c, nn_pb_writer *node)
+static void onnx_save_node_end(onnx_save_ctx *c, nn_pb_writer *node)
 {
     nn_pb_write_message_field(&c->graph, ONNX_GRAPH_NODE, node);
     nn_pb_writer_free(node);
 }
 
 /* A node without attributes. */
-static void save_node(save_ctx *c, const char *op, const char *out, const char *const *in, int n_in)
+static void onnx_save_node(onnx_save_ctx *c, const char *op, const char *out, const char *const *in, int n_in)
 {
     nn_pb_writer node;
-    save_node_begin(&node, op, out, in, n_in);
-    save_node_end(c, &node);
+    onnx_save_node_begin(&node, op, out, in, n_in);
+    onnx_save_node_end(c, &node);
 }
 
 /* An initializer: float32 values x of shape dims[0..rank). */
-static void save_init(save_ctx *c, const char *name, int rank, const int *dims, const float *x)
+static void onnx_save_init(onnx_save_ctx *c, const char *name, int rank, const int *dims, const float *x)
 {
     size_t n = 1;
     nn_pb_writer t = {0};
@@ -116,7 +116,7 @@ static void save_init(save_ctx *c, const char *name, int rank, const int *dims, 
 }
 
 /* A graph input or output: float32, (N, shape...) with N symbolic. */
-static void save_value_info(nn_pb_writer *g, int field, const char *name, int rank, const int *shape)
+static void onnx_save_value_info(nn_pb_writer *g, int field, const char *name, int rank, const int *shape)
 {
     nn_pb_writer vi = {0}, type = {0}, tt = {0}, sh = {0}, dim = {0};
     nn_pb_write_string_field(&dim, ONNX_DIM_PARAM, "N");
@@ -140,7 +140,7 @@ static void save_value_info(nn_pb_writer *g, int field, const char *name, int ra
 
 /* The name of value v in the NCHW form (nchw = 1) or the nn layout (0),
  * adding the Transpose the first time a form is asked for. */
-static const char *save_form(save_ctx *c, save_value *v, int nchw)
+static const char *onnx_save_form(onnx_save_ctx *c, onnx_save_value *v, int nchw)
 {
     if (v->nchw == nchw) return v->name;
     if (!v->alt[0]) {
@@ -148,15 +148,15 @@ static const char *save_form(save_ctx *c, save_value *v, int nchw)
         snprintf(v->alt, sizeof v->alt, "%.56s/%s", v->name, nchw ? "nchw" : "nhwc");
         const char *in[1] = {v->name};
         nn_pb_writer node;
-        save_node_begin(&node, "Transpose", v->alt, in, 1);
-        save_attr_ints(&node, "perm", nchw ? to_nchw : to_nhwc, 4);
-        save_node_end(c, &node);
+        onnx_save_node_begin(&node, "Transpose", v->alt, in, 1);
+        onnx_save_attr_ints(&node, "perm", nchw ? to_nchw : to_nhwc, 4);
+        onnx_save_node_end(c, &node);
     }
     return v->alt;
 }
 
 /* Sets layer output value v to name in form nchw. */
-static void save_set(save_value *v, const char *name, int nchw, int rank)
+static void onnx_save_set(onnx_save_value *v, const char *name, int nchw, int rank)
 {
     snprintf(v->name, sizeof v->name, "%s", name);
     v->alt[0] = '\0';
@@ -166,21 +166,21 @@ static void save_set(save_value *v, const char *name, int nchw, int rank)
 
 /* ---- configs ---- */
 
-static const char *save_cfg(const nn_config *cfg, const char *key)
+static const char *onnx_save_cfg(const nn_config *cfg, const char *key)
 {
     for (int i = 0; i < cfg->n; i++)
         if (!strcmp(cfg->kv[i].key, key)) return cfg->kv[i].value;
     return "";
 }
 
-static void save_cfg_pair(const nn_config *cfg, const char *key, int def, int out[2])
+static void onnx_save_cfg_pair(const nn_config *cfg, const char *key, int def, int out[2])
 {
-    const char *v = save_cfg(cfg, key);
+    const char *v = onnx_save_cfg(cfg, key);
     out[0] = out[1] = def;
     if (*v && sscanf(v, "%d,%d", &out[0], &out[1]) == 1) out[1] = out[0];
 }
 
-static const float *save_param(const nn_layer *l, const char *name, int *n)
+static const float *onnx_save_param(const nn_layer *l, const char *name, int *n)
 {
     for (int i = 0; i < l->n_params; i++)
         if (!strcmp(l->params[i].name, name)) {
@@ -191,7 +191,7 @@ static const float *save_param(const nn_layer *l, const char *name, int *n)
 }
 
 /* Keras's padding along one axis of extent n: before and after. */
-static void save_pads(int n, int k, int s, int d, int same, int *before, int *after)
+static void onnx_save_pads(int n, int k, int s, int d, int same, int *before, int *after)
 {
     *before = *after = 0;
     if (!same) return;
@@ -206,7 +206,7 @@ static void save_pads(int n, int k, int s, int d, int same, int *before, int *af
 
 /* out = act(in) in in's layout (axis: softmax's ONNX axis). "linear" makes
  * no node: the caller's value keeps the name in. */
-static const char *save_activation(save_ctx *c, const char *act, float alpha, const char *in,
+static const char *onnx_save_activation(onnx_save_ctx *c, const char *act, float alpha, const char *in,
                                    const char *out, int axis)
 {
     const char *ins[1] = {in};
@@ -215,20 +215,20 @@ static const char *save_activation(save_ctx *c, const char *act, float alpha, co
     if (!*act || !strcmp(act, "linear")) return in;
     for (int i = 0; i < 3; i++)
         if (!strcmp(act, simple[i][0])) {
-            save_node(c, simple[i][1], out, ins, 1);
+            onnx_save_node(c, simple[i][1], out, ins, 1);
             return out;
         }
     nn_pb_writer node;
     if (!strcmp(act, "leaky_relu") || !strcmp(act, "elu")) {
-        save_node_begin(&node, act[0] == 'l' ? "LeakyRelu" : "Elu", out, ins, 1);
-        save_attr_float(&node, "alpha", alpha);
-        save_node_end(c, &node);
+        onnx_save_node_begin(&node, act[0] == 'l' ? "LeakyRelu" : "Elu", out, ins, 1);
+        onnx_save_attr_float(&node, "alpha", alpha);
+        onnx_save_node_end(c, &node);
         return out;
     }
     if (!strcmp(act, "softmax")) {
-        save_node_begin(&node, "Softmax", out, ins, 1);
-        save_attr_int(&node, "axis", axis);
-        save_node_end(c, &node);
+        onnx_save_node_begin(&node, "Softmax", out, ins, 1);
+        onnx_save_attr_int(&node, "axis", axis);
+        onnx_save_node_end(c, &node);
         return out;
     }
     if (!strcmp(act, "gelu")) {
@@ -236,9 +236,9 @@ static const char *save_activation(save_ctx *c, const char *act, float alpha, co
          * opset 20, which nn_onnx_load recognises. */
         if (!c->have_gelu_consts) {
             const float sqrt2 = 1.41421356237309504880f, one = 1.0f, half = 0.5f;
-            save_init(c, "nn.sqrt2", 0, NULL, &sqrt2);
-            save_init(c, "nn.one", 0, NULL, &one);
-            save_init(c, "nn.half", 0, NULL, &half);
+            onnx_save_init(c, "nn.sqrt2", 0, NULL, &sqrt2);
+            onnx_save_init(c, "nn.one", 0, NULL, &one);
+            onnx_save_init(c, "nn.half", 0, NULL, &half);
             c->have_gelu_consts = 1;
         }
         char t[4][SAVE_NAME + 8];
@@ -248,11 +248,11 @@ static const char *save_activation(save_ctx *c, const char *act, float alpha, co
         snprintf(t[3], sizeof t[3], "%s/mul", out);
         const char *div[2] = {in, "nn.sqrt2"}, *erf[1] = {t[0]}, *add[2] = {t[1], "nn.one"};
         const char *mul[2] = {in, t[2]}, *half[2] = {t[3], "nn.half"};
-        save_node(c, "Div", t[0], div, 2);
-        save_node(c, "Erf", t[1], erf, 1);
-        save_node(c, "Add", t[2], add, 2);
-        save_node(c, "Mul", t[3], mul, 2);
-        save_node(c, "Mul", out, half, 2);
+        onnx_save_node(c, "Div", t[0], div, 2);
+        onnx_save_node(c, "Erf", t[1], erf, 1);
+        onnx_save_node(c, "Add", t[2], add, 2);
+        onnx_save_node(c, "Mul", t[3], mul, 2);
+        onnx_save_node(c, "Mul", out, half, 2);
         return out;
     }
     c->err = nn_error(NN_ERR_ARG, "nn_onnx_save: activation '%s' has no ONNX form", act);
@@ -262,37 +262,37 @@ static const char *save_activation(save_ctx *c, const char *act, float alpha, co
 /* A layer's fused activation= after its linear node: the linear node's
  * output is "<layer>/linear" when an activation follows, else the layer's
  * name. Returns the name the linear node writes. */
-static const char *save_linear_name(const nn_layer *l, const nn_config *cfg, char *buf, size_t n)
+static const char *onnx_save_linear_name(const nn_layer *l, const nn_config *cfg, char *buf, size_t n)
 {
-    const char *act = save_cfg(cfg, "activation");
+    const char *act = onnx_save_cfg(cfg, "activation");
     if (*act && strcmp(act, "linear")) snprintf(buf, n, "%s/linear", l->name);
     else snprintf(buf, n, "%s", l->name);
     return buf;
 }
 
-static float save_alpha(const nn_config *cfg)
+static float onnx_save_alpha(const nn_config *cfg)
 {
-    const char *a = save_cfg(cfg, "alpha");
+    const char *a = onnx_save_cfg(cfg, "alpha");
     return *a ? strtof(a, NULL) : 0.0f;
 }
 
 /* ---- layers ---- */
 
-static void save_conv2d(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value *x,
-                        save_value *y)
+static void onnx_save_conv2d(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value *x,
+                        onnx_save_value *y)
 {
-    const int cl = !strcmp(save_cfg(cfg, "data_format"), "channels_last");
+    const int cl = !strcmp(onnx_save_cfg(cfg, "data_format"), "channels_last");
     int k[2], s[2], d[2], pads[4];
-    save_cfg_pair(cfg, "kernel_size", 1, k);
-    save_cfg_pair(cfg, "strides", 1, s);
-    save_cfg_pair(cfg, "dilation_rate", 1, d);
-    const int same = !strcmp(save_cfg(cfg, "padding"), "same");
+    onnx_save_cfg_pair(cfg, "kernel_size", 1, k);
+    onnx_save_cfg_pair(cfg, "strides", 1, s);
+    onnx_save_cfg_pair(cfg, "dilation_rate", 1, d);
+    const int same = !strcmp(onnx_save_cfg(cfg, "padding"), "same");
     const int H = cl ? l->in_shape[0] : l->in_shape[1], W = cl ? l->in_shape[1] : l->in_shape[2];
     const int C = cl ? l->in_shape[2] : l->in_shape[0];
-    save_pads(H, k[0], s[0], d[0], same, &pads[0], &pads[2]);
-    save_pads(W, k[1], s[1], d[1], same, &pads[1], &pads[3]);
+    onnx_save_pads(H, k[0], s[0], d[0], same, &pads[0], &pads[2]);
+    onnx_save_pads(W, k[1], s[1], d[1], same, &pads[1], &pads[3]);
     int F = 0;
-    const float *kern = save_param(l, "kernel", &F);
+    const float *kern = onnx_save_param(l, "kernel", &F);
     F /= k[0] * k[1] * C;
     /* (KH, KW, C, F) -> (F, C, KH, KW) */
     float *w = malloc((size_t)F * C * k[0] * k[1] * sizeof *w + 1);
@@ -310,82 +310,82 @@ static void save_conv2d(save_ctx *c, const nn_layer *l, const nn_config *cfg, sa
     snprintf(wname, sizeof wname, "%s.kernel", l->name);
     snprintf(bname, sizeof bname, "%s.bias", l->name);
     const int wdims[4] = {F, C, k[0], k[1]};
-    save_init(c, wname, 4, wdims, w);
+    onnx_save_init(c, wname, 4, wdims, w);
     free(w);
-    const float *bias = save_param(l, "bias", NULL);
-    if (bias) save_init(c, bname, 1, &F, bias);
-    const char *in[3] = {save_form(c, x, cl), wname, bname};
+    const float *bias = onnx_save_param(l, "bias", NULL);
+    if (bias) onnx_save_init(c, bname, 1, &F, bias);
+    const char *in[3] = {onnx_save_form(c, x, cl), wname, bname};
     nn_pb_writer node;
-    save_node_begin(&node, "Conv", save_linear_name(l, cfg, lin, sizeof lin), in, bias ? 3 : 2);
-    save_attr_ints(&node, "kernel_shape", k, 2);
-    save_attr_ints(&node, "strides", s, 2);
-    save_attr_ints(&node, "dilations", d, 2);
-    save_attr_ints(&node, "pads", pads, 4);
-    save_node_end(c, &node);
-    save_set(y, save_activation(c, save_cfg(cfg, "activation"), save_alpha(cfg), lin, l->name,
+    onnx_save_node_begin(&node, "Conv", onnx_save_linear_name(l, cfg, lin, sizeof lin), in, bias ? 3 : 2);
+    onnx_save_attr_ints(&node, "kernel_shape", k, 2);
+    onnx_save_attr_ints(&node, "strides", s, 2);
+    onnx_save_attr_ints(&node, "dilations", d, 2);
+    onnx_save_attr_ints(&node, "pads", pads, 4);
+    onnx_save_node_end(c, &node);
+    onnx_save_set(y, onnx_save_activation(c, onnx_save_cfg(cfg, "activation"), onnx_save_alpha(cfg), lin, l->name,
                                 cl ? 1 : -1),
              cl, 4);
 }
 
-static void save_dense(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value *x,
-                       save_value *y)
+static void onnx_save_dense(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value *x,
+                       onnx_save_value *y)
 {
     const int In = l->in_shape[0], U = l->out_shape[0];
     char wname[SAVE_NAME], bname[SAVE_NAME], lin[SAVE_NAME];
     snprintf(wname, sizeof wname, "%s.kernel", l->name);
     snprintf(bname, sizeof bname, "%s.bias", l->name);
     const int wdims[2] = {In, U};
-    save_init(c, wname, 2, wdims, save_param(l, "kernel", NULL));
-    const float *bias = save_param(l, "bias", NULL);
-    if (bias) save_init(c, bname, 1, &U, bias);
-    const char *in[3] = {save_form(c, x, 0), wname, bname};
-    save_node(c, "Gemm", save_linear_name(l, cfg, lin, sizeof lin), in, bias ? 3 : 2);
-    save_set(y, save_activation(c, save_cfg(cfg, "activation"), save_alpha(cfg), lin, l->name, -1),
+    onnx_save_init(c, wname, 2, wdims, onnx_save_param(l, "kernel", NULL));
+    const float *bias = onnx_save_param(l, "bias", NULL);
+    if (bias) onnx_save_init(c, bname, 1, &U, bias);
+    const char *in[3] = {onnx_save_form(c, x, 0), wname, bname};
+    onnx_save_node(c, "Gemm", onnx_save_linear_name(l, cfg, lin, sizeof lin), in, bias ? 3 : 2);
+    onnx_save_set(y, onnx_save_activation(c, onnx_save_cfg(cfg, "activation"), onnx_save_alpha(cfg), lin, l->name, -1),
              0, 2);
 }
 
-static void save_pool(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value *x,
-                      save_value *y, const char *op)
+static void onnx_save_pool(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value *x,
+                      onnx_save_value *y, const char *op)
 {
-    const int cl = !strcmp(save_cfg(cfg, "data_format"), "channels_last");
+    const int cl = !strcmp(onnx_save_cfg(cfg, "data_format"), "channels_last");
     int k[2], s[2], pads[4];
-    save_cfg_pair(cfg, "pool_size", 2, k);
-    save_cfg_pair(cfg, "strides", k[0], s);
-    if (!*save_cfg(cfg, "strides")) s[0] = k[0], s[1] = k[1];
-    const int same = !strcmp(save_cfg(cfg, "padding"), "same");
+    onnx_save_cfg_pair(cfg, "pool_size", 2, k);
+    onnx_save_cfg_pair(cfg, "strides", k[0], s);
+    if (!*onnx_save_cfg(cfg, "strides")) s[0] = k[0], s[1] = k[1];
+    const int same = !strcmp(onnx_save_cfg(cfg, "padding"), "same");
     const int H = cl ? l->in_shape[0] : l->in_shape[1], W = cl ? l->in_shape[1] : l->in_shape[2];
-    save_pads(H, k[0], s[0], 1, same, &pads[0], &pads[2]);
-    save_pads(W, k[1], s[1], 1, same, &pads[1], &pads[3]);
-    const char *in[1] = {save_form(c, x, cl)};
+    onnx_save_pads(H, k[0], s[0], 1, same, &pads[0], &pads[2]);
+    onnx_save_pads(W, k[1], s[1], 1, same, &pads[1], &pads[3]);
+    const char *in[1] = {onnx_save_form(c, x, cl)};
     nn_pb_writer node;
-    save_node_begin(&node, op, l->name, in, 1);
-    save_attr_ints(&node, "kernel_shape", k, 2);
-    save_attr_ints(&node, "strides", s, 2);
-    save_attr_ints(&node, "pads", pads, 4);
-    if (!strcmp(op, "AveragePool")) save_attr_int(&node, "count_include_pad", 0);
-    save_node_end(c, &node);
-    save_set(y, l->name, cl, 4);
+    onnx_save_node_begin(&node, op, l->name, in, 1);
+    onnx_save_attr_ints(&node, "kernel_shape", k, 2);
+    onnx_save_attr_ints(&node, "strides", s, 2);
+    onnx_save_attr_ints(&node, "pads", pads, 4);
+    if (!strcmp(op, "AveragePool")) onnx_save_attr_int(&node, "count_include_pad", 0);
+    onnx_save_node_end(c, &node);
+    onnx_save_set(y, l->name, cl, 4);
 }
 
-static void save_global_avgpool(save_ctx *c, const nn_layer *l, const nn_config *cfg,
-                                save_value *x, save_value *y)
+static void onnx_save_global_avgpool(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg,
+                                onnx_save_value *x, onnx_save_value *y)
 {
-    const int cl = !strcmp(save_cfg(cfg, "data_format"), "channels_last");
+    const int cl = !strcmp(onnx_save_cfg(cfg, "data_format"), "channels_last");
     char pooled[SAVE_NAME];
     snprintf(pooled, sizeof pooled, "%s/pool", l->name);
-    const char *in[1] = {save_form(c, x, cl)}, *p[1] = {pooled};
-    save_node(c, "GlobalAveragePool", pooled, in, 1);
+    const char *in[1] = {onnx_save_form(c, x, cl)}, *p[1] = {pooled};
+    onnx_save_node(c, "GlobalAveragePool", pooled, in, 1);
     nn_pb_writer node;
-    save_node_begin(&node, "Flatten", l->name, p, 1);
-    save_attr_int(&node, "axis", 1);
-    save_node_end(c, &node);
-    save_set(y, l->name, 0, 2);
+    onnx_save_node_begin(&node, "Flatten", l->name, p, 1);
+    onnx_save_attr_int(&node, "axis", 1);
+    onnx_save_node_end(c, &node);
+    onnx_save_set(y, l->name, 0, 2);
 }
 
-static void save_batchnorm(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value *x,
-                           save_value *y)
+static void onnx_save_batchnorm(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value *x,
+                           onnx_save_value *y)
 {
-    const int cl = !strcmp(save_cfg(cfg, "data_format"), "channels_last");
+    const int cl = !strcmp(onnx_save_cfg(cfg, "data_format"), "channels_last");
     if (l->in_rank != 1 && l->in_rank != 3) {
         c->err = nn_error(NN_ERR_ARG, "nn_onnx_save: %s: batchnorm of a rank-%d sample has no "
                           "ONNX form here (ONNX normalises axis 1; only (C) and images are "
@@ -394,9 +394,9 @@ static void save_batchnorm(save_ctx *c, const nn_layer *l, const nn_config *cfg,
     }
     const int image = l->in_rank == 3;
     int C = 0;
-    const float *mean = save_param(l, "moving_mean", &C);
-    const float *var = save_param(l, "moving_variance", NULL);
-    const float *gamma = save_param(l, "gamma", NULL), *beta = save_param(l, "beta", NULL);
+    const float *mean = onnx_save_param(l, "moving_mean", &C);
+    const float *var = onnx_save_param(l, "moving_variance", NULL);
+    const float *gamma = onnx_save_param(l, "gamma", NULL), *beta = onnx_save_param(l, "beta", NULL);
     float *fill = malloc(2 * (size_t)C * sizeof *fill + 1);
     if (!fill) {
         c->err = nn_error(NN_ERR_MEMORY, "nn_onnx_save: out of memory");
@@ -408,69 +408,69 @@ static void save_batchnorm(save_ctx *c, const nn_layer *l, const nn_config *cfg,
     const float *data[4] = {gamma ? gamma : fill, beta ? beta : fill + C, mean, var};
     for (int i = 0; i < 4; i++) {
         snprintf(names[i], sizeof names[i], "%s.%s", l->name, pn[i]);
-        save_init(c, names[i], 1, &C, data[i]);
+        onnx_save_init(c, names[i], 1, &C, data[i]);
     }
     free(fill);
-    const char *in[5] = {save_form(c, x, image && cl), names[0], names[1], names[2], names[3]};
+    const char *in[5] = {onnx_save_form(c, x, image && cl), names[0], names[1], names[2], names[3]};
     nn_pb_writer node;
-    save_node_begin(&node, "BatchNormalization", save_linear_name(l, cfg, lin, sizeof lin), in, 5);
-    save_attr_float(&node, "epsilon", strtof(save_cfg(cfg, "epsilon"), NULL));
-    save_node_end(c, &node);
+    onnx_save_node_begin(&node, "BatchNormalization", onnx_save_linear_name(l, cfg, lin, sizeof lin), in, 5);
+    onnx_save_attr_float(&node, "epsilon", strtof(onnx_save_cfg(cfg, "epsilon"), NULL));
+    onnx_save_node_end(c, &node);
     const int nchw = image && cl;
-    save_set(y, save_activation(c, save_cfg(cfg, "activation"), save_alpha(cfg), lin, l->name,
+    onnx_save_set(y, onnx_save_activation(c, onnx_save_cfg(cfg, "activation"), onnx_save_alpha(cfg), lin, l->name,
                                 nchw ? 1 : -1),
              nchw, x->rank);
 }
 
-static void save_flatten(save_ctx *c, const nn_layer *l, save_value *x, save_value *y)
+static void onnx_save_flatten(onnx_save_ctx *c, const nn_layer *l, onnx_save_value *x, onnx_save_value *y)
 {
-    const char *in[1] = {save_form(c, x, 0)};
+    const char *in[1] = {onnx_save_form(c, x, 0)};
     nn_pb_writer node;
-    save_node_begin(&node, "Flatten", l->name, in, 1);
-    save_attr_int(&node, "axis", 1);
-    save_node_end(c, &node);
-    save_set(y, l->name, 0, 2);
+    onnx_save_node_begin(&node, "Flatten", l->name, in, 1);
+    onnx_save_attr_int(&node, "axis", 1);
+    onnx_save_node_end(c, &node);
+    onnx_save_set(y, l->name, 0, 2);
 }
 
 /* add: a left-to-right chain of Add nodes, as nn sums; every input in the
  * first one's form. */
-static void save_add(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value **x,
-                     int n_in, save_value *y)
+static void onnx_save_add(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value **x,
+                     int n_in, onnx_save_value *y)
 {
     const int nchw = x[0]->nchw;
     char lin[SAVE_NAME], acc[SAVE_NAME], next[SAVE_NAME];
-    save_linear_name(l, cfg, lin, sizeof lin);
-    snprintf(acc, sizeof acc, "%s", save_form(c, x[0], nchw));
+    onnx_save_linear_name(l, cfg, lin, sizeof lin);
+    snprintf(acc, sizeof acc, "%s", onnx_save_form(c, x[0], nchw));
     for (int k = 1; k < n_in; k++) {
         if (k == n_in - 1) snprintf(next, sizeof next, "%s", lin);
         else snprintf(next, sizeof next, "%s/sum%d", l->name, k);
-        const char *in[2] = {acc, save_form(c, x[k], nchw)};
-        save_node(c, "Add", next, in, 2);
+        const char *in[2] = {acc, onnx_save_form(c, x[k], nchw)};
+        onnx_save_node(c, "Add", next, in, 2);
         snprintf(acc, sizeof acc, "%s", next);
     }
     const int axis = nchw ? 1 : -1;
-    save_set(y, save_activation(c, save_cfg(cfg, "activation"), save_alpha(cfg), lin, l->name, axis),
+    onnx_save_set(y, onnx_save_activation(c, onnx_save_cfg(cfg, "activation"), onnx_save_alpha(cfg), lin, l->name, axis),
              nchw, x[0]->rank);
 }
 
-static void save_concatenate(save_ctx *c, const nn_layer *l, const nn_config *cfg, save_value **x,
-                             int n_in, save_value *y)
+static void onnx_save_concatenate(onnx_save_ctx *c, const nn_layer *l, const nn_config *cfg, onnx_save_value **x,
+                             int n_in, onnx_save_value *y)
 {
-    const int cl = !strcmp(save_cfg(cfg, "data_format"), "channels_last");
+    const int cl = !strcmp(onnx_save_cfg(cfg, "data_format"), "channels_last");
     /* channels_last images joined in their NCHW form when the first input
      * already has it (axis 1), else in the nn layout (the last axis). */
     const int nchw = cl && x[0]->nchw;
     const int axis = l->in_rank == 1 || nchw || !cl ? 1 : l->in_rank;
     const char *in[NN_LAYER_MAX_INPUTS];
-    for (int k = 0; k < n_in; k++) in[k] = save_form(c, x[k], nchw);
+    for (int k = 0; k < n_in; k++) in[k] = onnx_save_form(c, x[k], nchw);
     nn_pb_writer node;
-    save_node_begin(&node, "Concat", l->name, in, n_in);
-    save_attr_int(&node, "axis", axis);
-    save_node_end(c, &node);
-    save_set(y, l->name, nchw, x[0]->rank);
+    onnx_save_node_begin(&node, "Concat", l->name, in, n_in);
+    onnx_save_attr_int(&node, "axis", axis);
+    onnx_save_node_end(c, &node);
+    onnx_save_set(y, l->name, nchw, x[0]->rank);
 }
 
-static void save_layer(save_ctx *c, int i)
+static void onnx_save_layer(onnx_save_ctx *c, int i)
 {
     const nn_model *m = c->m;
     const nn_layer *l = m->layers[i];
@@ -482,30 +482,30 @@ static void save_layer(save_ctx *c, int i)
         c->err = nn_error(NN_ERR_ARG, "nn_onnx_save: %s: cannot read the layer's config", l->name);
         return;
     }
-    save_value *x[NN_LAYER_MAX_INPUTS];
+    onnx_save_value *x[NN_LAYER_MAX_INPUTS];
     for (int k = 0; k < m->n_inputs[i]; k++) x[k] = c->vals[m->inputs[i][k] + 1];
-    save_value *y = c->vals[i + 1] = &c->pool[i + 1];
+    onnx_save_value *y = c->vals[i + 1] = &c->pool[i + 1];
     const char *act = NULL;
     static const char *const act_layers[] = {"relu", "sigmoid", "tanh", "leaky_relu", "elu",
                                              "gelu", "softmax", NULL};
     for (int k = 0; act_layers[k]; k++)
         if (!strcmp(type, act_layers[k])) act = act_layers[k];
-    if (!strcmp(type, "conv2d")) save_conv2d(c, l, &cfg, x[0], y);
-    else if (!strcmp(type, "dense")) save_dense(c, l, &cfg, x[0], y);
-    else if (!strcmp(type, "maxpool2d")) save_pool(c, l, &cfg, x[0], y, "MaxPool");
-    else if (!strcmp(type, "avgpool2d")) save_pool(c, l, &cfg, x[0], y, "AveragePool");
-    else if (!strcmp(type, "global_avgpool2d")) save_global_avgpool(c, l, &cfg, x[0], y);
-    else if (!strcmp(type, "batchnorm")) save_batchnorm(c, l, &cfg, x[0], y);
+    if (!strcmp(type, "conv2d")) onnx_save_conv2d(c, l, &cfg, x[0], y);
+    else if (!strcmp(type, "dense")) onnx_save_dense(c, l, &cfg, x[0], y);
+    else if (!strcmp(type, "maxpool2d")) onnx_save_pool(c, l, &cfg, x[0], y, "MaxPool");
+    else if (!strcmp(type, "avgpool2d")) onnx_save_pool(c, l, &cfg, x[0], y, "AveragePool");
+    else if (!strcmp(type, "global_avgpool2d")) onnx_save_global_avgpool(c, l, &cfg, x[0], y);
+    else if (!strcmp(type, "batchnorm")) onnx_save_batchnorm(c, l, &cfg, x[0], y);
     else if (!strcmp(type, "flatten") && l->in_rank == 1) c->vals[i + 1] = x[0]; /* (N, features) */
-    else if (!strcmp(type, "flatten")) save_flatten(c, l, x[0], y);
-    else if (!strcmp(type, "add")) save_add(c, l, &cfg, x, m->n_inputs[i], y);
-    else if (!strcmp(type, "concatenate")) save_concatenate(c, l, &cfg, x, m->n_inputs[i], y);
+    else if (!strcmp(type, "flatten")) onnx_save_flatten(c, l, x[0], y);
+    else if (!strcmp(type, "add")) onnx_save_add(c, l, &cfg, x, m->n_inputs[i], y);
+    else if (!strcmp(type, "concatenate")) onnx_save_concatenate(c, l, &cfg, x, m->n_inputs[i], y);
     else if (!strcmp(type, "dropout") || !strncmp(type, "spatial_dropout", 15)) {
         /* The identity at inference: the output is the input's value. */
         c->vals[i + 1] = x[0];
     } else if (act) {
         const int axis = x[0]->nchw ? 1 : -1;
-        save_set(y, save_activation(c, act, save_alpha(&cfg), x[0]->name, l->name, axis),
+        onnx_save_set(y, onnx_save_activation(c, act, onnx_save_alpha(&cfg), x[0]->name, l->name, axis),
                  x[0]->nchw, x[0]->rank);
     } else
         c->err = nn_error(NN_ERR_ARG, "nn_onnx_save: layer '%s' of type '%s' has no ONNX form "
@@ -520,21 +520,21 @@ nn_status nn_onnx_encode(const nn_model *m, unsigned char **data, size_t *len)
     *data = NULL;
     *len = 0;
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_onnx_save: the model is not built");
-    save_ctx *c = calloc(1, sizeof *c);
+    onnx_save_ctx *c = calloc(1, sizeof *c);
     if (!c) return nn_error(NN_ERR_MEMORY, "nn_onnx_save: out of memory");
     c->m = m;
     c->vals[0] = &c->pool[0];
-    save_set(c->vals[0], "input", 0, m->in_rank + 1);
-    for (int i = 0; i < m->n_layers && c->err == NN_OK; i++) save_layer(c, i);
+    onnx_save_set(c->vals[0], "input", 0, m->in_rank + 1);
+    for (int i = 0; i < m->n_layers && c->err == NN_OK; i++) onnx_save_layer(c, i);
     nn_status s = c->err;
     nn_pb_writer model = {0};
     if (s == NN_OK) {
         const nn_layer *last = m->layers[m->n_layers - 1];
-        save_value *out = c->vals[m->n_layers];
-        const char *name = save_form(c, out, 0);
+        onnx_save_value *out = c->vals[m->n_layers];
+        const char *name = onnx_save_form(c, out, 0);
         if (!strcmp(name, "input")) { /* a model of dropouts only */
             const char *in[1] = {"input"};
-            save_node(c, "Identity", "output", in, 1);
+            onnx_save_node(c, "Identity", "output", in, 1);
             name = "output";
         }
         nn_pb_write_string_field(&c->graph, ONNX_GRAPH_NAME, "nn");
@@ -552,8 +552,8 @@ nn_status nn_onnx_encode(const nn_model *m, unsigned char **data, size_t *len)
             }
         }
         if (c->inits.failed) c->graph.failed = 1;
-        save_value_info(&c->graph, ONNX_GRAPH_INPUT, "input", m->in_rank, m->in_shape);
-        save_value_info(&c->graph, ONNX_GRAPH_OUTPUT, name, last->out_rank, last->out_shape);
+        onnx_save_value_info(&c->graph, ONNX_GRAPH_INPUT, "input", m->in_rank, m->in_shape);
+        onnx_save_value_info(&c->graph, ONNX_GRAPH_OUTPUT, name, last->out_rank, last->out_shape);
         nn_pb_writer opset = {0};
         nn_pb_write_string_field(&opset, ONNX_OPSET_DOMAIN, "");
         nn_pb_write_int_field(&opset, ONNX_OPSET_VERSION, NN_ONNX_OPSET);
