@@ -16,6 +16,7 @@
 # asan` from the environment) or directly: tests/test_install.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/idx_set.sh   # idx_set: the tiny data set of the example run below
 
 fail() { echo "test_install: FAIL: $*" >&2; exit 1; }
 
@@ -110,19 +111,9 @@ fi
 # filled with byte 16 * (i % 10) and labelled i % 10), so it needs no
 # download and takes about a second. It reads examples/mnist_cnn.txt from
 # the directory it runs in.
-be32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
-    $(($1 >> 8 & 255)) $(($1 & 255)))"; }
-tiny_idx() { # prefix count
-    { printf '\x00\x00\x08\x03'; be32 "$2"; be32 28; be32 28
-      for ((i = 0; i < $2; i++)); do head -c 784 /dev/zero | tr '\0' "\\$(printf '%03o' $((16 * (i % 10))))"; done
-    } >"$1-images-idx3-ubyte"
-    { printf '\x00\x00\x08\x01'; be32 "$2"
-      for ((i = 0; i < $2; i++)); do printf "$(printf '\\x%02x' $((i % 10)))"; done
-    } >"$1-labels-idx1-ubyte"
-}
 mkdir -p "$tmp/mnist_tiny" examples
-tiny_idx "$tmp/mnist_tiny/train" 64
-tiny_idx "$tmp/mnist_tiny/t10k" 16
+idx_set "$tmp/mnist_tiny/train" 64 28 class
+idx_set "$tmp/mnist_tiny/t10k" 16 28 class
 cp "$OLDPWD/examples/mnist_min.c" .        # $OLDPWD: the repository root
 cp "$OLDPWD/examples/mnist_cnn.txt" examples/
 # shellcheck disable=SC2046,SC2086

@@ -37,17 +37,10 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- the data: IDX files, big-endian header, then bytes -------------------
-be32() { printf "\\$(printf %03o $(($1 >> 24 & 255)))\\$(printf %03o $(($1 >> 16 & 255)))\\$(printf %03o $(($1 >> 8 & 255)))\\$(printf %03o $(($1 & 255)))"; }
-make_set() { # prefix count
-    local prefix=$1 n=$2 i
-    { printf '\0\0\010\003'; be32 "$n"; be32 8; be32 8; head -c $((n * 64)) /dev/urandom; } \
-        >"$tmp/data/$prefix-images-idx3-ubyte"
-    { printf '\0\0\010\001'; be32 "$n"; for ((i = 0; i < n; i++)); do printf "\\$(printf %03o $((i % 10)))"; done; } \
-        >"$tmp/data/$prefix-labels-idx1-ubyte"
-}
+. tests/idx_set.sh
 mkdir -p "$tmp/data"
-make_set train 96
-make_set t10k 32
+idx_set "$tmp/data/train" 96 8 random
+idx_set "$tmp/data/t10k" 32 8 random
 
 cat >"$tmp/net.txt" <<'EOF'
 conv2d filters=4 kernel_size=3 activation=relu
