@@ -18,9 +18,9 @@
 
 #include "test_util.h"
 
-#define SIDE 6
+#define SIDE TEST_TOY_SIDE
 #define PIX (SIDE * SIDE)
-#define CLASSES 4
+#define CLASSES TEST_TOY_CLASSES
 #define N_TRAIN 200
 #define N_VAL 100
 
@@ -38,20 +38,8 @@ typedef struct toy {
 
 static void toy_make(toy *t, int n, uint64_t seed)
 {
-    tensor_rng r;
-    tensor_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-        const int c = (int)tensor_rng_below(&r, CLASSES);
-        const int r0 = (c / 2) * 3, c0 = (c % 2) * 3;
-        for (int y = 0; y < SIDE; y++)
-            for (int x = 0; x < SIDE; x++) {
-                const int in = y >= r0 && y < r0 + 3 && x >= c0 && x < c0 + 3;
-                t->images[i * PIX + y * SIDE + x] =
-                    (uint8_t)((in ? 150 : 0) + tensor_rng_below(&r, 100));
-            }
-        t->labels[i] = (uint8_t)c;
-        t->labels_int[i] = c;
-    }
+    test_toy_quadrants(t->images, t->labels, n, seed);
+    for (int i = 0; i < n; i++) t->labels_int[i] = t->labels[i];
 }
 
 static nn_model *make_model(uint64_t seed) { return test_make_model(spec, 3, in_shape, seed); }

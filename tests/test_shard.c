@@ -25,9 +25,8 @@
 
 #include "test_util.h"
 
-#define SIDE 6
+#define SIDE TEST_TOY_SIDE
 #define PIX (SIDE * SIDE)
-#define CLASSES 4
 #define N_TRAIN 100 /* batch 32: three full batches, then one of 4 */
 #define N_VAL 50
 #define BATCH 32
@@ -46,26 +45,10 @@ static const int in_shape[3] = {SIDE, SIDE, 1};
 static uint8_t train_images[N_TRAIN * PIX], train_labels[N_TRAIN];
 static uint8_t val_images[N_VAL * PIX], val_labels[N_VAL];
 
-static void toy_make(uint8_t *images, uint8_t *labels, int n, uint64_t seed)
-{
-    tensor_rng r;
-    tensor_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-        const int c = (int)tensor_rng_below(&r, CLASSES);
-        const int r0 = (c / 2) * 3, c0 = (c % 2) * 3;
-        for (int y = 0; y < SIDE; y++)
-            for (int x = 0; x < SIDE; x++) {
-                const int in = y >= r0 && y < r0 + 3 && x >= c0 && x < c0 + 3;
-                images[i * PIX + y * SIDE + x] = (uint8_t)((in ? 150 : 0) + tensor_rng_below(&r, 100));
-            }
-        labels[i] = (uint8_t)c;
-    }
-}
-
 static int setup(void **state)
 {
-    toy_make(train_images, train_labels, N_TRAIN, 21);
-    toy_make(val_images, val_labels, N_VAL, 22);
+    test_toy_quadrants(train_images, train_labels, N_TRAIN, 21);
+    test_toy_quadrants(val_images, val_labels, N_VAL, 22);
     return test_dir_setup(state);
 }
 

@@ -218,4 +218,28 @@ static inline int test_rss_unreliable(void)
     return TEST_ASAN || (preload && strstr(preload, "vgpreload"));
 }
 
+/* A toy classification set of n 6x6 one-channel images: class c in 0..3
+ * (drawn with the seed) lights the 3x3 quadrant c (row c / 2, column c % 2)
+ * at about 150..250 over noise of 0..99 elsewhere; images[n * 36],
+ * labels[n]. Small enough that a tiny CNN learns it in a few epochs. */
+#define TEST_TOY_SIDE 6
+#define TEST_TOY_CLASSES 4
+static inline void test_toy_quadrants(uint8_t *images, uint8_t *labels, int n, uint64_t seed)
+{
+    const int side = TEST_TOY_SIDE;
+    tensor_rng r;
+    tensor_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        const int c = (int)tensor_rng_below(&r, TEST_TOY_CLASSES);
+        const int r0 = (c / 2) * 3, c0 = (c % 2) * 3;
+        for (int y = 0; y < side; y++)
+            for (int x = 0; x < side; x++) {
+                const int in = y >= r0 && y < r0 + 3 && x >= c0 && x < c0 + 3;
+                images[(size_t)i * side * side + y * side + x] =
+                    (uint8_t)((in ? 150 : 0) + tensor_rng_below(&r, 100));
+            }
+        labels[i] = (uint8_t)c;
+    }
+}
+
 #endif
