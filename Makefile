@@ -327,7 +327,7 @@ study: deps
 	@echo "pictures: $(STUDY_OUT)/curves.png $(STUDY_OUT)/maps.png"
 $(BUILD)/examples/dropout_study: examples/dropout_study_stats.h examples/dropout_study_png.h
 
-# `make valgrind`: every test suite and `mnist --epochs 1 --limit 512` under memcheck, built -O1 for x86-64-v3 (valgrind cannot decode AVX-512), OpenBLAS on its AVX kernels (its AVX2 ones are slow under valgrind and change results with the thread count); about 5 min, not part of `make test`.
+# `make valgrind`: every test suite and `mnist --epochs 1 --limit 512` under memcheck, built -O2 for x86-64-v3 (at -O1 gcc fuses no scalar multiply-add, so the last bits of some results would differ from the files that nn 0.1.0 wrote, which test_checkpoint compares) (valgrind cannot decode AVX-512), OpenBLAS on its AVX kernels (its AVX2 ones are slow under valgrind and change results with the thread count); about 5 min, not part of `make test`.
 VG_BUILD ?= build/valgrind
 VG_ENV   := OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=Sandybridge
 VALGRIND := valgrind -q --leak-check=full --show-possibly-lost=no --error-exitcode=9 \
@@ -336,7 +336,7 @@ VALGRIND := valgrind -q --leak-check=full --show-possibly-lost=no --error-exitco
 valgrind: deps
 	@command -v valgrind >/dev/null 2>&1 || $(MAKE) --no-print-directory deps DEBS=valgrind
 	@$(MAKE) --no-print-directory mnist-data
-	@$(MAKE) --no-print-directory BUILD=$(VG_BUILD) OPT="-O1 -g -march=x86-64-v3" valgrind-run
+	@$(MAKE) --no-print-directory BUILD=$(VG_BUILD) OPT="-O2 -g -march=x86-64-v3" valgrind-run
 
 valgrind-run: $(TESTS) $(BUILD)/examples/mnist
 	@fail=0; for t in $(TESTS) "$(BUILD)/examples/mnist --data $(MNIST_DIR) --epochs 1 --limit 512 --quiet"; do \
