@@ -712,7 +712,7 @@ static void usage(FILE *f)
             "  --seeds N      paired seeds (default 5; quick 3)\n"
             "  --epochs N     epochs (default 8; quick 6)\n"
             "  --train N      training images per seed (default 1000; quick 200)\n"
-            "  --test N       test images evaluated (default 5000; quick 1000)\n"
+            "  --test N       test images evaluated (default 5000; quick 500)\n"
             "  --rate R       dropout rate of both kinds (default 0.3)\n"
             "  --filters A,B  conv2d_1 and conv2d_2 filters (default 8,16)\n"
             "  --threads N    threads (default: OpenMP's)\n");
@@ -761,7 +761,7 @@ int main(int argc, char **argv)
     if (cfg.seeds < 0) cfg.seeds = cfg.quick ? 3 : 5;
     if (cfg.epochs < 0) cfg.epochs = cfg.quick ? 6 : 8;
     if (cfg.n_train < 0) cfg.n_train = cfg.quick ? 200 : 1000;
-    if (cfg.n_test < 0) cfg.n_test = cfg.quick ? 1000 : 5000;
+    if (cfg.n_test < 0) cfg.n_test = cfg.quick ? 500 : 5000;
     if (cfg.probe_images < 0) cfg.probe_images = cfg.quick ? 32 : 128;
     if (cfg.threads && nn_set_threads(cfg.threads) != NN_OK) {
         fprintf(stderr, "dropout_study2: %s\n", nn_last_error());
