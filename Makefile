@@ -352,7 +352,7 @@ valgrind-run: $(TESTS) $(BUILD)/examples/mnist
 # px); how much dropout noise survives the next convolution as neighbouring
 # activations grow more correlated, and test accuracy and the train-test gap
 # without dropout, with element-wise and with spatial dropout, paired over
-# seeds. About 30 minutes on 2 cores; `make study2 ARGS=--quick` about 3.
+# seeds. About 26 minutes on 2 shared cores; `make study2 ARGS=--quick` under 2.
 # Output in STUDY2_OUT: results.jsonl, noise.dat, accuracy.dat, noise.png,
 # accuracy.png, maps.png.
 STUDY2_OUT ?= build/study2
