@@ -236,7 +236,8 @@ static double s2_sq(const float *a, const float *b, size_t n)
 /* Runs layers first..n_layers-1 of m in eval mode from x; *y in g's arena. */
 static nn_status s2_rest(nn_model *m, nn_graph *g, int first, tensor *x, tensor **y)
 {
-    for (int i = first; i < m->n_layers; i++) NN_TRY(nn_layer_forward(m->layers[i], g, i == first ? x : *y, y, 0));
+    for (int i = first; i < m->n_layers; i++)
+        NN_TRY(nn_layer_forward(m->layers[i], g, i == first ? x : *y, y, 0));
     return NN_OK;
 }
 
