@@ -325,7 +325,8 @@ study: deps
 	$(BUILD)/examples/dropout_study --data $(MNIST_DIR) --out $(STUDY_OUT) $(ARGS)
 	gnuplot -e "dir='$(STUDY_OUT)'" examples/plot_study.gp
 	@echo "pictures: $(STUDY_OUT)/curves.png $(STUDY_OUT)/maps.png"
-$(BUILD)/examples/dropout_study: examples/dropout_study_stats.h examples/dropout_study_png.h
+$(BUILD)/examples/dropout_study: examples/dropout_study_stats.h examples/dropout_study_png.h \
+  examples/dropout_study_maps.h examples/dropout_study_util.h
 
 # `make valgrind`: every test suite and `mnist --epochs 1 --limit 512` under memcheck, built -O2 for x86-64-v3 (at -O1 gcc fuses no scalar multiply-add, so the last bits of some results would differ from the files that nn 0.1.0 wrote, which test_checkpoint compares) (valgrind cannot decode AVX-512), OpenBLAS on its AVX kernels (its AVX2 ones are slow under valgrind and change results with the thread count); about 5 min, not part of `make test`.
 VG_BUILD ?= build/valgrind
@@ -345,3 +346,24 @@ valgrind-run: $(TESTS) $(BUILD)/examples/mnist
 	  echo "   $$(grep -E '^\[  (PASSED|FAILED)  \]|^final test' $$log | tail -1) ($$((SECONDS - start)) s)"; \
 	done; \
 	if [ $$fail = 0 ]; then echo "ALL CLEAN UNDER VALGRIND"; else echo "VALGRIND FOUND ERRORS"; exit 1; fi
+
+# The second dropout study (examples/dropout_study2.c, "Why spatial dropout"
+# in the README): MNIST and Fashion-MNIST upsampled x1, x2, x4 (28, 56, 112
+# px); how much dropout noise survives the next convolution as neighbouring
+# activations grow more correlated, and test accuracy and the train-test gap
+# without dropout, with element-wise and with spatial dropout, paired over
+# seeds. About 26 minutes on 2 shared cores; `make study2 ARGS=--quick` under 2.
+# Output in STUDY2_OUT: results.jsonl, noise.dat, accuracy.dat, noise.png,
+# accuracy.png, maps.png.
+STUDY2_OUT ?= build/study2
+.PHONY: study2
+study2: deps
+	@command -v gnuplot >/dev/null 2>&1 || $(MAKE) --no-print-directory deps DEBS=gnuplot-nox
+	@$(MAKE) --no-print-directory deps DEBS=dataset-fashion-mnist
+	@$(MAKE) --no-print-directory mnist-data
+	@$(MAKE) --no-print-directory $(BUILD)/examples/dropout_study2
+	$(BUILD)/examples/dropout_study2 --data $(MNIST_DIR) --fashion $(FASHION_DIR) --out $(STUDY2_OUT) $(ARGS)
+	gnuplot -e "dir='$(STUDY2_OUT)'" examples/plot_study2.gp
+	@echo "pictures: $(STUDY2_OUT)/noise.png $(STUDY2_OUT)/accuracy.png $(STUDY2_OUT)/maps.png"
+$(BUILD)/examples/dropout_study2: examples/dropout_study_stats.h examples/dropout_study_png.h \
+  examples/dropout_study_maps.h examples/dropout_study_util.h

@@ -37,8 +37,10 @@
 
 #include "nn/nn.h"
 
+#include "dropout_study_maps.h"
 #include "dropout_study_png.h"
 #include "dropout_study_stats.h"
+#include "dropout_study_util.h"
 
 enum { V_NONE, V_ELEMENT, V_SPATIAL, N_VARIANTS };
 static const char *const variant_name[N_VARIANTS] = {"none", "elementwise", "spatial"};
@@ -109,13 +111,6 @@ typedef struct study_set {
     const int *flabels;
     int n;
 } study_set;
-
-static double study_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ model */
 
@@ -340,66 +335,6 @@ static nn_status study_grad_noise(nn_model *m, const study_set *set, const study
 
 /* -------------------------------------------------------------- the maps */
 
-typedef struct maps_tile {
-    const float *v;      /* (H, W, C) values */
-    const float *mask;   /* (H, W, C): 0 where dropped, or NULL */
-    int C, c;            /* channels, the one shown */
-    float vmax;
-} maps_tile;
-
-static void maps_colour(int i, uint8_t rgb[3], const void *ctx)
-{
-    const maps_tile *t = ctx;
-    const size_t k = (size_t)i * t->C + t->c;
-    if (t->mask && t->mask[k] == 0.0f) {
-        rgb[0] = 40, rgb[1] = 90, rgb[2] = 200; /* dropped: blue */
-        return;
-    }
-    float u = t->vmax > 0.0f ? t->v[k] / t->vmax : 0.0f;
-    u = u < 0.0f ? 0.0f : (u > 1.0f ? 1.0f : u);
-    rgb[0] = rgb[1] = rgb[2] = (uint8_t)lrintf(255.0f * u);
-}
-
-/* Runs a standalone dropout layer of type `type` in training mode on x
- * (1, H, W, C): y gets the output, mask the output for an all-ones input
- * with the same seed and call (0 where dropped). */
-static nn_status maps_drop(const char *type, const char *config, const float *x, float *y,
-                           float *mask, int H, int W, int C)
-{
-    nn_layer *l = nn_layer_create(type, config);
-    nn_graph *g = nn_graph_create(0);
-    const size_t n = (size_t)H * W * C;
-    float *ones = malloc(n * sizeof *ones), *xin = malloc(n * sizeof *xin);
-    nn_status s = (!l || !g || !ones || !xin) ? nn_error(NN_ERR_MEMORY, "maps_drop: out of memory")
-                                              : NN_OK;
-    const int shape[3] = {H, W, C}, bshape[4] = {1, H, W, C};
-    if (s == NN_OK) s = nn_layer_build(l, 3, shape);
-    if (s == NN_OK) {
-        nn_graph_set_grad_enabled(g, 0);
-        for (size_t i = 0; i < n; i++) ones[i] = 1.0f;
-        memcpy(xin, x, n * sizeof *xin);
-        const float *src[2] = {ones, xin};
-        float *dst[2] = {mask, y};
-        for (int pass = 0; pass < 2 && s == NN_OK; pass++) {
-            tensor *in = tensor_wrap((float *)src[pass], 4, bshape), *out = NULL;
-            if (!in) {
-                s = NN_ERR_MEMORY;
-                break;
-            }
-            l->calls = 0; /* the same draw for the ones and for x */
-            s = nn_layer_forward(l, g, in, &out, 1);
-            if (s == NN_OK) memcpy(dst[pass], out->data, n * sizeof(float));
-            tensor_free(in);
-            nn_graph_reset(g);
-        }
-    }
-    nn_layer_free(l);
-    nn_graph_free(g);
-    free(ones);
-    free(xin);
-    return s;
-}
-
 /* maps.png: for test image `img`, the `shown` most active feature maps of
  * conv2d_1 of model m in three rows -- the activation, element-wise dropout
  * applied to it, spatial dropout applied to it (dropped values blue) -- with
@@ -419,72 +354,26 @@ static nn_status study_maps(nn_model *m, const float *img, float rate, uint64_t 
     nn_graph_set_grad_enabled(g, 1);
     if (s != NN_OK) return s;
     const int H = a->shape[1], W = a->shape[2], C = a->shape[3];
-    const size_t n = (size_t)H * W * C;
-    float *act = malloc(n * sizeof *act), *ye = malloc(n * sizeof *ye), *me = malloc(n * sizeof *me);
-    float *ys = malloc(n * sizeof *ys), *ms = malloc(n * sizeof *ms);
+    const int shown = C < SHOWN ? C : SHOWN;
+    float *act = malloc((size_t)H * W * C * sizeof *act);
     study_canvas cv = {0, 0, NULL};
-    if (!act || !ye || !me || !ys || !ms) s = nn_error(NN_ERR_MEMORY, "study_maps: out of memory");
+    if (!act) s = nn_error(NN_ERR_MEMORY, "study_maps: out of memory");
     if (s == NN_OK) {
-        memcpy(act, a->data, n * sizeof *act);
+        memcpy(act, a->data, (size_t)H * W * C * sizeof *act);
         nn_graph_reset(g);
-        char cfg[128];
-        snprintf(cfg, sizeof cfg, "rate=%g seed=%llu", (double)rate, (unsigned long long)seed);
-        s = maps_drop("dropout", cfg, act, ye, me, H, W, C);
-        snprintf(cfg, sizeof cfg, "rate=%g seed=%llu data_format=channels_last", (double)rate,
-                 (unsigned long long)seed);
-        if (s == NN_OK) s = maps_drop("spatial_dropout2d", cfg, act, ys, ms, H, W, C);
-    }
-    /* The most active maps (by mean activation), shown in channel order. */
-    int pick[SHOWN], shown = C < SHOWN ? C : SHOWN;
-    if (s == NN_OK) {
-        int used[256] = {0};
-        for (int k = 0; k < shown; k++) {
-            int best = -1;
-            double best_mean = -1.0;
-            for (int c = 0; c < C && c < 256; c++) {
-                if (used[c]) continue;
-                double mean = 0.0;
-                for (int p = 0; p < H * W; p++) mean += act[(size_t)p * C + c];
-                if (mean > best_mean) best_mean = mean, best = c;
-            }
-            used[best] = 1;
-            pick[k] = best;
-        }
-        for (int i = 1; i < shown; i++)
-            for (int j = i; j > 0 && pick[j - 1] > pick[j]; j--) {
-                const int t = pick[j];
-                pick[j] = pick[j - 1];
-                pick[j - 1] = t;
-            }
         s = study_canvas_init(&cv, GAP + (shown + 1) * (TILE + GAP), GAP + 3 * (TILE + GAP), 255,
                               255, 255);
     }
     if (s == NN_OK) {
-        maps_tile digit = {img, NULL, 1, 0, 1.0f};
-        study_canvas_tile(&cv, GAP, GAP, TILE, IMG, IMG, maps_colour, &digit);
-        for (int k = 0; k < shown; k++) {
-            const int c = pick[k];
-            float vmax = 0.0f;
-            for (int p = 0; p < H * W; p++) {
-                const size_t i = (size_t)p * C + c;
-                vmax = fmaxf(vmax, fmaxf(act[i], fmaxf(ye[i], ys[i])));
-            }
-            const maps_tile rows[3] = {{act, NULL, C, c, vmax}, {ye, me, C, c, vmax},
-                                       {ys, ms, C, c, vmax}};
-            for (int r = 0; r < 3; r++)
-                study_canvas_tile(&cv, GAP + (k + 1) * (TILE + GAP), GAP + r * (TILE + GAP), TILE,
-                                  H, W, maps_colour, &rows[r]);
-            shown_channels[k] = c;
-        }
+        const maps_block b = {GAP, GAP, TILE, GAP, SHOWN};
+        s = maps_draw(&cv, &b, img, IMG, IMG, act, H, W, C, rate, seed, shown_channels);
+    }
+    if (s == NN_OK) {
         *n_shown = shown;
         s = study_canvas_write_png(&cv, path);
     }
     study_canvas_free(&cv);
     free(act);
-    free(ye);
-    free(me);
-    free(ys);
-    free(ms);
     return s;
 }
 
@@ -603,14 +492,6 @@ static nn_status study_train(study_ctx *cx, study_run *run, const float *ref_par
 
 /* ------------------------------------------------------------- output */
 
-static void json_num(FILE *f, double v)
-{
-    if (isfinite(v))
-        fprintf(f, "%.9g", v);
-    else
-        fputs("null", f);
-}
-
 static void json_array(FILE *f, const double *v, int n)
 {
     fputc('[', f);
@@ -658,31 +539,6 @@ static void study_json(FILE *f, const study_run *r, const study_cfg *cfg)
     json_array(f, r->curve + 3 * r->epochs, r->epochs);
     fprintf(f, "}, \"seconds\": %.2f, \"train_seconds\": %.2f, \"eval_seconds\": %.2f}\n",
             r->seconds, r->train_seconds, r->eval_seconds);
-}
-
-static nn_status study_mkdirs(const char *path)
-{
-    char p[1024];
-    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
-        return nn_error(NN_ERR_ARG, "--out: path too long");
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == '\0') {
-            const char keep = *c;
-            *c = '\0';
-            if (mkdir(p, 0777) != 0 && errno != EEXIST)
-                return nn_error(NN_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-            *c = keep;
-            if (!keep) break;
-        }
-    }
-    return NN_OK;
-}
-
-static nn_status study_rename(const char *tmp, const char *path)
-{
-    if (rename(tmp, path) != 0)
-        return nn_error(NN_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-    return NN_OK;
 }
 
 /* ------------------------------------------------------------- summary */
@@ -773,14 +629,6 @@ static void print_table(const study_grid *g)
     }
 }
 
-/* "+0.12 ± 0.30 (t = 0.9)" with a '*' when |t| exceeds the 95 % value. */
-static void fmt_diff(char *buf, size_t n, const double *d, int seeds)
-{
-    const double t = study_paired_t(d, seeds);
-    snprintf(buf, n, "%+.2f ± %.2f (t = %.1f)%s", study_mean(d, seeds), study_sd(d, seeds), t,
-             fabs(t) > study_t_crit(seeds - 1) ? " *" : "");
-}
-
 static void print_paired(const study_grid *g)
 {
     printf("\nPaired differences (same seed: same subset, data order and initial weights), mean ± "
@@ -797,10 +645,10 @@ static void print_paired(const study_grid *g)
         const int sp = grid_find(g, s->n_train, V_SPATIAL, s->placement, s->rate);
         const int no = grid_none(g, k);
         if (sp < 0 || no < 0) continue;
-        grid_diff(g, k, no, F_TEST_ACC, d), fmt_diff(a, sizeof a, d, g->seeds);
-        grid_diff(g, sp, no, F_TEST_ACC, d), fmt_diff(b, sizeof b, d, g->seeds);
-        grid_diff(g, sp, k, F_TEST_ACC, d), fmt_diff(c, sizeof c, d, g->seeds);
-        grid_diff(g, sp, k, F_GAP, d), fmt_diff(e, sizeof e, d, g->seeds);
+        grid_diff(g, k, no, F_TEST_ACC, d), study_fmt_diff(a, sizeof a, d, g->seeds);
+        grid_diff(g, sp, no, F_TEST_ACC, d), study_fmt_diff(b, sizeof b, d, g->seeds);
+        grid_diff(g, sp, k, F_TEST_ACC, d), study_fmt_diff(c, sizeof c, d, g->seeds);
+        grid_diff(g, sp, k, F_GAP, d), study_fmt_diff(e, sizeof e, d, g->seeds);
         printf("| %d | %s | %g | %s | %s | %s | %s |\n", s->n_train, placement_name[s->placement],
                (double)s->rate, a, b, c, e);
     }
@@ -1028,16 +876,6 @@ static void usage(FILE *f)
             "  --epochs-large N epochs on the 5,000-image subset (default 5)\n"
             "  --rate R         rate of the placement and subset comparisons (default 0.3)\n"
             "  --threads N      threads (default: OpenMP's)\n");
-}
-
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    const long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return 0;
-    *out = (int)v;
-    return 1;
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* Small statistics for examples/dropout_study.c: mean and sample standard
  * deviation over seeds, the paired t statistic with its 95 % critical value,
- * and the Pearson correlation of horizontally adjacent activations.
+ * the formatted paired difference, and the Pearson correlation of
+ * horizontally adjacent activations.
  *
  * Everything is summed serially in double in a fixed order, so the numbers
  * are the same on every run and thread count.
@@ -12,6 +13,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 
 static double study_mean(const double *v, int n)
 {
@@ -49,6 +51,15 @@ static double study_t_crit(int df)
                                  2.064,  2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
     if (df < 1) return INFINITY;
     return df <= 30 ? t[df] : 1.96;
+}
+
+/* "+0.12 ± 0.30 (t = 0.9)": the mean and sd of the paired differences
+ * d[0..seeds) and their t, with " *" when |t| exceeds the 95 % value. */
+static void study_fmt_diff(char *buf, size_t n, const double *d, int seeds)
+{
+    const double t = study_paired_t(d, seeds);
+    snprintf(buf, n, "%+.2f ± %.2f (t = %.1f)%s", study_mean(d, seeds), study_sd(d, seeds), t,
+             fabs(t) > study_t_crit(seeds - 1) ? " *" : "");
 }
 
 /* Sums for the Pearson correlation of pairs (a, b). */
