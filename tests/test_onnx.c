@@ -498,6 +498,9 @@ static void test_import_pytorch(void **state)
     check_fixture("cnn_folded", "PyTorch 1.13 export");
     check_fixture("resnet", "PyTorch 1.13 export");
     check_fixture("mlp", "PyTorch 1.13 export");
+    check_fixture("view_flatten", "PyTorch 1.13 export, x.view(x.size(0), -1)");
+    check_fixture("reshape_fixed", "PyTorch 1.13 export, x.reshape(x.size(0), -1), fixed batch");
+    check_fixture("view_k", "PyTorch 1.13 export, x.view(-1, 6)");
     check_fixture("matmul_add", "onnx.helper graph, numpy reference");
 }
 
@@ -516,14 +519,34 @@ static void test_import_refused(void **state)
     (void)state;
     check_refused(FX "bad_op.onnx", (const char *const[]){"node 'minus'", "(Sub",
                                                          "operator Sub is not supported", NULL});
-    check_refused(FX "bad_reshape.onnx", (const char *const[]){"node '/Shape'",
-                                                              "operator Shape", NULL});
+    check_refused(FX "bad_reshape.onnx", (const char *const[]){"node '/Reshape' (Reshape",
+                                                              "reshapes to (-1, 16)",
+                                                              "second size here is 32", NULL});
+    check_refused(FX "bad_reshape3.onnx", (const char *const[]){"node '/Concat' (Concat",
+                                                               "target shape of 3 parts",
+                                                               "flatten, to (N, -1)", NULL});
     check_refused(FX "bad_group.onnx", (const char *const[]){"node 'grouped' (Conv", "group = 2",
                                                             NULL});
     check_refused(FX "bad_dtype.onnx", (const char *const[]){"node 'fc' (Gemm", "data type 11",
                                                             NULL});
     check_refused(FX "bad_pads.onnx", (const char *const[]){"node '/c/Conv' (Conv",
                                                            "pads (1, 1, 1, 1)", "same", NULL});
+    /* reshape_fixed's Reshape to (2, -1) flattens only while the batch is
+     * the input's fixed 2: with a symbolic batch it is refused. */
+    size_t len;
+    uint8_t *b = test_read_bytes(FX "reshape_fixed.onnx", &len);
+    nn_onnx_graph g;
+    assert_ok(nn_onnx_graph_parse(b, len, "reshape_fixed.onnx", &g));
+    free(b);
+    assert_int_equal(g.inputs[0].dims[0], 2);
+    g.inputs[0].dims[0] = -1;
+    nn_model *m = (nn_model *)&m;
+    assert_int_not_equal(nn_onnx_graph_load(&g, &m), NN_OK);
+    assert_null(m);
+    assert_error_contains("node '/Reshape' (Reshape");
+    assert_error_contains("the batch size 2 is fixed in the graph, but the graph input's batch size "
+                          "is symbolic");
+    nn_onnx_graph_free(&g);
     check_refused(FX "bad_cycle.onnx", (const char *const[]){"node 'a' (Relu", "cycle", NULL});
     check_refused(FX "bad_huge.onnx", (const char *const[]){"tensor 'w' declares more than",
                                                            NULL});
