@@ -846,10 +846,9 @@ static nn_status onnx_load_reshape(onnx_load_ctx *c)
         NN_TRY(onnx_load_tensor_in(c, 0, &t));
         for (int k = 0; k < x->rank; k++) per *= x->shape[k];
     }
-    int64_t first, last;
+    int64_t last;
     char target[96];
-    if (sh->kind == V_FLAT_SHAPE) {
-        first = 0; /* the batch size itself */
+    if (sh->kind == V_FLAT_SHAPE) { /* (the input's batch size, last) */
         last = sh->last;
         snprintf(target, sizeof target, "(N, %lld)", (long long)last);
     } else if (sh->kind == V_CONST && sh->t->i64) {
@@ -862,7 +861,7 @@ static nn_status onnx_load_reshape(onnx_load_ctx *c)
         if (t->count != 2 || t->rank != 1)
             return onnx_load_fail(c, "reshapes to %s; nn supports Reshape only as a flatten to (N, -1)",
                              target);
-        first = t->i64[0];
+        const int64_t first = t->i64[0];
         last = t->i64[1];
         if (first == 0 && allowzero)
             return onnx_load_fail(c, "a target %s with allowzero = 1 asks for an empty batch", target);
@@ -875,7 +874,6 @@ static nn_status onnx_load_reshape(onnx_load_ctx *c)
                              c->in_batch < 0 ? "symbolic" : "different");
         if (first < -1)
             return onnx_load_fail(c, "target %s has a negative size", target);
-        if (first > 0) first = 0;
     } else
         return onnx_load_fail(c, "the target shape (input 1 '%s') must be an int64 constant or "
                          "computed from the input's batch size (Shape, Gather, Unsqueeze, Concat)",
@@ -883,7 +881,6 @@ static nn_status onnx_load_reshape(onnx_load_ctx *c)
     if (last != -1 && last != per)
         return onnx_load_fail(c, "reshapes to %s; nn supports Reshape only as a flatten, whose "
                          "second size here is %lld (or -1)", target, (long long)per);
-    (void)first;
     return onnx_load_flatten_to(c, i);
 }
 
