@@ -180,7 +180,8 @@ if __name__ == "__main__":
     main()
 
 
-# ---- hand-made graphs (onnx.helper), for the error paths and MatMul + Add ----
+# ---- hand-made graphs (onnx.helper), for the error paths, MatMul + Add and
+# merges that read the graph input ----
 
 def helper_files():
     import onnx
@@ -228,6 +229,18 @@ def helper_files():
                     raw_data=b"\0" * 16)
     model([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], [t], ["N", 6], ["N", 4],
           "bad_huge")
+
+    # Add and Concat reading the graph input itself: y = [x + relu(x), x]
+    x2 = rng.standard_normal((3, 6)).astype(np.float32)
+    model([helper.make_node("Relu", ["x"], ["r"], name="act"),
+           helper.make_node("Add", ["x", "r"], ["s"], name="skip"),
+           helper.make_node("Concat", ["s", "x"], ["y"], name="cat", axis=1)],
+          [], ["N", 6], ["N", 12], "add_input")
+    x2.astype("<f4").tofile(os.path.join(OUT, "add_input.input.f32"))
+    np.concatenate([x2 + np.maximum(x2, 0), x2], 1).astype("<f4").tofile(
+        os.path.join(OUT, "add_input.logits.f32"))
+    with open(os.path.join(OUT, "add_input.shape"), "w") as f:
+        f.write("3,6\n")
 
 
 if __name__ == "__main__":

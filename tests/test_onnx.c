@@ -502,6 +502,7 @@ static void test_import_pytorch(void **state)
     check_fixture("reshape_fixed", "PyTorch 1.13 export, x.reshape(x.size(0), -1), fixed batch");
     check_fixture("view_k", "PyTorch 1.13 export, x.view(-1, 6)");
     check_fixture("matmul_add", "onnx.helper graph, numpy reference");
+    check_fixture("add_input", "onnx.helper graph, Add and Concat of the input, numpy reference");
 }
 
 /* A refused file: an error whose message holds every needle, no model. */
