@@ -128,7 +128,11 @@ run-tests: $(TESTS) $(EXAMPLES)
 	@fail=0; for t in $(TESTS) $(SCRIPT_TESTS); do echo "== $$t"; $$t || fail=1; done; \
 	if [ $$fail = 0 ]; then echo "ALL TEST SUITES PASSED"; else echo "SOME TEST SUITES FAILED"; exit 1; fi
 
+# MNIST too: test_onnx compares ONNX Runtime with nn on trained networks and
+# real test images (skipped, saying why, when the fetch fails).
 test: deps onnx-deps
+	@$(MAKE) --no-print-directory mnist-data || \
+	  echo "test: could not fetch MNIST; the tests that need it will be skipped"
 	$(MAKE) --no-print-directory run-tests
 
 # The consumers that tests/test_onnx.c checks exported ONNX files with, each

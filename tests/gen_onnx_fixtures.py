@@ -22,8 +22,15 @@ from 0 and 1 so that using them matters):
                  branch joined with torch.cat, leaky relu, adaptive average
                  pooling, flatten, linear, tanh, linear, softmax
     mlp          linear, sigmoid, linear on flat input
+    view_flatten    conv, then x.view(x.size(0), -1): Shape, Gather,
+                    Unsqueeze, Concat with [-1], Reshape
+    reshape_fixed   conv, then x.reshape(x.size(0), -1) exported without a
+                    dynamic batch: a Reshape to the constant (2, -1)
+    view_k          global average pooling, then x.view(-1, 6): a Reshape to
+                    the constant (-1, 6)
 Refused on purpose (the test checks the message names node and operator):
-    bad_reshape  x.view(n, -1) (Shape, Gather, ..., Reshape)
+    bad_reshape  x.view(-1, 16) of 32 values per sample: splits samples
+    bad_reshape3 x.view(x.size(0), 2, -1): a rank-3 target
     bad_pads     a stride-2 conv with PyTorch's symmetric padding, which is
                  not TensorFlow's "same" (nn's only padding besides none)
 """
@@ -97,15 +104,37 @@ class Mlp(nn.Module):
         return self.f2(torch.sigmoid(self.f1(x)))
 
 
-class BadReshape(nn.Module):
-    def __init__(self):
+class ViewFlatten(nn.Module):
+    """conv, a view to (N, -1) by the form given, linear."""
+
+    def __init__(self, form):
         super().__init__()
+        self.form = form
         self.c = nn.Conv2d(1, 2, 3)
         self.f = nn.Linear(2 * 4 * 4, 3)
 
     def forward(self, x):
-        x = self.c(x)
-        return self.f(x.view(x.size(0), -1))
+        x = torch.relu(self.c(x))
+        if self.form == "view":
+            x = x.view(x.size(0), -1)
+        elif self.form == "reshape":
+            x = x.reshape(x.size(0), -1)
+        elif self.form == "split":  # refused: each sample's 32 values become 2 rows
+            return x.view(-1, 16)
+        else:  # "rank3", refused
+            return x.view(x.size(0), 2, -1)
+        return self.f(x)
+
+
+class ViewK(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 6, 3)
+        self.f = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(torch.tanh(self.c(x)), 1)
+        return self.f(x.view(-1, 6))
 
 
 class BadPads(nn.Module):
@@ -117,15 +146,15 @@ class BadPads(nn.Module):
         return torch.flatten(self.c(x), 1)
 
 
-def export(name, model, shape, **kw):
+def export(name, model, shape, dynamic=True, **kw):
     model.eval()
     x = torch.rand(*shape)
     with torch.no_grad():
         y = model(x)
     path = os.path.join(OUT, name)
     torch.onnx.export(model, x, path + ".onnx", opset_version=13, input_names=["x"],
-                      output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
-                      **kw)
+                      output_names=["logits"],
+                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}} if dynamic else None, **kw)
     x.numpy().astype("<f4").tofile(path + ".input.f32")
     y.numpy().astype("<f4").tofile(path + ".logits.f32")
     with open(path + ".shape", "w") as f:
@@ -139,7 +168,11 @@ def main():
     export("cnn_folded", cnn, (4, 1, 12, 12))
     export("resnet", Resnet(), (3, 1, 10, 10), training=torch.onnx.TrainingMode.PRESERVE)
     export("mlp", Mlp(), (5, 20))
-    export("bad_reshape", BadReshape(), (2, 1, 6, 6))
+    export("view_flatten", ViewFlatten("view"), (3, 1, 6, 6))
+    export("reshape_fixed", ViewFlatten("reshape"), (2, 1, 6, 6), dynamic=False)
+    export("view_k", ViewK(), (4, 1, 5, 5))
+    export("bad_reshape", ViewFlatten("split"), (2, 1, 6, 6))
+    export("bad_reshape3", ViewFlatten("rank3"), (2, 1, 6, 6))
     export("bad_pads", BadPads(), (2, 1, 6, 6))
 
 
@@ -147,7 +180,8 @@ if __name__ == "__main__":
     main()
 
 
-# ---- hand-made graphs (onnx.helper), for the error paths and MatMul + Add ----
+# ---- hand-made graphs (onnx.helper), for the error paths, MatMul + Add and
+# merges that read the graph input ----
 
 def helper_files():
     import onnx
@@ -195,6 +229,18 @@ def helper_files():
                     raw_data=b"\0" * 16)
     model([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], [t], ["N", 6], ["N", 4],
           "bad_huge")
+
+    # Add and Concat reading the graph input itself: y = [x + relu(x), x]
+    x2 = rng.standard_normal((3, 6)).astype(np.float32)
+    model([helper.make_node("Relu", ["x"], ["r"], name="act"),
+           helper.make_node("Add", ["x", "r"], ["s"], name="skip"),
+           helper.make_node("Concat", ["s", "x"], ["y"], name="cat", axis=1)],
+          [], ["N", 6], ["N", 12], "add_input")
+    x2.astype("<f4").tofile(os.path.join(OUT, "add_input.input.f32"))
+    np.concatenate([x2 + np.maximum(x2, 0), x2], 1).astype("<f4").tofile(
+        os.path.join(OUT, "add_input.logits.f32"))
+    with open(os.path.join(OUT, "add_input.shape"), "w") as f:
+        f.write("3,6\n")
 
 
 if __name__ == "__main__":

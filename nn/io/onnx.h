@@ -29,7 +29,11 @@
  *
  * nn_onnx_load builds a model from an ONNX file that uses only these
  * operators (and Identity, Dropout, Transpose between NHWC and NCHW, MatMul
- * followed by Add of a bias, Constant, Pad that pads nothing; opsets 1 to
+ * followed by Add of a bias, Constant, Pad that pads nothing, and Reshape
+ * as a flatten: to a constant (0, -1), (-1, K), (B, -1) with B the graph
+ * input's fixed batch, or to (N, -1) / (N, K) computed from the input by
+ * Shape, Gather of element 0, Unsqueeze and Concat, as PyTorch exports
+ * x.view(x.size(0), -1), K being all but the batch axis; opsets 1 to
  * 17 of the default domain, where these operators mean what they mean at
  * 13 (Softmax before 13 only over the last axis); float32 tensors).
  * PyTorch's NCHW models become channels_first layers; a Transpose(0,3,1,2) of an NHWC value (what nn_onnx_save writes)
@@ -40,8 +44,9 @@
  *
  * Deliberately omitted: training graphs, external tensor data, dtypes other
  * than float32, symbolic per-sample dimensions (only the batch may be
- * symbolic), ONNX functions and other domains, Reshape (export the model
- * with torch.flatten / nn.Flatten instead of view).
+ * symbolic), ONNX functions and other domains, any Reshape other than a
+ * flatten, and Shape, Gather, Unsqueeze and Concat of shapes outside the
+ * flatten's target.
  * Thread-safety: the model must not be used by another thread during a call.
  */
 #ifndef NN_IO_ONNX_H

@@ -9,7 +9,10 @@
  * transpose of an NHWC nn image, which a Transpose(0,3,1,2) produces and
  * which makes the layers reading it channels_last. Some values stand for
  * part of a pattern instead of a tensor: GlobalAveragePool's (N, C, 1, 1)
- * before its Flatten, and the steps of GELU's Div/Erf/Add/Mul/Mul form.
+ * before its Flatten, the steps of GELU's Div/Erf/Add/Mul/Mul form, and
+ * the steps by which PyTorch computes the target shape (N, -1) of
+ * x.view(x.size(0), -1): Shape, Gather of element 0 (the batch size N),
+ * Unsqueeze to [N], Concat with [-1].
  *
  * Layers are collected as (type, config, parameters) first; each one's
  * output shape comes from building a throwaway layer of that type, so
@@ -34,7 +37,8 @@
 #define LOAD_MAX_OPSET 17
 #define LOAD_CFG 512
 
-enum { V_INPUT, V_LAYER, V_CONST, V_POOLED, V_GELU_DIV, V_GELU_ERF, V_GELU_ADD, V_GELU_MUL };
+enum { V_INPUT, V_LAYER, V_CONST, V_POOLED, V_GELU_DIV, V_GELU_ERF, V_GELU_ADD, V_GELU_MUL,
+       V_SHAPE, V_BATCH, V_BATCH1, V_FLAT_SHAPE };
 
 typedef struct {
     const char *name;       /* borrowed from the graph */
@@ -43,7 +47,8 @@ typedef struct {
     int rank, shape[TENSOR_MAX_RANK]; /* nn per-sample shape */
     int nchw;
     const nn_onnx_tensor *t; /* V_CONST */
-    int src;                /* V_GELU_*: the value GELU is applied to */
+    int src;                /* V_GELU_*: the value GELU is applied to; V_SHAPE: whose shape */
+    int64_t last;           /* V_FLAT_SHAPE: the second entry of [N, last] */
 } onnx_load_value;
 
 typedef struct {
@@ -70,6 +75,7 @@ typedef struct {
     onnx_load_layer layers[NN_MODEL_MAX_LAYERS];
     int n_layers;
     int in_rank, in_shape[TENSOR_MAX_RANK];
+    int64_t in_batch; /* the graph input's batch size, -1 when symbolic */
     const nn_onnx_node *node; /* being translated, for messages */
     int counter;
 } onnx_load_ctx;
@@ -144,6 +150,10 @@ static nn_status onnx_load_tensor_in(onnx_load_ctx *c, int k, const onnx_load_va
     if (x->kind == V_POOLED)
         return onnx_load_fail(c, "input %d '%s' is GlobalAveragePool's (N, C, 1, 1) output, which nn "
                          "supports only when a Flatten reads it", k, x->name);
+    if (x->kind >= V_SHAPE)
+        return onnx_load_fail(c, "input %d '%s' is a step in computing a target shape (N, -1) "
+                         "from Shape; nn supports Shape, Gather, Unsqueeze and Concat only as the "
+                         "steps of that shape, which a Reshape must read", k, x->name);
     if (x->kind >= V_GELU_DIV)
         return onnx_load_fail(c, "input %d '%s' is part of an unfinished GELU pattern (x / sqrt 2, "
                          "Erf, + 1, * x, * 0.5); nn supports Div, Erf and Mul only inside it", k,
@@ -653,6 +663,25 @@ static nn_status onnx_load_softmax(onnx_load_ctx *c)
     return onnx_load_layer_add(c, "softmax", "", &x, 1, NULL, 0, x->nchw);
 }
 
+/* Output 0 = value i with everything but the batch axis flattened, in
+ * ONNX's (row-major) order: nn's flatten when nn's layout is the ONNX
+ * view's. */
+static nn_status onnx_load_flatten_to(onnx_load_ctx *c, int i)
+{
+    if (c->vals[i].kind == V_POOLED) { /* GlobalAveragePool's (N, C, 1, 1): nn's (N, C) */
+        onnx_load_value v = c->vals[i];
+        v.kind = V_LAYER;
+        return onnx_load_define(c, c->node->out[0], &v);
+    }
+    const onnx_load_value *x;
+    NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    if (x->nchw)
+        return onnx_load_fail(c, "flattens the NCHW view of an NHWC tensor; nn flattens in its own "
+                         "layout, which a Transpose (0, 2, 3, 1) before the flatten would give");
+    if (onnx_load_onnx_rank(x) == 2) return onnx_load_alias(c, x, 0);
+    return onnx_load_layer_add(c, "flatten", "", &x, 1, NULL, 0, 0);
+}
+
 static nn_status onnx_load_flatten(onnx_load_ctx *c)
 {
     static const char *const known[] = {"axis", NULL};
@@ -675,11 +704,184 @@ static nn_status onnx_load_flatten(onnx_load_ctx *c)
     if (axis != 1)
         return onnx_load_fail(c, "axis %lld: nn flattens everything but the batch axis (axis 1)",
                          (long long)axis);
-    if (x->nchw)
-        return onnx_load_fail(c, "flattens the NCHW view of an NHWC tensor; nn flattens in its own "
-                         "layout, which a Transpose (0, 2, 3, 1) before the Flatten would give");
-    if (r == 2) return onnx_load_alias(c, x, 0);
-    return onnx_load_layer_add(c, "flatten", "", &x, 1, NULL, 0, 0);
+    return onnx_load_flatten_to(c, i);
+}
+
+/* ---- Reshape as a flatten, and PyTorch's target shape (N, -1) ----
+ * x.view(x.size(0), -1) exports as Shape(x) -> Gather(0) -> Unsqueeze(0) ->
+ * Concat with [-1] -> Reshape(x, .); x.view(-1, K) and a fixed batch as a
+ * Reshape to a constant. Each step is recorded as a value of its own kind,
+ * and only a Reshape that ends up flattening all but the batch axis is a
+ * layer. Anything else (another Gather index, x.size(1), a shape that
+ * splits or merges the batch) is refused where it appears. */
+
+/* An int64 constant input k, or NULL with a message naming `what`. */
+static nn_status onnx_load_ints_in(onnx_load_ctx *c, int k, const nn_onnx_tensor **t, const char *what)
+{
+    int i;
+    NN_TRY(onnx_load_in(c, k, &i));
+    const onnx_load_value *v = &c->vals[i];
+    if (v->kind != V_CONST || !v->t->i64)
+        return onnx_load_fail(c, "%s (input %d '%s') must be an int64 initializer or constant", what,
+                         k, v->name);
+    *t = v->t;
+    return NN_OK;
+}
+
+static nn_status onnx_load_shape(onnx_load_ctx *c)
+{
+    static const char *const known[] = {"start", NULL};
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    int64_t start;
+    NN_TRY(onnx_load_attr_int(c, "start", 0, &start));
+    if (start != 0) return onnx_load_fail(c, "start = %lld; nn supports the whole shape only", (long long)start);
+    int i;
+    NN_TRY(onnx_load_in(c, 0, &i));
+    if (c->vals[i].kind != V_POOLED) {
+        const onnx_load_value *x;
+        NN_TRY(onnx_load_tensor_in(c, 0, &x));
+    }
+    onnx_load_value v = {.kind = V_SHAPE, .layer = -1, .src = i};
+    return onnx_load_define(c, c->node->out[0], &v);
+}
+
+/* Gather of element 0 of a shape: the batch size (a scalar for a scalar
+ * index, [N] for the index [0]). */
+static nn_status onnx_load_gather(onnx_load_ctx *c)
+{
+    static const char *const known[] = {"axis", NULL};
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    int i;
+    NN_TRY(onnx_load_in(c, 0, &i));
+    if (c->vals[i].kind != V_SHAPE)
+        return onnx_load_fail(c, "nn supports Gather only of a Shape's batch size (element 0), for a "
+                         "Reshape to (N, -1); input 0 '%s' is not a Shape output", c->vals[i].name);
+    const int r = c->vals[c->vals[i].src].kind == V_POOLED ? 4 : onnx_load_onnx_rank(&c->vals[c->vals[i].src]);
+    int64_t axis;
+    NN_TRY(onnx_load_attr_int(c, "axis", 0, &axis));
+    const nn_onnx_tensor *t;
+    NN_TRY(onnx_load_ints_in(c, 1, &t, "the index"));
+    if (axis != 0 && axis != -1) return onnx_load_fail(c, "axis %lld of a shape", (long long)axis);
+    if (t->count != 1 || t->rank > 1 || (t->i64[0] != 0 && t->i64[0] != -r))
+        return onnx_load_fail(c, "gathers element %lld%s of the shape; nn supports only element 0, the "
+                         "batch size, as the first entry of a Reshape's target (N, -1)",
+                         (long long)(t->count ? t->i64[0] : -1), t->count == 1 ? "" : " (several)");
+    onnx_load_value v = {.kind = t->rank == 0 ? V_BATCH : V_BATCH1, .layer = -1};
+    return onnx_load_define(c, c->node->out[0], &v);
+}
+
+/* Unsqueeze of the batch size into [N] (axes from an attribute before
+ * opset 13, from input 1 since). */
+static nn_status onnx_load_unsqueeze(onnx_load_ctx *c)
+{
+    static const char *const known[] = {"axes", NULL};
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    int i;
+    NN_TRY(onnx_load_in(c, 0, &i));
+    if (c->vals[i].kind != V_BATCH)
+        return onnx_load_fail(c, "nn supports Unsqueeze only of the batch size taken from a Shape (for "
+                         "a Reshape to (N, -1)); input 0 '%s' is not", c->vals[i].name);
+    int64_t axis;
+    const nn_onnx_attr *a = nn_onnx_node_attr(c->node, "axes");
+    if (a) {
+        if (a->type != ONNX_ATTR_TYPE_INTS || a->n_ints != 1)
+            return onnx_load_fail(c, "attribute axes must be one int");
+        axis = a->ints[0];
+    } else {
+        const nn_onnx_tensor *t;
+        NN_TRY(onnx_load_ints_in(c, 1, &t, "axes"));
+        if (t->count != 1) return onnx_load_fail(c, "axes must hold one entry");
+        axis = t->i64[0];
+    }
+    if (axis != 0 && axis != -1) return onnx_load_fail(c, "axes = %lld; nn supports 0 here", (long long)axis);
+    onnx_load_value v = {.kind = V_BATCH1, .layer = -1};
+    return onnx_load_define(c, c->node->out[0], &v);
+}
+
+/* Concat of [N] and a constant [K]: the target shape [N, K]. */
+static nn_status onnx_load_shape_concat(onnx_load_ctx *c)
+{
+    static const char *const known[] = {"axis", NULL};
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    int64_t axis;
+    NN_TRY(onnx_load_attr_int(c, "axis", 0, &axis));
+    const nn_onnx_tensor *t;
+    if (axis != 0 && axis != -1)
+        return onnx_load_fail(c, "joins the batch size [N] along axis %lld", (long long)axis);
+    if (c->node->n_in != 2)
+        return onnx_load_fail(c, "builds a target shape of %d parts from the batch size [N]; nn "
+                         "supports Reshape only as a flatten, to (N, -1) or (N, K): a Concat of [N] "
+                         "only with one constant [K]", c->node->n_in);
+    NN_TRY(onnx_load_ints_in(c, 1, &t, "the second entry of the target shape"));
+    if (t->count != 1)
+        return onnx_load_fail(c, "joins [N] with %zu entries; nn supports a target shape (N, K) only",
+                         t->count);
+    onnx_load_value v = {.kind = V_FLAT_SHAPE, .layer = -1, .last = t->i64[0]};
+    return onnx_load_define(c, c->node->out[0], &v);
+}
+
+/* Reshape to (N, -1) or (N, K) with K all but the batch axis: a flatten.
+ * N may be the Shape pattern's batch size, 0 (copy the batch size), -1
+ * (when K is given), or the graph input's fixed batch size. */
+static nn_status onnx_load_reshape(onnx_load_ctx *c)
+{
+    static const char *const known[] = {"allowzero", NULL};
+    NN_TRY(onnx_load_known_attrs(c, known));
+    NN_TRY(onnx_load_one_output(c));
+    int64_t allowzero;
+    NN_TRY(onnx_load_attr_int(c, "allowzero", 0, &allowzero));
+    int i, s;
+    NN_TRY(onnx_load_in(c, 0, &i));
+    NN_TRY(onnx_load_in(c, 1, &s));
+    const onnx_load_value *x = &c->vals[i], *sh = &c->vals[s];
+    /* The per-sample element count of x, as ONNX sees it. */
+    int64_t per = 1;
+    if (x->kind == V_POOLED) per = x->shape[x->rank - 1];
+    else {
+        const onnx_load_value *t;
+        NN_TRY(onnx_load_tensor_in(c, 0, &t));
+        for (int k = 0; k < x->rank; k++) per *= x->shape[k];
+    }
+    int64_t last;
+    char target[96];
+    if (sh->kind == V_FLAT_SHAPE) { /* (the input's batch size, last) */
+        last = sh->last;
+        snprintf(target, sizeof target, "(N, %lld)", (long long)last);
+    } else if (sh->kind == V_CONST && sh->t->i64) {
+        const nn_onnx_tensor *t = sh->t;
+        int n = snprintf(target, sizeof target, "(");
+        for (size_t k = 0; k < t->count && k < 6 && n < (int)sizeof target - 24; k++)
+            n += snprintf(target + n, sizeof target - (size_t)n, "%s%lld", k ? ", " : "",
+                          (long long)t->i64[k]);
+        snprintf(target + n, sizeof target - (size_t)n, "%s)", t->count > 6 ? ", ..." : "");
+        if (t->count != 2 || t->rank != 1)
+            return onnx_load_fail(c, "reshapes to %s; nn supports Reshape only as a flatten to (N, -1)",
+                             target);
+        const int64_t first = t->i64[0];
+        last = t->i64[1];
+        if (first == 0 && allowzero)
+            return onnx_load_fail(c, "a target %s with allowzero = 1 asks for an empty batch", target);
+        if (first == -1 && last == -1)
+            return onnx_load_fail(c, "target %s has two -1 entries", target);
+        if (first > 0 && first != c->in_batch)
+            return onnx_load_fail(c, "reshapes to %s: the batch size %lld is fixed in the graph, but "
+                             "the graph input's batch size is %s; nn supports (N, -1), (0, -1) and "
+                             "(-1, K)", target, (long long)first,
+                             c->in_batch < 0 ? "symbolic" : "different");
+        if (first < -1)
+            return onnx_load_fail(c, "target %s has a negative size", target);
+    } else
+        return onnx_load_fail(c, "the target shape (input 1 '%s') must be an int64 constant or "
+                         "computed from the input's batch size (Shape, Gather, Unsqueeze, Concat)",
+                         sh->name);
+    if (last != -1 && last != per)
+        return onnx_load_fail(c, "reshapes to %s; nn supports Reshape only as a flatten, whose "
+                         "second size here is %lld (or -1)", target, (long long)per);
+    return onnx_load_flatten_to(c, i);
 }
 
 static nn_status onnx_load_transpose(onnx_load_ctx *c)
@@ -751,6 +953,9 @@ static nn_status onnx_load_concat(onnx_load_ctx *c)
     NN_TRY(onnx_load_known_attrs(c, known));
     NN_TRY(onnx_load_one_output(c));
     const int n = c->node->n_in;
+    int i0;
+    if (n >= 1 && !onnx_load_in(c, 0, &i0) && c->vals[i0].kind == V_BATCH1)
+        return onnx_load_shape_concat(c);
     if (n < 2 || n > NN_LAYER_MAX_INPUTS)
         return onnx_load_fail(c, "%d inputs; nn's concatenate joins 2 to %d", n, NN_LAYER_MAX_INPUTS);
     const onnx_load_value *xs[NN_LAYER_MAX_INPUTS];
@@ -888,6 +1093,10 @@ static nn_status onnx_load_node(onnx_load_ctx *c, const nn_onnx_node *n)
     if (!strcmp(op, "Softmax")) return onnx_load_softmax(c);
     if (!strcmp(op, "Flatten")) return onnx_load_flatten(c);
     if (!strcmp(op, "Transpose")) return onnx_load_transpose(c);
+    if (!strcmp(op, "Reshape")) return onnx_load_reshape(c);
+    if (!strcmp(op, "Shape")) return onnx_load_shape(c);
+    if (!strcmp(op, "Gather")) return onnx_load_gather(c);
+    if (!strcmp(op, "Unsqueeze")) return onnx_load_unsqueeze(c);
     if (!strcmp(op, "Add")) return onnx_load_add(c);
     if (!strcmp(op, "Concat")) return onnx_load_concat(c);
     if (!strcmp(op, "Div") || !strcmp(op, "Erf") || !strcmp(op, "Mul")) return onnx_load_gelu_step(c, op);
@@ -895,7 +1104,8 @@ static nn_status onnx_load_node(onnx_load_ctx *c, const nn_onnx_node *n)
     if (!strcmp(op, "Pad")) return onnx_load_pad(c);
     if (!strcmp(op, "Constant")) return onnx_load_constant(c);
     return onnx_load_fail(c, "operator %s is not supported by nn (supported: Conv, Gemm, MatMul + Add, "
-                     "MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Flatten, Add, "
+                     "MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Flatten, Reshape to "
+                     "(N, -1) with its Shape/Gather/Unsqueeze/Concat target, Add, "
                      "Concat, Relu, Sigmoid, Tanh, LeakyRelu, Elu, GELU as Div/Erf/Add/Mul, "
                      "Softmax, Dropout, Identity, Transpose NHWC<->NCHW, Constant)", op);
 }
@@ -924,6 +1134,7 @@ static nn_status onnx_load_graph_input(onnx_load_ctx *c)
                          in->name, in->rank < 0 ? "no shape, so no" : "", in->rank,
                          TENSOR_MAX_RANK);
     c->in_rank = in->rank - 1;
+    c->in_batch = in->dims[0] >= 1 ? in->dims[0] : -1;
     for (int k = 1; k < in->rank; k++) {
         if (in->dims[k] < 1 || in->dims[k] > (1 << 24))
             return onnx_load_fail(c, "graph input '%s': dimension %d is not a fixed size (only the "
