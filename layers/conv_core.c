@@ -318,7 +318,7 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     if (F != Fp && !wino) s->kp = T * Fp;
     s->bp = (size_t)Fp;
     if (need_dk && wino) {
-        s->part = nn_conv_winograd_dk_size(wino, g, N, F);
+        s->part = nn_conv_winograd_dk_size(wino, g, F);
     } else if (need_dk) {
         if (F != Fp) s->dzp = (size_t)N * P * Fp;
         s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
@@ -563,9 +563,12 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
     if (N == 0 || P == 0 || !T) return;
     const int wino = conv_core_winograd(g, F);
     if (dx) conv_core_dx_setup(k, g, F, wino, w);
-    /* Chunks in sample order: dk and db add each chunk's sums in turn, so
-     * the result depends on the shapes alone. */
+    /* Chunks in sample order: db and the GEMM tiles' dk add each chunk's
+     * sums in turn, so the result depends on the shapes alone; Winograd's
+     * dk sums in its transformed domain across the chunks, as over the
+     * whole batch, and transforms back once. */
     const int chunk = conv_core_nchw_chunk(g, N, F);
+    if (dk && wino) nn_conv_winograd_dk_begin(wino, w->part, g, F);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         float *dzc = dz + (size_t)n0 * F * P;
@@ -574,7 +577,11 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
         nn_conv_dz_pass(w->yn, NULL, db, w->db, (size_t)nb * P, F);
         if (dk) {
             conv_core_nchw_to_padded(w->xp, x + (size_t)n0 * in_per, g, nb);
-            conv_core_backward_dk(dk, w->xp, w->yn, g, nb, F, wino, w);
+            if (wino)
+                nn_conv_winograd_dk_add(wino, w->part, w->xp, w->yn, g, N, n0, nb, F, w->ws,
+                                        w->ws_slots);
+            else
+                conv_core_backward_dk(dk, w->xp, w->yn, g, nb, F, wino, w);
         }
         if (dx) {
             memset(w->dxn, 0, (size_t)nb * in_per * sizeof *w->dxn);
@@ -582,6 +589,7 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
             nn_conv_to_nchw(dx + (size_t)n0 * in_per, w->dxn, nb, g->C, g->H * g->W, 1);
         }
     }
+    if (dk && wino) nn_conv_winograd_dk_end(wino, dk, w->part, g, F);
 }
 
 /* ---- col2im ---- */

@@ -98,7 +98,7 @@ typedef struct nn_conv_work {
     float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */
     float *bp;      /* forward: bias with Fp entries */
     float *dzp;     /* dkernel: dz with Fp columns when F != Fp */
-    float *part;    /* dkernel: per-group partial sums (G, T, Fp) */
+    float *part;    /* dkernel: per-group partial sums (G, T, Fp), or Winograd's (conv_winograd.h) */
     float *dzs;     /* dx, stride 1: dz padded to (N, H+(KH-1)DH, W+(KW-1)DW, F), unless
                      * that is dz itself (1x1 window, no padding) */
     float *kt;      /* dx: the kernel, flipped and transposed (stride 1) or transposed */
@@ -142,11 +142,13 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
  * output within about an L2 cache (at least one), so the copies stay
  * cached and no whole-tensor NHWC buffer is needed. Buffers: from
  * nn_conv_work_sizes_nchw; backward needs no state from the forward (it
- * transposes x again for dkernel), only the same buffers. dk and db add
- * the chunks' sums in sample order; the chunking depends on the shapes
- * alone, so results do not depend on the thread count. When the batch is
- * one chunk, the results equal nn_conv_forward's and nn_conv_backward's on
- * the transposed tensors bit for bit. */
+ * transposes x again for dkernel), only the same buffers. db and the GEMM
+ * tiles' dk add the chunks' sums in sample order (Winograd's dk sums over
+ * the chunks in its transformed domain); the chunking depends on the shapes
+ * alone, so results do not depend on the thread count. y, dx and Winograd's
+ * dk equal nn_conv_forward's and nn_conv_backward's on the transposed
+ * tensors bit for bit; db and the GEMM tiles' dk do when the batch is one
+ * chunk. */
 void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                              int need_dk, int need_db);
 void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,

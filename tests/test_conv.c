@@ -773,12 +773,24 @@ static void check_paths(int N, int H, int W, int C, int F, int same)
                                     NN_CONV_PATH_WINOGRAD_F4};
     static const char *const names[3] = {"gemm", "winograd F(2x2)", "winograd F(4x4)"};
     const double bound[3] = {16.0, 16.0, WINOGRAD_F4_BOUND};
-    conv_result r[3];
+    conv_result r[3], last[3];
     for (int run = 0; run < 6; run++) {
         /* Each path NHWC, then NCHW (in chunks of samples). */
         const int p = run % 3, nchw = run >= 3;
-        if (nchw) conv_result_free(&r[p]);
+        if (nchw) last[p] = r[p];
         r[p] = run_path(path_ids[p], nchw, g, N, F, x, k, b, dy, &pre);
+        if (nchw) {
+            /* The chunks run the NHWC kernels on the same sums: y and dx
+             * per element, Winograd's dk over the whole batch in its
+             * transformed domain; the GEMM tiles' dk adds per-chunk sums. */
+            if (memcmp(r[p].y, last[p].y, ny * sizeof(float)))
+                fail_msg("%s: y (%s): NCHW differs from NHWC", shape, names[p]);
+            if (memcmp(r[p].dx, last[p].dx, nx * sizeof(float)))
+                fail_msg("%s: dx (%s): NCHW differs from NHWC", shape, names[p]);
+            if (p > 0 && memcmp(r[p].dk, last[p].dk, nk * sizeof(float)))
+                fail_msg("%s: dkernel (%s): NCHW differs from NHWC", shape, names[p]);
+            conv_result_free(&last[p]);
+        }
         const float *got[3] = {r[p].y, r[p].dx, r[p].dk}, *want[3] = {ref.y, ref.dx, ref.dk};
         const float *Sv[3] = {S.y, S.dx, S.dk};
         const size_t n[3] = {ny, nx, nk};
