@@ -599,6 +599,8 @@ static void test_tiled_conv_matches_direct_loop(void **state)
     check_direct(2, 20, 18, 8, 40, 3, 1, 2, 1);  /* dilation: one segment per tap */
     check_direct(3, 9, 30, 3, 100, 5, 1, 1, 0);  /* F = 64 + 36: two column groups */
     check_direct(13, 30, 30, 1, 32, 3, 1, 1, 0); /* MNIST's first: channels_first in 2 chunks */
+    check_direct(24, 40, 40, 3, 16, 7, 2, 1, 1); /* an RGB stem: channels_first in chunks of 21
+                                                 * and 3, its NHWC input kept for dkernel */
 }
 
 /* ---- Winograd and the GEMM tiles on the same input ----
@@ -681,6 +683,7 @@ static conv_result run_path(int path, int nchw, nn_conv_geom g, int N, int F, co
         .kt = conv_scratch(z.kt), .dcol = conv_scratch(z.dcol), .db = conv_scratch(z.db),
         .wk = conv_scratch(z.wk), .wkt = conv_scratch(z.wkt), .ws = conv_scratch(z.ws),
         .yn = conv_scratch(z.yn), .dxn = conv_scratch(z.dxn), .ws_slots = z.ws_slots,
+        .xp_whole = z.xp_whole,
     };
     conv_result r = conv_result_alloc(ny, nx, nk, F);
     memcpy(r.dx, pre->dx, nx * sizeof(float));
@@ -838,6 +841,8 @@ static void test_winograd_and_gemm_agree(void **state)
                                         * NCHW in chunks of 3 and 1 samples */
     check_paths(5, 20, 20, 64, 64, 1); /* NCHW: chunks of 4 and 1 */
     check_paths(3, 30, 30, 40, 72, 1); /* NCHW: chunks of 2 and 1 */
+    check_paths(40, 32, 32, 3, 16, 1); /* NCHW: chunks of 13 and 1, the NHWC input kept; Winograd's
+                                        * dkernel blocks cut by the chunks */
 }
 
 /* ---- maxpool2d: channels_first's lanes against one window at a time ---- */
