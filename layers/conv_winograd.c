@@ -31,9 +31,9 @@
  * against the direct sums (conv_reference.c).
  *
  * Determinism: every output is computed by one tile whose sums run in an
- * order fixed by the shapes, and the kernel gradient's sum over tiles runs
- * in fixed groups combined in order, so the result is the same for any
- * thread count.
+ * order fixed by the shapes, and the kernel gradient adds fixed blocks of
+ * tiles in order, each element by one thread, so the result is the same
+ * for any thread count (and, for channels_first, any chunking).
  *
  * Omits: F(6x6, 3x3) (another digit of precision lost), other window
  * sizes, strides, dilation.
