@@ -265,6 +265,7 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     w->yn = conv2d_arena(gr, z.yn, sizeof(float), &failed);
     w->dxn = conv2d_arena(gr, z.dxn, sizeof(float), &failed);
     w->ws_slots = z.ws_slots;
+    w->xp_whole = z.xp_whole;
     if (wk_cached) { /* read only: wk_ready tells the forward not to write it */
         w->wk = (float *)wk_cached;
         w->wk_ready = 1;

@@ -24,6 +24,7 @@
  */
 #include "layers/conv_core.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "layers/conv_gemm.h"
@@ -103,23 +104,39 @@ static inline __attribute__((always_inline)) void conv_core_store8(float *d, con
     memcpy(d, &o, sizeof o);
 }
 
-/* d[j*ldd + i] (+)= s[i*lds + j] for i, j < 8: eight rows loaded, swapped
- * in registers in three rounds of shuffles (pairs of lanes, pairs of
- * pairs, halves), eight rows stored. Copies (or one add per element, as
- * the scalar loop does): exact. Named variables rather than arrays, which
- * GCC would keep on the stack. */
+typedef int32_t conv_core_i8 __attribute__((vector_size(8 * sizeof(int32_t))));
+
+/* *r = s[0..8), or 0 where !(m[i] > 0) when m is not NULL (the ReLU's
+ * backward, as nn_conv_dz_pass computes it: +0 where masked). */
+static inline __attribute__((always_inline)) void conv_core_load8(conv_core_v8 *r, const float *s,
+                                                                  const float *m)
+{
+    memcpy(r, s, sizeof *r);
+    if (m) {
+        conv_core_v8 mv;
+        memcpy(&mv, m, sizeof mv);
+        *r = (conv_core_v8)((conv_core_i8)*r & (mv > (conv_core_v8){0}));
+    }
+}
+
+/* d[j*ldd + i] (+)= s[i*lds + j] for i, j < 8, s masked by m (same layout)
+ * when m is not NULL: eight rows loaded, swapped in registers in three
+ * rounds of shuffles (pairs of lanes, pairs of pairs, halves), eight rows
+ * stored. Copies (or one add per element, as the scalar loop does): exact.
+ * Named variables rather than arrays, which GCC would keep on the stack. */
 static inline __attribute__((always_inline)) void
-conv_core_t8x8(float *restrict d, size_t ldd, const float *restrict s, size_t lds, int add)
+conv_core_t8x8(float *restrict d, size_t ldd, const float *restrict s, const float *restrict m,
+               size_t lds, int add)
 {
     conv_core_v8 r0, r1, r2, r3, r4, r5, r6, r7;
-    memcpy(&r0, s, sizeof r0);
-    memcpy(&r1, s + lds, sizeof r1);
-    memcpy(&r2, s + 2 * lds, sizeof r2);
-    memcpy(&r3, s + 3 * lds, sizeof r3);
-    memcpy(&r4, s + 4 * lds, sizeof r4);
-    memcpy(&r5, s + 5 * lds, sizeof r5);
-    memcpy(&r6, s + 6 * lds, sizeof r6);
-    memcpy(&r7, s + 7 * lds, sizeof r7);
+    conv_core_load8(&r0, s, m);
+    conv_core_load8(&r1, s + lds, m ? m + lds : NULL);
+    conv_core_load8(&r2, s + 2 * lds, m ? m + 2 * lds : NULL);
+    conv_core_load8(&r3, s + 3 * lds, m ? m + 3 * lds : NULL);
+    conv_core_load8(&r4, s + 4 * lds, m ? m + 4 * lds : NULL);
+    conv_core_load8(&r5, s + 5 * lds, m ? m + 5 * lds : NULL);
+    conv_core_load8(&r6, s + 6 * lds, m ? m + 6 * lds : NULL);
+    conv_core_load8(&r7, s + 7 * lds, m ? m + 7 * lds : NULL);
 #define CONV_CORE_LO(a, b) CONV_CORE_SHUF(a, b, 0, 8, 1, 9, 4, 12, 5, 13)
 #define CONV_CORE_HI(a, b) CONV_CORE_SHUF(a, b, 2, 10, 3, 11, 6, 14, 7, 15)
 #define CONV_CORE_LO2(a, b) CONV_CORE_SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
@@ -157,49 +174,75 @@ conv_core_t8x8(float *restrict d, size_t ldd, const float *restrict s, size_t ld
 #undef CONV_CORE_HI4
 }
 
-/* d[j*ldd + i] (+)= s[i*lds + j] for i < rows, j < cols: 8x8 blocks, the
- * edges one element at a time. */
-static void conv_core_transpose_block(float *restrict d, size_t ldd, const float *restrict s,
-                                      size_t lds, int rows, int cols, int add)
+/* s[i], or 0 where m[i] is not positive when m is not NULL. */
+static inline float conv_core_masked(const float *s, const float *m, size_t i)
+{
+    return m && !(m[i] > 0.0f) ? 0.0f : s[i];
+}
+
+/* d[j*ldd + i] (+)= s[i*lds + j] for i < rows, j < cols, s masked by m
+ * (NULL or s's layout): 8x8 blocks, the edges one element at a time. */
+static inline __attribute__((always_inline)) void
+conv_core_transpose_block(float *restrict d, size_t ldd, const float *restrict s,
+                          const float *restrict m, size_t lds, int rows, int cols, int add)
 {
     const int r8 = rows & ~7, c8 = cols & ~7;
     for (int i = 0; i < r8; i += 8) {
         for (int j = 0; j < c8; j += 8)
-            conv_core_t8x8(d + (size_t)j * ldd + i, ldd, s + (size_t)i * lds + j, lds, add);
+            conv_core_t8x8(d + (size_t)j * ldd + i, ldd, s + (size_t)i * lds + j,
+                           m ? m + (size_t)i * lds + j : NULL, lds, add);
         for (int j = c8; j < cols; j++)
             for (int i2 = i; i2 < i + 8; i2++) {
-                const float v = s[(size_t)i2 * lds + j];
+                const float v = conv_core_masked(s, m, (size_t)i2 * lds + j);
                 d[(size_t)j * ldd + i2] = add ? d[(size_t)j * ldd + i2] + v : v;
             }
     }
     for (int j = 0; j < cols; j++)
         for (int i = r8; i < rows; i++) {
-            const float v = s[(size_t)i * lds + j];
+            const float v = conv_core_masked(s, m, (size_t)i * lds + j);
             d[(size_t)j * ldd + i] = add ? d[(size_t)j * ldd + i] + v : v;
         }
 }
 
-static void conv_core_transpose(float *dst, const float *src, int N, int A, int B, int add)
+/* dst (N, B, A) (+)= src (N, A, B), src masked by msk (NULL or src's
+ * layout). */
+static void conv_core_transpose_masked(float *dst, const float *src, const float *msk, int N, int A,
+                                       int B, int add)
 {
     const size_t plane = (size_t)A * B;
     if (A == 1 || B == 1) {
         /* Transposing a vector moves nothing. */
         const size_t total = plane * (size_t)N;
         #pragma omp parallel for schedule(static) if (total > NN_PAR_MIN)
-        for (size_t i = 0; i < total; i++) dst[i] = add ? dst[i] + src[i] : src[i];
+        for (size_t i = 0; i < total; i++) {
+            const float v = conv_core_masked(src, msk, i);
+            dst[i] = add ? dst[i] + v : v;
+        }
         return;
     }
     const int tb = (B + TILE - 1) / TILE;
     #pragma omp parallel for collapse(2) schedule(static) if (plane * (size_t)N > NN_PAR_MIN)
     for (int n = 0; n < N; n++)
         for (int t = 0; t < tb; t++) {
-            const float *s = src + (size_t)n * plane;
+            const float *s = src + (size_t)n * plane, *m = msk ? msk + (size_t)n * plane : NULL;
             float *d = dst + (size_t)n * plane;
             const int b0 = t * TILE, nbt = B - b0 < TILE ? B - b0 : TILE;
-            for (int a0 = 0; a0 < A; a0 += TILE)
-                conv_core_transpose_block(d + (size_t)b0 * A + a0, (size_t)A, s + (size_t)a0 * B + b0,
-                                          (size_t)B, A - a0 < TILE ? A - a0 : TILE, nbt, add);
+            /* Each case inlined on its own, so the unmasked one tests nothing. */
+            for (int a0 = 0; a0 < A; a0 += TILE) {
+                float *da = d + (size_t)b0 * A + a0;
+                const size_t so = (size_t)a0 * B + b0;
+                const int na = A - a0 < TILE ? A - a0 : TILE;
+                if (m)
+                    conv_core_transpose_block(da, (size_t)A, s + so, m + so, (size_t)B, na, nbt, add);
+                else
+                    conv_core_transpose_block(da, (size_t)A, s + so, NULL, (size_t)B, na, nbt, add);
+            }
         }
+}
+
+static void conv_core_transpose(float *dst, const float *src, int N, int A, int B, int add)
+{
+    conv_core_transpose_masked(dst, src, NULL, N, A, B, add);
 }
 
 void nn_conv_to_nhwc(float *dst, const float *src, int N, int C, int HW, int add)
@@ -318,7 +361,7 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
     if (F != Fp && !wino) s->kp = T * Fp;
     s->bp = (size_t)Fp;
     if (need_dk && wino) {
-        s->part = nn_conv_winograd_dk_size(wino, g, N, F);
+        s->part = nn_conv_winograd_dk_size(wino, g, F);
     } else if (need_dk) {
         if (F != Fp) s->dzp = (size_t)N * P * Fp;
         s->part = (size_t)nn_conv_dk_groups(g, N, F) * T * Fp;
@@ -352,6 +395,13 @@ void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int
     const int nb = conv_core_nchw_chunk(g, N, F);
     nn_conv_work_sizes(s, g, nb, F, need_dx, need_dk, need_db);
     s->xp = (size_t)nb * g->Hp * g->Wp * g->C;
+    /* Few input channels: the whole padded input costs no more memory than
+     * the output, and saves dkernel transposing it again. */
+    const size_t whole = (size_t)N * g->Hp * g->Wp * g->C;
+    if (need_dk && whole <= (size_t)N * g->OH * g->OW * F) {
+        s->xp = whole;
+        s->xp_whole = 1;
+    }
     s->yn = (size_t)nb * g->OH * g->OW * F;
     if (need_dx) s->dxn = (size_t)nb * g->H * g->W * g->C;
 }
@@ -530,7 +580,7 @@ static void conv_core_nchw_to_padded(float *dst, const float *src, const nn_conv
             for (int c0 = 0; c0 < C; c0 += TILE)
                 for (int v0 = 0; v0 < W; v0 += TILE)
                     conv_core_transpose_block(d + (size_t)v0 * C + c0, (size_t)C, s + (size_t)c0 * HW + v0,
-                                              HW, C - c0 < TILE ? C - c0 : TILE, W - v0 < TILE ? W - v0 : TILE,
+                                              NULL, HW, C - c0 < TILE ? C - c0 : TILE, W - v0 < TILE ? W - v0 : TILE,
                                               0);
         }
 }
@@ -544,10 +594,12 @@ void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float 
     if (N == 0 || P == 0) return;
     const int wino = conv_core_forward_setup(k, b, g, F, w);
     const int chunk = conv_core_nchw_chunk(g, N, F);
+    const size_t xp_per = (size_t)g->Hp * g->Wp * g->C;
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
-        conv_core_nchw_to_padded(w->xp, x + (size_t)n0 * in_per, g, nb);
-        conv_core_forward_run(w->yn, w->xp, k, b != NULL, relu, g, nb, F, wino, w);
+        float *xp = w->xp + (w->xp_whole ? (size_t)n0 * xp_per : 0);
+        conv_core_nchw_to_padded(xp, x + (size_t)n0 * in_per, g, nb);
+        conv_core_forward_run(w->yn, xp, k, b != NULL, relu, g, nb, F, wino, w);
         nn_conv_to_nchw(y + (size_t)n0 * F * P, w->yn, nb, F, (int)P, 0);
     }
 }
@@ -563,18 +615,31 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
     if (N == 0 || P == 0 || !T) return;
     const int wino = conv_core_winograd(g, F);
     if (dx) conv_core_dx_setup(k, g, F, wino, w);
-    /* Chunks in sample order: dk and db add each chunk's sums in turn, so
-     * the result depends on the shapes alone. */
+    /* Chunks in sample order: db and the GEMM tiles' dk add each chunk's
+     * sums in turn, so the result depends on the shapes alone; Winograd's
+     * dk sums in its transformed domain across the chunks, as over the
+     * whole batch, and transforms back once. */
     const int chunk = conv_core_nchw_chunk(g, N, F);
+    if (dk && wino) nn_conv_winograd_dk_begin(wino, w->part, g, F);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         float *dzc = dz + (size_t)n0 * F * P;
-        if (y) nn_conv_relu_mask(dzc, y + (size_t)n0 * F * P, (size_t)nb * F * P);
-        nn_conv_to_nhwc(w->yn, dzc, nb, F, (int)P, 0);
+        /* The ReLU's mask applied as the chunk is transposed: one pass
+         * over dz fewer. */
+        conv_core_transpose_masked(w->yn, dzc, y ? y + (size_t)n0 * F * P : NULL, nb, F, (int)P, 0);
         nn_conv_dz_pass(w->yn, NULL, db, w->db, (size_t)nb * P, F);
         if (dk) {
-            conv_core_nchw_to_padded(w->xp, x + (size_t)n0 * in_per, g, nb);
-            conv_core_backward_dk(dk, w->xp, w->yn, g, nb, F, wino, w);
+            /* The forward's copy, or the chunk transposed again. */
+            float *xp = w->xp;
+            if (w->xp_whole)
+                xp += (size_t)n0 * g->Hp * g->Wp * g->C;
+            else
+                conv_core_nchw_to_padded(xp, x + (size_t)n0 * in_per, g, nb);
+            if (wino)
+                nn_conv_winograd_dk_add(wino, w->part, xp, w->yn, g, N, n0, nb, F, w->ws,
+                                        w->ws_slots);
+            else
+                conv_core_backward_dk(dk, xp, w->yn, g, nb, F, wino, w);
         }
         if (dx) {
             memset(w->dxn, 0, (size_t)nb * in_per * sizeof *w->dxn);
@@ -582,6 +647,7 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
             nn_conv_to_nchw(dx + (size_t)n0 * in_per, w->dxn, nb, g->C, g->H * g->W, 1);
         }
     }
+    if (dk && wino) nn_conv_winograd_dk_end(wino, dk, w->part, g, F);
 }
 
 /* ---- col2im ---- */

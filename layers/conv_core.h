@@ -98,7 +98,7 @@ typedef struct nn_conv_work {
     float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */
     float *bp;      /* forward: bias with Fp entries */
     float *dzp;     /* dkernel: dz with Fp columns when F != Fp */
-    float *part;    /* dkernel: per-group partial sums (G, T, Fp) */
+    float *part;    /* dkernel: per-group partial sums (G, T, Fp), or Winograd's (conv_winograd.h) */
     float *dzs;     /* dx, stride 1: dz padded to (N, H+(KH-1)DH, W+(KW-1)DW, F), unless
                      * that is dz itself (1x1 window, no padding) */
     float *kt;      /* dx: the kernel, flipped and transposed (stride 1) or transposed */
@@ -111,6 +111,8 @@ typedef struct nn_conv_work {
     float *ws;      /* Winograd: per-thread blocks, ws_slots of them */
     float *yn;      /* NCHW: one chunk's NHWC output, then its NHWC dz */
     float *dxn;     /* NCHW, dx: one chunk's NHWC dx */
+    int xp_whole;   /* NCHW: xp holds the whole batch's padded NHWC input, which the
+                     * forward leaves there for the backward's dkernel */
     int ws_slots;
     const float *x; /* set by forward: the input the windows read (xp or x) */
 } nn_conv_work;
@@ -118,6 +120,7 @@ typedef struct nn_conv_work {
 typedef struct nn_conv_sizes {
     size_t xp, kp, bp, dzp, part, dzs, kt, dcol, db, wk, wkt, ws, yn, dxn;
     int ws_slots; /* threads ws is sized for */
+    int xp_whole; /* NCHW: nn_conv_work.xp_whole */
 } nn_conv_sizes;
 
 /* The Winograd tile size m nn_conv_forward runs (g, F) with, or 0 when it
@@ -142,18 +145,24 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
  * output within about an L2 cache (at least one), so the copies stay
  * cached and no whole-tensor NHWC buffer is needed. Buffers: from
  * nn_conv_work_sizes_nchw; backward needs no state from the forward (it
- * transposes x again for dkernel), only the same buffers. dk and db add
- * the chunks' sums in sample order; the chunking depends on the shapes
- * alone, so results do not depend on the thread count. When the batch is
- * one chunk, the results equal nn_conv_forward's and nn_conv_backward's on
- * the transposed tensors bit for bit. */
+ * transposes x again for dkernel), only the same buffers -- except when
+ * the sizes set xp_whole: when dkernel is wanted and the padded input is no
+ * larger than the output (few input channels: a first layer), the forward
+ * keeps the whole batch's NHWC input for the backward instead. db and the GEMM
+ * tiles' dk add the chunks' sums in sample order (Winograd's dk sums over
+ * the chunks in its transformed domain); the chunking depends on the shapes
+ * alone, so results do not depend on the thread count. y, dx and Winograd's
+ * dk equal nn_conv_forward's and nn_conv_backward's on the transposed
+ * tensors bit for bit; db and the GEMM tiles' dk do when the batch is one
+ * chunk. */
 void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                              int need_dk, int need_db);
 void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,
                           const nn_conv_geom *g, int N, int F, nn_conv_work *w);
 /* Adds into whichever of dx (N, C, H, W), dk (T, F), db (F) is not NULL,
- * from dz (N, F, OH, OW), masked in place by y > 0 first when y (the
- * forward's output) is given; x is the forward's input. */
+ * from dz (N, F, OH, OW), masked by y > 0 when y (the forward's output) is
+ * given -- in its NHWC copies: dz itself is left as it was; x is the
+ * forward's input. */
 void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const float *y,
                            const float *x, const float *k, const nn_conv_geom *g, int N, int F,
                            nn_conv_work *w);

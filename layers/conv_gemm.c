@@ -60,17 +60,6 @@ INLINE int conv_gemm_tile_rows(int V)
 
 int nn_conv_vector_width(void) { return VL; }
 
-void nn_conv_relu_mask(float *dz, const float *y, size_t n)
-{
-    const size_t nv = n / VL;
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < nv; i++) {
-        const vf yv = vload(y + i * VL);
-        vstore(dz + i * VL, (vf)((vi)vload(dz + i * VL) & (yv > (vf){0})));
-    }
-    for (size_t i = nv * VL; i < n; i++) dz[i] = y[i] > 0.0f ? dz[i] : 0.0f;
-}
-
 /* Rows per block of the bias-gradient sums (fixed: the blocking decides the
  * summation order). */
 #define DB_ROWS 256

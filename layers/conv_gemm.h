@@ -4,9 +4,8 @@
  * backward, the bias gradient).
  *
  * Internal to the convolution: layers/conv_core.c dispatches to these,
- * layers/conv_winograd.c runs its 16 products on nn_conv_gemm's tiles, and
- * conv2d.c masks channels_first gradients with nn_conv_relu_mask. What the
- * tiles compute is written plainly in layers/conv_reference.c.
+ * layers/conv_winograd.c runs its products on nn_conv_gemm's tiles. What
+ * the tiles compute is written plainly in layers/conv_reference.c.
  *
  * ld* are row lengths in floats; vector loads may read up to the next
  * multiple of the vector width, so rows are padded to it where noted.
@@ -55,10 +54,6 @@ int nn_conv_dk_groups(const nn_conv_geom *g, int N, int F);
 void nn_conv_backward_kernel(float *dk, const float *xp, int Hp, int Wp, const float *dz, int ldz,
                              const nn_conv_geom *g, int N, int F, float *part, int G);
 
-/* dz[i] = y[i] > 0 ? dz[i] : 0: the ReLU's backward, in place, branch-free
- * (the sign of y is random, which a branch would mispredict half the time).
- * dz, y (n). */
-void nn_conv_relu_mask(float *dz, const float *y, size_t n);
 /* One pass over dz (rows, F): the ReLU mask (when y, same shape, is not
  * NULL) and, when db (F) is not NULL, db += the column sums -- float within
  * fixed blocks of 256 rows, the blocks combined in order in double. part

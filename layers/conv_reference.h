@@ -13,7 +13,7 @@
  * layout.
  *
  * Omits: the fused ReLU of nn_conv_forward (relu: y = max(y, 0) afterwards;
- * its backward masks dz by y > 0 first, nn_conv_relu_mask), threads,
+ * its backward masks dz by y > 0 first, nn_conv_dz_pass), threads,
  * blocking and vectors: these loops are slow on purpose.
  */
 #ifndef NN_LAYERS_CONV_REFERENCE_H

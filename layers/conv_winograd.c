@@ -31,9 +31,9 @@
  * against the direct sums (conv_reference.c).
  *
  * Determinism: every output is computed by one tile whose sums run in an
- * order fixed by the shapes, and the kernel gradient's sum over tiles runs
- * in fixed groups combined in order, so the result is the same for any
- * thread count.
+ * order fixed by the shapes, and the kernel gradient adds fixed blocks of
+ * tiles in order, each element by one thread, so the result is the same
+ * for any thread count (and, for channels_first, any chunking).
  *
  * Omits: F(6x6, 3x3) (another digit of precision lost), other window
  * sizes, strides, dilation.
@@ -254,29 +254,30 @@ INLINE void conv_winograd_input_transform(const int m, float *V, size_t ldv, int
     }
 }
 
-/* V rows hold Cin rounded up to whole vectors, so the last channels are
+/* The channels [c0, c1), c0 a multiple of VL and c1 one or Cin: V rows
+ * hold Cin rounded up to whole vectors, so the last channels are
  * transformed as one vector zero-padded past Cin. */
 INLINE void conv_winograd_input_tile_any(const int m, float *V, size_t ldv, const float *const *d,
-                                         int Cin, const int full)
+                                         int c0, int c1, const int full)
 {
     const int NP = conv_winograd_np(m);
-    int c = 0;
-    for (; c + VL <= Cin; c += VL) {
+    int c = c0;
+    for (; c + VL <= c1; c += VL) {
         vf p[36];
         UNROLL36 for (int i = 0; i < NP; i++) p[i] = full || d[i] ? vload(d[i] + c) : (vf){0};
         conv_winograd_input_transform(m, V, ldv, c, p);
     }
-    if (c < Cin) {
+    if (c < c1) {
         vf p[36];
-        for (int i = 0; i < NP; i++) p[i] = full || d[i] ? vload_part(d[i] + c, Cin - c) : (vf){0};
+        for (int i = 0; i < NP; i++) p[i] = full || d[i] ? vload_part(d[i] + c, c1 - c) : (vf){0};
         conv_winograd_input_transform(m, V, ldv, c, p);
     }
 }
 
 /* The P x P patch at rows i0.., columns j0.. of sample n of x (N, H, W,
- * Cin), zero outside x. Inside x (most tiles) the loads need no test. */
+ * Cin), zero outside x, channels [c0, c1) as above. Inside x (most tiles) the loads need no test. */
 INLINE void conv_winograd_input_patch(const int m, float *V, size_t ldv, const float *x, long n,
-                                      int i0, int j0, int H, int W, int Cin)
+                                      int i0, int j0, int H, int W, int Cin, int c0, int c1)
 {
     const int P = conv_winograd_p(m);
     const float *d[36];
@@ -289,9 +290,9 @@ INLINE void conv_winograd_input_patch(const int m, float *V, size_t ldv, const f
                                : NULL;
         }
     if (full)
-        conv_winograd_input_tile_any(m, V, ldv, d, Cin, 1);
+        conv_winograd_input_tile_any(m, V, ldv, d, c0, c1, 1);
     else
-        conv_winograd_input_tile_any(m, V, ldv, d, Cin, 0);
+        conv_winograd_input_tile_any(m, V, ldv, d, c0, c1, 0);
 }
 
 /* ---- the output transform of one tile: y = A^T M A (+ bias, ReLU) ---- */
@@ -360,7 +361,7 @@ INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t
         int i0, j0;
         conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
         conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy,
-                                  j0 + ox, H, W, Cin);
+                                  j0 + ox, H, W, Cin, 0, Cin);
     }
     for (int xi = 0; xi < NP; xi++)
         nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, (int)(t1 - t0), ldo,
@@ -427,34 +428,30 @@ void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x,
  * dz and the P x P patch d of x its windows read):
  *     dk (3x3) += G^T [ (A z A^T) (.) (B^T d B) ] G
  * so per xi the sum over tiles and channels is a GEMM again, with the
- * reduction running over tiles: dU[xi] (Cin, Cout) += V[xi]^T Z[xi]. */
+ * reduction running over tiles: dU[xi] (Cin, Cout) += V[xi]^T Z[xi].
+ *
+ * Order of the sums: tiles are numbered over the whole batch and cut into
+ * blocks of TB; each block's V^T Z is summed in registers and added to the
+ * one dU of the batch, block after block. Threads share a round of blocks
+ * (one per scratch slot): first they split its tiles' transforms, then the
+ * positions xi, so each dU[xi] is written by one thread in block order,
+ * whatever the thread count. The channels_first passes bring the batch a
+ * chunk of samples at a time (nn_conv_winograd_dk_add): a block cut by the
+ * end of a chunk keeps its transformed tiles in a carry slot beside dU
+ * until the next chunk completes it, so the sums are those of one call on
+ * the whole batch, chunked or not, and dU is transformed back once. */
 
-/* Groups of tile blocks whose partial sums are combined in group order:
- * fixed by the shapes alone, never by the thread count. Up to 16 (enough
- * threads' worth of parallel work), but at least 4 and otherwise no more
- * than fit in 8 MB: each group's partial sums, P*P x Cin x Cout, are
- * zeroed, accumulated and read back once per backward, so at 128 x 128
- * channels (2.4 MB per group with F(4x4)) 16 groups would stream 38 MB
- * three times for no gain on a few cores. */
-static long conv_winograd_dk_groups(long blocks, size_t per_group_floats)
+/* dU, then the carry slot: one slot's transformed tiles (P*P, TB, ldi)
+ * and (P*P, TB, ldo). */
+static size_t conv_winograd_dU_floats(int m, int C, int F)
 {
-    long G = per_group_floats ? (long)(((size_t)8 << 20) / (per_group_floats * sizeof(float))) : 16;
-    if (G < 4) G = 4;
-    if (G > 16) G = 16;
-    if (G > blocks) G = blocks;
-    return G < 1 ? 1 : G;
+    return (size_t)conv_winograd_np(m) * C * conv_winograd_round_up(F, VL);
 }
 
-static long conv_winograd_tile_blocks(int m, const nn_conv_geom *g, int N)
+size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int F)
 {
-    const int TB = conv_winograd_tb(m);
-    return (conv_winograd_tile_count(m, N, g->OH, g->OW) + TB - 1) / TB;
-}
-
-size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int N, int F)
-{
-    const size_t per_group = (size_t)conv_winograd_np(m) * g->C * conv_winograd_round_up(F, VL);
-    return (size_t)conv_winograd_dk_groups(conv_winograd_tile_blocks(m, g, N), per_group) * per_group;
+    return conv_winograd_dU_floats(m, g->C, F) +
+           conv_winograd_slot_floats(m, conv_winograd_round_up(g->C, VL), conv_winograd_round_up(F, VL));
 }
 
 /* r[0..P) = A q[0..m), the m values q[i * qs] (A = (A^T)^T). */
@@ -515,19 +512,13 @@ INLINE void conv_winograd_gt(const int m, vf *t, const vf *v)
     }
 }
 
-/* dk[a][b][c][f..f+VL) += (G^T dU G)[a][b] for the channels f.. of one c:
- * dU summed over the G groups of part, in group order. */
-INLINE void conv_winograd_dk_finish(const int m, float *dk, const float *part, size_t per_group,
-                                    long G, int C, int F, int ldo, int c, int f)
+/* dk[a][b][c][f..f+VL) += (G^T dU G)[a][b] for the channels f.. of one c. */
+INLINE void conv_winograd_dk_finish(const int m, float *dk, const float *dU, int C, int F, int ldo,
+                                    int c, int f)
 {
     const int P = conv_winograd_p(m), NP = P * P, lanes = F - f < VL ? F - f : VL;
     vf u[36], t[18], r[3];
-    UNROLL36 for (int xi = 0; xi < NP; xi++) {
-        const float *at = part + ((size_t)xi * C + c) * ldo + f;
-        vf s = vload(at);
-        for (long gi = 1; gi < G; gi++) s += vload(at + (size_t)gi * per_group);
-        u[xi] = s;
-    }
+    UNROLL36 for (int xi = 0; xi < NP; xi++) u[xi] = vload(dU + ((size_t)xi * C + c) * ldo + f);
     UNROLL for (int j = 0; j < P; j++) { /* t = G^T u, per column */
         vf col[6], tc[3];
         UNROLL for (int i = 0; i < P; i++) col[i] = u[i * P + j];
@@ -549,60 +540,170 @@ INLINE void conv_winograd_dk_finish(const int m, float *dk, const float *part, s
     }
 }
 
-/* The tiles [t0, t1) of one block: x patches into V, dz blocks into Z,
- * and dU += V^T Z for every xi. m is a constant at each call. */
-INLINE void conv_winograd_dk_block(const int m, float *dU, float *V, float *Z, long t0, long t1,
-                                   const float *x, const float *dz, const nn_conv_geom *g, int F)
+/* One thread's slice of dU: rows [c0, c1) and columns [f0, f1) of every
+ * dU[xi], c0 and f0 multiples of VL, c1 <= C, f1 <= F rounded up. */
+typedef struct {
+    int c0, c1, f0, f1;
+    int carry_v, carry_z; /* writes its part of V, Z into the carry slot */
+} conv_winograd_slice;
+
+/* Slice id of nth: the wider of C and F is cut into whole vectors, one run
+ * per thread (none for some threads when there are fewer vectors than
+ * threads); every thread transforms the other operand whole, and the last
+ * thread, whose run is never empty, carries it. */
+static conv_winograd_slice conv_winograd_dk_slice(int C, int F, int id, int nth)
+{
+    const int nc = (C + VL - 1) / VL, nf = (F + VL - 1) / VL;
+    conv_winograd_slice s = {0, C, 0, nf * VL, id == nth - 1, id == nth - 1};
+    if (nf >= nc) {
+        s.f0 = nf * id / nth * VL;
+        s.f1 = nf * (id + 1) / nth * VL;
+        s.carry_z = 1;
+    } else {
+        s.c0 = nc * id / nth * VL;
+        s.c1 = nc * (id + 1) / nth * VL < C ? nc * (id + 1) / nth * VL : C;
+        s.carry_v = 1;
+    }
+    return s;
+}
+
+/* The first n tiles of every xi of one slice, between the slot and the
+ * carry slot (to_slot: carry into slot). */
+static void conv_winograd_dk_carry(int m, float *carry, float *slot, long n, int ldi, int ldo,
+                                   const conv_winograd_slice *s, int to_slot)
+{
+    const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
+    for (int part = 0; part < 2; part++) {
+        const int ld = part ? ldo : ldi, a = part ? s->f0 : s->c0, b = part ? s->f1 : s->c1;
+        const size_t off = part ? (size_t)NP * TB * ldi : 0;
+        if (b <= a || !(to_slot || (part ? s->carry_z : s->carry_v))) continue;
+        for (int xi = 0; xi < NP; xi++)
+            for (long t = 0; t < n; t++) {
+                const size_t at = off + ((size_t)xi * TB + (size_t)t) * ld + (size_t)a;
+                memcpy(to_slot ? slot + at : carry + at, to_slot ? carry + at : slot + at,
+                       (size_t)(b - a) * sizeof *slot);
+            }
+    }
+}
+
+/* One thread's slice of the sum over the tiles [ta, tb) of a batch of
+ * `tiles`, in its own scratch slot: each block's tiles transformed (the
+ * slice's channels of x and of dz), then dU[xi] += V[xi]^T Z[xi] on the
+ * slice, block after block. A block the chunk's end cuts short goes to the
+ * carry slot; the one before ta is already in the slot. x (nb, Hp, Wp, C) and dz
+ * (nb, OH, OW, F) hold the samples from n0. m is a constant at each call. */
+INLINE void conv_winograd_dk_run(const int m, float *dU, float *carry, float *slot, long ta, long tb,
+                                 long tiles, const float *x, const float *dz, long n0,
+                                 const nn_conv_geom *g, int F, const conv_winograd_slice *s)
 {
     const int C = g->C, OH = g->OH, OW = g->OW, NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
     const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
-    for (long t = t0; t < t1; t++) {
-        long n;
-        int i0, j0;
-        conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
-        const float *z[16];
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < m; j++)
-                z[i * m + j] = i0 + i < OH && j0 + j < OW
-                                   ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F
-                                   : NULL;
-        conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0, j0,
-                                  g->Hp, g->Wp, C);
-        conv_winograd_dz_tile(m, Z + (size_t)(t - t0) * ldo, (size_t)TB * ldo, z, F, ldo);
+    float *V = slot, *Z = slot + (size_t)NP * TB * ldi;
+    if (s->c1 <= s->c0 || s->f1 <= s->f0) return;
+    const int fend = F < s->f1 ? F : s->f1; /* the slice's columns of dz */
+    for (long b0 = ta - ta % TB; b0 < tb; b0 += TB) {
+        const long b1 = b0 + TB < tb ? b0 + TB : tb;
+        for (long t = b0 > ta ? b0 : ta; t < b1; t++) {
+            long n;
+            int i0, j0;
+            conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
+            n -= n0;
+            const float *z[16];
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < m; j++)
+                    z[i * m + j] = i0 + i < OH && j0 + j < OW
+                                       ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F + s->f0
+                                       : NULL;
+            const size_t pos = (size_t)(t - b0);
+            conv_winograd_input_patch(m, V + pos * ldi, (size_t)TB * ldi, x, n, i0, j0, g->Hp, g->Wp,
+                                      C, s->c0, s->c1);
+            conv_winograd_dz_tile(m, Z + pos * ldo + s->f0, (size_t)TB * ldo, z, fend - s->f0,
+                                  s->f1 - s->f0);
+        }
+        if (b1 - b0 < TB && b1 < tiles) {
+            conv_winograd_dk_carry(m, carry, slot, b1 - b0, ldi, ldo, s, 0);
+            break;
+        }
+        for (int xi = 0; xi < NP; xi++)
+            nn_conv_gemm_tn_add(dU + ((size_t)xi * C + s->c0) * ldo + s->f0, (size_t)ldo,
+                                s->c1 - s->c0, s->f1 - s->f0, V + (size_t)xi * TB * ldi + s->c0,
+                                (size_t)ldi, (int)(b1 - b0), Z + (size_t)xi * TB * ldo + s->f0,
+                                (size_t)ldo);
     }
-    for (int xi = 0; xi < NP; xi++)
-        nn_conv_gemm_tn_add(dU + (size_t)xi * C * ldo, (size_t)ldo, C, ldo, V + (size_t)xi * TB * ldi,
-                            (size_t)ldi, (int)(t1 - t0), Z + (size_t)xi * TB * ldo, (size_t)ldo);
+}
+
+void nn_conv_winograd_dk_begin(int m, float *part, const nn_conv_geom *g, int F)
+{
+    memset(part, 0, conv_winograd_dU_floats(m, g->C, F) * sizeof *part);
+}
+
+/* Slice id of nth threads, in slot id of scratch. */
+static void conv_winograd_dk_thread(int m, float *part, const float *x, const float *dz,
+                                    const nn_conv_geom *g, long ta, long tb, long tiles, long n0,
+                                    int F, float *scratch, int id, int nth)
+{
+    const int ldi = conv_winograd_round_up(g->C, VL), ldo = conv_winograd_round_up(F, VL);
+    const int TB = conv_winograd_tb(m);
+    const conv_winograd_slice s = conv_winograd_dk_slice(g->C, F, id, nth);
+    float *carry = part + conv_winograd_dU_floats(m, g->C, F);
+    float *slot = scratch + (size_t)id * conv_winograd_slot_floats(m, ldi, ldo);
+    if (ta % TB) {
+        /* The block before ta from the carry slot, which this chunk's last
+         * block may overwrite: no thread starts before all have read it. */
+        if (s.c1 > s.c0 && s.f1 > s.f0) conv_winograd_dk_carry(m, carry, slot, ta % TB, ldi, ldo, &s, 1);
+        if (nth > 1) {
+            #pragma omp barrier
+        }
+    }
+    if (m == 4)
+        conv_winograd_dk_run(4, part, carry, slot, ta, tb, tiles, x, dz, n0, g, F, &s);
+    else
+        conv_winograd_dk_run(2, part, carry, slot, ta, tb, tiles, x, dz, n0, g, F, &s);
+}
+
+void nn_conv_winograd_dk_add(int m, float *part, const float *x, const float *dz,
+                             const nn_conv_geom *g, int N, int n0, int nb, int F, float *scratch,
+                             int slots)
+{
+    const long per = conv_winograd_tile_count(m, 1, g->OH, g->OW);
+    const long ta = per * n0, tb = per * (n0 + nb);
+    if (tb <= ta) return;
+    /* Small sums run on the calling thread (see nn_conv_winograd). The
+     * threads never wait for each other: each owns its slice of dU from the
+     * first tile to the last. */
+    const double macs = (double)(tb - ta) * m * m * 9 * g->C * F;
+    if (slots <= 1 || macs < WINOGRAD_PAR_MIN_MACS) {
+        conv_winograd_dk_thread(m, part, x, dz, g, ta, tb, per * N, n0, F, scratch, 0, 1);
+        return;
+    }
+    #pragma omp parallel num_threads(slots)
+    {
+#ifdef _OPENMP
+        const int id = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int id = 0, nth = 1;
+#endif
+        conv_winograd_dk_thread(m, part, x, dz, g, ta, tb, per * N, n0, F, scratch, id, nth);
+    }
+}
+
+void nn_conv_winograd_dk_end(int m, float *dk, const float *part, const nn_conv_geom *g, int F)
+{
+    const int C = g->C, ldo = conv_winograd_round_up(F, VL);
+    #pragma omp parallel for schedule(static) if ((size_t)C * F > 1024)
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f += VL) {
+            if (m == 4)
+                conv_winograd_dk_finish(4, dk, part, C, F, ldo, c, f);
+            else
+                conv_winograd_dk_finish(2, dk, part, C, F, ldo, c, f);
+        }
 }
 
 void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, const nn_conv_geom *g,
                          int N, int F, float *part, float *scratch, int slots)
 {
-    const int C = g->C, P = conv_winograd_p(m), NP = P * P, TB = conv_winograd_tb(m);
-    const int ldi = conv_winograd_round_up(C, VL), ldo = conv_winograd_round_up(F, VL);
-    const long tiles = conv_winograd_tile_count(m, N, g->OH, g->OW);
-    const size_t per_group = (size_t)NP * C * ldo;
-    const long blocks = conv_winograd_tile_blocks(m, g, N), G = conv_winograd_dk_groups(blocks, per_group);
-    #pragma omp parallel for schedule(static) num_threads(slots)
-    for (long gi = 0; gi < G; gi++) {
-        float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *Z = V + (size_t)NP * TB * ldi;
-        float *dU = part + (size_t)gi * per_group;
-        memset(dU, 0, per_group * sizeof *dU);
-        for (long bk = blocks * gi / G; bk < blocks * (gi + 1) / G; bk++) {
-            const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
-            if (m == 4)
-                conv_winograd_dk_block(4, dU, V, Z, t0, t1, x, dz, g, F);
-            else
-                conv_winograd_dk_block(2, dU, V, Z, t0, t1, x, dz, g, F);
-        }
-    }
-    /* Groups combine in order; then dk += G^T dU G per channel pair. */
-    #pragma omp parallel for schedule(static) if ((size_t)C * F > 1024)
-    for (int c = 0; c < C; c++)
-        for (int f = 0; f < F; f += VL) {
-            if (m == 4)
-                conv_winograd_dk_finish(4, dk, part, per_group, G, C, F, ldo, c, f);
-            else
-                conv_winograd_dk_finish(2, dk, part, per_group, G, C, F, ldo, c, f);
-        }
+    nn_conv_winograd_dk_begin(m, part, g, F);
+    nn_conv_winograd_dk_add(m, part, x, dz, g, N, 0, N, F, scratch, slots);
+    nn_conv_winograd_dk_end(m, dk, part, g, F);
 }

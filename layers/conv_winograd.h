@@ -44,11 +44,22 @@ void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x,
 
 /* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
  * F(3x3, m x m) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
- * is the input with its padding, dz (N, OH, OW, F). The sum over m x m tiles
- * runs in fixed groups combined in order; part holds
- * nn_conv_winograd_dk_size() floats. */
-size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int N, int F);
+ * is the input with its padding, dz (N, OH, OW, F). The sum over m x m
+ * tiles runs in fixed blocks added in order, so it does not depend on the
+ * thread count; part holds nn_conv_winograd_dk_size() floats. */
+size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int F);
 void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, const nn_conv_geom *g,
                          int N, int F, float *part, float *scratch, int slots);
+/* The same sum brought a chunk of samples at a time: _begin, then _add for
+ * the samples [n0, n0 + nb) of the batch of N, chunk after chunk in sample
+ * order (x and dz hold only the chunk's samples), then _end adds the sum
+ * into dk. part carries the sums from one call to the next; scratch may
+ * serve other kernels in between. The result equals nn_conv_winograd_dk's
+ * on the whole batch bit for bit, however the batch is cut. */
+void nn_conv_winograd_dk_begin(int m, float *part, const nn_conv_geom *g, int F);
+void nn_conv_winograd_dk_add(int m, float *part, const float *x, const float *dz,
+                             const nn_conv_geom *g, int N, int n0, int nb, int F, float *scratch,
+                             int slots);
+void nn_conv_winograd_dk_end(int m, float *dk, const float *part, const nn_conv_geom *g, int F);
 
 #endif

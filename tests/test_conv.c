@@ -599,6 +599,8 @@ static void test_tiled_conv_matches_direct_loop(void **state)
     check_direct(2, 20, 18, 8, 40, 3, 1, 2, 1);  /* dilation: one segment per tap */
     check_direct(3, 9, 30, 3, 100, 5, 1, 1, 0);  /* F = 64 + 36: two column groups */
     check_direct(13, 30, 30, 1, 32, 3, 1, 1, 0); /* MNIST's first: channels_first in 2 chunks */
+    check_direct(24, 40, 40, 3, 16, 7, 2, 1, 1); /* an RGB stem: channels_first in chunks of 21
+                                                 * and 3, its NHWC input kept for dkernel */
 }
 
 /* ---- Winograd and the GEMM tiles on the same input ----
@@ -681,6 +683,7 @@ static conv_result run_path(int path, int nchw, nn_conv_geom g, int N, int F, co
         .kt = conv_scratch(z.kt), .dcol = conv_scratch(z.dcol), .db = conv_scratch(z.db),
         .wk = conv_scratch(z.wk), .wkt = conv_scratch(z.wkt), .ws = conv_scratch(z.ws),
         .yn = conv_scratch(z.yn), .dxn = conv_scratch(z.dxn), .ws_slots = z.ws_slots,
+        .xp_whole = z.xp_whole,
     };
     conv_result r = conv_result_alloc(ny, nx, nk, F);
     memcpy(r.dx, pre->dx, nx * sizeof(float));
@@ -773,12 +776,24 @@ static void check_paths(int N, int H, int W, int C, int F, int same)
                                     NN_CONV_PATH_WINOGRAD_F4};
     static const char *const names[3] = {"gemm", "winograd F(2x2)", "winograd F(4x4)"};
     const double bound[3] = {16.0, 16.0, WINOGRAD_F4_BOUND};
-    conv_result r[3];
+    conv_result r[3], last[3];
     for (int run = 0; run < 6; run++) {
         /* Each path NHWC, then NCHW (in chunks of samples). */
         const int p = run % 3, nchw = run >= 3;
-        if (nchw) conv_result_free(&r[p]);
+        if (nchw) last[p] = r[p];
         r[p] = run_path(path_ids[p], nchw, g, N, F, x, k, b, dy, &pre);
+        if (nchw) {
+            /* The chunks run the NHWC kernels on the same sums: y and dx
+             * per element, Winograd's dk over the whole batch in its
+             * transformed domain; the GEMM tiles' dk adds per-chunk sums. */
+            if (memcmp(r[p].y, last[p].y, ny * sizeof(float)))
+                fail_msg("%s: y (%s): NCHW differs from NHWC", shape, names[p]);
+            if (memcmp(r[p].dx, last[p].dx, nx * sizeof(float)))
+                fail_msg("%s: dx (%s): NCHW differs from NHWC", shape, names[p]);
+            if (p > 0 && memcmp(r[p].dk, last[p].dk, nk * sizeof(float)))
+                fail_msg("%s: dkernel (%s): NCHW differs from NHWC", shape, names[p]);
+            conv_result_free(&last[p]);
+        }
         const float *got[3] = {r[p].y, r[p].dx, r[p].dk}, *want[3] = {ref.y, ref.dx, ref.dk};
         const float *Sv[3] = {S.y, S.dx, S.dk};
         const size_t n[3] = {ny, nx, nk};
@@ -826,6 +841,8 @@ static void test_winograd_and_gemm_agree(void **state)
                                         * NCHW in chunks of 3 and 1 samples */
     check_paths(5, 20, 20, 64, 64, 1); /* NCHW: chunks of 4 and 1 */
     check_paths(3, 30, 30, 40, 72, 1); /* NCHW: chunks of 2 and 1 */
+    check_paths(40, 32, 32, 3, 16, 1); /* NCHW: chunks of 13 and 1, the NHWC input kept; Winograd's
+                                        * dkernel blocks cut by the chunks */
 }
 
 /* ---- maxpool2d: channels_first's lanes against one window at a time ---- */
