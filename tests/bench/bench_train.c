@@ -18,7 +18,12 @@
  * the timed loop, as in training. One JSON object per line, with a "network"
  * field, also appended to build/bench/train.jsonl for
  * tests/bench/torch_train.py.
- * With a spec path as argument only that network runs, named after the file.
+ * With a spec path as argument only that network runs, named after the file
+ * (`build/bench/bench_train examples/fashion_resnet.txt`, then
+ * `tests/bench/torch_train.py fashion_resnet`, gives the residual network's
+ * rows alone, on Fashion-MNIST as in the full run); a thread count (1 or 2)
+ * after the path runs only that one, without the sgemm reference, for
+ * profiling.
  * The image layers take the framework's default data format, so
  * NN_IMAGE_DATA_FORMAT=channels_first trains the same networks in NCHW (the
  * 28x28x1 images are the same bytes in both layouts); the "data_format"
@@ -74,6 +79,9 @@ typedef struct bench_train_data {
     const char *name; /* "mnist", "fashion-mnist" or "noise" */
 } bench_train_data;
 
+/* 1 or 2 when the command line asks for one thread count only, else 0. */
+static int bench_train_only_threads;
+
 /* Times one network for 1 and 2 threads, each in a child process; prints
  * and logs one line per thread count. Returns 0, or 1 when a child failed. */
 static int bench_train_network(const char *network, const char *spec, const bench_train_data *d,
@@ -84,6 +92,7 @@ static int bench_train_network(const char *network, const char *spec, const benc
     float *batch = malloc(sizeof(float) * BATCH * 784);
     if (!batch) return 1;
     for (int threads = 1; threads <= 2; threads++) {
+        if (bench_train_only_threads && threads != bench_train_only_threads) continue;
         /* Each thread count trains in its own process, so each peak
          * resident memory is its own (the twin script does the same). */
         fflush(NULL);
@@ -234,16 +243,18 @@ int main(int argc, char **argv)
     if (system("mkdir -p build/bench") == 0) log = fopen("build/bench/train.jsonl", "w");
     bench_train_data fashion = {0};
     int failed = 0;
-    if (argc > 1) {
-        char name[256];
-        bench_train_network_name(name, sizeof name, argv[1]);
+    char name[256] = "";
+    if (argc > 1) bench_train_network_name(name, sizeof name, argv[1]);
+    if (argc > 2) bench_train_only_threads = atoi(argv[2]) == 2 ? 2 : 1;
+    if (argc > 1 && strcmp(name, "fashion_resnet"))
         failed = bench_train_network(name, argv[1], &mnist, fmt, log);
-    } else {
-        failed = bench_train_network("mnist_cnn", "examples/mnist_cnn.txt", &mnist, fmt, log);
+    else {
+        if (argc == 1) failed = bench_train_network("mnist_cnn", "examples/mnist_cnn.txt", &mnist, fmt, log);
         /* A forked child's peak resident memory starts from the pages it
          * shares with its parent, so each network's training set is loaded
          * only after the other's children are done, and MNIST's is freed
-         * before the residual network runs on Fashion-MNIST. */
+         * before the residual network runs on Fashion-MNIST (alone, too, so
+         * its rows match the full run's). */
         if (!failed && bench_train_load_fashion("/usr/share/datasets/fashion-mnist", &fashion) == 0) {
             if (real)
                 nn_mnist_free(&data);
@@ -258,7 +269,8 @@ int main(int argc, char **argv)
             failed = bench_train_network("fashion_resnet", "examples/fashion_resnet.txt",
                                          fashion.bytes ? &fashion : &mnist, fmt, log);
     }
-    for (int threads = 1; threads <= 2 && !failed; threads++) {
+    /* The reference rate is left out when one thread count is profiled. */
+    for (int threads = 1; threads <= 2 && !failed && !bench_train_only_threads; threads++) {
         nn_set_threads(threads);
         char line[256];
         snprintf(line, sizeof line, "{\"side\":\"nn\",\"op\":\"sgemm\",\"n\":2048,\"threads\":%d,\"gflops\":%.1f}",

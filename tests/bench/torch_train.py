@@ -210,7 +210,9 @@ def main():
                     nn[o.get("network", "mnist_cnn"), o["threads"]] = o
     except OSError:
         print("note: build/bench/train.jsonl missing; run bench_train first for ratios")
-    for network in ("mnist_cnn", "fashion_resnet"):
+    # A network name as argument runs only that network's rows.
+    networks = [a for a in sys.argv[1:] if a in ("mnist_cnn", "fashion_resnet")] or ["mnist_cnn", "fashion_resnet"]
+    for network in networks:
         for config, extra in (("debian-default", {}), ("best", BEST_ENV)):
             layout = RESNET_BEST_LAYOUT if config == "best" and network == "fashion_resnet" else "contiguous"
             for threads in (1, 2):
