@@ -6,43 +6,14 @@
  * model_load.h. */
 #include "nn/model_load.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "nn/io/atomic_file.h"
 #include "nn/io/checkpoint.h"
 #include "nn/io/safetensors.h"
-
-/* The whole of path, malloc'ed. */
-static nn_status model_load_read_all(const char *path, uint8_t **data, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_error(NN_ERR_IO, "%s: cannot open model file: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return nn_error(NN_ERR_IO, "%s: not a regular file", path);
-    }
-    const size_t n = (size_t)st.st_size;
-    uint8_t *p = malloc(n ? n : 1);
-    if (!p) {
-        fclose(f);
-        return nn_error(NN_ERR_MEMORY, "%s: out of memory for %zu bytes", path, n);
-    }
-    const size_t got = fread(p, 1, n, f);
-    const int err = ferror(f);
-    fclose(f);
-    if (err || got != n) {
-        free(p);
-        return nn_error(NN_ERR_IO, "%s: read error after %zu of %zu bytes", path, got, n);
-    }
-    *data = p;
-    *len = n;
-    return NN_OK;
-}
 
 /* Replaces the last message by "<path>: <what>: <last message>". */
 static nn_status model_load_wrap(nn_status s, const char *path, const char *what)
@@ -142,7 +113,7 @@ nn_status nn_model_load(const char *path, nn_model **out)
     if (!path) return nn_error(NN_ERR_ARG, "nn_model_load: path is NULL");
     uint8_t *data = NULL;
     size_t len = 0;
-    NN_TRY(model_load_read_all(path, &data, &len));
+    NN_TRY(nn_file_read_all(path, "model file", &data, &len));
     static const char magic[8] = NN_CHECKPOINT_MAGIC;
     nn_status s;
     if (len >= 8 && !memcmp(data, magic, 8))

@@ -206,3 +206,32 @@ nn_status nn_atomic_file_save(const char *path, const void *data, size_t len)
     NN_TRY(nn_atomic_file_write(&af, data, len));
     return nn_atomic_file_commit(&af);
 }
+
+nn_status nn_file_read_all(const char *path, const char *what, uint8_t **data, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nn_error(NN_ERR_IO, "%s: cannot open%s%s: %s", path, what ? " " : "", what ? what : "",
+                        strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return nn_error(NN_ERR_IO, "%s: not a regular file", path);
+    }
+    const size_t n = (size_t)st.st_size;
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) {
+        fclose(f);
+        return nn_error(NN_ERR_MEMORY, "%s: out of memory for %zu bytes", path, n);
+    }
+    const size_t got = fread(p, 1, n, f);
+    const int err = ferror(f);
+    fclose(f);
+    if (err || got != n) {
+        free(p);
+        return nn_error(NN_ERR_IO, "%s: read error after %zu of %zu bytes", path, got, n);
+    }
+    *data = p;
+    *len = n;
+    return NN_OK;
+}

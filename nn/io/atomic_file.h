@@ -36,6 +36,7 @@
 #define NN_IO_ATOMIC_FILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "tensor/status.h"
@@ -76,5 +77,13 @@ nn_status nn_atomic_file_write_floats_le(nn_atomic_file *af, const float *x, siz
 
 /* open + write + commit of one buffer. */
 nn_status nn_atomic_file_save(const char *path, const void *data, size_t len);
+
+/* The reading side, shared by the loaders (checkpoints, model files, ONNX):
+ * the whole of the regular file path in *data (malloc'ed, the caller's to
+ * free; at least 1 byte allocated) and its size in *len. Errors name path:
+ * it cannot be opened ("cannot open <what>", or "cannot open" when what is
+ * NULL, with the system's reason), is not a regular file, memory, or a
+ * short read (how many bytes of how many); *data is then untouched. */
+nn_status nn_file_read_all(const char *path, const char *what, uint8_t **data, size_t *len);
 
 #endif

@@ -6,13 +6,11 @@
  * are none yet), partial loads (a subset of layers), memory-mapped reads. */
 #include "nn/io/checkpoint.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <zlib.h>
 
 #include "nn/io/atomic_file.h"
@@ -269,33 +267,6 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
 }
 
 /* ---- loading -------------------------------------------------------------- */
-
-static nn_status checkpoint_read_all(const char *path, uint8_t **data, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_error(NN_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return nn_error(NN_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *p = malloc(n ? n : 1);
-    if (!p) {
-        fclose(f);
-        return nn_error(NN_ERR_MEMORY, "%s: out of memory for %zu bytes", path, n);
-    }
-    size_t got = fread(p, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err || got != n) {
-        free(p);
-        return nn_error(NN_ERR_IO, "%s: read error after %zu of %zu bytes", path, got, n);
-    }
-    *data = p;
-    *len = n;
-    return NN_OK;
-}
 
 /* Writes into out the space-separated tokens of a that are not in b. */
 static void checkpoint_tokens_missing(const char *a, const char *b, char *out, size_t cap)
@@ -656,7 +627,7 @@ nn_status nn_checkpoint_load(const char *path, nn_model *m, optim *opt, void *ex
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_checkpoint_load: build the model first");
     uint8_t *data = NULL;
     size_t len = 0;
-    NN_TRY(checkpoint_read_all(path, &data, &len));
+    NN_TRY(nn_file_read_all(path, "checkpoint", &data, &len));
     nn_status s = checkpoint_load_image(path, data, len, m, opt, extra, extra_cap, extra_len);
     free(data);
     return s;

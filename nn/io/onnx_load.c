@@ -19,15 +19,14 @@
  * shapes follow nn's own rules. Only when the whole graph has translated is
  * the model created, built and filled: nothing is half-built.
  */
+#include "nn/io/atomic_file.h"
 #include "nn/io/onnx.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "nn/io/onnx_graph.h"
 #include "nn/io/onnx_schema.h"
@@ -1255,25 +1254,10 @@ nn_status nn_onnx_load(const char *path, nn_model **out)
     if (!out) return nn_error(NN_ERR_ARG, "nn_onnx_load: out is NULL");
     *out = NULL;
     if (!path) return nn_error(NN_ERR_ARG, "nn_onnx_load: path is NULL");
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_error(NN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return nn_error(NN_ERR_IO, "%s: not a regular file", path);
-    }
-    const size_t n = (size_t)st.st_size;
-    unsigned char *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return nn_error(NN_ERR_MEMORY, "%s: out of memory for %zu bytes", path, n);
-    }
-    const size_t got = fread(buf, 1, n, f);
-    const int err = ferror(f);
-    fclose(f);
-    nn_status s = err || got != n ? nn_error(NN_ERR_IO, "%s: read error after %zu of %zu bytes",
-                                             path, got, n)
-                                  : nn_onnx_parse(buf, n, path, out);
+    uint8_t *buf;
+    size_t n;
+    NN_TRY(nn_file_read_all(path, NULL, &buf, &n));
+    const nn_status s = nn_onnx_parse(buf, n, path, out);
     free(buf);
     return s;
 }
