@@ -54,7 +54,6 @@ static const char *const corr_name[N_CORR] = {"input", "conv2d_1", "conv2d_2"};
 static const char *const group_name[N_GROUPS] = {"conv2d_1", "conv2d_2", "dense_1", "dense_2"};
 
 /* Tags that give each random stream of a seed its own key. */
-#define TAG_SUBSET 0x737562736574ull /* "subset" */
 #define TAG_ORDER 0x6f72646572ull    /* "order" */
 #define TAG_MODEL 0x6d6f64656cull    /* "model" */
 #define TAG_MAPS 0x6d617073ull       /* "maps" */
@@ -177,23 +176,6 @@ static void study_tensor(tensor *x, float *buf, int b)
     memset(x, 0, sizeof *x);
     x->data = buf;
     NN_ASSERT(tensor_set_shape(x, 4, shape) == NN_OK);
-}
-
-/* The first n of a seeded permutation of 0..total-1. */
-static int *study_subset(int total, int n, uint64_t seed)
-{
-    int *all = malloc((size_t)total * sizeof *all);
-    if (!all) return NULL;
-    for (int i = 0; i < total; i++) all[i] = i;
-    tensor_rng r;
-    tensor_rng_seed(&r, tensor_hash3(seed, TAG_SUBSET, (uint64_t)n));
-    for (int i = 0; i < n; i++) {
-        const int j = i + (int)tensor_rng_below(&r, (uint32_t)(total - i));
-        const int t = all[i];
-        all[i] = all[j];
-        all[j] = t;
-    }
-    return all;
 }
 
 /* ------------------------------------------------------------- evaluation */

@@ -63,7 +63,6 @@ static const int res_factor[N_RES] = {1, 2, 4};
 
 #define IMG 28
 /* Tags that give each random stream of a seed its own key. */
-#define TAG_SUBSET 0x737562736574ull /* "subset" */
 #define TAG_ORDER 0x6f72646572ull    /* "order" */
 #define TAG_MODEL 0x6d6f64656cull    /* "model" */
 #define TAG_MAPS 0x6d617073ull       /* "maps" */
@@ -178,23 +177,6 @@ static void s2_fill(float *dst, int *lab, const uint8_t *images, const uint8_t *
         s2_upsample(dst + (size_t)i * S2, images + (size_t)k * IMG * IMG, s);
         lab[i] = labels[k];
     }
-}
-
-/* The first n of a seeded permutation of 0..total-1 (the first study's). */
-static int *s2_subset(int total, int n, uint64_t seed)
-{
-    int *all = malloc((size_t)total * sizeof *all);
-    if (!all) return NULL;
-    for (int i = 0; i < total; i++) all[i] = i;
-    tensor_rng r;
-    tensor_rng_seed(&r, tensor_hash3(seed, TAG_SUBSET, (uint64_t)n));
-    for (int i = 0; i < n; i++) {
-        const int j = i + (int)tensor_rng_below(&r, (uint32_t)(total - i));
-        const int t = all[i];
-        all[i] = all[j];
-        all[j] = t;
-    }
-    return all;
 }
 
 /* Eval-mode mean loss and accuracy on the first n test images of d at
@@ -831,7 +813,7 @@ int main(int argc, char **argv)
         w.data = &data[d];
         for (int sd = 0; st == NN_OK && sd < cfg.seeds; sd++) {
             const uint64_t seed = (uint64_t)sd + 1;
-            int *subset = s2_subset(data[d].n_train, cfg.n_train, seed);
+            int *subset = study_subset(data[d].n_train, cfg.n_train, seed);
             if (!subset) {
                 st = nn_error(NN_ERR_MEMORY, "dropout_study2: out of memory");
                 break;

@@ -9,12 +9,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "tensor/random.h"
 #include "tensor/status.h"
 
 static double study_now(void)
@@ -68,6 +70,24 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     if (errno || *end || end == s || v < lo || v > hi) return 0;
     *out = (int)v;
     return 1;
+}
+
+/* The first n of a seeded permutation of 0..total-1, drawn from (seed, n)
+ * (malloc'ed; NULL when out of memory): both studies' training subsets. */
+static int *study_subset(int total, int n, uint64_t seed)
+{
+    int *all = malloc((size_t)total * sizeof *all);
+    if (!all) return NULL;
+    for (int i = 0; i < total; i++) all[i] = i;
+    tensor_rng r;
+    tensor_rng_seed(&r, tensor_hash3(seed, 0x737562736574ull /* "subset" */, (uint64_t)n));
+    for (int i = 0; i < n; i++) {
+        const int j = i + (int)tensor_rng_below(&r, (uint32_t)(total - i));
+        const int t = all[i];
+        all[i] = all[j];
+        all[j] = t;
+    }
+    return all;
 }
 
 #endif
