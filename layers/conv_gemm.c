@@ -124,7 +124,7 @@ INLINE void conv_gemm_tile_fma(vf acc[RMAX][VMAX], const float *restrict a, size
     UNROLL for (int r = 0; r < R; r++) {
         if (r < rr) {
             const vf x = splat(a[r * as]);
-            UNROLL for (int v = 0; v < V; v++) acc[r][v] += x * bv[v];
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = vfma(x, bv[v], acc[r][v]);
         }
     }
 }

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #if defined(__AVX512F__)
 #define VL 16
 #elif defined(__AVX__)
@@ -43,6 +47,24 @@ INLINE vf vload_part(const float *p, int n)
     vf v = {0};
     memcpy(&v, p, (size_t)n * sizeof(float));
     return v;
+}
+
+/* a * b + c, rounded once wherever the machine has FMA. Written out rather
+ * than left to contraction: GCC's tuning for some CPUs (-mtune=znver3, which
+ * -march=native picks there) splits FMA chains into a multiply and an add,
+ * and the results would then depend on the -mtune the library was built
+ * with. */
+INLINE vf vfma(vf a, vf b, vf c)
+{
+#if defined(__FMA__) && VL == 16
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && VL == 8
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__FMA__)
+    return (vf)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)c);
+#else
+    return a * b + c;
+#endif
 }
 
 /* A vector of copies of a: x - 0 is x for every float (0 + x is not, for
