@@ -288,10 +288,14 @@ static void batchnorm_normalize(float *y, const float *x, const float *mean, con
 
 /* dx += k1 * (g - k2 - (x - mean) * k3) per channel, g = dy or with relu
  * dy masked by y (batchnorm_mask);  dx, dy, y, x (outer, C, inner), the
- * rest (C). */
+ * rest (C). over: dx is dy's storage (the graph's grad_in_place), and gets
+ * 0 + k1 * (...) -- what adding into the zeroed gradient it would
+ * otherwise have gives, bit for bit -- each element written after its g
+ * is read. */
 INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const float *x,
                               const float *mean, const float *k1, const float *k2,
-                              const float *k3, size_t outer, int C, size_t inner, int relu)
+                              const float *k3, size_t outer, int C, size_t inner, int relu,
+                              int over)
 {
     const size_t row = (size_t)C * inner;
     const int cv = C / VL * VL;
@@ -303,14 +307,15 @@ INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const 
             for (int c = 0; c < cv; c += VL) {
                 const size_t e = r + c;
                 const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
-                vstore(dx + e, vload(dx + e) + vload(k1 + c) * (g - vload(k2 + c) -
-                                                               (vload(x + e) - vload(mean + c)) *
-                                                                   vload(k3 + c)));
+                const vf d0 = over ? splat(0.0f) : vload(dx + e);
+                vstore(dx + e, d0 + vload(k1 + c) * (g - vload(k2 + c) -
+                                                     (vload(x + e) - vload(mean + c)) *
+                                                         vload(k3 + c)));
             }
             for (int c = cv; c < C; c++) {
                 const size_t e = r + c;
                 const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
-                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+                dx[e] = (over ? 0.0f : dx[e]) + k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
             }
             continue;
         }
@@ -320,24 +325,28 @@ INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const 
             for (size_t i = 0; i < iv; i += VL) {
                 const size_t e = base + i;
                 const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
-                vstore(dx + e, vload(dx + e) + v1 * (g - v2 - (vload(x + e) - vm) * v3));
+                const vf d0 = over ? splat(0.0f) : vload(dx + e);
+                vstore(dx + e, d0 + v1 * (g - v2 - (vload(x + e) - vm) * v3));
             }
             for (size_t i = iv; i < inner; i++) {
                 const size_t e = base + i;
                 const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
-                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+                dx[e] = (over ? 0.0f : dx[e]) + k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
             }
         }
     }
 }
 
-/* y: the output, for relu's mask; NULL without relu. */
+/* y: the output, for relu's mask; NULL without relu. dx may be dy itself. */
 static void batchnorm_dx(float *dx, const float *dy, const float *y, const float *x,
                          const float *mean, const float *k1, const float *k2, const float *k3,
                          size_t outer, int C, size_t inner)
 {
-    if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1);
-    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0);
+    const int over = dx == dy;
+    if (y && over) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1, 1);
+    else if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1, 0);
+    else if (over) batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0, 1);
+    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0, 0);
 }
 
 static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
@@ -416,6 +425,8 @@ static void batchnorm_backward(nn_node *n)
     const int C = s->C;
     const size_t outer = (size_t)x->shape[0] * s->pre, inner = (size_t)s->inner;
     const double M = (double)outer * inner;
+    /* dy may be x->grad's storage too (grad_in_place): batchnorm_dx reads
+     * it after the sums and overwrites it with dx. */
     const float *dy = y->grad;
     /* sum(dy * (x - mean)); times inv_std it is sum(dy * x_hat). */
     double *sum_dy = c->part, *sum_dyxc = c->part + C, *part = c->part + 2 * C;
@@ -503,7 +514,12 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     if (gamma) in[n_in++] = gamma;
     if (beta) in[n_in++] = beta;
     nn_node *node = nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
-    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (node) {
+        node->saves_output = node->output_is_mask = s->activation == NN_ACT_RELU;
+        /* dx is elementwise once the sums over dy are taken: it can be
+         * written over dy, which saves a gradient buffer the size of x. */
+        node->grad_in_place = 1;
+    }
     if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;

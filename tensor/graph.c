@@ -321,6 +321,16 @@ static void graph_release_out_grad(nn_graph *g, nn_node *n)
     y->grad = NULL;
 }
 
+/* grad_in_place applies to in[0] when every other input is a parameter
+ * (batchnorm's gamma and beta): their gradients have buffers of their own,
+ * so only in[0]'s can be the one out->grad turns into. */
+static int graph_in_place_inputs(const nn_node *n)
+{
+    for (int k = 1; k < n->n_in; k++)
+        if (n->in[k] && (!(n->in[k]->flags & TENSOR_PARAM) || n->in[k] == n->in[0])) return 0;
+    return 1;
+}
+
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 {
     return nn_graph_backward_seed(g, loss, 1.0f);
@@ -356,8 +366,9 @@ nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
         tensor *x = n->in[0];
         /* Every consumer of out has run (reverse order), and x has no
          * gradient yet, so nothing else is in either buffer. */
-        if (n->grad_in_place && n->n_in == 1 && !x->grad && (x->flags & TENSOR_REQUIRES_GRAD) &&
-            !(x->flags & TENSOR_PARAM) && x->size == n->out->size) {
+        if (n->grad_in_place && graph_in_place_inputs(n) && !x->grad &&
+            (x->flags & TENSOR_REQUIRES_GRAD) && !(x->flags & TENSOR_PARAM) &&
+            x->size == n->out->size) {
             x->grad = n->out->grad;
             graph_buf_share(g, x, n->out);
         }

@@ -49,6 +49,11 @@ struct nn_node {
     nn_backward_fn backward;
     void *ctx;                         /* op-defined, in the arena */
     int saves_output;                  /* backward reads out->data */
+    /* ... only as a ReLU's mask, out > 0, passing no gradient where it is
+     * not: scaling out in place by factors >= 0 whose zeros also zero the
+     * gradient that comes back (spatial dropout) changes nothing backward
+     * computes. */
+    int output_is_mask;
     /* out is a view of in[0] (same size) whose gradient may share in[0]'s
      * grad storage: every backward adds into its inputs' grads, so what
      * out's consumers add lands in in[0]'s gradient directly, and this
@@ -56,9 +61,11 @@ struct nn_node {
      * in[0]->grad). Saves a copy of the gradient. */
     int grad_is_input;
     /* backward can turn out->grad into in[0]'s gradient in place (same
-     * size, elementwise): when in[0] has no gradient yet, the graph hands
-     * it out->grad's storage, and the node's backward, seeing out->grad ==
-     * in[0]->grad, overwrites instead of adding. out->grad then holds dx. */
+     * size, elementwise once any sums over out->grad are taken): when
+     * in[0] has no gradient yet and every other input is a parameter, the
+     * graph hands in[0] out->grad's storage, and the node's backward,
+     * seeing out->grad == in[0]->grad, overwrites instead of adding.
+     * out->grad then holds dx. */
     int grad_in_place;
     /* Set and read by the graph only: the pool buffer holding out's
      * gradient (its index + 1, 0 when out's gradient is not the node's to
