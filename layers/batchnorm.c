@@ -86,6 +86,32 @@ INLINE vf batchnorm_mask(vf dy, vf y)
 }
 INLINE float batchnorm_mask1(float dy, float y) { return y > 0.0f ? 0.0f + dy : 0.0f; }
 
+/* Four lanes in double: the channels-last statistics accumulate in these
+ * rather than in vd, whose 2 * VL doubles GCC keeps on the stack when they
+ * exceed a register (with AVX2 the loop ran from memory, at a tenth of its
+ * speed). The same operations lane by lane, so the same sums. */
+typedef float bn_f4 __attribute__((vector_size(4 * sizeof(float))));
+typedef double bn_d4 __attribute__((vector_size(4 * sizeof(double))));
+#define BN_Q (VL / 4)
+
+/* *r = p[0..4) in double (through a pointer: a 32-byte vector passed by
+ * value has another ABI in builds without AVX). */
+INLINE void batchnorm_wide4(bn_d4 *r, const float *p)
+{
+    bn_f4 f;
+    memcpy(&f, p, sizeof f);
+    *r = __builtin_convertvector(f, bn_d4);
+}
+
+/* Keeps *v from being fused into a multiply-add with the addition that
+ * follows: the sums are defined with a rounded product, as vd's code (and
+ * the scalar tail) computes them, whatever the compiler's contraction. */
+#ifdef __AVX__
+#define BATCHNORM_ROUNDED(v) __asm__("" : "+x"(v))
+#else
+#define BATCHNORM_ROUNDED(v) __asm__("" : "+m"(v))
+#endif
+
 /* The lanes of v added in lane order. */
 INLINE double batchnorm_hsum(const vd *v)
 {
@@ -140,21 +166,33 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
             /* Channels-last: lanes are channels; each vector of channels
              * runs down the block's rows. */
             for (int c = 0; c < cv; c += VL) {
-                const vd sh = batchnorm_wide(vload(shift + c));
-                vd a1 = {0}, a2 = {0};
+                bn_d4 sh[BN_Q], a1[BN_Q], a2[BN_Q];
+                for (int q = 0; q < BN_Q; q++) {
+                    batchnorm_wide4(&sh[q], shift + c + 4 * q);
+                    a1[q] = a2[q] = (bn_d4){0};
+                }
                 for (size_t o = o0; o < o1; o++) {
-                    const vd d = batchnorm_wide(vload(x + o * C + c)) - sh;
                     const size_t e = o * C + c;
-                    const vd a = !backward ? d
-                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(dy + e), vload(y + e)))
-                                           : batchnorm_wide(vload(dy + e));
-                    a1 += a;
-                    a2 += a * d;
+                    float gl[VL];
+                    if (backward)
+                        vstore(gl, relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e));
+                    UNROLL for (int q = 0; q < BN_Q; q++) {
+                        bn_d4 d, a;
+                        batchnorm_wide4(&d, x + e + 4 * q);
+                        d -= sh[q];
+                        if (backward) batchnorm_wide4(&a, gl + 4 * q);
+                        else a = d;
+                        bn_d4 prod = a * d;
+                        BATCHNORM_ROUNDED(prod);
+                        a1[q] += a;
+                        a2[q] += prod;
+                    }
                 }
-                for (int j = 0; j < VL; j++) {
-                    p1[c + j] = a1[j];
-                    p2[c + j] = a2[j];
-                }
+                for (int q = 0; q < BN_Q; q++)
+                    for (int j = 0; j < 4; j++) {
+                        p1[c + 4 * q + j] = a1[q][j];
+                        p2[c + 4 * q + j] = a2[q][j];
+                    }
             }
             for (int c = cv; c < C; c++) {
                 double a1 = 0.0, a2 = 0.0;
