@@ -47,6 +47,8 @@ struct nn_graph {
     unsigned long generation; /* 1 + resets so far */
     grad_buf *bufs;
     int n_bufs, cap_bufs;
+    void *scratch; /* nn_graph_scratch_reserve */
+    size_t scratch_bytes;
 };
 
 static arena_block *graph_block_new(size_t size)
@@ -98,8 +100,24 @@ void nn_graph_free(nn_graph *g)
     for (int i = 0; i < g->n_bufs; i++) tensor_aligned_free(g->bufs[i].mem);
     free(g->bufs);
     free(g->nodes);
+    tensor_aligned_free(g->scratch);
     free(g);
 }
+
+void *nn_graph_scratch_reserve(nn_graph *g, size_t bytes)
+{
+    if (bytes <= g->scratch_bytes) return g->scratch;
+    /* The old buffer goes first: nothing in it is kept, and the peak stays
+     * the larger buffer alone. */
+    tensor_aligned_free(g->scratch);
+    g->scratch = tensor_aligned_alloc(bytes);
+    g->scratch_bytes = g->scratch ? bytes : 0;
+    if (!g->scratch) nn_error(NN_ERR_MEMORY, "nn_graph_scratch_reserve: out of memory for %zu bytes", bytes);
+    return g->scratch;
+}
+
+void *nn_graph_scratch(const nn_graph *g) { return g->scratch; }
+size_t nn_graph_scratch_bytes(const nn_graph *g) { return g->scratch_bytes; }
 
 void nn_graph_reset(nn_graph *g)
 {

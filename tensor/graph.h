@@ -92,6 +92,19 @@ tensor *nn_graph_tensor(nn_graph *g, int rank, const int *shape);
 /* An arena tensor header over existing storage (a view; never owns data). */
 tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape);
 
+/* One scratch buffer for what an op needs only while one of its calls
+ * runs (a kernel's workspace): ops run one at a time, so the graph holds
+ * the largest request instead of the sum of all. nn_graph_scratch_reserve
+ * makes it at least `bytes` (64-byte aligned) and may move it, keeping no
+ * contents; a backward whose forward reserved gets it back with
+ * nn_graph_scratch, which cannot fail then. Nothing in it outlives the call
+ * that wrote it. Kept across resets, freed with the graph. Errors: out of
+ * memory (NULL). */
+void *nn_graph_scratch_reserve(nn_graph *g, size_t bytes);
+void *nn_graph_scratch(const nn_graph *g);
+/* Bytes the scratch buffer holds. */
+size_t nn_graph_scratch_bytes(const nn_graph *g);
+
 /* Records out = op(in[0..n_in)) if gradients are enabled and any input
  * requires a gradient; marks out as requiring one. Returns the node, or NULL
  * when nothing was recorded (which is not an error). */

@@ -332,6 +332,31 @@ static void test_batchnorm_grad_in_place(void **state)
     nn_graph_free(g);
 }
 
+/* The shared scratch holds the largest request, 64-byte aligned, kept
+ * across resets: a smaller request gets the same buffer, a larger one a
+ * buffer of its size. */
+static void test_scratch(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    assert_null(nn_graph_scratch(g));
+    assert_int_equal(nn_graph_scratch_bytes(g), 0);
+    unsigned char *a = nn_graph_scratch_reserve(g, 1000);
+    assert_non_null(a);
+    assert_int_equal((uintptr_t)a % TENSOR_ALIGN, 0);
+    memset(a, 1, 1000);
+    assert_ptr_equal(nn_graph_scratch_reserve(g, 10), a);
+    nn_graph_reset(g);
+    assert_ptr_equal(nn_graph_scratch(g), a);
+    unsigned char *b = nn_graph_scratch_reserve(g, 5000);
+    assert_non_null(b);
+    assert_int_equal((uintptr_t)b % TENSOR_ALIGN, 0);
+    memset(b, 2, 5000);
+    assert_ptr_equal(nn_graph_scratch(g), b);
+    assert_int_equal(nn_graph_scratch_bytes(g), 5000);
+    nn_graph_free(g);
+}
+
 /* Intermediate gradient buffers go back to the pool once their producer's
  * backward has run, and the next ones reuse them: along a chain of five
  * scalings of 1,000 floats, at most two such gradients are in flight at a
@@ -574,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_off_path_node_skipped),
         cmocka_unit_test(test_shared_gradients),
         cmocka_unit_test(test_batchnorm_grad_in_place),
+        cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_grad_pool_reuse),
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_backward_errors),
