@@ -103,10 +103,13 @@ int nn_conv_winograd_slots(void)
 
 /* One thread's slot of the scratch: the block's transformed inputs
  * (P*P, TB, ldi), then its products or transformed dz (P*P, TB, ldo), then
- * a row of ldi zeros for the implicit padding (conv_winograd_src). */
+ * a row of ldi zeros for the implicit padding (conv_winograd_src). The row
+ * takes the wider of ldi and ldo, so that the slots are the same size for
+ * dx, which swaps them in the scratch sized for the forward. */
 static size_t conv_winograd_slot_floats(int m, int ldi, int ldo)
 {
-    return (size_t)conv_winograd_np(m) * conv_winograd_tb(m) * (size_t)(ldi + ldo) + (size_t)ldi;
+    return (size_t)conv_winograd_np(m) * conv_winograd_tb(m) * (size_t)(ldi + ldo) +
+           (size_t)(ldi > ldo ? ldi : ldo);
 }
 
 /* The input the patches are gathered from: x (N, H, W, Cin), the patch of
