@@ -9,6 +9,13 @@
  * bit what a relu layer after the add gives; every other activation is a
  * second graph node (nn_act_record), as after dense.
  *
+ * inplace (false): y is written over the first input's storage, which
+ * saves a tensor the size of y; the model refuses it when another layer
+ * reads that input, and the forward when the input's producer reads it
+ * backward (an output saved for backward, a parameter, a leaf that wants
+ * a gradient). The sums and gradients are the same either way. Written
+ * back only when true.
+ *
  * Omits: broadcasting between shapes, weighted sums (a 1x1 conv before the
  * add does that), the other elementwise merges (subtract, multiply, max).
  */
@@ -21,6 +28,7 @@
 typedef struct {
     int activation; /* an nn_activation */
     float alpha;    /* leaky_relu and elu */
+    int inplace;
 } add_state;
 
 /* Below this many elements a loop stays on one thread. */
@@ -30,6 +38,7 @@ static nn_status add_parse(nn_layer *l, nn_config *c)
 {
     add_state *s = l->state;
     NN_TRY(nn_config_get_choice(c, "activation", &s->activation, NN_ACT_LINEAR, nn_activation_names));
+    NN_TRY(nn_config_get_bool(c, "inplace", &s->inplace, 0));
     return nn_act_config_alpha(c, s->activation, &s->alpha);
 }
 
@@ -38,6 +47,7 @@ static void add_write(const nn_layer *l, nn_config_writer *w)
     const add_state *s = l->state;
     nn_config_write(w, "activation", "%s", nn_activation_names[s->activation]);
     if (nn_act_has_alpha(s->activation)) nn_config_write_float(w, "alpha", s->alpha);
+    if (s->inplace) nn_config_write(w, "inplace", "true");
 }
 
 static nn_status add_build(nn_layer *l, int n_in, const int *in_rank,
@@ -57,7 +67,26 @@ static nn_status add_build(nn_layer *l, int n_in, const int *in_rank,
         }
         return nn_error(NN_ERR_SHAPE, "%s: add needs inputs of one shape, got %s", l->name, all);
     }
+    /* A model refuses this when another layer reads the same input. */
+    l->overwrites_input = ((const add_state *)l->state)->inplace;
     return nn_layer_build_identity(l, in_rank[0], in_shape[0]);
+}
+
+/* Writing over x may lose nothing anyone reads later: not a parameter or a
+ * leaf the user wants a gradient for, and not an output its producer's
+ * backward reads (batchnorm's is not, unless it has a fused relu). */
+static nn_status add_check_inplace(const nn_layer *l, const tensor *x)
+{
+    if (x->flags & TENSOR_PARAM)
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a model parameter; "
+                        "use inplace=false", l->name);
+    if ((x->flags & TENSOR_REQUIRES_GRAD) && !x->node)
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a leaf tensor that "
+                        "requires a gradient; use inplace=false", l->name);
+    if (x->node && x->node->saves_output)
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite the output of '%s', "
+                        "whose backward reads it; use inplace=false", l->name, x->node->op);
+    return NN_OK;
 }
 
 /* y = x[0] + x[1] + ... + x[n-1], then max(y, 0) with relu (+0 where
@@ -127,7 +156,10 @@ static nn_status add_forward(nn_layer *l, nn_graph *g, int n_in, tensor **x, ten
     const add_state *s = l->state;
     const float *src[NN_LAYER_MAX_INPUTS];
     for (int k = 0; k < n_in; k++) src[k] = x[k]->data;
-    tensor *y = nn_graph_tensor(g, x[0]->rank, x[0]->shape);
+    if (s->inplace) NN_TRY(add_check_inplace(l, x[0]));
+    /* In place, each element of every input is read before y's is written. */
+    tensor *y = s->inplace ? nn_graph_view(g, x[0], x[0]->rank, x[0]->shape)
+                           : nn_graph_tensor(g, x[0]->rank, x[0]->shape);
     if (!y) return NN_ERR_MEMORY;
     if (s->activation == NN_ACT_RELU) add_kernel_body(y->data, src, n_in, y->size, 1);
     else add_kernel_body(y->data, src, n_in, y->size, 0);

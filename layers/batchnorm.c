@@ -86,6 +86,32 @@ INLINE vf batchnorm_mask(vf dy, vf y)
 }
 INLINE float batchnorm_mask1(float dy, float y) { return y > 0.0f ? 0.0f + dy : 0.0f; }
 
+/* Four lanes in double: the channels-last statistics accumulate in these
+ * rather than in vd, whose 2 * VL doubles GCC keeps on the stack when they
+ * exceed a register (with AVX2 the loop ran from memory, at a tenth of its
+ * speed). The same operations lane by lane, so the same sums. */
+typedef float bn_f4 __attribute__((vector_size(4 * sizeof(float))));
+typedef double bn_d4 __attribute__((vector_size(4 * sizeof(double))));
+#define BN_Q (VL / 4)
+
+/* *r = p[0..4) in double (through a pointer: a 32-byte vector passed by
+ * value has another ABI in builds without AVX). */
+INLINE void batchnorm_wide4(bn_d4 *r, const float *p)
+{
+    bn_f4 f;
+    memcpy(&f, p, sizeof f);
+    *r = __builtin_convertvector(f, bn_d4);
+}
+
+/* Keeps *v from being fused into a multiply-add with the addition that
+ * follows: the sums are defined with a rounded product, as vd's code (and
+ * the scalar tail) computes them, whatever the compiler's contraction. */
+#ifdef __AVX__
+#define BATCHNORM_ROUNDED(v) __asm__("" : "+x"(v))
+#else
+#define BATCHNORM_ROUNDED(v) __asm__("" : "+m"(v))
+#endif
+
 /* The lanes of v added in lane order. */
 INLINE double batchnorm_hsum(const vd *v)
 {
@@ -140,21 +166,33 @@ INLINE void batchnorm_stats_body(double *s1, double *s2, const float *x, const f
             /* Channels-last: lanes are channels; each vector of channels
              * runs down the block's rows. */
             for (int c = 0; c < cv; c += VL) {
-                const vd sh = batchnorm_wide(vload(shift + c));
-                vd a1 = {0}, a2 = {0};
+                bn_d4 sh[BN_Q], a1[BN_Q], a2[BN_Q];
+                for (int q = 0; q < BN_Q; q++) {
+                    batchnorm_wide4(&sh[q], shift + c + 4 * q);
+                    a1[q] = a2[q] = (bn_d4){0};
+                }
                 for (size_t o = o0; o < o1; o++) {
-                    const vd d = batchnorm_wide(vload(x + o * C + c)) - sh;
                     const size_t e = o * C + c;
-                    const vd a = !backward ? d
-                                 : relu    ? batchnorm_wide(batchnorm_mask(vload(dy + e), vload(y + e)))
-                                           : batchnorm_wide(vload(dy + e));
-                    a1 += a;
-                    a2 += a * d;
+                    float gl[VL];
+                    if (backward)
+                        vstore(gl, relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e));
+                    UNROLL for (int q = 0; q < BN_Q; q++) {
+                        bn_d4 d, a;
+                        batchnorm_wide4(&d, x + e + 4 * q);
+                        d -= sh[q];
+                        if (backward) batchnorm_wide4(&a, gl + 4 * q);
+                        else a = d;
+                        bn_d4 prod = a * d;
+                        BATCHNORM_ROUNDED(prod);
+                        a1[q] += a;
+                        a2[q] += prod;
+                    }
                 }
-                for (int j = 0; j < VL; j++) {
-                    p1[c + j] = a1[j];
-                    p2[c + j] = a2[j];
-                }
+                for (int q = 0; q < BN_Q; q++)
+                    for (int j = 0; j < 4; j++) {
+                        p1[c + 4 * q + j] = a1[q][j];
+                        p2[c + 4 * q + j] = a2[q][j];
+                    }
             }
             for (int c = cv; c < C; c++) {
                 double a1 = 0.0, a2 = 0.0;
@@ -288,10 +326,14 @@ static void batchnorm_normalize(float *y, const float *x, const float *mean, con
 
 /* dx += k1 * (g - k2 - (x - mean) * k3) per channel, g = dy or with relu
  * dy masked by y (batchnorm_mask);  dx, dy, y, x (outer, C, inner), the
- * rest (C). */
+ * rest (C). over: dx is dy's storage (the graph's grad_in_place), and gets
+ * 0 + k1 * (...) -- what adding into the zeroed gradient it would
+ * otherwise have gives, bit for bit -- each element written after its g
+ * is read. */
 INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const float *x,
                               const float *mean, const float *k1, const float *k2,
-                              const float *k3, size_t outer, int C, size_t inner, int relu)
+                              const float *k3, size_t outer, int C, size_t inner, int relu,
+                              int over)
 {
     const size_t row = (size_t)C * inner;
     const int cv = C / VL * VL;
@@ -303,14 +345,15 @@ INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const 
             for (int c = 0; c < cv; c += VL) {
                 const size_t e = r + c;
                 const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
-                vstore(dx + e, vload(dx + e) + vload(k1 + c) * (g - vload(k2 + c) -
-                                                               (vload(x + e) - vload(mean + c)) *
-                                                                   vload(k3 + c)));
+                const vf d0 = over ? splat(0.0f) : vload(dx + e);
+                vstore(dx + e, d0 + vload(k1 + c) * (g - vload(k2 + c) -
+                                                     (vload(x + e) - vload(mean + c)) *
+                                                         vload(k3 + c)));
             }
             for (int c = cv; c < C; c++) {
                 const size_t e = r + c;
                 const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
-                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+                dx[e] = (over ? 0.0f : dx[e]) + k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
             }
             continue;
         }
@@ -320,24 +363,28 @@ INLINE void batchnorm_dx_body(float *dx, const float *dy, const float *y, const 
             for (size_t i = 0; i < iv; i += VL) {
                 const size_t e = base + i;
                 const vf g = relu ? batchnorm_mask(vload(dy + e), vload(y + e)) : vload(dy + e);
-                vstore(dx + e, vload(dx + e) + v1 * (g - v2 - (vload(x + e) - vm) * v3));
+                const vf d0 = over ? splat(0.0f) : vload(dx + e);
+                vstore(dx + e, d0 + v1 * (g - v2 - (vload(x + e) - vm) * v3));
             }
             for (size_t i = iv; i < inner; i++) {
                 const size_t e = base + i;
                 const float g = relu ? batchnorm_mask1(dy[e], y[e]) : dy[e];
-                dx[e] += k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
+                dx[e] = (over ? 0.0f : dx[e]) + k1[c] * (g - k2[c] - (x[e] - mean[c]) * k3[c]);
             }
         }
     }
 }
 
-/* y: the output, for relu's mask; NULL without relu. */
+/* y: the output, for relu's mask; NULL without relu. dx may be dy itself. */
 static void batchnorm_dx(float *dx, const float *dy, const float *y, const float *x,
                          const float *mean, const float *k1, const float *k2, const float *k3,
                          size_t outer, int C, size_t inner)
 {
-    if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1);
-    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0);
+    const int over = dx == dy;
+    if (y && over) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1, 1);
+    else if (y) batchnorm_dx_body(dx, dy, y, x, mean, k1, k2, k3, outer, C, inner, 1, 0);
+    else if (over) batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0, 1);
+    else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0, 0);
 }
 
 static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
@@ -416,6 +463,8 @@ static void batchnorm_backward(nn_node *n)
     const int C = s->C;
     const size_t outer = (size_t)x->shape[0] * s->pre, inner = (size_t)s->inner;
     const double M = (double)outer * inner;
+    /* dy may be x->grad's storage too (grad_in_place): batchnorm_dx reads
+     * it after the sums and overwrites it with dx. */
     const float *dy = y->grad;
     /* sum(dy * (x - mean)); times inv_std it is sum(dy * x_hat). */
     double *sum_dy = c->part, *sum_dyxc = c->part + C, *part = c->part + 2 * C;
@@ -503,7 +552,12 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     if (gamma) in[n_in++] = gamma;
     if (beta) in[n_in++] = beta;
     nn_node *node = nn_graph_record(g, "batchnorm", y, in, n_in, batchnorm_backward, c);
-    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (node) {
+        node->saves_output = node->output_is_mask = s->activation == NN_ACT_RELU;
+        /* dx is elementwise once the sums over dy are taken: it can be
+         * written over dy, which saves a gradient buffer the size of x. */
+        node->grad_in_place = 1;
+    }
     if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;

@@ -35,9 +35,10 @@
  * axis of y as that layer does (channels for channels_last, OW for
  * channels_first).
  * Results are bit-identical for any thread count.
- * Memory: padded copies and backward's buffers come from the graph arena,
- * valid until the next reset; all of them are taken in forward (sized for
- * the gradients that will be needed), so backward cannot fail. Forwards
+ * Memory: the padded input dkernel reads comes from the graph arena, valid
+ * until the next reset; every other buffer from the graph's scratch, which
+ * all layers share (conv2d_carve). Both are taken in forward (sized for the
+ * gradients that will be needed), so backward cannot fail. Forwards
  * that need no kernel gradient (predictions) take the Winograd transform of
  * the kernel from a cache the layer owns, recomputed whenever the kernel's
  * bytes differ from those it was computed from (conv2d_cached_wk).
@@ -74,6 +75,8 @@ typedef struct {
 typedef struct {
     const conv2d_state *s;
     nn_conv_work w;  /* the forward's padded input and the backward's buffers */
+    nn_graph *g;     /* whose scratch holds the buffers other than xp */
+    nn_conv_sizes z; /* their sizes, for conv2d_carve */
 } conv2d_ctx;
 
 static nn_status conv2d_parse(nn_layer *l, nn_config *c)
@@ -135,9 +138,34 @@ static nn_status conv2d_build(nn_layer *l, int in_rank, const int *in_shape)
     return NN_OK;
 }
 
+/* Points w's buffers other than xp into base (NULL: only counts), each
+ * 64-byte aligned, in a fixed order; returns the bytes they take. Only xp
+ * carries data from a forward to its backward (the padded input dkernel
+ * reads); every other buffer is written and read within one call, so all
+ * the layers share the graph's scratch for them (nn_graph_scratch), sized
+ * for the largest layer instead of taking their sum from the arena. */
+static size_t conv2d_carve(nn_conv_work *w, const nn_conv_sizes *z, unsigned char *base)
+{
+    size_t off = 0;
+    float **ptr[] = {&w->kp, &w->bp, &w->dzp, &w->part, &w->dzs, &w->kt, &w->dcol,
+                     &w->db, &w->wk, &w->wkt, &w->ws, &w->yn, &w->dxn};
+    const size_t n[] = {z->kp, z->bp, z->dzp, z->part, z->dzs, z->kt, z->dcol,
+                        z->db, z->wk, z->wkt, z->ws, z->yn, z->dxn};
+    for (size_t i = 0; i < sizeof n / sizeof n[0]; i++) {
+        if (!n[i]) continue;
+        if (base) *ptr[i] = (float *)(base + off);
+        off += (n[i] * sizeof(float) + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
+    }
+    return off;
+}
+
 static void conv2d_backward(nn_node *n)
 {
     conv2d_ctx *c = n->ctx;
+    /* Other layers' calls have used the scratch since the forward, and may
+     * have moved it: the buffers are taken again (the forward reserved their
+     * size, so the scratch holds them). */
+    conv2d_carve(&c->w, &c->z, nn_graph_scratch(c->g));
     const conv2d_state *s = c->s;
     const nn_conv_geom *g = &s->geom;
     tensor *x = n->in[0], *k = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL, *y = n->out;
@@ -249,21 +277,16 @@ static nn_status conv2d_forward(nn_layer *l, nn_graph *gr, tensor *x, tensor **o
     if (!y || failed) return NN_ERR_MEMORY;
     memset(c, 0, sizeof *c);
     c->s = s;
+    c->g = gr;
+    c->z = z;
     nn_conv_work *w = &c->w;
     w->xp = conv2d_arena(gr, z.xp, sizeof(float), &failed);
-    w->kp = conv2d_arena(gr, z.kp, sizeof(float), &failed);
-    w->bp = conv2d_arena(gr, z.bp, sizeof(float), &failed);
-    w->dzp = conv2d_arena(gr, z.dzp, sizeof(float), &failed);
-    w->part = conv2d_arena(gr, z.part, sizeof(float), &failed);
-    w->dzs = conv2d_arena(gr, z.dzs, sizeof(float), &failed);
-    w->kt = conv2d_arena(gr, z.kt, sizeof(float), &failed);
-    w->dcol = conv2d_arena(gr, z.dcol, sizeof(float), &failed);
-    w->db = conv2d_arena(gr, z.db, sizeof(float), &failed);
-    w->wk = conv2d_arena(gr, z.wk, sizeof(float), &failed);
-    w->wkt = conv2d_arena(gr, z.wkt, sizeof(float), &failed);
-    w->ws = conv2d_arena(gr, z.ws, sizeof(float), &failed);
-    w->yn = conv2d_arena(gr, z.yn, sizeof(float), &failed);
-    w->dxn = conv2d_arena(gr, z.dxn, sizeof(float), &failed);
+    const size_t shared = conv2d_carve(w, &z, NULL);
+    if (shared) {
+        unsigned char *base = nn_graph_scratch_reserve(gr, shared);
+        if (!base) return NN_ERR_MEMORY;
+        conv2d_carve(w, &z, base);
+    }
     w->ws_slots = z.ws_slots;
     w->xp_whole = z.xp_whole;
     if (wk_cached) { /* read only: wk_ready tells the forward not to write it */

@@ -94,7 +94,8 @@ void nn_conv_pad(float *dst, int Hd, int Wd, const float *src, int Hs, int Ws, i
  * written as plain loops: nn_conv_forward_reference and
  * nn_conv_backward_reference (layers/conv_reference.h). */
 typedef struct nn_conv_work {
-    float *xp;      /* forward: padded input (N, Hp, Wp, C) when padded */
+    float *xp;      /* forward: padded input (N, Hp, Wp, C) when padded, for the GEMM
+                     * tiles (Winograd reads x, zero outside it) */
     float *kp;      /* forward, direct: kernel with Fp columns when F != Fp */
     float *bp;      /* forward: bias with Fp entries */
     float *dzp;     /* dkernel: dz with Fp columns when F != Fp */

@@ -102,11 +102,31 @@ int nn_conv_winograd_slots(void)
 }
 
 /* One thread's slot of the scratch: the block's transformed inputs
- * (P*P, TB, ldi) and then its products or transformed dz (P*P, TB, ldo). */
+ * (P*P, TB, ldi), then its products or transformed dz (P*P, TB, ldo), then
+ * a row of ldi zeros for the implicit padding (conv_winograd_src). The row
+ * takes the wider of ldi and ldo, so that the slots are the same size for
+ * dx, which swaps them in the scratch sized for the forward. */
 static size_t conv_winograd_slot_floats(int m, int ldi, int ldo)
 {
-    return (size_t)conv_winograd_np(m) * conv_winograd_tb(m) * (size_t)(ldi + ldo);
+    return (size_t)conv_winograd_np(m) * conv_winograd_tb(m) * (size_t)(ldi + ldo) +
+           (size_t)(ldi > ldo ? ldi : ldo);
 }
+
+/* The input the patches are gathered from: x (N, H, W, Cin), the patch of
+ * tile (i0, j0) at rows i0 + oy.., columns j0 + ox.., zero outside x.
+ * pt, pb, pl, pr: padding the input is seen with (top, bottom, left,
+ * right). A patch inside x or that padding loads every pixel, the zeros
+ * from `zero` (a row of Cin rounded up to vectors), in the same code as a
+ * padded copy of x would run; only a patch reaching beyond it tests each
+ * pixel. So reading x with its padding implicit gives the padded copy's
+ * results bit for bit (the compiler may fuse multiply-adds differently in
+ * the two forms of the transform), without the copy. */
+typedef struct {
+    const float *x;
+    int H, W, oy, ox;
+    int pt, pb, pl, pr;
+    const float *zero;
+} conv_winograd_src;
 
 static float *conv_winograd_thread_slot(int m, float *scratch, int ldi, int ldo)
 {
@@ -274,20 +294,25 @@ INLINE void conv_winograd_input_tile_any(const int m, float *V, size_t ldv, cons
     }
 }
 
-/* The P x P patch at rows i0.., columns j0.. of sample n of x (N, H, W,
- * Cin), zero outside x, channels [c0, c1) as above. Inside x (most tiles) the loads need no test. */
-INLINE void conv_winograd_input_patch(const int m, float *V, size_t ldv, const float *x, long n,
-                                      int i0, int j0, int H, int W, int Cin, int c0, int c1)
+/* The P x P patch at rows i0.., columns j0.. of sample n of src's x
+ * (those of the tile are i0 - oy, j0 - ox), zero outside x, channels
+ * [c0, c1) as above. Inside x and its padding (most tiles) the loads need
+ * no test. */
+INLINE void conv_winograd_input_patch(const int m, float *V, size_t ldv,
+                                      const conv_winograd_src *src, long n, int i0, int j0,
+                                      int Cin, int c0, int c1)
 {
-    const int P = conv_winograd_p(m);
+    const int P = conv_winograd_p(m), H = src->H, W = src->W;
     const float *d[36];
-    const int full = i0 >= 0 && j0 >= 0 && i0 + P <= H && j0 + P <= W;
+    const int full = i0 >= -src->pt && j0 >= -src->pl && i0 + P <= H + src->pb &&
+                     j0 + P <= W + src->pr;
     for (int i = 0; i < P; i++)
         for (int j = 0; j < P; j++) {
             const int u = i0 + i, v = j0 + j;
-            d[i * P + j] = full || (u >= 0 && u < H && v >= 0 && v < W)
-                               ? x + (((size_t)n * H + u) * W + v) * Cin
-                               : NULL;
+            d[i * P + j] = u >= 0 && u < H && v >= 0 && v < W
+                               ? src->x + (((size_t)n * H + u) * W + v) * Cin
+                           : full ? src->zero
+                                  : NULL;
         }
     if (full)
         conv_winograd_input_tile_any(m, V, ldv, d, c0, c1, 1);
@@ -351,8 +376,8 @@ INLINE void conv_winograd_output_tile(const int m, float *const *o, const float 
  * GEMMs into M, transformed back into y. m is a constant at each call, so
  * every loop over the patch unrolls. */
 INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t1, float *y, int OH,
-                                int OW, int Cout, const float *x, int H, int W, int Cin, int oy,
-                                int ox, const float *U, const float *bias, int relu, int add)
+                                int OW, int Cout, const conv_winograd_src *x, int Cin,
+                                const float *U, const float *bias, int relu, int add)
 {
     const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
     const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
@@ -360,8 +385,8 @@ INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t
         long n;
         int i0, j0;
         conv_winograd_tile_origin(m, t, OH, OW, &n, &i0, &j0);
-        conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + oy,
-                                  j0 + ox, H, W, Cin, 0, Cin);
+        conv_winograd_input_patch(m, V + (size_t)(t - t0) * ldi, (size_t)TB * ldi, x, n, i0 + x->oy,
+                                  j0 + x->ox, Cin, 0, Cin);
     }
     for (int xi = 0; xi < NP; xi++)
         nn_conv_gemm(M + (size_t)xi * TB * ldo, (size_t)ldo, (int)(t1 - t0), ldo,
@@ -384,23 +409,29 @@ INLINE void conv_winograd_block(const int m, float *V, float *M, long t0, long t
 
 /* Block bk of nn_conv_winograd, in the calling thread's slot of scratch. */
 static void conv_winograd_block_at(int m, long bk, long tiles, float *y, int OH, int OW, int Cout,
-                                   const float *x, int H, int W, int Cin, int oy, int ox,
-                                   const float *U, const float *bias, int relu, int add,
-                                   float *scratch)
+                                   const conv_winograd_src *src, int Cin, const float *U,
+                                   const float *bias, int relu, int add, float *scratch)
 {
     const int NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
     const int ldi = conv_winograd_round_up(Cin, VL), ldo = conv_winograd_round_up(Cout, VL);
     float *V = conv_winograd_thread_slot(m, scratch, ldi, ldo), *M = V + (size_t)NP * TB * ldi;
+    float *zero = M + (size_t)NP * TB * ldo;
+    conv_winograd_src x = *src;
+    if (x.pt || x.pb || x.pl || x.pr) {
+        memset(zero, 0, (size_t)ldi * sizeof *zero);
+        x.zero = zero;
+    }
     const long t0 = bk * TB, t1 = t0 + TB < tiles ? t0 + TB : tiles;
     if (m == 4)
-        conv_winograd_block(4, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add);
+        conv_winograd_block(4, V, M, t0, t1, y, OH, OW, Cout, &x, Cin, U, bias, relu, add);
     else
-        conv_winograd_block(2, V, M, t0, t1, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add);
+        conv_winograd_block(2, V, M, t0, t1, y, OH, OW, Cout, &x, Cin, U, bias, relu, add);
 }
 
-void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
-                      int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
-                      int add, float *scratch, int slots)
+/* nn_conv_winograd from any conv_winograd_src. */
+static void conv_winograd_run(int m, float *y, int OH, int OW, int Cout, const conv_winograd_src *x,
+                              int Cin, int N, const float *U, const float *bias, int relu, int add,
+                              float *scratch, int slots)
 {
     const int TB = conv_winograd_tb(m);
     const long tiles = conv_winograd_tile_count(m, N, OH, OW), blocks = (tiles + TB - 1) / TB;
@@ -413,14 +444,28 @@ void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x,
     const double macs = (double)tiles * m * m * 9 * Cin * Cout;
     if (macs < WINOGRAD_PAR_MIN_MACS) {
         for (long bk = 0; bk < blocks; bk++)
-            conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu,
-                                   add, scratch);
+            conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, Cin, U, bias, relu, add, scratch);
         return;
     }
     #pragma omp parallel for schedule(static) num_threads(slots)
     for (long bk = 0; bk < blocks; bk++)
-        conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, H, W, Cin, oy, ox, U, bias, relu, add,
-                               scratch);
+        conv_winograd_block_at(m, bk, tiles, y, OH, OW, Cout, x, Cin, U, bias, relu, add, scratch);
+}
+
+void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
+                      int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
+                      int add, float *scratch, int slots)
+{
+    const conv_winograd_src src = {x, H, W, oy, ox, 0, 0, 0, 0, NULL};
+    conv_winograd_run(m, y, OH, OW, Cout, &src, Cin, N, U, bias, relu, add, scratch, slots);
+}
+
+void nn_conv_winograd_same(int m, float *y, const float *x, const nn_conv_geom *g, int N, int F,
+                           const float *U, const float *bias, int relu, float *scratch, int slots)
+{
+    const conv_winograd_src src = {x, g->H, g->W, -g->PT, -g->PL, g->PT, g->Hp - g->H - g->PT,
+                                   g->PL, g->Wp - g->W - g->PL, NULL};
+    conv_winograd_run(m, y, g->OH, g->OW, F, &src, g->C, N, U, bias, relu, 0, scratch, slots);
 }
 
 /* ---- the kernel gradient: F(3x3, m x m) ----
@@ -590,10 +635,10 @@ static void conv_winograd_dk_carry(int m, float *carry, float *slot, long n, int
  * `tiles`, in its own scratch slot: each block's tiles transformed (the
  * slice's channels of x and of dz), then dU[xi] += V[xi]^T Z[xi] on the
  * slice, block after block. A block the chunk's end cuts short goes to the
- * carry slot; the one before ta is already in the slot. x (nb, Hp, Wp, C) and dz
+ * carry slot; the one before ta is already in the slot. in->x and dz
  * (nb, OH, OW, F) hold the samples from n0. m is a constant at each call. */
 INLINE void conv_winograd_dk_run(const int m, float *dU, float *carry, float *slot, long ta, long tb,
-                                 long tiles, const float *x, const float *dz, long n0,
+                                 long tiles, const conv_winograd_src *in, const float *dz, long n0,
                                  const nn_conv_geom *g, int F, const conv_winograd_slice *s)
 {
     const int C = g->C, OH = g->OH, OW = g->OW, NP = conv_winograd_np(m), TB = conv_winograd_tb(m);
@@ -615,8 +660,8 @@ INLINE void conv_winograd_dk_run(const int m, float *dU, float *carry, float *sl
                                        ? dz + (((size_t)n * OH + i0 + i) * OW + j0 + j) * F + s->f0
                                        : NULL;
             const size_t pos = (size_t)(t - b0);
-            conv_winograd_input_patch(m, V + pos * ldi, (size_t)TB * ldi, x, n, i0, j0, g->Hp, g->Wp,
-                                      C, s->c0, s->c1);
+            conv_winograd_input_patch(m, V + pos * ldi, (size_t)TB * ldi, in, n, i0 + in->oy,
+                                      j0 + in->ox, C, s->c0, s->c1);
             conv_winograd_dz_tile(m, Z + pos * ldo + s->f0, (size_t)TB * ldo, z, fend - s->f0,
                                   s->f1 - s->f0);
         }
@@ -638,15 +683,21 @@ void nn_conv_winograd_dk_begin(int m, float *part, const nn_conv_geom *g, int F)
 }
 
 /* Slice id of nth threads, in slot id of scratch. */
-static void conv_winograd_dk_thread(int m, float *part, const float *x, const float *dz,
-                                    const nn_conv_geom *g, long ta, long tb, long tiles, long n0,
-                                    int F, float *scratch, int id, int nth)
+static void conv_winograd_dk_thread(int m, float *part, const conv_winograd_src *src,
+                                    const float *dz, const nn_conv_geom *g, long ta, long tb,
+                                    long tiles, long n0, int F, float *scratch, int id, int nth)
 {
     const int ldi = conv_winograd_round_up(g->C, VL), ldo = conv_winograd_round_up(F, VL);
     const int TB = conv_winograd_tb(m);
     const conv_winograd_slice s = conv_winograd_dk_slice(g->C, F, id, nth);
     float *carry = part + conv_winograd_dU_floats(m, g->C, F);
     float *slot = scratch + (size_t)id * conv_winograd_slot_floats(m, ldi, ldo);
+    float *zero = slot + (size_t)conv_winograd_np(m) * TB * (ldi + ldo);
+    conv_winograd_src xs = *src, *x = &xs;
+    if (xs.pt || xs.pb || xs.pl || xs.pr) {
+        memset(zero, 0, (size_t)ldi * sizeof *zero);
+        xs.zero = zero;
+    }
     if (ta % TB) {
         /* The block before ta from the carry slot, which this chunk's last
          * block may overwrite: no thread starts before all have read it. */
@@ -661,9 +712,10 @@ static void conv_winograd_dk_thread(int m, float *part, const float *x, const fl
         conv_winograd_dk_run(2, part, carry, slot, ta, tb, tiles, x, dz, n0, g, F, &s);
 }
 
-void nn_conv_winograd_dk_add(int m, float *part, const float *x, const float *dz,
-                             const nn_conv_geom *g, int N, int n0, int nb, int F, float *scratch,
-                             int slots)
+/* nn_conv_winograd_dk_add on any conv_winograd_src. */
+static void conv_winograd_dk_add_in(int m, float *part, const conv_winograd_src *x,
+                                    const float *dz, const nn_conv_geom *g, int N, int n0, int nb,
+                                    int F, float *scratch, int slots)
 {
     const long per = conv_winograd_tile_count(m, 1, g->OH, g->OW);
     const long ta = per * n0, tb = per * (n0 + nb);
@@ -687,6 +739,14 @@ void nn_conv_winograd_dk_add(int m, float *part, const float *x, const float *dz
     }
 }
 
+void nn_conv_winograd_dk_add(int m, float *part, const float *x, const float *dz,
+                             const nn_conv_geom *g, int N, int n0, int nb, int F, float *scratch,
+                             int slots)
+{
+    const conv_winograd_src in = {x, g->Hp, g->Wp, 0, 0, 0, 0, 0, 0, NULL};
+    conv_winograd_dk_add_in(m, part, &in, dz, g, N, n0, nb, F, scratch, slots);
+}
+
 void nn_conv_winograd_dk_end(int m, float *dk, const float *part, const nn_conv_geom *g, int F)
 {
     const int C = g->C, ldo = conv_winograd_round_up(F, VL);
@@ -703,7 +763,9 @@ void nn_conv_winograd_dk_end(int m, float *dk, const float *part, const nn_conv_
 void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, const nn_conv_geom *g,
                          int N, int F, float *part, float *scratch, int slots)
 {
+    const conv_winograd_src in = {x, g->H, g->W, -g->PT, -g->PL, g->PT, g->Hp - g->H - g->PT,
+                                  g->PL, g->Wp - g->W - g->PL, NULL};
     nn_conv_winograd_dk_begin(m, part, g, F);
-    nn_conv_winograd_dk_add(m, part, x, dz, g, N, 0, N, F, scratch, slots);
+    conv_winograd_dk_add_in(m, part, &in, dz, g, N, 0, N, F, scratch, slots);
     nn_conv_winograd_dk_end(m, dk, part, g, F);
 }

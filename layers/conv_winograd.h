@@ -41,10 +41,18 @@ void nn_conv_winograd_kernel(int m, float *U, const float *k, int C, int F, int 
 void nn_conv_winograd(int m, float *y, int OH, int OW, int Cout, const float *x, int H, int W,
                       int Cin, int oy, int ox, int N, const float *U, const float *bias, int relu,
                       int add, float *scratch, int slots);
+/* nn_conv_winograd for the forward of geometry g (3x3, stride 1, any
+ * padding): y (N, OH, OW, F) = act(b + conv(x, k)), x (N, H, W, C)
+ * without its padding, U = the kernel's transform, bias as above. Equals
+ * nn_conv_winograd on x's padded copy (N, Hp, Wp, C) bit for bit. */
+void nn_conv_winograd_same(int m, float *y, const float *x, const nn_conv_geom *g, int N, int F,
+                           const float *U, const float *bias, int relu, float *scratch, int slots);
 
 /* dk (3, 3, C, F) += sum over pixels of x windows x dz, as Winograd
- * F(3x3, m x m) (the transpose of the forward's algorithm): x (N, Hp, Wp, C)
- * is the input with its padding, dz (N, OH, OW, F). The sum over m x m
+ * F(3x3, m x m) (the transpose of the forward's algorithm): x (N, H, W, C)
+ * is the input without its padding (read as zero outside it, as the
+ * forward reads it; the sum equals _add's on the padded copy bit for bit),
+ * dz (N, OH, OW, F). The sum over m x m
  * tiles runs in fixed blocks added in order, so it does not depend on the
  * thread count; part holds nn_conv_winograd_dk_size() floats. */
 size_t nn_conv_winograd_dk_size(int m, const nn_conv_geom *g, int F);
@@ -52,7 +60,8 @@ void nn_conv_winograd_dk(int m, float *dk, const float *x, const float *dz, cons
                          int N, int F, float *part, float *scratch, int slots);
 /* The same sum brought a chunk of samples at a time: _begin, then _add for
  * the samples [n0, n0 + nb) of the batch of N, chunk after chunk in sample
- * order (x and dz hold only the chunk's samples), then _end adds the sum
+ * order (x, here (nb, Hp, Wp, C) with its padding, and dz hold only the
+ * chunk's samples), then _end adds the sum
  * into dk. part carries the sums from one call to the next; scratch may
  * serve other kernels in between. The result equals nn_conv_winograd_dk's
  * on the whole batch bit for bit, however the batch is cut. */

@@ -47,6 +47,8 @@ struct nn_graph {
     unsigned long generation; /* 1 + resets so far */
     grad_buf *bufs;
     int n_bufs, cap_bufs;
+    void *scratch; /* nn_graph_scratch_reserve */
+    size_t scratch_bytes;
 };
 
 static arena_block *graph_block_new(size_t size)
@@ -98,8 +100,24 @@ void nn_graph_free(nn_graph *g)
     for (int i = 0; i < g->n_bufs; i++) tensor_aligned_free(g->bufs[i].mem);
     free(g->bufs);
     free(g->nodes);
+    tensor_aligned_free(g->scratch);
     free(g);
 }
+
+void *nn_graph_scratch_reserve(nn_graph *g, size_t bytes)
+{
+    if (bytes <= g->scratch_bytes) return g->scratch;
+    /* The old buffer goes first: nothing in it is kept, and the peak stays
+     * the larger buffer alone. */
+    tensor_aligned_free(g->scratch);
+    g->scratch = tensor_aligned_alloc(bytes);
+    g->scratch_bytes = g->scratch ? bytes : 0;
+    if (!g->scratch) nn_error(NN_ERR_MEMORY, "nn_graph_scratch_reserve: out of memory for %zu bytes", bytes);
+    return g->scratch;
+}
+
+void *nn_graph_scratch(const nn_graph *g) { return g->scratch; }
+size_t nn_graph_scratch_bytes(const nn_graph *g) { return g->scratch_bytes; }
 
 void nn_graph_reset(nn_graph *g)
 {
@@ -321,6 +339,16 @@ static void graph_release_out_grad(nn_graph *g, nn_node *n)
     y->grad = NULL;
 }
 
+/* grad_in_place applies to in[0] when every other input is a parameter
+ * (batchnorm's gamma and beta): their gradients have buffers of their own,
+ * so only in[0]'s can be the one out->grad turns into. */
+static int graph_in_place_inputs(const nn_node *n)
+{
+    for (int k = 1; k < n->n_in; k++)
+        if (n->in[k] && (!(n->in[k]->flags & TENSOR_PARAM) || n->in[k] == n->in[0])) return 0;
+    return 1;
+}
+
 nn_status nn_graph_backward(nn_graph *g, tensor *loss)
 {
     return nn_graph_backward_seed(g, loss, 1.0f);
@@ -356,8 +384,9 @@ nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
         tensor *x = n->in[0];
         /* Every consumer of out has run (reverse order), and x has no
          * gradient yet, so nothing else is in either buffer. */
-        if (n->grad_in_place && n->n_in == 1 && !x->grad && (x->flags & TENSOR_REQUIRES_GRAD) &&
-            !(x->flags & TENSOR_PARAM) && x->size == n->out->size) {
+        if (n->grad_in_place && graph_in_place_inputs(n) && !x->grad &&
+            (x->flags & TENSOR_REQUIRES_GRAD) && !(x->flags & TENSOR_PARAM) &&
+            x->size == n->out->size) {
             x->grad = n->out->grad;
             graph_buf_share(g, x, n->out);
         }

@@ -49,6 +49,11 @@ struct nn_node {
     nn_backward_fn backward;
     void *ctx;                         /* op-defined, in the arena */
     int saves_output;                  /* backward reads out->data */
+    /* ... only as a ReLU's mask, out > 0, passing no gradient where it is
+     * not: scaling out in place by factors >= 0 whose zeros also zero the
+     * gradient that comes back (spatial dropout) changes nothing backward
+     * computes. */
+    int output_is_mask;
     /* out is a view of in[0] (same size) whose gradient may share in[0]'s
      * grad storage: every backward adds into its inputs' grads, so what
      * out's consumers add lands in in[0]'s gradient directly, and this
@@ -56,9 +61,11 @@ struct nn_node {
      * in[0]->grad). Saves a copy of the gradient. */
     int grad_is_input;
     /* backward can turn out->grad into in[0]'s gradient in place (same
-     * size, elementwise): when in[0] has no gradient yet, the graph hands
-     * it out->grad's storage, and the node's backward, seeing out->grad ==
-     * in[0]->grad, overwrites instead of adding. out->grad then holds dx. */
+     * size, elementwise once any sums over out->grad are taken): when
+     * in[0] has no gradient yet and every other input is a parameter, the
+     * graph hands in[0] out->grad's storage, and the node's backward,
+     * seeing out->grad == in[0]->grad, overwrites instead of adding.
+     * out->grad then holds dx. */
     int grad_in_place;
     /* Set and read by the graph only: the pool buffer holding out's
      * gradient (its index + 1, 0 when out's gradient is not the node's to
@@ -84,6 +91,19 @@ void *nn_graph_alloc(nn_graph *g, size_t bytes);
 tensor *nn_graph_tensor(nn_graph *g, int rank, const int *shape);
 /* An arena tensor header over existing storage (a view; never owns data). */
 tensor *nn_graph_view(nn_graph *g, tensor *src, int rank, const int *shape);
+
+/* One scratch buffer for what an op needs only while one of its calls
+ * runs (a kernel's workspace): ops run one at a time, so the graph holds
+ * the largest request instead of the sum of all. nn_graph_scratch_reserve
+ * makes it at least `bytes` (64-byte aligned) and may move it, keeping no
+ * contents; a backward whose forward reserved gets it back with
+ * nn_graph_scratch, which cannot fail then. Nothing in it outlives the call
+ * that wrote it. Kept across resets, freed with the graph. Errors: out of
+ * memory (NULL). */
+void *nn_graph_scratch_reserve(nn_graph *g, size_t bytes);
+void *nn_graph_scratch(const nn_graph *g);
+/* Bytes the scratch buffer holds. */
+size_t nn_graph_scratch_bytes(const nn_graph *g);
 
 /* Records out = op(in[0..n_in)) if gradients are enabled and any input
  * requires a gradient; marks out as requiring one. Returns the node, or NULL

@@ -21,6 +21,7 @@
 
 #include "layers/conv_core.h"
 #include "layers/conv_reference.h"
+#include "layers/conv_winograd.h"
 #include "layers/maxpool2d.h"
 #include "test_util.h"
 
@@ -1187,6 +1188,49 @@ static void test_winograd_cache_never_stale(void **state)
     nn_model_free(other);
 }
 
+/* Winograd reads a padded input implicitly (nn_conv_winograd_same, and
+ * nn_conv_winograd_dk on the unpadded input): the same bits as on the
+ * padded copy (nn_conv_winograd, nn_conv_winograd_dk_add), F(4x4) and
+ * F(2x2), channel counts in whole vectors and not, odd and even maps. */
+static void test_winograd_implicit_padding(void **state)
+{
+    (void)state;
+    static const int cases[][5] = {{14, 14, 32, 64, 4}, {7, 7, 64, 16, 4}, {7, 5, 3, 5, 2},
+                                   {9, 12, 12, 9, 4}, {2, 2, 8, 8, 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int H = cases[i][0], W = cases[i][1], C = cases[i][2], F = cases[i][3], m = cases[i][4], N = 3;
+        nn_conv_geom g = {.H = H, .W = W, .C = C, .KH = 3, .KW = 3, .SH = 1, .SW = 1, .DH = 1, .DW = 1};
+        assert_ok(nn_conv_geom_init(&g, NN_PAD_SAME, "test"));
+        const size_t xs = (size_t)N * H * W * C, ps = (size_t)N * g.Hp * g.Wp * C;
+        const size_t ys = (size_t)N * g.OH * g.OW * F, ks = (size_t)9 * C * F;
+        const int slots = nn_conv_winograd_slots();
+        float *x = malloc(xs * sizeof *x), *xp = malloc(ps * sizeof *xp), *k = malloc(ks * sizeof *k);
+        float *dz = malloc(ys * sizeof *dz), *y1 = malloc(ys * sizeof *y1), *y2 = malloc(ys * sizeof *y2);
+        float *U = malloc(nn_conv_winograd_kernel_size(m, C, F) * sizeof *U);
+        float *ws = malloc(nn_conv_winograd_scratch_size(m, slots, C, F) * sizeof *ws);
+        float *part = malloc(nn_conv_winograd_dk_size(m, &g, F) * sizeof *part);
+        float *dk1 = calloc(ks, sizeof *dk1), *dk2 = calloc(ks, sizeof *dk2);
+        assert_true(x && xp && k && dz && y1 && y2 && U && ws && part && dk1 && dk2);
+        tensor_rng rng;
+        tensor_rng_seed(&rng, 40 + i);
+        for (size_t j = 0; j < xs; j++) x[j] = tensor_rng_uniform(&rng) * 2.0f - 1.0f;
+        for (size_t j = 0; j < ys; j++) dz[j] = tensor_rng_uniform(&rng) * 2.0f - 1.0f;
+        for (size_t j = 0; j < ks; j++) k[j] = tensor_rng_uniform(&rng) * 0.2f - 0.1f;
+        nn_conv_pad(xp, g.Hp, g.Wp, x, H, W, N, C, g.PT, g.PL);
+        nn_conv_winograd_kernel(m, U, k, C, F, 0);
+        nn_conv_winograd(m, y1, g.OH, g.OW, F, xp, g.Hp, g.Wp, C, 0, 0, N, U, NULL, 1, 0, ws, slots);
+        nn_conv_winograd_same(m, y2, x, &g, N, F, U, NULL, 1, ws, slots);
+        assert_memory_equal(y1, y2, ys * sizeof *y1);
+        nn_conv_winograd_dk_begin(m, part, &g, F);
+        nn_conv_winograd_dk_add(m, part, xp, dz, &g, N, 0, N, F, ws, slots);
+        nn_conv_winograd_dk_end(m, dk1, part, &g, F);
+        nn_conv_winograd_dk(m, dk2, x, dz, &g, N, F, part, ws, slots);
+        assert_memory_equal(dk1, dk2, ks * sizeof *dk1);
+        free(x), free(xp), free(k), free(dz), free(y1), free(y2), free(U), free(ws), free(part);
+        free(dk1), free(dk2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1196,6 +1240,7 @@ int main(void)
         cmocka_unit_test(test_threads_raised_before_backward),
         cmocka_unit_test(test_tiled_conv_matches_direct_loop),
         cmocka_unit_test(test_winograd_and_gemm_agree),
+        cmocka_unit_test(test_winograd_implicit_padding),
         cmocka_unit_test(test_maxpool_planes),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_round_trip),

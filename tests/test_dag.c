@@ -413,6 +413,60 @@ static void test_inplace_shared_input(void **state)
     tensor_free(x);
 }
 
+/* add inplace=true writes the sum over its first input, a batchnorm's
+ * output that nothing else reads, and spatial dropout inplace=true over a
+ * batchnorm's fused relu output (read backward only as relu's mask): the
+ * same training as without, bit for bit. add is refused when the first input is read by another layer (at build) or
+ * is an output its producer's backward reads (at the forward). */
+static void test_add_inplace(void **state)
+{
+    (void)state;
+    static const char *const spec[2] = {
+        "conv2d filters=2 kernel_size=3 padding=same name=c1\nbatchnorm activation=relu\n"
+        "spatial_dropout2d rate=0.5 name=sd\n"
+        "conv2d filters=2 kernel_size=3 padding=same\nbatchnorm name=b\n"
+        "conv2d inputs=sd filters=2 kernel_size=1\nbatchnorm name=p\n"
+        "add inputs=p,b activation=relu\nflatten\ndense units=3\n",
+        "conv2d filters=2 kernel_size=3 padding=same name=c1\nbatchnorm activation=relu\n"
+        "spatial_dropout2d rate=0.5 name=sd inplace=true\n"
+        "conv2d filters=2 kernel_size=3 padding=same\nbatchnorm name=b\n"
+        "conv2d inputs=sd filters=2 kernel_size=1\nbatchnorm name=p\n"
+        "add inputs=p,b activation=relu inplace=true\nflatten\ndense units=3\n"};
+    int labels[BATCH];
+    tensor *x = make_batch(labels);
+    nn_model *m[2];
+    for (int k = 0; k < 2; k++) {
+        m[k] = build(spec[k], 7);
+        optim *o = optim_sgd_create(0.05f, 0.0f, 0, 0.0f);
+        assert_non_null(o);
+        train(m[k], o, x, labels, 3);
+        optim_free(o);
+    }
+    assert_int_equal(m[0]->n_params, m[1]->n_params);
+    assert_memory_equal(m[0]->params, m[1]->params, m[0]->n_params * sizeof(float));
+    assert_memory_equal(m[0]->buffers, m[1]->buffers, m[0]->n_buffers * sizeof(float));
+    char buf[1024];
+    assert_ok(nn_model_spec_string(m[1], buf, sizeof buf));
+    assert_non_null(strstr(buf, "inplace=true"));
+    nn_model_free(m[0]);
+    nn_model_free(m[1]);
+    expect_build_error("conv2d filters=2 kernel_size=1 name=c\n"
+                       "conv2d filters=2 kernel_size=1 name=d\n"
+                       "add inputs=c,d inplace=true\n",
+                       NEEDLES("nn_model_build: add_1 writes over its input in place, the output "
+                               "of c, which d reads too; use inplace=false"));
+    nn_model *r = build("conv2d filters=2 kernel_size=1 activation=relu name=c\n"
+                        "conv2d inputs=input filters=2 kernel_size=1 name=d\n"
+                        "add inputs=c,d inplace=true\n", 1);
+    tensor *y;
+    nn_graph_reset(nn_model_graph(r));
+    assert_int_equal(nn_model_forward(r, x, &y, NN_MODE_TRAIN), NN_ERR_STATE);
+    assert_error_contains("add_1: inplace=true cannot overwrite the output of 'conv2d', whose "
+                          "backward reads it; use inplace=false");
+    nn_model_free(r);
+    tensor_free(x);
+}
+
 /* ---- summary ------------------------------------------------------------------ */
 
 static void test_summary(void **state)
@@ -696,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_merge_layers),
         cmocka_unit_test(test_output_read_twice),
         cmocka_unit_test(test_inplace_shared_input),
+        cmocka_unit_test(test_add_inplace),
         cmocka_unit_test(test_summary),
         cmocka_unit_test_setup_teardown(test_save_and_reload, test_dir_setup, test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_resume, test_dir_setup, test_dir_teardown),

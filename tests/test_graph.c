@@ -257,6 +257,106 @@ static void test_shared_gradients(void **state)
     nn_graph_free(g);
 }
 
+/* batchnorm writes dx over dy (grad_in_place with its parameters as the
+ * other inputs) when x has no gradient yet: x = 2a, y = batchnorm(x),
+ * L = sum(w * y). With a second consumer of x, v = 0x recorded after the
+ * batchnorm (so x already has a zero gradient when batchnorm's backward
+ * runs), it adds into x's own buffer instead. Both must give the same
+ * gradients bit for bit -- a's, gamma's and beta's -- for the fused relu
+ * and without, in both data formats; and only the first shares storage. */
+static void test_batchnorm_grad_in_place(void **state)
+{
+    (void)state;
+    enum { LEN = 4 * 3 * 3 * 8 };
+    int shape4[4] = {4, 3, 3, 8}, per[3] = {3, 3, 8};
+    float av[LEN], wv[LEN];
+    for (int i = 0; i < LEN; i++) {
+        av[i] = (float)((i * 37) % 23) * 0.25f - 2.5f;
+        wv[i] = (float)((i * 11) % 7) - 3.0f;
+    }
+    static const char *const cfg[4] = {
+        "momentum=0.9 data_format=channels_last", "momentum=0.9 data_format=channels_last activation=relu",
+        "momentum=0.9 data_format=channels_first", "center=false data_format=channels_first activation=relu"};
+    nn_graph *g = nn_graph_create(0);
+    for (int c = 0; c < 4; c++) {
+        float grads[2][LEN + 32];
+        int count[2];
+        for (int second = 0; second <= 1; second++) {
+            nn_graph_reset(g);
+            tensor *a = leaf(LEN, av), *w = constant(LEN, wv);
+            tensor_set_shape(a, 4, shape4);
+            tensor_set_shape(w, 4, shape4);
+            nn_layer *bn = nn_layer_create("batchnorm", cfg[c]);
+            assert_non_null(bn);
+            assert_ok(nn_layer_build(bn, 3, per));
+            assert_ok(nn_layer_alloc_params(bn, 3));
+            /* gamma away from one, so dx depends on it */
+            for (size_t i = 0; i < bn->params[0].t->size; i++) bn->params[0].t->data[i] = 0.5f + (float)i;
+            assert_string_equal(bn->params[0].name, "gamma");
+            tensor *x = scale_op(g, a, 2.0f, 1), *y, *s, *loss;
+            assert_ok(nn_layer_forward(bn, g, x, &y, 1));
+            if (second) {
+                tensor *v = scale_op(g, x, 0.0f, 2);
+                assert_ok(nn_op_add(g, y, v, &s));
+            } else {
+                s = y;
+            }
+            assert_ok(nn_op_weighted_sum(g, s, w, &loss));
+            assert_ok(nn_graph_retain_grad(g, x));
+            assert_ok(nn_graph_retain_grad(g, y));
+            assert_ok(nn_graph_backward(g, loss));
+            if (second) assert_ptr_not_equal(x->grad, y->grad);
+            else assert_ptr_equal(x->grad, y->grad); /* dx written over dy */
+            memcpy(grads[second], a->grad, sizeof av);
+            int k = LEN;
+            for (int p = 0; p < bn->n_params; p++)
+                if (bn->params[p].trainable)
+                    for (size_t i = 0; i < bn->params[p].t->size; i++) grads[second][k++] = bn->params[p].t->grad[i];
+            count[second] = k;
+            nn_layer_free(bn);
+            tensor_free(a);
+            tensor_free(w);
+        }
+        /* gamma and beta of 8 channels, or of 3 (channels_first), gamma only without center */
+        assert_int_equal(count[0], LEN + (c < 2 ? 16 : c == 2 ? 6 : 3));
+        assert_int_equal(count[1], count[0]);
+        int nonzero = 0;
+        for (int i = 0; i < count[0]; i++) {
+            nonzero += grads[0][i] != 0.0f;
+            if (memcmp(&grads[0][i], &grads[1][i], sizeof(float)))
+                fail_msg("%s: gradient %d: %a in place, %a added", cfg[c], i, (double)grads[0][i],
+                         (double)grads[1][i]);
+        }
+        assert_true(nonzero > LEN / 4);
+    }
+    nn_graph_free(g);
+}
+
+/* The shared scratch holds the largest request, 64-byte aligned, kept
+ * across resets: a smaller request gets the same buffer, a larger one a
+ * buffer of its size. */
+static void test_scratch(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    assert_null(nn_graph_scratch(g));
+    assert_int_equal(nn_graph_scratch_bytes(g), 0);
+    unsigned char *a = nn_graph_scratch_reserve(g, 1000);
+    assert_non_null(a);
+    assert_int_equal((uintptr_t)a % TENSOR_ALIGN, 0);
+    memset(a, 1, 1000);
+    assert_ptr_equal(nn_graph_scratch_reserve(g, 10), a);
+    nn_graph_reset(g);
+    assert_ptr_equal(nn_graph_scratch(g), a);
+    unsigned char *b = nn_graph_scratch_reserve(g, 5000);
+    assert_non_null(b);
+    assert_int_equal((uintptr_t)b % TENSOR_ALIGN, 0);
+    memset(b, 2, 5000);
+    assert_ptr_equal(nn_graph_scratch(g), b);
+    assert_int_equal(nn_graph_scratch_bytes(g), 5000);
+    nn_graph_free(g);
+}
+
 /* Intermediate gradient buffers go back to the pool once their producer's
  * backward has run, and the next ones reuse them: along a chain of five
  * scalings of 1,000 floats, at most two such gradients are in flight at a
@@ -498,6 +598,8 @@ int main(void)
         cmocka_unit_test(test_accumulates),
         cmocka_unit_test(test_off_path_node_skipped),
         cmocka_unit_test(test_shared_gradients),
+        cmocka_unit_test(test_batchnorm_grad_in_place),
+        cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_grad_pool_reuse),
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_backward_errors),
