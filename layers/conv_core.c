@@ -17,7 +17,8 @@
  *             tiles as forward; other strides: dcol = dz k^T in chunks of
  *             samples (at most 8 MB), gathered into dx by col2im
  * channels_first (NCHW) runs the same passes a chunk of samples at a time,
- * transposing each chunk in and its result out (nn_conv_forward_nchw).
+ * transposing each chunk in (the GEMM tiles store NCHW output themselves),
+ * or the GEMM tiles' backward on the whole batch (nn_conv_forward_nchw).
  * Vector loads need rows whose length is a multiple of the vector width, so
  * a filter count F that is not gets zero-padded copies of the kernel (and of
  * dz for dkernel); the extra columns are never stored.
