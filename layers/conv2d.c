@@ -24,10 +24,10 @@
  * tensors directly otherwise (layers/conv_gemm.c), with the buffers and the
  * choice between them in layers/conv_core.c. NHWC is the fast path.
  * channels_first runs the same kernels a chunk of samples at a time, each
- * chunk transposed to NHWC and its output back (nn_conv_forward_nchw), so
- * both formats give the same numbers for the same kernel (bit for bit
- * when the batch is one chunk; otherwise dkernel and dbias add per-chunk
- * sums). The bias and ReLU are applied in registers
+ * chunk's input transposed to NHWC (nn_conv_forward_nchw; the GEMM tiles
+ * store NCHW output themselves), so both formats give the same numbers for
+ * the same kernel (bit for bit, except where chunks run the backward and
+ * dkernel and dbias add per-chunk sums: see conv_core.h). The bias and ReLU are applied in registers
  * before the output is stored; backward masks dy by y > 0, as dense does.
  * Every other activation is a second graph node after the linear one
  * (nn_act_record in layers/activation.c), the same arithmetic as the

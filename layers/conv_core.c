@@ -18,7 +18,8 @@
  *             tiles as forward; other strides: dcol = dz k^T in chunks of
  *             samples (at most 8 MB), gathered into dx by col2im
  * channels_first (NCHW) runs the same passes a chunk of samples at a time,
- * transposing each chunk in and its result out (nn_conv_forward_nchw).
+ * transposing each chunk in (the GEMM tiles store NCHW output themselves),
+ * or the GEMM tiles' backward on the whole batch (nn_conv_forward_nchw).
  * Vector loads need rows whose length is a multiple of the vector width, so
  * a filter count F that is not gets zero-padded copies of the kernel (and of
  * dz for dkernel); the extra columns are never stored.
@@ -351,6 +352,17 @@ static int conv_core_nchw_chunk(const nn_conv_geom *g, int N, int F)
 
 int nn_conv_winograd_m(const nn_conv_geom *g, int F) { return conv_core_winograd(g, F); }
 
+/* channels_first backward on the GEMM tiles, whole batch or in chunks: a
+ * layer with few input channels (padded input no larger than its output: a
+ * first layer) has little dkernel and dx work per float of dz, so its dz
+ * transposed in chunks, while still cached, costs less than the whole
+ * batch's round trip through memory; other layers run the whole batch as
+ * the NHWC passes do. */
+static int conv_core_nchw_bwd_whole(const nn_conv_geom *g, int F)
+{
+    return !conv_core_winograd(g, F) && (size_t)g->Hp * g->Wp * g->C > (size_t)g->OH * g->OW * F;
+}
+
 void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                         int need_dk, int need_db)
 {
@@ -391,15 +403,28 @@ void nn_conv_work_sizes(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, i
 void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                              int need_dk, int need_db)
 {
-    /* The NHWC passes' buffers for one chunk (every one of them grows with
+    const int nb = conv_core_nchw_chunk(g, N, F);
+    const size_t whole = (size_t)N * g->Hp * g->Wp * g->C;
+    if (conv_core_nchw_bwd_whole(g, F)) {
+        /* The GEMM tiles' backward on the whole batch: the padded NHWC input
+         * the forward leaves for dkernel, and the NHWC dz; the tiles store y
+         * and stride-1 dx in NCHW themselves, strided dx goes through NHWC a
+         * dcol chunk at a time. */
+        nn_conv_work_sizes(s, g, N, F, need_dx, need_dk, need_db);
+        s->xp = need_dk ? whole : (size_t)nb * g->Hp * g->Wp * g->C;
+        s->xp_whole = need_dk;
+        if (need_dx || need_dk || need_db) s->yn = (size_t)N * g->OH * g->OW * F;
+        if (need_dx && (g->SH != 1 || g->SW != 1))
+            s->dxn = conv_core_dcol_chunk(g, N) * g->H * g->W * g->C;
+        return;
+    }
+    /* Otherwise the NHWC passes' buffers for one chunk (every one of them grows with
      * the sample count, so a shorter last chunk fits), plus the chunk's
      * NHWC copies; xp always holds the input, padded or not. */
-    const int nb = conv_core_nchw_chunk(g, N, F);
     nn_conv_work_sizes(s, g, nb, F, need_dx, need_dk, need_db);
     s->xp = (size_t)nb * g->Hp * g->Wp * g->C;
     /* Few input channels: the whole padded input costs no more memory than
      * the output, and saves dkernel transposing it again. */
-    const size_t whole = (size_t)N * g->Hp * g->Wp * g->C;
     if (need_dk && whole <= (size_t)N * g->OH * g->OW * F) {
         s->xp = whole;
         s->xp_whole = 1;
@@ -430,10 +455,11 @@ static int conv_core_forward_setup(const float *k, const float *b, const nn_conv
 }
 
 /* y (N, OH, OW, F) = act(tiles(xp, k) + b), xp (N, Hp, Wp, C) the input
- * with its padding, after conv_core_forward_setup. */
+ * with its padding, after conv_core_forward_setup; y (N, F, OH, OW) with
+ * y_nchw (the GEMM tiles only). */
 static void conv_core_forward_run(float *y, const float *xp, const float *k, int has_b, int relu,
                                   const nn_conv_geom *g, int N, int F, int wino,
-                                  const nn_conv_work *w)
+                                  const nn_conv_work *w, int y_nchw)
 {
     const int Fp = conv_core_round_up(F, nn_conv_vector_width());
     const float *bp = has_b ? w->bp : NULL;
@@ -442,7 +468,7 @@ static void conv_core_forward_run(float *y, const float *xp, const float *k, int
                          0, w->ws, w->ws_slots);
     else
         nn_conv_forward_nhwc(y, xp, g->Hp, g->Wp, F != Fp ? w->kp : k, F != Fp ? Fp : F, bp, relu,
-                             g, N, F);
+                             g, N, F, y_nchw);
 }
 
 /* dk (T, F) += from dz (N, OH, OW, F) and the input: for Winograd x (N,
@@ -490,9 +516,12 @@ static void conv_core_dx_setup(const float *k, const nn_conv_geom *g, int F, int
     }
 }
 
-/* dx (N, H, W, C) += from dz (N, OH, OW, F), after conv_core_dx_setup. */
+/* dx (N, H, W, C) += from dz (N, OH, OW, F), after conv_core_dx_setup;
+ * dx (N, C, H, W) with dx_nchw (the GEMM tiles only: stride 1 stores it
+ * from the tiles, strided gathers a chunk into w->dxn and adds it
+ * transposed). */
 static void conv_core_backward_dx(float *dx, const float *dz, const nn_conv_geom *g, int N, int F,
-                                  int wino, nn_conv_work *w)
+                                  int wino, nn_conv_work *w, int dx_nchw)
 {
     const int VLw = nn_conv_vector_width(), C = g->C, KH = g->KH, KW = g->KW;
     const size_t T = (size_t)KH * KW * C, P = (size_t)g->OH * g->OW;
@@ -512,7 +541,7 @@ static void conv_core_backward_dx(float *dx, const float *dz, const nn_conv_geom
                         (KW - 1) * g->DW - g->PL);
             dz = w->dzs;
         }
-        nn_conv_backward_input_direct(dx, dz, w->kt, conv_core_round_up(C, VLw), g, N, F);
+        nn_conv_backward_input_direct(dx, dz, w->kt, conv_core_round_up(C, VLw), g, N, F, dx_nchw);
         return;
     }
     /* Strided: columns dcol = dz k^T a chunk of samples at a time, each
@@ -523,7 +552,12 @@ static void conv_core_backward_dx(float *dx, const float *dz, const nn_conv_geom
     for (int n0 = 0; n0 < N; n0 += chunk) {
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         nn_conv_backward_cols(w->dcol, dz + (size_t)n0 * P * F, w->kt, Tp, (size_t)nb * P, F, (int)T);
-        nn_conv_col2im(dx + (size_t)n0 * in_per, w->dcol, g, nb, 1);
+        if (dx_nchw) {
+            nn_conv_col2im(w->dxn, w->dcol, g, nb, 0);
+            nn_conv_to_nchw(dx + (size_t)n0 * in_per, w->dxn, nb, C, g->H * g->W, 1);
+        } else {
+            nn_conv_col2im(dx + (size_t)n0 * in_per, w->dcol, g, nb, 1);
+        }
     }
 }
 
@@ -546,7 +580,7 @@ void nn_conv_forward(float *y, const float *x, const float *k, const float *b, i
         nn_conv_winograd_same(wino, y, x, g, N, F, w->wk, b ? w->bp : NULL, relu, w->ws,
                               w->ws_slots);
     else
-        conv_core_forward_run(y, w->x, k, b != NULL, relu, g, N, F, 0, w);
+        conv_core_forward_run(y, w->x, k, b != NULL, relu, g, N, F, 0, w, 0);
 }
 
 void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y, const float *k,
@@ -559,7 +593,7 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
     if (dk && T) conv_core_backward_dk(dk, w->x, dz, g, N, F, wino, w);
     if (!dx || !T) return;
     conv_core_dx_setup(k, g, F, wino, w);
-    conv_core_backward_dx(dx, dz, g, N, F, wino, w);
+    conv_core_backward_dx(dx, dz, g, N, F, wino, w, 0);
 }
 
 /* ---- the convolution, NCHW, a chunk of samples at a time ---- */
@@ -611,7 +645,12 @@ void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float 
         const int nb = N - n0 < chunk ? N - n0 : chunk;
         float *xp = w->xp + (w->xp_whole ? (size_t)n0 * xp_per : 0);
         conv_core_nchw_to_padded(xp, x + (size_t)n0 * in_per, g, nb);
-        conv_core_forward_run(w->yn, xp, k, b != NULL, relu, g, nb, F, wino, w);
+        /* The GEMM tiles store y in NCHW themselves. */
+        if (!wino) {
+            conv_core_forward_run(y + (size_t)n0 * F * P, xp, k, b != NULL, relu, g, nb, F, 0, w, 1);
+            continue;
+        }
+        conv_core_forward_run(w->yn, xp, k, b != NULL, relu, g, nb, F, wino, w, 0);
         nn_conv_to_nchw(y + (size_t)n0 * F * P, w->yn, nb, F, (int)P, 0);
     }
 }
@@ -627,6 +666,15 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
     if (N == 0 || P == 0 || !T) return;
     const int wino = conv_core_winograd(g, F);
     if (dx) conv_core_dx_setup(k, g, F, wino, w);
+    if (conv_core_nchw_bwd_whole(g, F)) {
+        /* The GEMM tiles on the whole batch, as nn_conv_backward runs them:
+         * dz transposed (and masked) once; the forward's NHWC input. */
+        conv_core_transpose_masked(w->yn, dz, y, N, F, (int)P, 0);
+        nn_conv_dz_pass(w->yn, NULL, db, w->db, (size_t)N * P, F);
+        if (dk) conv_core_backward_dk(dk, w->xp, w->yn, g, N, F, 0, w);
+        if (dx) conv_core_backward_dx(dx, w->yn, g, N, F, 0, w, 1);
+        return;
+    }
     /* Chunks in sample order: db and the GEMM tiles' dk add each chunk's
      * sums in turn, so the result depends on the shapes alone; Winograd's
      * dk sums in its transformed domain across the chunks, as over the
@@ -655,7 +703,7 @@ void nn_conv_backward_nchw(float *dx, float *dk, float *db, float *dz, const flo
         }
         if (dx) {
             memset(w->dxn, 0, (size_t)nb * in_per * sizeof *w->dxn);
-            conv_core_backward_dx(w->dxn, w->yn, g, nb, F, wino, w);
+            conv_core_backward_dx(w->dxn, w->yn, g, nb, F, wino, w, 0);
             nn_conv_to_nchw(dx + (size_t)n0 * in_per, w->dxn, nb, g->C, g->H * g->W, 1);
         }
     }

@@ -140,22 +140,27 @@ void nn_conv_backward(float *dx, float *dk, float *db, float *dz, const float *y
 /* ---- the convolution, NCHW ----
  *   y (N, F, OH, OW) = act(conv(x, k) + b),  x (N, C, H, W), k and b as above.
  * The NHWC kernels, run a chunk of samples at a time: each chunk of x is
- * transposed (and padded) into w->xp, convolved into w->yn, and transposed
- * into y; backward likewise transposes a chunk of dz in, and a chunk of dx
- * back out (added). A chunk is as many samples as keep its NHWC input and
- * output within about an L2 cache (at least one), so the copies stay
- * cached and no whole-tensor NHWC buffer is needed. Buffers: from
- * nn_conv_work_sizes_nchw; backward needs no state from the forward (it
- * transposes x again for dkernel), only the same buffers -- except when
- * the sizes set xp_whole: when dkernel is wanted and the padded input is no
- * larger than the output (few input channels: a first layer), the forward
- * keeps the whole batch's NHWC input for the backward instead. db and the GEMM
- * tiles' dk add the chunks' sums in sample order (Winograd's dk sums over
- * the chunks in its transformed domain); the chunking depends on the shapes
- * alone, so results do not depend on the thread count. y, dx and Winograd's
- * dk equal nn_conv_forward's and nn_conv_backward's on the transposed
- * tensors bit for bit; db and the GEMM tiles' dk do when the batch is one
- * chunk. */
+ * transposed (and padded) into w->xp and convolved; the GEMM tiles store
+ * into y in NCHW themselves, Winograd into w->yn, transposed into y. A
+ * chunk is as many samples as keep its NHWC input and output within about
+ * an L2 cache (at least one), so the copies stay cached.
+ * Backward on the GEMM tiles, unless the padded input is no larger than the
+ * output (few input channels: a first layer), runs on the whole batch as
+ * nn_conv_backward does: dz transposed (and masked) once into w->yn, dkernel
+ * from the forward's whole NHWC input (xp_whole), stride-1 dx stored NCHW by
+ * the tiles, strided dx gathered a column chunk at a time and added
+ * transposed. Otherwise backward goes chunk by chunk, transposing a chunk of
+ * dz in and a chunk of dx back out (added), and x again for dkernel unless
+ * xp_whole (dkernel wanted and the padded input no larger than the output:
+ * the forward kept it). Buffers: from nn_conv_work_sizes_nchw; backward
+ * needs the forward's buffers. The chunked backward's db and GEMM dk add
+ * the chunks' sums in sample order (Winograd's dk sums over the chunks in its
+ * transformed domain); the chunking depends on the shapes alone, so results
+ * do not depend on the thread count. y, stride-1 dx, Winograd's dk and the
+ * whole-batch backward's dk and db equal nn_conv_forward's and
+ * nn_conv_backward's on the transposed tensors bit for bit; the chunked
+ * backward's db and GEMM dk do when the batch is one chunk; strided dx does
+ * when dx starts at 0 (NCHW gathers a chunk into zeros and adds it). */
 void nn_conv_work_sizes_nchw(nn_conv_sizes *s, const nn_conv_geom *g, int N, int F, int need_dx,
                              int need_dk, int need_db);
 void nn_conv_forward_nchw(float *y, const float *x, const float *k, const float *b, int relu,

@@ -170,6 +170,55 @@ typedef struct {
     size_t ah, aw, bh, bw;
 } segs;
 
+/* Eight floats: one register with AVX, two with SSE, half of one with
+ * AVX-512 (the compiler splits or narrows the shuffles). */
+typedef float conv_gemm_v8 __attribute__((vector_size(8 * sizeof(float))));
+#define CONV_GEMM_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+
+/* d[j*ldd + i] (+)= s[i*lds + j] for i, j < 8: eight rows loaded, swapped
+ * in registers in three rounds of shuffles (pairs of lanes, pairs of pairs,
+ * halves), eight rows stored. Named variables rather than arrays, which GCC
+ * would keep on the stack. */
+INLINE void conv_gemm_t8x8(float *restrict d, size_t ldd, const float *restrict s, size_t lds, int add)
+{
+    conv_gemm_v8 r0, r1, r2, r3, r4, r5, r6, r7;
+    memcpy(&r0, s, sizeof r0);
+    memcpy(&r1, s + lds, sizeof r1);
+    memcpy(&r2, s + 2 * lds, sizeof r2);
+    memcpy(&r3, s + 3 * lds, sizeof r3);
+    memcpy(&r4, s + 4 * lds, sizeof r4);
+    memcpy(&r5, s + 5 * lds, sizeof r5);
+    memcpy(&r6, s + 6 * lds, sizeof r6);
+    memcpy(&r7, s + 7 * lds, sizeof r7);
+#define LO(a, b) CONV_GEMM_SHUF(a, b, 0, 8, 1, 9, 4, 12, 5, 13)
+#define HI(a, b) CONV_GEMM_SHUF(a, b, 2, 10, 3, 11, 6, 14, 7, 15)
+#define LO2(a, b) CONV_GEMM_SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define HI2(a, b) CONV_GEMM_SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+#define LO4(a, b) CONV_GEMM_SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11)
+#define HI4(a, b) CONV_GEMM_SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15)
+    const conv_gemm_v8 t0 = LO(r0, r1), t1 = HI(r0, r1), t2 = LO(r2, r3), t3 = HI(r2, r3);
+    const conv_gemm_v8 t4 = LO(r4, r5), t5 = HI(r4, r5), t6 = LO(r6, r7), t7 = HI(r6, r7);
+    const conv_gemm_v8 u0 = LO2(t0, t2), u1 = HI2(t0, t2), u2 = LO2(t1, t3), u3 = HI2(t1, t3);
+    const conv_gemm_v8 u4 = LO2(t4, t6), u5 = HI2(t4, t6), u6 = LO2(t5, t7), u7 = HI2(t5, t7);
+    conv_gemm_v8 o[8] = {LO4(u0, u4), LO4(u1, u5), LO4(u2, u6), LO4(u3, u7),
+                         HI4(u0, u4), HI4(u1, u5), HI4(u2, u6), HI4(u3, u7)};
+#undef LO
+#undef HI
+#undef LO2
+#undef HI2
+#undef LO4
+#undef HI4
+    UNROLL for (int j = 0; j < 8; j++) {
+        float *dj = d + (size_t)j * ldd;
+        if (add) {
+            conv_gemm_v8 old;
+            memcpy(&old, dj, sizeof old);
+            o[j] = old + o[j];
+        }
+        memcpy(dj, &o[j], sizeof o[j]);
+    }
+}
+
 /* out[r][f] for r < rr, f < nvalid of a tile of R rows x V vectors:
  *   t = sum over segments and j of a[r*pstride + off + j] * b[(row + j)*ldb]
  *   then + bias, ReLU, or + out (add), and stored (ld ldo). */
@@ -228,6 +277,42 @@ static void conv_gemm_tile_row(float *out, size_t ldo, int rows, int nvalid, con
     }
 }
 
+/* Pixels per block of the NCHW stores: a multiple of the 8 x 8 blocks. */
+#define TR_PIXELS 64
+
+/* The tile rows of pixels [p0, p0 + np) of one image, np <= TR_PIXELS, one
+ * column group, stored transposed: out[f*ldo + p] (+)= t[p][f], an NCHW
+ * plane per column. Image rows are ow_n pixels long; row o, pixel c reads
+ * a + o*ah + c*pstride. The row-major tiles store into a buffer on the
+ * stack, which is swapped into out in 8 x 8 register blocks (one float at a
+ * time at the edges): out receives the same value as the NHWC store (or old
+ * + t, as commutative as t + old), so both layouts hold the same bits, and
+ * a block spans image rows, so the planes are written in runs of np. */
+static void conv_gemm_block_tr(float *out, size_t ldo, int p0, int np, int ow_n, int nvalid,
+                               const float *a, size_t ah, size_t pstride, const segs *s,
+                               const float *b, size_t ldb, const float *bias, int relu, int add)
+{
+    float buf[TR_PIXELS * VMAX * VL];
+    const int ldt = (nvalid + VL - 1) / VL * VL;
+    for (int p = p0; p < p0 + np;) {
+        const int o = p / ow_n, c = p % ow_n;
+        const int len = ow_n - c < p0 + np - p ? ow_n - c : p0 + np - p;
+        conv_gemm_tile_row(buf + (size_t)(p - p0) * ldt, (size_t)ldt, len, nvalid,
+                           a + (size_t)o * ah + (size_t)c * pstride, pstride, s, b, ldb, bias, relu, 0);
+        p += len;
+    }
+    float *op = out + p0;
+    const int n8 = np & ~7, f8 = nvalid & ~7;
+    for (int r = 0; r < n8; r += 8)
+        for (int f = 0; f < f8; f += 8)
+            conv_gemm_t8x8(op + (size_t)f * ldo + r, ldo, buf + (size_t)r * ldt + f, (size_t)ldt, add);
+    for (int f = 0; f < nvalid; f++)
+        for (int r = f < f8 ? n8 : 0; r < np; r++) {
+            float *d = op + (size_t)f * ldo + r;
+            *d = add ? *d + buf[(size_t)r * ldt + f] : buf[(size_t)r * ldt + f];
+        }
+}
+
 /* Column groups of at most VMAX vectors over `cols` columns. */
 static int conv_gemm_col_groups(int cols) { return (cols + VMAX * VL - 1) / (VMAX * VL); }
 
@@ -253,12 +338,29 @@ static segs conv_gemm_window_segs(const nn_conv_geom *g, int rowlen, int ch)
 }
 
 void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float *kp, int ldk,
-                          const float *bp, int relu, const nn_conv_geom *g, int N, int F)
+                          const float *bp, int relu, const nn_conv_geom *g, int N, int F, int y_nchw)
 {
     const int C = g->C, OH = g->OH, OW = g->OW, groups = conv_gemm_col_groups(F);
     const segs s = conv_gemm_window_segs(g, Wp, C);
-    const long rows = (long)N * OH;
     const double macs = (double)conv_gemm_par_n(g, N) * OH * OW * F * g->KH * g->KW * C;
+    if (y_nchw) {
+        /* Blocks of TR_PIXELS output pixels, each stored into its planes. */
+        const int P = OH * OW, nblk = (P + TR_PIXELS - 1) / TR_PIXELS;
+        const long items = (long)N * nblk;
+        #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
+        for (long q = 0; q < items; q++)
+            for (int cg = 0; cg < groups; cg++) {
+                const long n = q / nblk;
+                const int p0 = (int)(q % nblk) * TR_PIXELS, np = P - p0 < TR_PIXELS ? P - p0 : TR_PIXELS;
+                const int fo = cg * VMAX * VL, nvalid = F - fo < VMAX * VL ? F - fo : VMAX * VL;
+                conv_gemm_block_tr(y + ((size_t)n * F + fo) * P, (size_t)P, p0, np, OW, nvalid,
+                                   xp + (size_t)n * Hp * Wp * C, (size_t)g->SH * Wp * C,
+                                   (size_t)g->SW * C, &s, kp + fo, (size_t)ldk, bp ? bp + fo : NULL,
+                                   relu, 0);
+            }
+        return;
+    }
+    const long rows = (long)N * OH;
     #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {
@@ -272,15 +374,30 @@ void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float
 }
 
 void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt, int ldk,
-                                   const nn_conv_geom *g, int N, int F)
+                                   const nn_conv_geom *g, int N, int F, int dx_nchw)
 {
     /* dx is a stride-1 convolution of the spatially padded dz with the
      * flipped, transposed kernel: the forward's tiles with C and F swapped. */
     const int H = g->H, W = g->W, C = g->C, groups = conv_gemm_col_groups(C);
     const int Hs = H + (g->KH - 1) * g->DH, Ws = W + (g->KW - 1) * g->DW;
     const segs s = conv_gemm_window_segs(g, Ws, F);
-    const long rows = (long)N * H;
     const double macs = (double)conv_gemm_par_n(g, N) * H * W * C * g->KH * g->KW * F;
+    if (dx_nchw) {
+        const int HW = H * W, nblk = (HW + TR_PIXELS - 1) / TR_PIXELS;
+        const long items = (long)N * nblk;
+        #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
+        for (long q = 0; q < items; q++)
+            for (int cg = 0; cg < groups; cg++) {
+                const long n = q / nblk;
+                const int p0 = (int)(q % nblk) * TR_PIXELS, np = HW - p0 < TR_PIXELS ? HW - p0 : TR_PIXELS;
+                const int co = cg * VMAX * VL, nvalid = C - co < VMAX * VL ? C - co : VMAX * VL;
+                conv_gemm_block_tr(dx + ((size_t)n * C + co) * HW, (size_t)HW, p0, np, W, nvalid,
+                                   dzs + (size_t)n * Hs * Ws * F, (size_t)Ws * F, (size_t)F, &s,
+                                   kt + co, (size_t)ldk, NULL, 0, 1);
+            }
+        return;
+    }
+    const long rows = (long)N * H;
     #pragma omp parallel for collapse(2) schedule(static) if (macs >= CONV_GEMM_PAR_MIN_MACS)
     for (long q = 0; q < rows; q++)
         for (int cg = 0; cg < groups; cg++) {

@@ -27,13 +27,15 @@ int nn_conv_vector_width(void);
 
 /* y (N, OH, OW, F) = act(conv(xp, kp) + bp): xp (N, Hp, Wp, C) is the input
  * with its padding, kp (KH*KW*C, ldk) the kernel with ldk a multiple of the
- * vector width, bp (ldk) or NULL, relu 0 or 1. */
+ * vector width, bp (ldk) or NULL, relu 0 or 1. With y_nchw, y is
+ * (N, F, OH, OW) instead, the same values. */
 void nn_conv_forward_nhwc(float *y, const float *xp, int Hp, int Wp, const float *kp, int ldk,
-                          const float *bp, int relu, const nn_conv_geom *g, int N, int F);
+                          const float *bp, int relu, const nn_conv_geom *g, int N, int F, int y_nchw);
 /* dx (N, H, W, C) += stride-1 convolution of dzs (N, H + (KH-1)DH,
- * W + (KW-1)DW, F) with kt (KH*KW*F, ldk), the flipped, transposed kernel. */
+ * W + (KW-1)DW, F) with kt (KH*KW*F, ldk), the flipped, transposed kernel;
+ * with dx_nchw, dx is (N, C, H, W). */
 void nn_conv_backward_input_direct(float *dx, const float *dzs, const float *kt, int ldk,
-                                   const nn_conv_geom *g, int N, int F);
+                                   const nn_conv_geom *g, int N, int F, int dx_nchw);
 /* dcol (M, T) = dz (M, F) kt2 (F, ldk). */
 void nn_conv_backward_cols(float *dcol, const float *dz, const float *kt2, int ldk, size_t M, int F,
                            int T);
