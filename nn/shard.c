@@ -27,7 +27,8 @@
 typedef struct shard_co {
     ucontext_t uc;
     void *stack;           /* SHARD_STACK bytes */
-    nn_graph *graph;       /* its tape; kept across steps */
+    nn_graph *graph;       /* its tape: the model's for the first, else own */
+    nn_graph *own;         /* kept across steps */
     uint64_t *calls;       /* the layers' call counters as it left them */
     float *buffers;        /* the moving statistics as it left them */
     unsigned long pass_generation; /* the model's pass state (model.h) for its graph */
@@ -155,7 +156,7 @@ void nn_shard_trainer_free(nn_shard_trainer *t)
     if (!t) return;
     for (int k = 0; t->co && k < t->n_co; k++) {
         free(t->co[k].stack);
-        nn_graph_free(t->co[k].graph);
+        nn_graph_free(t->co[k].own);
         free(t->co[k].calls);
         free(t->co[k].buffers);
     }
@@ -541,7 +542,8 @@ static void shard_co_main(void)
     co->state = SHARD_CO_DONE;
 }
 
-/* Stacks, tapes and copies for the first n coroutines. */
+/* Stacks, tapes and copies for the first n coroutines; the first runs on
+ * the model's tape, which a step without lockstep uses too. */
 static nn_status shard_co_reserve(nn_shard_trainer *t, int n)
 {
     const nn_model *m = t->m;
@@ -549,7 +551,8 @@ static nn_status shard_co_reserve(nn_shard_trainer *t, int n)
     for (int k = 0; k < n; k++) {
         shard_co *co = &t->co[k];
         if (!co->stack) co->stack = malloc(SHARD_STACK);
-        if (!co->graph) co->graph = nn_graph_create(0);
+        if (!co->own && k > 0) co->own = nn_graph_create(0);
+        co->graph = k > 0 ? co->own : m->graph;
         if (!co->calls) co->calls = malloc((size_t)(m->n_layers ? m->n_layers : 1) * sizeof *co->calls);
         if (!co->buffers) co->buffers = malloc((m->n_buffers ? m->n_buffers : 1) * sizeof *co->buffers);
         if (!co->stack || !co->graph || !co->calls || !co->buffers)
@@ -605,7 +608,7 @@ static nn_status shard_meet_exchange(nn_shard_trainer *t, int S, int lo, int hi)
  * moving statistics, the same in every shard (each updated them once from
  * the whole batch's), as values in shard 0's record (zeros elsewhere); the
  * call counters in t->calls. On return the model is as the step found it,
- * but for its moving statistics and call counters. */
+ * but for its moving statistics, call counters and tape. */
 static nn_status shard_lockstep(nn_shard_trainer *t, int S, int lo, int hi, int b,
                                 const uint64_t *calls0)
 {
@@ -632,8 +635,6 @@ static nn_status shard_lockstep(nn_shard_trainer *t, int S, int lo, int hi, int 
         makecontext(&co->uc, shard_co_main, 0);
     }
     nn_graph *graph = m->graph;
-    const unsigned long pass_generation = m->pass_generation;
-    const int pass_alone = m->pass_alone, pass_taped_training = m->pass_taped_training;
     for (int i = 0; i < m->n_layers; i++) m->layers[i]->meet = &t->meet;
     nn_status s = NN_OK;
     for (;;) {
@@ -660,11 +661,12 @@ static nn_status shard_lockstep(nn_shard_trainer *t, int S, int lo, int hi, int 
         if (s != NN_OK) break;
     }
     /* A shard left waiting after an error is dropped: the next step makes
-     * its context anew and resets its tape. */
+     * its context anew and resets its tape. The model keeps its graph with
+     * the first shard's tape in it, as after a step without lockstep. */
     m->graph = graph;
-    m->pass_generation = pass_generation;
-    m->pass_alone = pass_alone;
-    m->pass_taped_training = pass_taped_training;
+    m->pass_generation = t->co[0].pass_generation;
+    m->pass_alone = t->co[0].pass_alone;
+    m->pass_taped_training = t->co[0].pass_taped_training;
     for (int j = 0; j < t->n_gparams; j++) t->gparams[j]->grad = m->grads + t->goff[j];
     for (int i = 0; i < m->n_layers; i++) {
         m->layers[i]->meet = NULL;
