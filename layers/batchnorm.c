@@ -36,8 +36,12 @@
  * channels for channels-last data and along the positions of one channel
  * for channels-first.
  *
- * Omits: renorm, virtual batches, an axis other than the channel axis,
- * synchronised statistics across devices.
+ * In a sharded step (nn/shard.h) the statistics are the whole batch's: a
+ * shard's moments meet the other shards' in forward, its sum(dy) and
+ * sum(dy * (x - mean)) in backward (l->meet, layers/layer.h), and every
+ * shard normalises and differentiates with the totals.
+ *
+ * Omits: renorm, virtual batches, an axis other than the channel axis.
  */
 #include <math.h>
 #include <string.h>
@@ -62,6 +66,8 @@ typedef struct {
     nn_layer *l;
     float *mean, *inv_std; /* (C): what forward normalised with */
     int training;
+    double count;          /* values per channel the statistics are over */
+    nn_batch_meet *meet;   /* a sharded step's (layers/layer.h), or NULL */
     double *part;          /* per-block sums, and 2*C results */
 } bn_ctx;
 
@@ -387,6 +393,27 @@ static void batchnorm_dx(float *dx, const float *dy, const float *y, const float
     else batchnorm_dx_body(dx, dy, NULL, x, mean, k1, k2, k3, outer, C, inner, 0, 0);
 }
 
+/* Two shards' moments, {count, shift[C], s1[C], s2[C]} with sums about
+ * the shift (batchnorm_stats_forward), into acc about acc's shift: with
+ * d = shift_b - shift_a, b's sums move to shift a as
+ *     s1 + n_b d  and  s2 + 2 d s1 + n_b d^2.
+ * The merged sums are those one pass over both shards would give about
+ * shift a (the whole batch's first value at the end of a merge over
+ * shards in order, the plain pass's shift), and carry the same
+ * cancellation in var = s2/M - (s1/M)^2, which batchnorm_forward's comment
+ * bounds. */
+static void batchnorm_merge_moments(double *acc, const double *next, size_t n)
+{
+    const size_t C = (n - 1) / 3;
+    const double nb = next[0];
+    for (size_t k = 0; k < C; k++) {
+        const double d = next[1 + k] - acc[1 + k], s1 = next[1 + C + k];
+        acc[1 + 2 * C + k] += next[1 + 2 * C + k] + d * (2.0 * s1 + nb * d);
+        acc[1 + C + k] += s1 + nb * d;
+    }
+    acc[0] += nb;
+}
+
 static nn_status batchnorm_parse(nn_layer *l, nn_config *c)
 {
     bn_state *s = l->state;
@@ -462,7 +489,7 @@ static void batchnorm_backward(nn_node *n)
     tensor *beta = s->i_beta >= 0 ? l->params[s->i_beta].t : NULL;
     const int C = s->C;
     const size_t outer = (size_t)x->shape[0] * s->pre, inner = (size_t)s->inner;
-    const double M = (double)outer * inner;
+    const double M = c->count;
     /* dy may be x->grad's storage too (grad_in_place): batchnorm_dx reads
      * it after the sums and overwrites it with dx. */
     const float *dy = y->grad;
@@ -475,6 +502,9 @@ static void batchnorm_backward(nn_node *n)
     if (beta && beta->grad)
         for (int k = 0; k < C; k++) beta->grad[k] += (float)sum_dy[k];
     if (!x->grad || M == 0) return;
+    /* dx needs the sums over the whole batch; dgamma and dbeta took this
+     * shard's, which the step adds up with the other gradients. */
+    if (c->meet && c->training) c->meet->meet(c->meet, l, c->part, 2 * (size_t)C, NULL);
     /* dx += k1 * (dy - k2 - (x - mean) * k3), per channel coefficients; the
      * batch terms k2, k3 vanish in eval mode, where mean and var are
      * constants. Reuses part for the three (C) float vectors. */
@@ -505,6 +535,7 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     tensor *beta = s->i_beta >= 0 ? l->params[s->i_beta].t : NULL;
     float *mm = l->params[s->i_mean].t->data, *mv = l->params[s->i_var].t->data;
     const int batch = training && M > 0;
+    double count = (double)M;
     if (batch) {
         /* One pass for both moments, about a shift K per channel: the
          * channel's first value. var = E[(x-K)^2] - E[x-K]^2 cancels only as
@@ -517,11 +548,30 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
         float *shift = mean; /* K, until the mean replaces it */
         for (int k = 0; k < C; k++) shift[k] = x->data[(size_t)k * inner];
         batchnorm_stats_forward(s1, s2, x->data, shift, outer, C, inner, blocks);
+        if (l->meet) {
+            /* A shard of a batch: its moments, merged with the other
+             * shards', become the whole batch's, about its shift. */
+            double *m = nn_graph_alloc(g, (1 + 3 * (size_t)C) * sizeof(double));
+            if (!m) return NN_ERR_MEMORY;
+            m[0] = count;
+            for (int k = 0; k < C; k++) {
+                m[1 + k] = shift[k];
+                m[1 + C + k] = s1[k];
+                m[1 + 2 * C + k] = s2[k];
+            }
+            l->meet->meet(l->meet, l, m, 1 + 3 * (size_t)C, batchnorm_merge_moments);
+            count = m[0];
+            for (int k = 0; k < C; k++) {
+                shift[k] = (float)m[1 + k];
+                s1[k] = m[1 + C + k];
+                s2[k] = m[1 + 2 * C + k];
+            }
+        }
         const double mom = s->momentum;
         for (int k = 0; k < C; k++) {
-            const double d = s1[k] / (double)M, sq = s2[k] / (double)M - d * d;
+            const double d = s1[k] / count, sq = s2[k] / count - d * d;
             const double var = sq > 0.0 ? sq : 0.0;
-            const double unbiased = M > 1 ? var * (double)M / (double)(M - 1) : var;
+            const double unbiased = count > 1 ? var * count / (count - 1) : var;
             mean[k] = (float)(shift[k] + d);
             inv_std[k] = (float)(1.0 / sqrt(var + s->epsilon));
             mm[k] = (float)(mm[k] * mom + (double)mean[k] * (1.0 - mom));
@@ -546,6 +596,8 @@ static nn_status batchnorm_forward(nn_layer *l, nn_graph *g, tensor *x, tensor *
     c->mean = mean;
     c->inv_std = inv_std;
     c->training = batch;
+    c->count = count;
+    c->meet = batch ? l->meet : NULL;
     c->part = part;
     tensor *in[3] = {x, gamma, beta};
     int n_in = 1;
@@ -574,4 +626,5 @@ const nn_layer_type nn_layer_batchnorm = {
     .test_config = "momentum=0.9 data_format=channels_first",
     .test_rank = 3,
     .test_shape = {3, 2, 2},
+    .whole_batch = 1,
 };

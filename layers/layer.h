@@ -28,6 +28,16 @@
  * larger batch (a micro-shard, nn/shard.h) has l->sample_offset = o and
  * draws what the whole batch's forward draws for those rows.
  *
+ * A layer whose training forward needs statistics of its whole batch
+ * (batchnorm) sets whole_batch in its type. In a sharded step each
+ * micro-shard runs on its own; the trainer then sets l->meet, and the layer
+ * calls l->meet->meet(l->meet, l, sums, n, combine) with its shard's
+ * partial sums, in forward and in backward alike: the call returns when
+ * sums holds the totals over the whole batch (the shards' partials merged
+ * by combine, or added when combine is NULL, in an order fixed by the
+ * trainer). Every shard makes the same calls in the same order; l->meet is
+ * NULL in every other pass.
+ *
  * Thread-safety: a layer is used by one thread at a time (forward advances
  * l->calls); its hooks may run OpenMP loops inside.
  */
@@ -46,6 +56,17 @@
 #define NN_LAYER_MAX_INPUTS NN_NODE_MAX_INPUTS
 
 typedef struct nn_layer nn_layer;
+
+/* acc = acc (+) next for two partials of n doubles: acc covers samples
+ * before next's. */
+typedef void (*nn_meet_combine)(double *acc, const double *next, size_t n);
+
+/* The meeting point of a sharded step (see above); set by the trainer. */
+typedef struct nn_batch_meet nn_batch_meet;
+struct nn_batch_meet {
+    void (*meet)(nn_batch_meet *bm, const nn_layer *l, double *sums, size_t n,
+                 nn_meet_combine combine);
+};
 
 typedef enum nn_init {
     NN_INIT_ZEROS,
@@ -87,6 +108,8 @@ typedef struct nn_layer_type {
      * per-sample shape test_shapes[k] (rank test_rank). 0 for other types. */
     int test_inputs;
     int test_shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
+    /* 1: a training forward reads statistics of the whole batch (l->meet). */
+    int whole_batch;
 } nn_layer_type;
 
 struct nn_layer {
@@ -102,6 +125,7 @@ struct nn_layer {
     uint64_t calls;           /* training forwards done so far */
     uint64_t sample_offset;   /* index of the input's first sample in its
                                * whole batch; 0 but in sharded steps */
+    nn_batch_meet *meet;      /* NULL but in sharded steps (above) */
     int built;
     /* Every input's per-sample shape (in_rank/in_shape above repeat input
      * 0): n_in is 1, or 2..NN_LAYER_MAX_INPUTS for a merge layer. */

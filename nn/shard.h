@@ -7,10 +7,10 @@
  * ranks. A global batch of b samples is cut into micro-shards of `shard`
  * samples (the last one shorter), ceil(b / shard) of them, which depend only
  * on the batch. Rank r of R computes shards [ceil(r S / R), ceil((r+1) S / R))
- * of the S shards, each one on its own: forward, the loss seeded with the
- * shard's sample count (so its gradients are sums over its samples),
- * backward. The shards' sums are then added in one fixed binary tree over the
- * shard indices,
+ * of the S shards, each one as its own pass (forward, the loss seeded with
+ * the shard's sample count so its gradients are sums over its samples,
+ * backward; only batchnorm's statistics are shared, see below). The shards'
+ * sums are then added in one fixed binary tree over the shard indices,
  *     v(i, 2s) = v(i, s) + v(i + s, s)     (or v(i, s) when i + s >= S),
  * whichever rank holds which part: a rank adds the whole subtrees inside its
  * range itself, sends them to rank 0 (point-to-point), which adds the rest of
@@ -23,14 +23,22 @@
  * - Dropout: each layer's draws are keyed by the sample's index in the whole
  *   batch (nn_layer.sample_offset) and the step's call number, so a shard
  *   draws the masks the whole batch would, on any rank.
- * - Batch normalisation uses each micro-shard's own statistics ("ghost
- *   batches", as in Hoffer et al. 2017): global statistics would need every
- *   rank to meet inside every batchnorm layer, twice per step (forward
- *   moments, backward sums), with all of a rank's shards held in memory at
- *   once. The moving statistics follow the shards' mean: each shard updates
- *   them from the step's starting values, and the new value is the start
- *   plus the tree sum of the shards' changes weighted by their sample counts,
- *   divided by b. With shard >= batch this is the plain batch's statistics.
+ * - Batch normalisation uses the whole batch's statistics, as one pass over
+ *   the batch would. Its two meeting points (layers/layer.h, l->meet) are
+ *   met by all shards together: in forward each shard's per-channel count
+ *   and sums about its first value go through the same fixed tree, merged
+ *   (layers/batchnorm.c) into sums about the batch's first value; in
+ *   backward its sums of dy and dy (x - mean), added. Each rank's subtrees
+ *   go to rank 0, which sends the totals back to every rank that has
+ *   shards, and every shard normalises (and differentiates) with them. So
+ *   a rank's shards advance in lockstep: each runs as a coroutine with its
+ *   own tape, switching at the meetings, and all of a rank's activations
+ *   are held at once. The moving statistics update once, from the whole
+ *   batch's. A model without such a layer runs its shards one after
+ *   another on the model's own tape.
+ * - One shard (shard >= b) is the plain step: the gradients of the mean
+ *   loss and the moving statistics as nn_model_train_step_loss leaves them,
+ *   bit for bit.
  * - A short last batch gets fewer (and a shorter last) shard; no sample is
  *   repeated, and ranks with no shard send nothing.
  * - The loss (mean over the batch) and the correct count come through the
@@ -47,10 +55,16 @@
  * Cost of exact mode per step: each rank sends at most log2(S) + 1 subtree
  * sums of (parameters + moving statistics) floats to rank 0, which receives
  * them one after another and broadcasts one total; rank 0 holds one record
- * per shard. See the README ("Training on several processes").
+ * per shard. With batchnorm, two more meetings per batchnorm layer (each
+ * rank's subtrees of 3C + 1 or 2C doubles to rank 0, the total back), a
+ * coroutine stack (8 MiB of address space, little of it touched) and a
+ * tape per shard of the rank: the memory of a rank's whole part of the
+ * batch. See the README ("Training on several processes").
  *
  * Ownership: an nn_shard_trainer borrows its model and comm (both must
- * outlive it) and owns its buffers. Thread-safety: as the model's.
+ * outlive it) and owns its buffers. Thread-safety: as the model's. The
+ * lockstep coroutines are POSIX ucontext (glibc); they switch only outside
+ * OpenMP regions, on the calling thread.
  */
 #ifndef NN_NN_SHARD_H
 #define NN_NN_SHARD_H

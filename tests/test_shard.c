@@ -6,9 +6,13 @@
  * with separate processes.
  *
  * Checked: exact mode gives the same weights, moving statistics, call
- * counters and history, bit for bit, for 1, 2, 3 and 4 ranks, with batch
- * normalisation, spatial dropout and dropout, a short last batch and a
- * validation set, every rank of a run equal to the others; the gradient a
+ * counters and history, bit for bit, for 1, 2, 3 and 4 ranks, with two
+ * batch normalisation layers (whole-batch statistics, the shards in
+ * lockstep), spatial dropout and dropout, a short last batch and a
+ * validation set, every rank of a run equal to the others; with several
+ * shards, batchnorm's gradients and moving statistics are the whole
+ * batch's (a float64 reference), not each shard's; one shard of the whole
+ * batch is nn_model_train_step_loss's step, bit for bit; the gradient a
  * step leaves is the fixed tree sum of the shards' gradients (computed here
  * by hand), which differs from a left-to-right sum for this data; a
  * micro-shard's dropout masks are the whole batch's rows; validation over
@@ -37,9 +41,17 @@ static const char spec[] = "conv2d filters=4 kernel_size=3 padding=same use_bias
                            "batchnorm activation=relu momentum=0.9\n"
                            "spatial_dropout2d rate=0.25\n"
                            "conv2d filters=4 kernel_size=3 activation=relu\n"
+                           "batchnorm momentum=0.9\n"
                            "flatten\n"
                            "dropout rate=0.25\n"
                            "dense units=4\n";
+/* Without batchnorm: shards that run one after another, each on its own. */
+static const char spec_plain[] = "conv2d filters=4 kernel_size=3 padding=same\n"
+                                 "spatial_dropout2d rate=0.25\n"
+                                 "conv2d filters=4 kernel_size=3 activation=relu\n"
+                                 "flatten\n"
+                                 "dropout rate=0.25\n"
+                                 "dense units=4\n";
 static const int in_shape[3] = {SIDE, SIDE, 1};
 
 static uint8_t train_images[N_TRAIN * PIX], train_labels[N_TRAIN];
@@ -343,7 +355,8 @@ static void test_exact_tree_order(void **state)
 {
     (void)state;
     enum { B = 36, K = 8, S = 5 };
-    nn_model *m = test_make_model(spec, 3, in_shape, 9), *h = test_make_model(spec, 3, in_shape, 9);
+    nn_model *m = test_make_model(spec_plain, 3, in_shape, 9);
+    nn_model *h = test_make_model(spec_plain, 3, in_shape, 9);
     optim *opt = optim_sgd_create(0.0f + 1e-3f, 0.0f, 0, 0.0f);
     assert_non_null(opt);
     float *x = malloc((size_t)B * PIX * sizeof *x);
@@ -405,6 +418,203 @@ static void test_exact_tree_order(void **state)
     optim_free(opt);
     nn_model_free(m);
     nn_model_free(h);
+}
+
+/* One rank, shards of at least the batch: one shard, the whole batch, so
+ * the step is nn_model_train_step_loss's, bit for bit (weights, moving
+ * statistics, dropout counters, loss, count), over three steps. */
+static void test_exact_one_shard_is_plain_step(void **state)
+{
+    (void)state;
+    enum { B = 36 };
+    static const int shards[2] = {B, 64};
+    const nn_loss loss = {NN_LOSS_SOFTMAX_CROSS_ENTROPY, 0.0f};
+    for (int v = 0; v < 2; v++) {
+        nn_model *a = test_make_model(spec, 3, in_shape, 4), *p = test_make_model(spec, 3, in_shape, 4);
+        optim *oa = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+        optim *op = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
+        endpoint e = {NULL, 0};
+        const nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+        nn_shard_trainer *t = nn_shard_trainer_create(a, &comm, NN_SHARD_EXACT, shards[v], B);
+        assert_non_null(t);
+        float x[B * PIX];
+        int labels[B];
+        for (int step = 0; step < 3; step++) {
+            for (int i = 0; i < B * PIX; i++) x[i] = train_images[step * PIX + i] / 255.0f;
+            for (int i = 0; i < B; i++) labels[i] = train_labels[step + i];
+            tensor batch;
+            memset(&batch, 0, sizeof batch);
+            batch.data = x;
+            assert_ok(tensor_set_shape(&batch, 4, (int[]){B, SIDE, SIDE, 1}));
+            float la, lp;
+            long long ca;
+            int cp;
+            assert_ok(nn_shard_step(t, oa, &batch, &loss, labels, NULL, &la, &ca));
+            assert_ok(nn_model_train_step_loss(p, op, &batch, &loss, labels, NULL, &lp, &cp));
+            assert_memory_equal(&la, &lp, sizeof la);
+            assert_int_equal(ca, cp);
+        }
+        assert_memory_equal(a->params, p->params, a->n_params * sizeof(float));
+        assert_memory_equal(a->buffers, p->buffers, a->n_buffers * sizeof(float));
+        for (int i = 0; i < a->n_layers; i++) assert_true(a->layers[i]->calls == p->layers[i]->calls);
+        nn_shard_trainer_free(t);
+        optim_free(oa);
+        optim_free(op);
+        nn_model_free(a);
+        nn_model_free(p);
+    }
+}
+
+/* ---- batchnorm over the whole batch, against float64 ---- */
+
+enum { RB = 36, RD = 5, RH = 6, RK = 3, RSHARD = 8 };
+static const char ref_spec[] = "dense units=6 use_bias=false\n"
+                               "batchnorm activation=relu momentum=0.9\n"
+                               "dense units=3\n";
+/* The parameter block: W1 (D, H), gamma (H), beta (H), W2 (H, K), b2 (K). */
+#define REF_W1 0
+#define REF_GAMMA (RD * RH)
+#define REF_BETA (REF_GAMMA + RH)
+#define REF_W2 (REF_BETA + RH)
+#define REF_B2 (REF_W2 + RH * RK)
+#define REF_P (REF_B2 + RK)
+
+/* The gradients of ref_spec's mean softmax cross-entropy over the batch, in
+ * double, with batchnorm's statistics over groups of `group` samples (RB:
+ * the whole batch, as full-batch training computes them; RSHARD: each
+ * shard's own), and the moving statistics (mean then variance) one step
+ * leaves from (0, 1) with momentum 0.9. */
+static void ref_step(const float *prm, const float *x, const int *y, int group, double *grad,
+                     double *moving)
+{
+    const double eps = 1e-3, mom = 0.9;
+    double z[RB][RH], xh[RB][RH], a[RB][RH], dy[RB][RH], dl[RB][RK], inv[RB][RH];
+    memset(grad, 0, REF_P * sizeof *grad);
+    for (int b = 0; b < RB; b++)
+        for (int h = 0; h < RH; h++) {
+            z[b][h] = 0.0;
+            for (int d = 0; d < RD; d++) z[b][h] += (double)x[b * RD + d] * prm[REF_W1 + d * RH + h];
+        }
+    for (int g0 = 0; g0 < RB; g0 += group) {
+        const int g1 = g0 + group < RB ? g0 + group : RB, M = g1 - g0;
+        for (int h = 0; h < RH; h++) {
+            double mean = 0.0, var = 0.0;
+            for (int b = g0; b < g1; b++) mean += z[b][h];
+            mean /= M;
+            for (int b = g0; b < g1; b++) var += (z[b][h] - mean) * (z[b][h] - mean);
+            var /= M;
+            for (int b = g0; b < g1; b++) {
+                inv[b][h] = 1.0 / sqrt(var + eps);
+                xh[b][h] = (z[b][h] - mean) * inv[b][h];
+                const double v = prm[REF_GAMMA + h] * xh[b][h] + prm[REF_BETA + h];
+                a[b][h] = v > 0.0 ? v : 0.0;
+            }
+            if (g0 == 0) {
+                moving[h] = mean * (1.0 - mom);
+                moving[RH + h] = mom + var * M / (M - 1) * (1.0 - mom);
+            }
+        }
+    }
+    for (int b = 0; b < RB; b++) {
+        double lg[RK], mx = -1e300, sum = 0.0;
+        for (int k = 0; k < RK; k++) {
+            lg[k] = prm[REF_B2 + k];
+            for (int h = 0; h < RH; h++) lg[k] += a[b][h] * prm[REF_W2 + h * RK + k];
+            mx = lg[k] > mx ? lg[k] : mx;
+        }
+        for (int k = 0; k < RK; k++) sum += exp(lg[k] - mx);
+        for (int k = 0; k < RK; k++) dl[b][k] = (exp(lg[k] - mx) / sum - (k == y[b])) / RB;
+    }
+    for (int b = 0; b < RB; b++)
+        for (int h = 0; h < RH; h++) {
+            double da = 0.0;
+            for (int k = 0; k < RK; k++) {
+                grad[REF_W2 + h * RK + k] += a[b][h] * dl[b][k];
+                da += dl[b][k] * prm[REF_W2 + h * RK + k];
+            }
+            dy[b][h] = a[b][h] > 0.0 ? da : 0.0;
+        }
+    for (int b = 0; b < RB; b++)
+        for (int k = 0; k < RK; k++) grad[REF_B2 + k] += dl[b][k];
+    for (int g0 = 0; g0 < RB; g0 += group) {
+        const int g1 = g0 + group < RB ? g0 + group : RB, M = g1 - g0;
+        for (int h = 0; h < RH; h++) {
+            double sdy = 0.0, sdyx = 0.0;
+            for (int b = g0; b < g1; b++) {
+                sdy += dy[b][h];
+                sdyx += dy[b][h] * xh[b][h];
+            }
+            grad[REF_GAMMA + h] += sdyx;
+            grad[REF_BETA + h] += sdy;
+            for (int b = g0; b < g1; b++) {
+                const double dz = prm[REF_GAMMA + h] * inv[b][h] *
+                                  (dy[b][h] - sdy / M - xh[b][h] * sdyx / M);
+                for (int d = 0; d < RD; d++) grad[REF_W1 + d * RH + h] += x[b * RD + d] * dz;
+            }
+        }
+    }
+}
+
+/* The largest |v[j] - w[j]| over [lo, hi), over the largest |w[j]| there. */
+static double ref_rel_err(const double *v, const double *w, int lo, int hi)
+{
+    double e = 0.0, s = 0.0;
+    for (int j = lo; j < hi; j++) {
+        e = fabs(v[j] - w[j]) > e ? fabs(v[j] - w[j]) : e;
+        s = fabs(w[j]) > s ? fabs(w[j]) : s;
+    }
+    return e / s;
+}
+
+/* Five shards (four of 8, one of 4) on one rank: every gradient and the
+ * moving statistics are those of full-batch batchnorm in float64, to
+ * float rounding, and far from the ghost-batch (per-shard statistics)
+ * values, so the check tells the two apart. The inputs sit away from 0, as
+ * later layers' do, so the moments merge about different shifts. */
+static void test_exact_batchnorm_whole_batch(void **state)
+{
+    (void)state;
+    const int shape[1] = {RD};
+    nn_model *m = test_make_model(ref_spec, 1, shape, 6);
+    assert_int_equal(m->n_params, REF_P);
+    assert_int_equal(m->n_buffers, 2 * RH);
+    float x[RB * RD], prm[REF_P];
+    int y[RB];
+    for (int i = 0; i < RB * RD; i++) x[i] = (float)(3.0 + sin(0.37 * i) + 0.5 * cos(1.3 * i));
+    for (int i = 0; i < RB; i++) y[i] = (i * 7) % RK;
+    memcpy(prm, m->params, sizeof prm);
+    /* beta away from 0: relu keeps part of every channel. */
+    for (int h = 0; h < RH; h++) m->params[REF_BETA + h] = prm[REF_BETA + h] = 0.1f * (h % 3);
+    endpoint e = {NULL, 0};
+    const nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+    nn_shard_trainer *t = nn_shard_trainer_create(m, &comm, NN_SHARD_EXACT, RSHARD, RB);
+    assert_non_null(t);
+    optim *opt = optim_sgd_create(1e-3f, 0.0f, 0, 0.0f);
+    tensor batch;
+    memset(&batch, 0, sizeof batch);
+    batch.data = x;
+    assert_ok(tensor_set_shape(&batch, 2, (int[]){RB, RD}));
+    const nn_loss loss = {NN_LOSS_SOFTMAX_CROSS_ENTROPY, 0.0f};
+    assert_ok(nn_shard_step(t, opt, &batch, &loss, y, NULL, NULL, NULL));
+    double got[REF_P], ref[REF_P], ghost[REF_P], mov[2 * RH], mov_ghost[2 * RH], got_mov[2 * RH];
+    for (int j = 0; j < REF_P; j++) got[j] = m->grads[j];
+    for (int j = 0; j < 2 * RH; j++) got_mov[j] = m->buffers[j];
+    ref_step(prm, x, y, RB, ref, mov);
+    ref_step(prm, x, y, RSHARD, ghost, mov_ghost);
+    static const int part[6] = {REF_W1, REF_GAMMA, REF_BETA, REF_W2, REF_B2, REF_P};
+    for (int k = 0; k < 5; k++) {
+        const double err = ref_rel_err(got, ref, part[k], part[k + 1]);
+        const double far = ref_rel_err(ghost, ref, part[k], part[k + 1]);
+        if (err > 1e-5) fail_msg("parameter block %d: relative error %g", k, err);
+        /* beta's and b2's gradients do not see the statistics. */
+        if (k != 2 && k != 4 && far < 1e-3) fail_msg("block %d: ghost batches differ by only %g", k, far);
+    }
+    assert_true(ref_rel_err(got_mov, mov, 0, RH) < 1e-5);
+    assert_true(ref_rel_err(got_mov, mov, RH, 2 * RH) < 1e-5);
+    assert_true(ref_rel_err(mov_ghost, mov, 0, 2 * RH) > 1e-3);
+    nn_shard_trainer_free(t);
+    optim_free(opt);
+    nn_model_free(m);
 }
 
 /* A forward over rows [o, o + n) with sample_offset o draws the rows of the
@@ -511,6 +721,8 @@ int main(void)
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_dropout_rows_of_batch),
         cmocka_unit_test(test_exact_tree_order),
+        cmocka_unit_test(test_exact_one_shard_is_plain_step),
+        cmocka_unit_test(test_exact_batchnorm_whole_batch),
         cmocka_unit_test(test_exact_any_rank_count),
         cmocka_unit_test(test_exact_resume_other_rank_count),
         cmocka_unit_test(test_fast_mode),
