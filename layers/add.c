@@ -72,23 +72,6 @@ static nn_status add_build(nn_layer *l, int n_in, const int *in_rank,
     return nn_layer_build_identity(l, in_rank[0], in_shape[0]);
 }
 
-/* Writing over x may lose nothing anyone reads later: not a parameter or a
- * leaf the user wants a gradient for, and not an output its producer's
- * backward reads (batchnorm's is not, unless it has a fused relu). */
-static nn_status add_check_inplace(const nn_layer *l, const tensor *x)
-{
-    if (x->flags & TENSOR_PARAM)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a model parameter; "
-                        "use inplace=false", l->name);
-    if ((x->flags & TENSOR_REQUIRES_GRAD) && !x->node)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a leaf tensor that "
-                        "requires a gradient; use inplace=false", l->name);
-    if (x->node && x->node->saves_output)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite the output of '%s', "
-                        "whose backward reads it; use inplace=false", l->name, x->node->op);
-    return NN_OK;
-}
-
 /* y = x[0] + x[1] + ... + x[n-1], then max(y, 0) with relu (+0 where
  * the sum is <= 0, as relu gives);  y, x[k] (size). */
 INLINE void add_kernel_body(float *y, const float *const *x, int n, size_t size, int relu)
@@ -156,7 +139,7 @@ static nn_status add_forward(nn_layer *l, nn_graph *g, int n_in, tensor **x, ten
     const add_state *s = l->state;
     const float *src[NN_LAYER_MAX_INPUTS];
     for (int k = 0; k < n_in; k++) src[k] = x[k]->data;
-    if (s->inplace) NN_TRY(add_check_inplace(l, x[0]));
+    if (s->inplace) NN_TRY(nn_layer_check_inplace(l, x[0], 0));
     /* In place, each element of every input is read before y's is written. */
     tensor *y = s->inplace ? nn_graph_view(g, x[0], x[0]->rank, x[0]->shape)
                            : nn_graph_tensor(g, x[0]->rank, x[0]->shape);

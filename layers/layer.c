@@ -241,6 +241,20 @@ nn_status nn_layer_build_identity(nn_layer *l, int in_rank, const int *in_shape)
     return NN_OK;
 }
 
+nn_status nn_layer_check_inplace(const nn_layer *l, const tensor *x, int keeps_sign)
+{
+    if (x->flags & TENSOR_PARAM)
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a model parameter; "
+                        "use inplace=false", l->name);
+    if ((x->flags & TENSOR_REQUIRES_GRAD) && !x->node)
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a leaf tensor that "
+                        "requires a gradient; use inplace=false", l->name);
+    if (x->node && x->node->saves_output && !(keeps_sign && x->node->output_is_mask))
+        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite the output of '%s', "
+                        "whose backward reads it; use inplace=false", l->name, x->node->op);
+    return NN_OK;
+}
+
 nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc)
 {
     if (x->rank == rank) return NN_OK;

@@ -183,6 +183,15 @@ size_t nn_layer_param_count(const nn_layer *l, int trainable);
  * or call it at the end of a build hook that checks the input first. */
 nn_status nn_layer_build_identity(nn_layer *l, int in_rank, const int *in_shape);
 
+/* For forward hooks of layers with inplace=true: whether writing the
+ * output over x loses nothing anyone reads later. x must not be a
+ * parameter, a leaf the user wants a gradient for, or an output its
+ * producer's backward reads; keeps_sign says the layer leaves every value
+ * positive where it was positive (or zero), so a producer whose backward
+ * reads only where its output is positive (output_is_mask) is still
+ * served. The error names l and the producer. */
+nn_status nn_layer_check_inplace(const nn_layer *l, const tensor *x, int keeps_sign);
+
 /* For forward hooks: checks that x has rank `rank` (batch included) and
  * reports "layer: expected input of rank R (shape desc), got shape (...)". */
 nn_status nn_layer_check_rank(const nn_layer *l, const tensor *x, int rank, const char *desc);

@@ -173,26 +173,6 @@ static void spatial_dropout_node_backward(nn_node *node)
     NN_ASSERT(e == NN_SD_OK);
 }
 
-/* In place is safe only when nothing else needs x's values: not a parameter
- * or a leaf the user wants a gradient for, and not an output that its
- * producer's backward reads (relu, dense with relu) -- unless it reads only
- * where the output is positive (output_is_mask, batchnorm with relu): a
- * kept map stays positive where it was (scaled by 1 / (1 - rate)), and a
- * dropped one, now zero, gets no gradient either way. */
-static nn_status spatial_dropout_check_inplace(const nn_layer *l, const tensor *x)
-{
-    if (x->flags & TENSOR_PARAM)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a model parameter; "
-                        "use inplace=false", l->name);
-    if ((x->flags & TENSOR_REQUIRES_GRAD) && !x->node)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite a leaf tensor that "
-                        "requires a gradient; use inplace=false", l->name);
-    if (x->node && x->node->saves_output && !x->node->output_is_mask)
-        return nn_error(NN_ERR_STATE, "%s: inplace=true cannot overwrite the output of '%s', "
-                        "whose backward reads it; use inplace=false", l->name, x->node->op);
-    return NN_OK;
-}
-
 nn_status nn_spatial_dropout_layer_forward(nn_layer *l, nn_graph *g, tensor *x, tensor **out,
                                            int training)
 {
@@ -203,7 +183,10 @@ nn_status nn_spatial_dropout_layer_forward(nn_layer *l, nn_graph *g, tensor *x, 
         *out = x;
         return NN_OK;
     }
-    if (s->inplace) NN_TRY(spatial_dropout_check_inplace(l, x));
+    /* A kept map stays positive where it was (scaled by 1 / (1 - rate)) and
+     * a dropped one, now zero, gets no gradient either way: the sign is
+     * kept. */
+    if (s->inplace) NN_TRY(nn_layer_check_inplace(l, x, 1));
     const uint64_t call = l->calls++;
     if (s->rate == 0.0f || x->size == 0) {
         *out = x;
