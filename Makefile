@@ -356,7 +356,9 @@ valgrind-run: $(TESTS) $(BUILD)/examples/mnist
 # px); how much dropout noise survives the next convolution as neighbouring
 # activations grow more correlated, and test accuracy and the train-test gap
 # without dropout, with element-wise and with spatial dropout, paired over
-# seeds. About 26 minutes on 2 shared cores; `make study2 ARGS=--quick` under 2.
+# seeds, and the noise at every stage after the dropout. About 8 minutes on 2
+# otherwise idle cores (26 with other work on them); `make study2 ARGS=--quick`
+# about 1.
 # Output in STUDY2_OUT: tables.md (every table the README quotes),
 # results.jsonl, noise.dat, stages.dat, accuracy.dat, noise.png, stages.png,
 # accuracy.png, maps.png.
