@@ -356,8 +356,11 @@ valgrind-run: $(TESTS) $(BUILD)/examples/mnist
 # px); how much dropout noise survives the next convolution as neighbouring
 # activations grow more correlated, and test accuracy and the train-test gap
 # without dropout, with element-wise and with spatial dropout, paired over
-# seeds. About 26 minutes on 2 shared cores; `make study2 ARGS=--quick` under 2.
-# Output in STUDY2_OUT: results.jsonl, noise.dat, accuracy.dat, noise.png,
+# seeds, and the noise at every stage after the dropout. About 8 minutes on 2
+# otherwise idle cores (26 with other work on them); `make study2 ARGS=--quick`
+# about 1.
+# Output in STUDY2_OUT: tables.md (every table the README quotes),
+# results.jsonl, noise.dat, stages.dat, accuracy.dat, noise.png, stages.png,
 # accuracy.png, maps.png.
 STUDY2_OUT ?= build/study2
 .PHONY: study2
@@ -368,6 +371,6 @@ study2: deps
 	@$(MAKE) --no-print-directory $(BUILD)/examples/dropout_study2
 	$(BUILD)/examples/dropout_study2 --data $(MNIST_DIR) --fashion $(FASHION_DIR) --out $(STUDY2_OUT) $(ARGS)
 	gnuplot -e "dir='$(STUDY2_OUT)'" examples/plot_study2.gp
-	@echo "pictures: $(STUDY2_OUT)/noise.png $(STUDY2_OUT)/accuracy.png $(STUDY2_OUT)/maps.png"
+	@echo "tables: $(STUDY2_OUT)/tables.md; pictures: $(STUDY2_OUT)/noise.png $(STUDY2_OUT)/stages.png $(STUDY2_OUT)/accuracy.png $(STUDY2_OUT)/maps.png"
 $(BUILD)/examples/dropout_study2: examples/dropout_study_stats.h examples/dropout_study_png.h \
   examples/dropout_study_maps.h examples/dropout_study_util.h

@@ -627,10 +627,10 @@ static void print_paired(const study_grid *g)
         const int sp = grid_find(g, s->n_train, V_SPATIAL, s->placement, s->rate);
         const int no = grid_none(g, k);
         if (sp < 0 || no < 0) continue;
-        grid_diff(g, k, no, F_TEST_ACC, d), study_fmt_diff(a, sizeof a, d, g->seeds);
-        grid_diff(g, sp, no, F_TEST_ACC, d), study_fmt_diff(b, sizeof b, d, g->seeds);
-        grid_diff(g, sp, k, F_TEST_ACC, d), study_fmt_diff(c, sizeof c, d, g->seeds);
-        grid_diff(g, sp, k, F_GAP, d), study_fmt_diff(e, sizeof e, d, g->seeds);
+        grid_diff(g, k, no, F_TEST_ACC, d), study_fmt_diff(a, sizeof a, d, g->seeds, 2);
+        grid_diff(g, sp, no, F_TEST_ACC, d), study_fmt_diff(b, sizeof b, d, g->seeds, 2);
+        grid_diff(g, sp, k, F_TEST_ACC, d), study_fmt_diff(c, sizeof c, d, g->seeds, 2);
+        grid_diff(g, sp, k, F_GAP, d), study_fmt_diff(e, sizeof e, d, g->seeds, 2);
         printf("| %d | %s | %g | %s | %s | %s | %s |\n", s->n_train, placement_name[s->placement],
                (double)s->rate, a, b, c, e);
     }

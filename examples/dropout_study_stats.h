@@ -54,12 +54,14 @@ static double study_t_crit(int df)
 }
 
 /* "+0.12 ± 0.30 (t = 0.9)": the mean and sd of the paired differences
- * d[0..seeds) and their t, with " *" when |t| exceeds the 95 % value. */
-static void study_fmt_diff(char *buf, size_t n, const double *d, int seeds)
+ * d[0..seeds) with prec decimals and their t, with " *" when |t| exceeds
+ * the 95 % value. Returns buf. */
+static const char *study_fmt_diff(char *buf, size_t n, const double *d, int seeds, int prec)
 {
     const double t = study_paired_t(d, seeds);
-    snprintf(buf, n, "%+.2f ± %.2f (t = %.1f)%s", study_mean(d, seeds), study_sd(d, seeds), t,
-             fabs(t) > study_t_crit(seeds - 1) ? " *" : "");
+    snprintf(buf, n, "%+.*f ± %.*f (t = %.1f)%s", prec, study_mean(d, seeds), prec,
+             study_sd(d, seeds), t, fabs(t) > study_t_crit(seeds - 1) ? " *" : "");
+    return buf;
 }
 
 /* Sums for the Pearson correlation of pairs (a, b). */

@@ -1,11 +1,12 @@
-# Pictures of examples/dropout_study2.c. Reads DIR/noise.dat and
-# DIR/accuracy.dat (one block per data set: MNIST, then Fashion-MNIST when
-# it ran), writes DIR/noise.png and DIR/accuracy.png.
+# Pictures of examples/dropout_study2.c. Reads DIR/noise.dat, DIR/stages.dat
+# and DIR/accuracy.dat (one block per data set: MNIST, then Fashion-MNIST
+# when it ran), writes DIR/noise.png, DIR/stages.png and DIR/accuracy.png.
 #   gnuplot -e "dir='build/study2'" examples/plot_study2.gp
 # Error bars: one standard deviation over seeds.
 if (!exists("dir")) dir = "build/study2"
 noise = dir."/noise.dat"
 acc = dir."/accuracy.dat"
+stages = dir."/stages.dat"
 stats acc using 1 nooutput
 blocks = STATS_blocks
 dname(i) = i == 0 ? "MNIST" : "Fashion-MNIST"
@@ -37,6 +38,35 @@ plot for [i = 0:blocks - 1] noise index i using 2:12:13 with yerrorlines ls 2 dt
      for [i = 0:blocks - 1] noise index i using 2:14:15 with yerrorlines ls 3 dt i+1 \
          title "spatial, ".dname(i)
 unset multiplot
+
+# stages.png: per data set, the relative noise at each stage after the
+# dropout, per kind and image size; where element-wise noise grows.
+set terminal pngcairo size 1200, 480 font "sans,10"
+set output dir."/stages.png"
+set multiplot layout 1, blocks
+set bmargin 5
+set logscale y
+set yrange [*:*]
+set autoscale y
+set xrange [-0.3:5.3]
+set xtics ("conv2d\\_1\n(noise in)" 0, "conv2d\\_2\nbefore ReLU" 1, "conv2d\\_2\nafter ReLU" 2, \
+           "max\npooling" 3, "dense\\_1" 4, "logits" 5)
+set xlabel ""
+set ylabel "relative noise E||z_{mask} - z||^2 / ||z||^2"
+set key bottom left box opaque
+do for [i = 0:blocks - 1] {
+    set title dname(i).": dropout noise along the network"
+    plot for [r = 0:2] stages index i using 1:(column(2 + 2 * r)) with linespoints ls 2 dt r+1 \
+             title sprintf("element-wise, %d px", 28 * 2**r), \
+         for [r = 0:2] stages index i using 1:(column(8 + 2 * r)) with linespoints ls 3 dt r+1 \
+             title sprintf("spatial, %d px", 28 * 2**r)
+}
+unset multiplot
+unset logscale y
+set bmargin -1
+set key top left box opaque
+set xtics autofreq
+set xrange [*:*]
 
 # accuracy.png: per data set, test accuracy and train-test gap against the
 # image size, for the three variants.
