@@ -48,7 +48,7 @@ struct nn_node {
     int n_in;
     nn_backward_fn backward;
     void *ctx;                         /* op-defined, in the arena */
-    int saves_output;                  /* backward reads out->data */
+    int saves_output;                  /* backward reads out->data; without it, never */
     /* ... only as a ReLU's mask, out > 0, passing no gradient where it is
      * not: scaling out in place by factors >= 0 whose zeros also zero the
      * gradient that comes back (spatial dropout) changes nothing backward
@@ -60,6 +60,10 @@ struct nn_node {
      * node's backward must then add nothing (it sees out->grad ==
      * in[0]->grad). Saves a copy of the gradient. */
     int grad_is_input;
+    /* backward reads no input's data (only gradients, and out->data when
+     * saves_output): add's. A recycling backward may then put gradients in
+     * an input's storage when nothing else reads it (nn_graph_backward_recycle). */
+    int inputs_unread;
     /* backward can turn out->grad into in[0]'s gradient in place (same
      * size, elementwise once any sums over out->grad are taken): when
      * in[0] has no gradient yet and every other input is a parameter, the
@@ -125,6 +129,20 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss);
  * seeds its mean loss with its sample count, so its gradients are sums over
  * its samples. Errors: as nn_graph_backward's, and a seed that is not finite. */
 nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed);
+/* As nn_graph_backward_seed, for a training step that reads nothing of the
+ * step's arena after backward (read the loss before it): the gradients of
+ * intermediate tensors go to arena memory that no backward still to run
+ * reads, instead of the pool. That is memory made after a node was
+ * recorded, once that node's backward is next (every reader of it is a
+ * later node, done), and, from the start, an output that neither its node
+ * nor a later node's backward reads (saves_output and inputs_unread tell);
+ * the pool takes what does not fit. The gradients are the same to the bit,
+ * and the step holds about its activations where nn_graph_backward holds
+ * its activations plus the pool's buffers. Afterwards only parameters' and
+ * other leaves' gradients are valid: every tensor, node and context of the
+ * step holds undefined contents until the reset. Errors: as
+ * nn_graph_backward_seed's. */
+nn_status nn_graph_backward_recycle(nn_graph *g, tensor *loss, float seed);
 
 /* Keeps t's gradient after backward, until the next reset, when t is the
  * output of a recorded node (a leaf's is always kept; a tensor that needs no
