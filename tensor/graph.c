@@ -550,6 +550,7 @@ static nn_status graph_backward(nn_graph *g, tensor *loss, float seed, int recyc
          * a leaf's gradient that backward makes goes after it. */
         for (arena_block *b = g->blocks; b; b = b->next) b->end = b->used;
         graph_find_dead(g);
+        g->floor = g->n_nodes - 1;
         g->recycling = 1;
     }
     for (int i = g->n_nodes - 1; i >= 0; i--) {

@@ -20,7 +20,9 @@
  *   the next gradients of the step, and of later steps, reuse (matched by
  *   size), so a step holds all its activations but only the gradients in
  *   flight, and a training loop allocates nothing after its first steps.
- *   nn_graph_retain_grad() keeps one until the reset.
+ *   nn_graph_retain_grad() keeps one until the reset. A training step's
+ *   nn_graph_backward_recycle puts them in the arena instead, in
+ *   activations no backward still to run reads.
  * Parameters (TENSOR_PARAM) keep their own grad buffers, which backward adds
  * into; other leaves get theirs from the arena when they have none.
  *
@@ -60,10 +62,6 @@ struct nn_node {
      * node's backward must then add nothing (it sees out->grad ==
      * in[0]->grad). Saves a copy of the gradient. */
     int grad_is_input;
-    /* backward reads no input's data (only gradients, and out->data when
-     * saves_output): add's. A recycling backward may then put gradients in
-     * an input's storage when nothing else reads it (nn_graph_backward_recycle). */
-    int inputs_unread;
     /* backward can turn out->grad into in[0]'s gradient in place (same
      * size, elementwise once any sums over out->grad are taken): when
      * in[0] has no gradient yet and every other input is a parameter, the
@@ -76,6 +74,12 @@ struct nn_node {
      * release), and whether that gradient outlives this node's backward. */
     int grad_buf;
     int retain_grad;
+    /* backward reads no input's data (only gradients, and out->data when
+     * saves_output): add's. A recycling backward may then put gradients in
+     * an input's storage when nothing else reads it (nn_graph_backward_recycle).
+     * Last, so the fields before keep their places for ops built earlier
+     * (nodes are only ever made by nn_graph_record, zeroed). */
+    int inputs_unread;
 };
 
 typedef struct nn_graph nn_graph;
@@ -111,7 +115,9 @@ size_t nn_graph_scratch_bytes(const nn_graph *g);
 
 /* Records out = op(in[0..n_in)) if gradients are enabled and any input
  * requires a gradient; marks out as requiring one. Returns the node, or NULL
- * when nothing was recorded (which is not an error). */
+ * when nothing was recorded (which is not an error). What the node's
+ * backward reads must be made before this call: a recycling backward reuses
+ * what was made after it once the node's backward is next. */
 nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
                          int n_in, nn_backward_fn backward, void *ctx);
 /* True when an op on these inputs would be recorded. */
