@@ -147,7 +147,12 @@ static nn_status add_forward(nn_layer *l, nn_graph *g, int n_in, tensor **x, ten
     if (s->activation == NN_ACT_RELU) add_kernel_body(y->data, src, n_in, y->size, 1);
     else add_kernel_body(y->data, src, n_in, y->size, 0);
     nn_node *node = nn_graph_record(g, "add", y, x, n_in, add_backward, l->state);
-    if (node) node->saves_output = s->activation == NN_ACT_RELU;
+    if (node) {
+        node->saves_output = s->activation == NN_ACT_RELU;
+        /* dx = dy (masked by y): a residual block's last batchnorm output,
+         * which nothing else reads, can hold gradients in backward. */
+        node->inputs_unread = 1;
+    }
     if (s->activation > NN_ACT_RELU) return nn_act_record(g, s->activation, s->alpha, y, out, 1);
     *out = y;
     return NN_OK;

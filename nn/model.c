@@ -703,9 +703,10 @@ nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *lab
     tensor *logits, *l;
     NN_TRY(nn_model_forward(m, x, &logits, NN_MODE_TRAIN));
     NN_TRY(nn_op_softmax_cross_entropy(m->graph, logits, labels, &l, correct));
-    NN_TRY(nn_graph_backward(m->graph, l));
-    NN_TRY(optim_step(opt, m->params, m->grads, m->n_params));
+    /* Read before backward, which recycles the step's arena. */
     if (loss) *loss = l->data[0];
+    NN_TRY(nn_graph_backward_recycle(m->graph, l, 1.0f));
+    NN_TRY(optim_step(opt, m->params, m->grads, m->n_params));
     return NN_OK;
 }
 
@@ -836,9 +837,9 @@ nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_
     tensor *y, *l;
     NN_TRY(nn_model_forward(m, x, &y, NN_MODE_TRAIN));
     NN_TRY(nn_op_loss(m->graph, loss, y, labels, targets, &l, correct));
-    NN_TRY(nn_graph_backward(m->graph, l));
+    if (loss_value) *loss_value = l->data[0]; /* before backward recycles the arena */
+    NN_TRY(nn_graph_backward_recycle(m->graph, l, 1.0f));
     NN_TRY(optim_step(opt, m->params, m->grads, m->n_params));
-    if (loss_value) *loss_value = l->data[0];
     return NN_OK;
 }
 

@@ -134,7 +134,10 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode);
 /* One training step on a batch: reset the graph, zero gradients, forward in
  * training mode, softmax cross-entropy against labels (n = x->shape[0]
  * values in [0, classes)), backward, optimizer step. Reports the mean loss
- * and the number of correct predictions (either pointer may be NULL). */
+ * and the number of correct predictions (either pointer may be NULL).
+ * Backward is nn_graph_backward_recycle: the step's activations hold its
+ * intermediate gradients as they die, so after the step the graph's arena
+ * holds nothing of use (nn_model_train_step_loss likewise). */
 nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *labels,
                               float *loss, int *correct);
 /* Eval-mode forward without recording gradients; returns the logits (in the

@@ -13,10 +13,21 @@
  * the same requests in the same order, so after the first step or two the
  * pool has what every step needs. Buffers are never trimmed: the pool holds
  * the largest set of gradients a step has had in flight.
+ *
+ * A recycling backward (nn_graph_backward_recycle) looks for a gradient's
+ * room in the arena first: activations near the loss are small and die
+ * first, while the large gradients come last, near the input, when most of
+ * the arena is dead. Each node notes where the arena stood when it was
+ * recorded; nothing made after that is read by its backward or an earlier
+ * node's, so once its backward is next that memory is free except for the
+ * recycled gradients still in use, which are entries of the pool's list
+ * (in_arena) until the reset. The same requests in the same order land in
+ * the same places every step, so the pool stops growing as before.
  */
 #include "tensor/graph.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,19 +35,33 @@
 typedef struct arena_block {
     struct arena_block *next;
     size_t size, used;
+    size_t end; /* used when a recycling backward began (0 for later blocks) */
     unsigned char *mem;
 } arena_block;
 
 typedef struct grad_buf {
     float *mem;
     size_t floats;
-    int users; /* tensors whose grad is mem; 0: free */
+    int users;    /* tensors whose grad is mem; 0: free */
+    int in_arena; /* mem is dead arena memory of this step, not the pool's */
 } grad_buf;
+
+/* Where the arena stood right after a node was recorded. */
+typedef struct arena_mark {
+    arena_block *block;
+    size_t used;
+} arena_mark;
+
+/* Arena bytes [lo, hi) that no backward reads. */
+typedef struct arena_span {
+    uintptr_t lo, hi;
+} arena_span;
 
 struct nn_graph {
     arena_block *blocks; /* head is the block being filled */
     size_t first_size;
     nn_node **nodes;
+    arena_mark *marks; /* marks[i]: the arena right after nodes[i] was recorded */
     int n_nodes, cap_nodes;
     int grad_enabled;
     /* A node that could not be recorded (no memory) would silently cut the
@@ -49,6 +74,12 @@ struct nn_graph {
     int n_bufs, cap_bufs;
     void *scratch; /* nn_graph_scratch_reserve */
     size_t scratch_bytes;
+    /* A recycling backward (nn_graph_backward_recycle): the node whose
+     * backward is next (the arena made after it was recorded is dead), and
+     * the outputs no backward reads. */
+    int recycling, floor;
+    arena_span *dead;
+    int n_dead, cap_dead;
 };
 
 static arena_block *graph_block_new(size_t size)
@@ -97,9 +128,12 @@ void nn_graph_free(nn_graph *g)
 {
     if (!g) return;
     graph_blocks_free(g->blocks);
-    for (int i = 0; i < g->n_bufs; i++) tensor_aligned_free(g->bufs[i].mem);
+    for (int i = 0; i < g->n_bufs; i++)
+        if (!g->bufs[i].in_arena) tensor_aligned_free(g->bufs[i].mem);
     free(g->bufs);
     free(g->nodes);
+    free(g->marks);
+    free(g->dead);
     tensor_aligned_free(g->scratch);
     free(g);
 }
@@ -125,7 +159,14 @@ void nn_graph_reset(nn_graph *g)
     g->n_nodes = 0;
     g->record_error = NN_OK;
     g->backward_done = 0;
-    for (int i = 0; i < g->n_bufs; i++) g->bufs[i].users = 0;
+    /* The pool's buffers become free; the ones in the arena go with it. */
+    int kept = 0;
+    for (int i = 0; i < g->n_bufs; i++)
+        if (!g->bufs[i].in_arena) {
+            g->bufs[kept] = g->bufs[i];
+            g->bufs[kept++].users = 0;
+        }
+    g->n_bufs = kept;
     if (g->blocks->next) {
         size_t total = 0;
         for (arena_block *b = g->blocks; b; b = b->next) total += b->size;
@@ -244,6 +285,9 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
         nn_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
         if (!nodes) return graph_record_failed(g, op);
         g->nodes = nodes;
+        arena_mark *marks = realloc(g->marks, (size_t)cap * sizeof *marks);
+        if (!marks) return graph_record_failed(g, op);
+        g->marks = marks;
         g->cap_nodes = cap;
     }
     nn_node *n = nn_graph_alloc(g, sizeof *n);
@@ -257,29 +301,110 @@ nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
     n->ctx = ctx;
     out->node = n;
     out->flags |= TENSOR_REQUIRES_GRAD;
+    g->marks[g->n_nodes] = (arena_mark){g->blocks, g->blocks->used};
     g->nodes[g->n_nodes++] = n;
     return n;
 }
 
-/* The index of a free pool buffer of at least n floats (see the top of the
- * file), or -1 with an error. */
+/* Room for one more entry in g->bufs; -1 when out of memory. */
+static int graph_bufs_room(nn_graph *g)
+{
+    if (g->n_bufs < g->cap_bufs) return 0;
+    int cap = g->cap_bufs ? g->cap_bufs * 2 : 16;
+    grad_buf *bufs = realloc(g->bufs, (size_t)cap * sizeof *bufs);
+    if (!bufs) return -1;
+    g->bufs = bufs;
+    g->cap_bufs = cap;
+    return 0;
+}
+
+/* Bytes a gradient of n floats covers in the arena (whole alignment units,
+ * as the arena hands them out). */
+static uintptr_t graph_grad_bytes(size_t n)
+{
+    return (n * sizeof(float) + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN;
+}
+
+/* Looks for the shortest free stretch of arena bytes [lo, hi) that holds
+ * `bytes`: free where no live recycled gradient lies, so a stretch starts at
+ * lo or where such a gradient ends. Keeps it in *best if shorter than
+ * *best_len (best fit keeps the long stretches for the large gradients of
+ * the layers near the input). */
+static void graph_span_fit(const nn_graph *g, uintptr_t lo, uintptr_t hi, uintptr_t bytes,
+                           uintptr_t *best, uintptr_t *best_len)
+{
+    for (int c = -1; c < g->n_bufs; c++) {
+        uintptr_t s = lo;
+        if (c >= 0) {
+            const grad_buf *b = &g->bufs[c];
+            if (!b->in_arena || !b->users) continue;
+            s = (uintptr_t)b->mem + graph_grad_bytes(b->floats);
+            if (s < lo || s >= hi) continue;
+        }
+        uintptr_t end = hi;
+        int covered = 0;
+        for (int i = 0; i < g->n_bufs && !covered; i++) {
+            const grad_buf *b = &g->bufs[i];
+            if (!b->in_arena || !b->users) continue;
+            const uintptr_t bl = (uintptr_t)b->mem, bh = bl + graph_grad_bytes(b->floats);
+            if (bl <= s && s < bh) covered = 1;
+            else if (bl > s && bl < end) end = bl;
+        }
+        if (!covered && end - s >= bytes && end - s < *best_len) {
+            *best = s;
+            *best_len = end - s;
+        }
+    }
+}
+
+/* A recycling backward's gradient of n floats in arena memory that nothing
+ * reads any more: an output no backward reads (g->dead), or anything made
+ * after nodes[g->floor] was recorded, whose readers are the nodes after it,
+ * whose backward has run. The index of its new entry in g->bufs, or -1 when
+ * no free stretch is long enough. */
+static int graph_buf_recycle(nn_graph *g, size_t n)
+{
+    const uintptr_t bytes = graph_grad_bytes(n);
+    uintptr_t best = 0, best_len = UINTPTR_MAX;
+    for (int i = 0; i < g->n_dead; i++)
+        graph_span_fit(g, g->dead[i].lo, g->dead[i].hi, bytes, &best, &best_len);
+    /* The rest of the floor's block, and the blocks made after it (the list
+     * runs from the newest). */
+    const arena_mark *m = &g->marks[g->floor];
+    for (arena_block *b = g->blocks; b; b = b->next) {
+        const size_t lo = b == m->block ? m->used : 0;
+        if (lo < b->end)
+            graph_span_fit(g, (uintptr_t)(b->mem + lo), (uintptr_t)(b->mem + b->end), bytes,
+                           &best, &best_len);
+        if (b == m->block) break;
+    }
+    if (!best) return -1;
+    int slot = 0; /* a recycled entry no tensor uses any more, else a new one */
+    while (slot < g->n_bufs && !(g->bufs[slot].in_arena && !g->bufs[slot].users)) slot++;
+    if (slot == g->n_bufs && graph_bufs_room(g)) return -1;
+    g->bufs[slot] = (grad_buf){.mem = (float *)best, .floats = n, .in_arena = 1};
+    if (slot == g->n_bufs) g->n_bufs++;
+    return slot;
+}
+
+/* The index of a free buffer of at least n floats (see the top of the
+ * file; in a recycling backward dead arena memory comes first), or -1 with
+ * an error. */
 static int graph_buf_take(nn_graph *g, size_t n)
 {
+    if (g->recycling) {
+        const int r = graph_buf_recycle(g, n);
+        if (r >= 0) return r;
+    }
     int best = -1;
     for (int i = 0; i < g->n_bufs; i++) {
         const grad_buf *b = &g->bufs[i];
-        if (b->users || b->floats < n || b->floats / 2 > n) continue;
+        if (b->in_arena || b->users || b->floats < n || b->floats / 2 > n) continue;
         if (best < 0 || b->floats < g->bufs[best].floats) best = i;
         if (b->floats == n) break;
     }
     if (best >= 0) return best;
-    if (g->n_bufs == g->cap_bufs) {
-        int cap = g->cap_bufs ? g->cap_bufs * 2 : 16;
-        grad_buf *bufs = realloc(g->bufs, (size_t)cap * sizeof *bufs);
-        if (!bufs) goto fail;
-        g->bufs = bufs;
-        g->cap_bufs = cap;
-    }
+    if (graph_bufs_room(g)) goto fail;
     float *mem = NULL;
     if (n <= SIZE_MAX / sizeof(float)) mem = tensor_aligned_alloc((n ? n : 1) * sizeof(float));
     if (!mem) goto fail;
@@ -288,6 +413,49 @@ static int graph_buf_take(nn_graph *g, size_t n)
 fail:
     nn_error(NN_ERR_MEMORY, "nn_graph_backward: out of memory for a gradient of %zu floats", n);
     return -1;
+}
+
+/* True when tensor t's storage overlaps arena bytes [lo, hi). */
+static int graph_overlaps(const tensor *t, uintptr_t lo, uintptr_t hi)
+{
+    if (!t || !t->data) return 0;
+    const uintptr_t d = (uintptr_t)t->data;
+    return d < hi && lo < d + t->size * sizeof(float);
+}
+
+/* Fills g->dead with the outputs whose storage no backward reads: not
+ * their node's (saves_output unset), nor any later node's, each of which
+ * reads none of its inputs (inputs_unread) or has no input there, and
+ * whose output is not a view into it (it would be read or written through
+ * the view). A residual block's last batchnorm, which only the add reads,
+ * is one. An output that is itself a view of an input is left out: its
+ * storage is the input's. A full list only means less recycling. */
+static void graph_find_dead(nn_graph *g)
+{
+    g->n_dead = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const nn_node *p = g->nodes[i];
+        const tensor *y = p->out;
+        if (p->saves_output || y->node != p || !y->data || !nn_graph_holds(g, y->data)) continue;
+        const uintptr_t lo = (uintptr_t)y->data, hi = lo + y->size * sizeof(float);
+        int read = 0;
+        for (int k = 0; k < p->n_in && !read; k++) read = graph_overlaps(p->in[k], lo, hi);
+        for (int j = i + 1; j < g->n_nodes && !read; j++) {
+            const nn_node *c = g->nodes[j];
+            read = graph_overlaps(c->out, lo, hi);
+            for (int k = 0; k < c->n_in && !read && !c->inputs_unread; k++)
+                read = graph_overlaps(c->in[k], lo, hi);
+        }
+        if (read) continue;
+        if (g->n_dead == g->cap_dead) {
+            const int cap = g->cap_dead ? g->cap_dead * 2 : 16;
+            arena_span *dead = realloc(g->dead, (size_t)cap * sizeof *dead);
+            if (!dead) return;
+            g->dead = dead;
+            g->cap_dead = cap;
+        }
+        g->dead[g->n_dead++] = (arena_span){lo, hi};
+    }
 }
 
 /* t's node (if t is the output of one) now also uses the pool buffer that
@@ -349,12 +517,9 @@ static int graph_in_place_inputs(const nn_node *n)
     return 1;
 }
 
-nn_status nn_graph_backward(nn_graph *g, tensor *loss)
-{
-    return nn_graph_backward_seed(g, loss, 1.0f);
-}
 
-nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
+/* nn_graph_backward_seed and nn_graph_backward_recycle. */
+static nn_status graph_backward(nn_graph *g, tensor *loss, float seed, int recycle)
 {
     if (!g || !loss)
         return nn_error(NN_ERR_ARG, "nn_graph_backward: NULL argument: %s is NULL",
@@ -378,9 +543,20 @@ nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
     if (loss->node && loss->node->out == loss) loss->node->retain_grad = 1;
     NN_TRY(graph_ensure_grad(g, loss));
     loss->grad[0] += seed;
+    /* The loss's gradient, kept until the reset, comes from the pool: in
+     * recycled memory it would split a stretch for good. */
+    if (recycle && g->n_nodes > 0) {
+        /* What the arena held when backward began is what may be recycled;
+         * a leaf's gradient that backward makes goes after it. */
+        for (arena_block *b = g->blocks; b; b = b->next) b->end = b->used;
+        graph_find_dead(g);
+        g->floor = g->n_nodes - 1;
+        g->recycling = 1;
+    }
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         nn_node *n = g->nodes[i];
         if (!n->out->grad) continue; /* not on a path to the loss */
+        g->floor = i;
         tensor *x = n->in[0];
         /* Every consumer of out has run (reverse order), and x has no
          * gradient yet, so nothing else is in either buffer. */
@@ -395,6 +571,26 @@ nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
         graph_release_out_grad(g, n);
     }
     return NN_OK;
+}
+
+nn_status nn_graph_backward(nn_graph *g, tensor *loss)
+{
+    return graph_backward(g, loss, 1.0f, 0);
+}
+
+nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed)
+{
+    return graph_backward(g, loss, seed, 0);
+}
+
+nn_status nn_graph_backward_recycle(nn_graph *g, tensor *loss, float seed)
+{
+    const nn_status s = graph_backward(g, loss, seed, 1);
+    if (g) {
+        g->recycling = 0;
+        g->n_dead = 0;
+    }
+    return s;
 }
 
 nn_status nn_graph_retain_grad(nn_graph *g, tensor *t)
@@ -439,6 +635,7 @@ int nn_graph_backward_ran(const nn_graph *g) { return g->backward_done; }
 size_t nn_graph_grad_pool_bytes(const nn_graph *g)
 {
     size_t total = 0;
-    for (int i = 0; i < g->n_bufs; i++) total += g->bufs[i].floats * sizeof(float);
+    for (int i = 0; i < g->n_bufs; i++)
+        if (!g->bufs[i].in_arena) total += g->bufs[i].floats * sizeof(float);
     return total;
 }

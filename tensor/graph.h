@@ -20,7 +20,9 @@
  *   the next gradients of the step, and of later steps, reuse (matched by
  *   size), so a step holds all its activations but only the gradients in
  *   flight, and a training loop allocates nothing after its first steps.
- *   nn_graph_retain_grad() keeps one until the reset.
+ *   nn_graph_retain_grad() keeps one until the reset. A training step's
+ *   nn_graph_backward_recycle puts them in the arena instead, in
+ *   activations no backward still to run reads.
  * Parameters (TENSOR_PARAM) keep their own grad buffers, which backward adds
  * into; other leaves get theirs from the arena when they have none.
  *
@@ -48,7 +50,7 @@ struct nn_node {
     int n_in;
     nn_backward_fn backward;
     void *ctx;                         /* op-defined, in the arena */
-    int saves_output;                  /* backward reads out->data */
+    int saves_output;                  /* backward reads out->data; without it, never */
     /* ... only as a ReLU's mask, out > 0, passing no gradient where it is
      * not: scaling out in place by factors >= 0 whose zeros also zero the
      * gradient that comes back (spatial dropout) changes nothing backward
@@ -72,6 +74,12 @@ struct nn_node {
      * release), and whether that gradient outlives this node's backward. */
     int grad_buf;
     int retain_grad;
+    /* backward reads no input's data (only gradients, and out->data when
+     * saves_output): add's. A recycling backward may then put gradients in
+     * an input's storage when nothing else reads it (nn_graph_backward_recycle).
+     * Last, so the fields before keep their places for ops built earlier
+     * (nodes are only ever made by nn_graph_record, zeroed). */
+    int inputs_unread;
 };
 
 typedef struct nn_graph nn_graph;
@@ -107,7 +115,9 @@ size_t nn_graph_scratch_bytes(const nn_graph *g);
 
 /* Records out = op(in[0..n_in)) if gradients are enabled and any input
  * requires a gradient; marks out as requiring one. Returns the node, or NULL
- * when nothing was recorded (which is not an error). */
+ * when nothing was recorded (which is not an error). What the node's
+ * backward reads must be made before this call: a recycling backward reuses
+ * what was made after it once the node's backward is next. */
 nn_node *nn_graph_record(nn_graph *g, const char *op, tensor *out, tensor **in,
                          int n_in, nn_backward_fn backward, void *ctx);
 /* True when an op on these inputs would be recorded. */
@@ -125,6 +135,20 @@ nn_status nn_graph_backward(nn_graph *g, tensor *loss);
  * seeds its mean loss with its sample count, so its gradients are sums over
  * its samples. Errors: as nn_graph_backward's, and a seed that is not finite. */
 nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed);
+/* As nn_graph_backward_seed, for a training step that reads nothing of the
+ * step's arena after backward (read the loss before it): the gradients of
+ * intermediate tensors go to arena memory that no backward still to run
+ * reads, instead of the pool. That is memory made after a node was
+ * recorded, once that node's backward is next (every reader of it is a
+ * later node, done), and, from the start, an output that neither its node
+ * nor a later node's backward reads (saves_output and inputs_unread tell);
+ * the pool takes what does not fit. The gradients are the same to the bit,
+ * and the step holds about its activations where nn_graph_backward holds
+ * its activations plus the pool's buffers. Afterwards only parameters' and
+ * other leaves' gradients are valid: every tensor, node and context of the
+ * step holds undefined contents until the reset. Errors: as
+ * nn_graph_backward_seed's. */
+nn_status nn_graph_backward_recycle(nn_graph *g, tensor *loss, float seed);
 
 /* Keeps t's gradient after backward, until the next reset, when t is the
  * output of a recorded node (a leaf's is always kept; a tensor that needs no

@@ -32,7 +32,8 @@ nn_status nn_op_add(nn_graph *g, tensor *a, tensor *b, tensor **out)
     if (!y) return NN_ERR_MEMORY;
     for (size_t i = 0; i < a->size; i++) y->data[i] = a->data[i] + b->data[i];
     tensor *in[2] = {a, b};
-    nn_graph_record(g, "add", y, in, 2, op_arith_add_backward, NULL);
+    nn_node *n = nn_graph_record(g, "add", y, in, 2, op_arith_add_backward, NULL);
+    if (n) n->inputs_unread = 1; /* dx = dy */
     *out = y;
     return NN_OK;
 }

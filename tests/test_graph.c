@@ -591,6 +591,62 @@ static void test_arena_grows_once(void **state)
     nn_model_free(m);
 }
 
+/* A recycling backward (nn_graph_backward_recycle) puts intermediate
+ * gradients in arena memory nothing reads any more. With p = x*x, q = x*x,
+ * s = p + q, t = s*s, L = sum(w * t) (n values each): add reads neither
+ * input, so p's and q's storage is dead from the start; t's is dead once
+ * t's node's backward has run. Plain backward holds dL/dt, dL/ds and then
+ * dL/ds, dL/dp, dL/dq at once: a pool of 3n floats, plus 1 for dL/dL.
+ * Recycling: dL/dL (kept until the reset) is the pool's only buffer; dL/dt
+ * goes to p's storage, dL/ds to q's, dL/dp to p's again once dL/dt is
+ * released, dL/dq where t was. x's gradient is the same to the bit. With a
+ * first arena block too small for one tensor (the first step of a graph,
+ * whose arena is a chain of blocks) the gradient is the same too. */
+static void test_backward_recycle(void **state)
+{
+    (void)state;
+    enum { N = 1024 };
+    float xv[N], wv[N], grad[2][N];
+    for (int i = 0; i < N; i++) {
+        xv[i] = 0.5f + (float)(i % 13) / 16.0f;
+        wv[i] = (float)(i % 7) - 2.75f;
+    }
+    for (int first_block = 0; first_block <= 1; first_block++) {
+        size_t pool[2], arena[2];
+        for (int recycle = 0; recycle <= 1; recycle++) {
+            nn_graph *g = nn_graph_create(first_block ? 2048 : (size_t)1 << 20);
+            tensor *x = leaf(N, xv), *w = constant(N, wv), *p, *q, *s, *t, *loss;
+            for (int step = 0; step < 2; step++) { /* the second step reuses the first's memory */
+                nn_graph_reset(g);
+                memset(x->grad, 0, sizeof xv);
+                assert_ok(nn_op_mul(g, x, x, &p));
+                assert_ok(nn_op_mul(g, x, x, &q));
+                assert_ok(nn_op_add(g, p, q, &s));
+                assert_ok(nn_op_mul(g, s, s, &t));
+                assert_ok(nn_op_weighted_sum(g, t, w, &loss));
+                if (recycle)
+                    assert_ok(nn_graph_backward_recycle(g, loss, 1.0f));
+                else
+                    assert_ok(nn_graph_backward(g, loss));
+                memcpy(grad[recycle], x->grad, sizeof grad[recycle]);
+            }
+            pool[recycle] = nn_graph_grad_pool_bytes(g);
+            arena[recycle] = nn_graph_arena_bytes(g);
+            tensor_free(x);
+            tensor_free(w);
+            nn_graph_free(g);
+        }
+        assert_memory_equal(grad[0], grad[1], sizeof grad[0]);
+        assert_int_equal(arena[1], arena[0]);
+        if (!first_block) {
+            assert_int_equal(pool[0], (3 * N + 1) * sizeof(float));
+            assert_int_equal(pool[1], sizeof(float));
+        } else {
+            assert_true(pool[1] <= pool[0]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_arena_tensors),
         cmocka_unit_test(test_arena_reused_over_training),
         cmocka_unit_test(test_arena_grows_once),
+        cmocka_unit_test(test_backward_recycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
