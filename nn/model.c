@@ -284,10 +284,11 @@ static nn_status model_add_input(nn_model *m, const char *config)
         memcpy(tok, start, len);
         tok[len] = '\0';
         if (!strncmp(tok, "name=", 5) && !has_name) {
-            if (strlen(tok + 5) >= sizeof in.name || !tok[5])
+            const size_t n = strlen(tok + 5);
+            if (n >= sizeof in.name || !n)
                 return nn_error(NN_ERR_CONFIG, "input: name '%s' is empty or longer than %d "
                                 "characters", tok + 5, NN_NAME_LEN - 1);
-            snprintf(in.name, sizeof in.name, "%s", tok + 5);
+            memcpy(in.name, tok + 5, n + 1);
             has_name = 1;
         } else if (!strncmp(tok, "shape=", 6) && !has_shape) {
             NN_TRY(model_parse_shape("input", tok + 6, &in.rank, in.shape));

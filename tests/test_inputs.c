@@ -278,6 +278,10 @@ static void test_spec_errors(void **state)
     expect_spec_error("input name=b units=4\n",
                       "input: 'units=4' is not a key of an input line (name=, shape=, each once)");
     expect_spec_error("input name=b-1.x\n", "input: name 'b-1.x': only letters, digits");
+    expect_spec_error("input name=\n", "input: name '' is empty or longer than 31 characters");
+    expect_spec_error("input name=abcdefghijabcdefghijabcdefghijab\n",
+                      "input: name 'abcdefghijabcdefghijabcdefghijab' is empty or longer than 31 "
+                      "characters");
     char many[256] = "";
     for (int k = 0; k < NN_MODEL_MAX_INPUTS; k++)
         snprintf(many + strlen(many), sizeof many - strlen(many), "input name=i%d\n", k);
