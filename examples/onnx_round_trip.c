@@ -3,8 +3,8 @@
  * first sample's outputs, and writes nn's own ONNX export of it, which any
  * ONNX runtime can run.
  *     build/examples/onnx_round_trip IN.onnx OUT.onnx
- * The input batch is 2 samples of a fixed pattern in the model's input
- * shape. The README's "ONNX" section walks through the whole round trip,
+ * The input batch is 2 samples of a fixed pattern in the shape of each of
+ * the model's inputs. The README's "ONNX" section walks through the whole round trip,
  * PyTorch -> ONNX -> nn -> ONNX -> ONNX Runtime. */
 #include <stdio.h>
 
@@ -23,13 +23,20 @@ int main(int argc, char **argv)
     }
     nn_model_summary(m, stdout);
 
-    int shape[TENSOR_MAX_RANK + 1] = {2};
-    for (int i = 0; i < m->in_rank; i++) shape[i + 1] = m->in_shape[i];
-    tensor *x = tensor_create(m->in_rank + 1, shape);
-    for (size_t i = 0; i < x->size; i++) x->data[i] = (float)(i % 11) / 10.0f;
+    /* One batch per model input (a graph may have several). */
+    const int n_in = nn_model_input_count(m);
+    tensor *xs[NN_MODEL_MAX_INPUTS];
+    for (int q = 0; q < n_in; q++) {
+        const int rank = q ? m->extra_inputs[q - 1].rank : m->in_rank;
+        const int *dims = q ? m->extra_inputs[q - 1].shape : m->in_shape;
+        int shape[TENSOR_MAX_RANK + 1] = {2};
+        for (int i = 0; i < rank; i++) shape[i + 1] = dims[i];
+        xs[q] = tensor_create(rank + 1, shape);
+        for (size_t i = 0; i < xs[q]->size; i++) xs[q]->data[i] = (float)(i % 11) / 10.0f;
+    }
     tensor *y;
     int rc = 1;
-    if (nn_model_predict(m, x, NULL, &y, NULL, NULL) == NN_OK) {
+    if (nn_model_forward_inputs(m, n_in, xs, &y, NN_MODE_EVAL) == NN_OK) {
         printf("outputs of sample 0:");
         for (size_t j = 0; j < y->size / 2; j++) printf(" %.6g", (double)y->data[j]);
         printf("\n");
@@ -39,7 +46,7 @@ int main(int argc, char **argv)
         }
     }
     if (rc) fprintf(stderr, "onnx_round_trip: %s\n", nn_last_error());
-    tensor_free(x);
+    for (int q = 0; q < n_in; q++) tensor_free(xs[q]);
     nn_model_free(m);
     return rc;
 }

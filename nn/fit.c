@@ -160,6 +160,10 @@ static nn_status fit_check_model(const nn_model *m, const char *fn)
 {
     if (!m) return nn_error(NN_ERR_ARG, "%s: m (the model) is NULL", fn);
     if (!m->built) return nn_error(NN_ERR_STATE, "%s: build the model first", fn);
+    if (nn_model_input_count(m) > 1)
+        return nn_error(NN_ERR_STATE, "%s: the model has %d inputs; a data set feeds one, so "
+                        "training and evaluation take a model with one input",
+                        fn, nn_model_input_count(m));
     return NN_OK;
 }
 

@@ -10,6 +10,9 @@
  *   nn_model_fit(m, opt, &train, &o, &h);
  *   nn_history_free(&h);
  *
+ * A data set feeds one input, so these calls take a model with one input
+ * (a model with several is refused with a message).
+ *
  * A data set describes caller-owned arrays: images as bytes (converted to
  * x * scale + shift as they are copied into a batch) or floats, one
  * per-sample shape, labels as bytes or ints (softmax cross-entropy) or float

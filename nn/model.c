@@ -71,23 +71,55 @@ static void model_auto_name(const nn_model *m, int i, const nn_layer_type *type,
     snprintf(out, NN_NAME_LEN, "%s_%d", type->name, k);
 }
 
-/* The name of what index j denotes: a layer, or the model's input (-1). */
+/* The name of what index j denotes: a layer, the model's first input
+ * (-1) or a further one (-2 - k). */
 static const char *model_node_name(const nn_model *m, int j)
 {
-    return j < 0 ? "input" : m->layers[j]->name;
+    return j == -1 ? "input" : j < 0 ? m->extra_inputs[-2 - j].name : m->layers[j]->name;
 }
 
+/* The per-sample shape of what index j denotes. */
+static void model_node_shape(const nn_model *m, int j, int *rank, const int **shape)
+{
+    if (j == -1) {
+        *rank = m->in_rank;
+        *shape = m->in_shape;
+    } else if (j < 0) {
+        *rank = m->extra_inputs[-2 - j].rank;
+        *shape = m->extra_inputs[-2 - j].shape;
+    } else {
+        *rank = m->layers[j]->out_rank;
+        *shape = m->layers[j]->out_shape;
+    }
+}
+
+int nn_model_input_count(const nn_model *m) { return m ? 1 + m->n_extra_inputs : 0; }
+
+const char *nn_model_input_name(const nn_model *m, int q)
+{
+    return m && q >= 0 && q < nn_model_input_count(m) ? model_node_name(m, -1 - q) : NULL;
+}
+
+/* The index of a layer or input by name, or -NN_MODEL_MAX_INPUTS - 2 (not
+ * one of them, nor -1). */
+#define MODEL_NOT_FOUND (-NN_MODEL_MAX_INPUTS - 2)
 static int model_find_layer(const nn_model *m, const char *name)
 {
     for (int j = 0; j < m->n_layers; j++)
         if (!strcmp(m->layers[j]->name, name)) return j;
-    return -2;
+    for (int k = 0; k < m->n_extra_inputs; k++)
+        if (!strcmp(m->extra_inputs[k].name, name)) return -2 - k;
+    return MODEL_NOT_FOUND;
 }
 
 /* "input, conv2d_1, ...": what an inputs= list can name so far. */
 static void model_defined_names(const nn_model *m, char *buf, size_t n)
 {
     snprintf(buf, n, "input");
+    for (int k = 0; k < m->n_extra_inputs; k++) {
+        size_t len = strlen(buf);
+        if (len + 1 < n) snprintf(buf + len, n - len, ", %s", m->extra_inputs[k].name);
+    }
     for (int j = 0; j < m->n_layers; j++) {
         size_t len = strlen(buf);
         if (len + 1 < n) snprintf(buf + len, n - len, ", %s", m->layers[j]->name);
@@ -157,6 +189,8 @@ static nn_status model_check_name(const nn_model *m, const char *type, const cha
         return nn_error(NN_ERR_CONFIG, "%s: name 'input' is the model's input; choose another "
                         "name", type);
     const int j = model_find_layer(m, name);
+    if (j < -1 && j != MODEL_NOT_FOUND)
+        return nn_error(NN_ERR_CONFIG, "%s: name '%s' is already used by a model input", type, name);
     if (j >= 0) {
         if (explicit_name)
             return nn_error(NN_ERR_CONFIG, "%s: name '%s' is already used by layer %d (%s)",
@@ -193,7 +227,7 @@ static nn_status model_resolve_inputs(const nn_model *m, const char *self, const
                             "inputs must be defined on an earlier line, which rules out cycles",
                             self);
         int j = strcmp(name, "input") ? model_find_layer(m, name) : -1;
-        if (j == -2) {
+        if (j == MODEL_NOT_FOUND) {
             char defined[512];
             model_defined_names(m, defined, sizeof defined);
             snprintf(missing, NN_NAME_LEN, "%s", name);
@@ -208,6 +242,73 @@ static nn_status model_resolve_inputs(const nn_model *m, const char *self, const
     return NN_OK;
 }
 
+/* "8,8,16" into a per-sample shape. */
+static nn_status model_parse_shape(const char *what, const char *text, int *rank, int *shape)
+{
+    int r = 0;
+    const char *p = text;
+    for (;;) {
+        long v = 0;
+        const char *start = p;
+        while (*p >= '0' && *p <= '9' && v <= (1L << 30)) v = v * 10 + (*p++ - '0');
+        if (p == start || v < 1 || v > (1L << 30) || r == TENSOR_MAX_RANK || (*p && *p != ','))
+            return nn_error(NN_ERR_CONFIG, "%s: shape=%s is not 1 to %d positive integers "
+                            "separated by commas, e.g. shape=28,28,1", what, text,
+                            TENSOR_MAX_RANK);
+        shape[r++] = (int)v;
+        if (!*p) break;
+        p++;
+    }
+    *rank = r;
+    return NN_OK;
+}
+
+/* A spec line "input name=N [shape=...]": declares a further input. */
+static nn_status model_add_input(nn_model *m, const char *config)
+{
+    if (m->built) return nn_error(NN_ERR_STATE, "nn_model_add: the model is already built");
+    nn_model_input in;
+    memset(&in, 0, sizeof in);
+    int has_name = 0, has_shape = 0;
+    const char *p = config ? config : "";
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) break;
+        const char *start = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') p++;
+        char tok[256];
+        const size_t len = (size_t)(p - start);
+        if (len >= sizeof tok)
+            return nn_error(NN_ERR_CONFIG, "input: '%.32s...' is longer than %zu characters", start,
+                            sizeof tok - 1);
+        memcpy(tok, start, len);
+        tok[len] = '\0';
+        if (!strncmp(tok, "name=", 5) && !has_name) {
+            const size_t n = strlen(tok + 5);
+            if (n >= sizeof in.name || !n)
+                return nn_error(NN_ERR_CONFIG, "input: name '%s' is empty or longer than %d "
+                                "characters", tok + 5, NN_NAME_LEN - 1);
+            memcpy(in.name, tok + 5, n + 1);
+            has_name = 1;
+        } else if (!strncmp(tok, "shape=", 6) && !has_shape) {
+            NN_TRY(model_parse_shape("input", tok + 6, &in.rank, in.shape));
+            has_shape = 1;
+        } else {
+            return nn_error(NN_ERR_CONFIG, "input: '%s' is not a key of an input line (name=, "
+                            "shape=, each once)", tok);
+        }
+    }
+    if (!has_name)
+        return nn_error(NN_ERR_CONFIG, "input: a further input needs a name= (the first input, "
+                        "'input', is there without a line)");
+    NN_TRY(model_check_name(m, "input", in.name, 1));
+    if (1 + m->n_extra_inputs == NN_MODEL_MAX_INPUTS)
+        return nn_error(NN_ERR_STATE, "input: at most %d model inputs, 'input' included",
+                        NN_MODEL_MAX_INPUTS);
+    m->extra_inputs[m->n_extra_inputs++] = in;
+    return NN_OK;
+}
+
 /* nn_model_add; an input name that is not defined is copied into missing,
  * and the layer's name into self (NN_NAME_LEN bytes each), for
  * nn_model_add_spec's message. */
@@ -216,6 +317,10 @@ static nn_status model_add(nn_model *m, const char *type, const char *config, ch
 {
     if (!m) return nn_error(NN_ERR_ARG, "nn_model_add: model is NULL");
     if (m->built) return nn_error(NN_ERR_STATE, "nn_model_add: the model is already built");
+    if (type && !strcmp(type, "input")) {
+        snprintf(self, NN_NAME_LEN, "input");
+        return model_add_input(m, config);
+    }
     if (m->n_layers == NN_MODEL_MAX_LAYERS)
         return nn_error(NN_ERR_STATE, "nn_model_add: at most %d layers", NN_MODEL_MAX_LAYERS);
     /* Only a config with model keys is copied, so every other config reaches
@@ -431,6 +536,7 @@ static int model_reads_previous(const nn_model *m, int i)
 int nn_model_is_sequential(const nn_model *m)
 {
     if (!m) return 1;
+    if (m->n_extra_inputs) return 0;
     for (int i = 0; i < m->n_layers; i++)
         if (!model_reads_previous(m, i)) return 0;
     return 1;
@@ -464,6 +570,16 @@ nn_status nn_model_spec_string(const nn_model *m, char *buf, size_t n)
 {
     size_t used = 0;
     if (n) buf[0] = '\0';
+    /* Further inputs first: each must come before the lines that read it. */
+    for (int k = 0; k < m->n_extra_inputs; k++) {
+        const nn_model_input *in = &m->extra_inputs[k];
+        used += (size_t)snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0,
+                                 "input name=%s%s", in->name, in->rank ? " shape=" : "");
+        for (int d = 0; d < in->rank; d++)
+            used += (size_t)snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0,
+                                     d ? ",%d" : "%d", in->shape[d]);
+        used += (size_t)snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0, "\n");
+    }
     for (int i = 0; i < m->n_layers; i++) {
         char cfg[512], keys[NN_NAME_LEN * (NN_LAYER_MAX_INPUTS + 1) + 32];
         NN_TRY(nn_layer_config_string(m->layers[i], cfg, sizeof cfg));
@@ -493,6 +609,15 @@ static nn_status model_check_graph(const nn_model *m)
                             "other layer must be an input of a later one", j + 1,
                             m->layers[j]->name);
     }
+    for (int q = 1 - nn_model_input_count(m); q <= 0; q++) {
+        const int j = q - 1; /* -1 - (input number) */
+        int used = 0;
+        for (int i = 0; !used && i < m->n_layers; i++)
+            for (int k = 0; k < m->n_inputs[i]; k++) used |= m->inputs[i][k] == j;
+        if (!used)
+            return nn_error(NN_ERR_STATE, "nn_model_build: the model input '%s' is never read: "
+                            "name it in some layer's inputs=", model_node_name(m, j));
+    }
     return NN_OK;
 }
 
@@ -504,10 +629,11 @@ static void model_inputs_desc(const nn_model *m, int i, char *buf, size_t n)
         const int j = m->inputs[i][k];
         char b[96];
         size_t len = strlen(buf);
+        int rank;
+        const int *shape;
+        model_node_shape(m, j, &rank, &shape);
         snprintf(buf + len, n - len, "%s%s %s", k ? ", " : "", model_node_name(m, j),
-                 j < 0 ? tensor_shape_str(m->in_rank, m->in_shape, b, sizeof b)
-                       : tensor_shape_str(m->layers[j]->out_rank, m->layers[j]->out_shape, b,
-                                          sizeof b));
+                 tensor_shape_str(rank, shape, b, sizeof b));
     }
 }
 
@@ -519,11 +645,14 @@ static nn_status model_check_overwrite(const nn_model *m, int i)
     for (int c = 0; c < m->n_layers; c++) {
         if (c == i) continue;
         for (int k = 0; k < m->n_inputs[c]; k++)
-            if (m->inputs[c][k] == j)
+            if (m->inputs[c][k] == j) {
+                char what[NN_NAME_LEN + 32];
+                snprintf(what, sizeof what, j < 0 ? "the model's input '%s'" : "%s",
+                         model_node_name(m, j));
                 return nn_error(NN_ERR_STATE, "nn_model_build: %s writes over its input in place, "
                                 "the output of %s, which %s reads too; use inplace=false",
-                                m->layers[i]->name, j < 0 ? "the model's input 'input'"
-                                : m->layers[j]->name, m->layers[c]->name);
+                                m->layers[i]->name, what, m->layers[c]->name);
+            }
     }
     return NN_OK;
 }
@@ -535,6 +664,11 @@ nn_status nn_model_build(nn_model *m, int rank, const int *shape)
     if (m->n_layers == 0) return nn_error(NN_ERR_STATE, "nn_model_build: the model has no layers");
     size_t size;
     NN_TRY(tensor_shape_size(rank, shape, &size, "nn_model_build: input shape"));
+    for (int k = 0; k < m->n_extra_inputs; k++)
+        if (!m->extra_inputs[k].rank)
+            return nn_error(NN_ERR_STATE, "nn_model_build: the model input '%s' has no shape: give "
+                            "shape= on its input line, or build with nn_model_build_inputs",
+                            m->extra_inputs[k].name);
     NN_TRY(model_check_graph(m));
     m->in_rank = rank;
     memcpy(m->in_shape, shape, (size_t)rank * sizeof *shape);
@@ -544,9 +678,9 @@ nn_status nn_model_build(nn_model *m, int rank, const int *shape)
         if (!l->seed_fixed) l->seed = tensor_hash3(m->seed, 0x6c61796572ull, (uint64_t)i);
         int ranks[NN_LAYER_MAX_INPUTS], shapes[NN_LAYER_MAX_INPUTS][TENSOR_MAX_RANK];
         for (int k = 0; k < m->n_inputs[i]; k++) {
-            const int j = m->inputs[i][k];
-            ranks[k] = j < 0 ? m->in_rank : m->layers[j]->out_rank;
-            memcpy(shapes[k], j < 0 ? m->in_shape : m->layers[j]->out_shape, sizeof shapes[k]);
+            const int *shape_k;
+            model_node_shape(m, m->inputs[i][k], &ranks[k], &shape_k);
+            memcpy(shapes[k], shape_k, sizeof shapes[k]);
         }
         nn_status s = m->n_inputs[i] == 1 && !nn_layer_type_is_merge(l->type)
                           ? nn_layer_build(l, ranks[0], shapes[0])
@@ -595,6 +729,51 @@ nn_status nn_model_build(nn_model *m, int rank, const int *shape)
     return NN_OK;
 }
 
+/* "input, b, c": the model's input names. */
+static void model_input_names(const nn_model *m, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (int q = 0; q < nn_model_input_count(m); q++) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%s", q ? ", " : "", nn_model_input_name(m, q));
+    }
+}
+
+nn_status nn_model_build_inputs(nn_model *m, int n, const int *ranks, const int *const *shapes)
+{
+    if (!m || !ranks || !shapes)
+        return nn_error(NN_ERR_ARG, "nn_model_build_inputs: NULL argument: %s is NULL",
+                        !m ? "m" : !ranks ? "ranks" : "shapes");
+    if (m->built) return nn_error(NN_ERR_STATE, "nn_model_build_inputs: the model is already built");
+    char names[NN_MODEL_MAX_INPUTS * (NN_NAME_LEN + 2)];
+    model_input_names(m, names, sizeof names);
+    if (n != nn_model_input_count(m))
+        return nn_error(NN_ERR_ARG, "nn_model_build_inputs: n is %d, but the model has %d input%s "
+                        "(%s)", n, nn_model_input_count(m), nn_model_input_count(m) == 1 ? "" : "s",
+                        names);
+    for (int q = 0; q < n; q++) {
+        char what[NN_NAME_LEN + 64];
+        snprintf(what, sizeof what, "nn_model_build_inputs: shapes[%d] (input '%s')", q,
+                 nn_model_input_name(m, q));
+        if (!shapes[q]) return nn_error(NN_ERR_ARG, "%s is NULL", what);
+        size_t size;
+        NN_TRY(tensor_shape_size(ranks[q], shapes[q], &size, what));
+        const nn_model_input *in = q ? &m->extra_inputs[q - 1] : NULL;
+        if (in && in->rank &&
+            (in->rank != ranks[q] || memcmp(in->shape, shapes[q], (size_t)ranks[q] * sizeof(int)))) {
+            char a[96], b[96];
+            return nn_error(NN_ERR_SHAPE, "%s is %s, but its input line declares shape %s", what,
+                            tensor_shape_str(ranks[q], shapes[q], a, sizeof a),
+                            tensor_shape_str(in->rank, in->shape, b, sizeof b));
+        }
+    }
+    for (int q = 1; q < n; q++) {
+        m->extra_inputs[q - 1].rank = ranks[q];
+        memcpy(m->extra_inputs[q - 1].shape, shapes[q], (size_t)ranks[q] * sizeof(int));
+    }
+    return nn_model_build(m, ranks[0], shapes[0]);
+}
+
 void nn_model_set_training(nn_model *m, int training) { m->training = training != 0; }
 int nn_model_is_training(const nn_model *m) { return m->training; }
 nn_graph *nn_model_graph(nn_model *m) { return m->graph; }
@@ -608,11 +787,11 @@ void nn_model_zero_grad(nn_model *m)
  * storage (flatten's view, dropout at inference), so the build-time check of
  * direct readers is repeated here on storage. Any tensor made so far that
  * shares the storage may be read only by layers on that chain of views. */
-static nn_status model_check_alias(const nn_model *m, int i, tensor *x, tensor *const *outs)
+static nn_status model_check_alias(const nn_model *m, int i, tensor *const *xs, tensor *const *outs)
 {
-    const tensor *in = m->inputs[i][0] < 0 ? x : outs[m->inputs[i][0]];
-    for (int j = -1; j < i; j++) {
-        if ((j < 0 ? x : outs[j])->data != in->data) continue;
+    const tensor *in = m->inputs[i][0] < 0 ? xs[-1 - m->inputs[i][0]] : outs[m->inputs[i][0]];
+    for (int j = -nn_model_input_count(m); j < i; j++) {
+        if ((j < 0 ? xs[-1 - j] : outs[j])->data != in->data) continue;
         for (int c = j + 1; c < m->n_layers; c++) {
             if (c == i || (c < i && outs[c]->data == in->data)) continue;
             for (int k = 0; k < m->n_inputs[c]; k++)
@@ -629,15 +808,15 @@ static nn_status model_check_alias(const nn_model *m, int i, tensor *x, tensor *
 /* The layers in spec order, which is a topological order (inputs come from
  * earlier lines); every output is kept for its readers, in the arena like
  * all others. */
-static nn_status model_run_layers(nn_model *m, tensor *x, tensor **y, int training)
+static nn_status model_run_layers(nn_model *m, tensor *const *xs, tensor **y, int training)
 {
     tensor *outs[NN_MODEL_MAX_LAYERS];
     for (int i = 0; i < m->n_layers; i++) {
         nn_layer *l = m->layers[i];
         tensor *in[NN_LAYER_MAX_INPUTS];
         for (int k = 0; k < m->n_inputs[i]; k++)
-            in[k] = m->inputs[i][k] < 0 ? x : outs[m->inputs[i][k]];
-        if (l->overwrites_input) NN_TRY(model_check_alias(m, i, x, outs));
+            in[k] = m->inputs[i][k] < 0 ? xs[-1 - m->inputs[i][k]] : outs[m->inputs[i][k]];
+        if (l->overwrites_input) NN_TRY(model_check_alias(m, i, xs, outs));
         if (m->n_inputs[i] == 1 && !nn_layer_type_is_merge(l->type))
             NN_TRY(nn_layer_forward(l, m->graph, in[0], &outs[i], training));
         else
@@ -653,7 +832,7 @@ static nn_status model_run_layers(nn_model *m, tensor *x, tensor **y, int traini
  * began, and x is not in it. A training tape whose backward has not run is
  * kept, so an eval forward may follow a training forward (to compare the
  * two) without destroying it. */
-static nn_status model_begin_pass(nn_model *m, tensor *x, int training)
+static nn_status model_begin_pass(nn_model *m, int n, tensor *const *xs, int training)
 {
     nn_graph *g = m->graph;
     const int ours = m->pass_generation == nn_graph_generation(g);
@@ -664,8 +843,9 @@ static nn_status model_begin_pass(nn_model *m, tensor *x, int training)
                         "call nn_graph_reset(nn_model_graph(m)) at the start of each step, as "
                         "nn_model_train_step does", nn_graph_node_count(g),
                         nn_graph_backward_ran(g) ? "backward ran" : "backward has not run");
-    if (ours && m->pass_alone && !(tape && !nn_graph_backward_ran(g)) &&
-        !nn_graph_holds(g, x) && !nn_graph_holds(g, x->data))
+    int held = 0;
+    for (int q = 0; q < n; q++) held |= nn_graph_holds(g, xs[q]) || nn_graph_holds(g, xs[q]->data);
+    if (ours && m->pass_alone && !(tape && !nn_graph_backward_ran(g)) && !held)
         nn_graph_reset(g);
     if (m->pass_generation != nn_graph_generation(g)) {
         m->pass_generation = nn_graph_generation(g);
@@ -675,6 +855,31 @@ static nn_status model_begin_pass(nn_model *m, tensor *x, int training)
     return NN_OK;
 }
 
+/* The forward of both entry points, after their argument checks. */
+static nn_status model_forward(nn_model *m, int n, tensor *const *xs, tensor **y, nn_mode mode)
+{
+    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
+    NN_TRY(model_begin_pass(m, n, xs, training));
+    const int nodes_before = nn_graph_node_count(m->graph);
+    nn_status s = model_run_layers(m, xs, y, training);
+    if (training && nn_graph_node_count(m->graph) > nodes_before) m->pass_taped_training = 1;
+    return s;
+}
+
+/* NN_OK for a model with one input; otherwise an error of fn that says
+ * what to use instead. */
+static nn_status model_one_input(const nn_model *m, const char *fn, const char *instead)
+{
+    if (!m->n_extra_inputs) return NN_OK;
+    char names[NN_MODEL_MAX_INPUTS * (NN_NAME_LEN + 2)];
+    model_input_names(m, names, sizeof names);
+    return nn_error(NN_ERR_STATE, "%s: the model has %d inputs (%s); %s", fn,
+                    nn_model_input_count(m), names, instead);
+}
+
+#define MODEL_TRAIN_ONE_INPUT "training and evaluation take a model with one input; run this " \
+                              "one with nn_model_forward_inputs"
+
 nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
 {
     if (!m || !x || !y)
@@ -683,12 +888,49 @@ nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode)
     if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward: build the model first");
     if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
         return nn_error(NN_ERR_ARG, "nn_model_forward: mode must be -1, 0 or 1, but got %d", (int)mode);
-    int training = mode == NN_MODE_DEFAULT ? m->training : (int)mode;
-    NN_TRY(model_begin_pass(m, x, training));
-    const int nodes_before = nn_graph_node_count(m->graph);
-    nn_status s = model_run_layers(m, x, y, training);
-    if (training && nn_graph_node_count(m->graph) > nodes_before) m->pass_taped_training = 1;
-    return s;
+    NN_TRY(model_one_input(m, "nn_model_forward", "pass them all with nn_model_forward_inputs"));
+    return model_forward(m, 1, &x, y, mode);
+}
+
+nn_status nn_model_forward_inputs(nn_model *m, int n, tensor *const *xs, tensor **y, nn_mode mode)
+{
+    if (!m || !xs || !y)
+        return nn_error(NN_ERR_ARG, "nn_model_forward_inputs: NULL argument: %s is NULL",
+                        !m ? "m" : !xs ? "xs" : "y");
+    if (!m->built) return nn_error(NN_ERR_STATE, "nn_model_forward_inputs: build the model first");
+    if (mode != NN_MODE_DEFAULT && mode != NN_MODE_EVAL && mode != NN_MODE_TRAIN)
+        return nn_error(NN_ERR_ARG, "nn_model_forward_inputs: mode must be -1, 0 or 1, but got %d",
+                        (int)mode);
+    const int count = nn_model_input_count(m);
+    if (n != count) {
+        char names[NN_MODEL_MAX_INPUTS * (NN_NAME_LEN + 2)];
+        model_input_names(m, names, sizeof names);
+        return nn_error(NN_ERR_ARG, "nn_model_forward_inputs: n is %d, but the model has %d "
+                        "input%s (%s)", n, count, count == 1 ? "" : "s", names);
+    }
+    for (int q = 0; q < n; q++) {
+        const char *name = nn_model_input_name(m, q);
+        if (!xs[q])
+            return nn_error(NN_ERR_ARG, "nn_model_forward_inputs: xs[%d] (input '%s') is NULL", q,
+                            name);
+        int rank;
+        const int *shape;
+        model_node_shape(m, -1 - q, &rank, &shape);
+        int ok = xs[q]->rank == rank + 1 && (q == 0 || xs[q]->shape[0] == xs[0]->shape[0]);
+        for (int d = 0; ok && d < rank; d++) ok = xs[q]->shape[d + 1] == shape[d];
+        if (!ok) {
+            char a[96], b[96], c[96];
+            int want[TENSOR_MAX_RANK + 1];
+            want[0] = xs[0]->shape[0];
+            memcpy(want + 1, shape, (size_t)rank * sizeof *shape);
+            return nn_error(NN_ERR_SHAPE, "nn_model_forward_inputs: xs[%d] (input '%s') has shape "
+                            "%s, but the model takes %s for it (per sample %s; the batch of xs[0])",
+                            q, name, tensor_shape_str(xs[q]->rank, xs[q]->shape, a, sizeof a),
+                            tensor_shape_str(rank + 1, want, b, sizeof b),
+                            tensor_shape_str(rank, shape, c, sizeof c));
+        }
+    }
+    return model_forward(m, n, xs, y, mode);
 }
 
 nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *labels,
@@ -697,6 +939,7 @@ nn_status nn_model_train_step(nn_model *m, optim *opt, tensor *x, const int *lab
     if (!m || !opt || !x || !labels)
         return nn_error(NN_ERR_ARG, "nn_model_train_step: NULL argument: %s is NULL",
                         !m ? "m" : !opt ? "opt" : !x ? "x" : "labels");
+    NN_TRY(model_one_input(m, "nn_model_train_step", MODEL_TRAIN_ONE_INPUT));
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 1);
     nn_model_zero_grad(m);
@@ -732,6 +975,7 @@ nn_status nn_model_predict(nn_model *m, tensor *x, const int *labels, tensor **l
     if (!m || !x)
         return nn_error(NN_ERR_ARG, "nn_model_predict: NULL argument: %s is NULL",
                         !m ? "m" : "x");
+    NN_TRY(model_one_input(m, "nn_model_predict", MODEL_TRAIN_ONE_INPUT));
     tensor *y;
     const size_t arena = nn_graph_arena_bytes(m->graph);
     nn_status s = model_predict_pass(m, x, labels, &y, loss_sum, correct);
@@ -771,6 +1015,10 @@ nn_status nn_model_summary(const nn_model *m, FILE *out)
     /* The name column fits the longest "name (type)", so long layer type
      * names do not push their row out of line; the rules span the table. */
     int wn = 28, wc = 12;
+    for (int q = 1; q < nn_model_input_count(m); q++) {
+        const int w = (int)strlen(nn_model_input_name(m, q)) + 13;
+        if (w > wn) wn = w < 78 ? w : 78;
+    }
     for (int i = 0; i < m->n_layers; i++) {
         const int w = (int)(strlen(m->layers[i]->name) + strlen(m->layers[i]->type->name) + 3);
         if (w > wn) wn = w < 78 ? w : 78;
@@ -790,9 +1038,14 @@ nn_status nn_model_summary(const nn_model *m, FILE *out)
         fprintf(out, " %-*s %-22s %10s\n", wn, "Layer (type)", "Output Shape", "Param #");
     fprintf(out, "%s\n", dbl);
     char shape[96];
-    if (graph) {
-        model_summary_shape(m->in_rank, m->in_shape, shape, sizeof shape);
-        fprintf(out, " %-*s %-22s %10d  -\n\n", wn, "input (InputLayer)", shape, 0);
+    for (int q = 0; graph && q < nn_model_input_count(m); q++) {
+        int rank;
+        const int *dims;
+        char name[80];
+        model_node_shape(m, -1 - q, &rank, &dims);
+        model_summary_shape(rank, dims, shape, sizeof shape);
+        snprintf(name, sizeof name, "%s (InputLayer)", nn_model_input_name(m, q));
+        fprintf(out, " %-*s %-22s %10d  -\n\n", wn, name, shape, 0);
     }
     size_t trainable = 0, frozen = 0;
     for (int i = 0; i < m->n_layers; i++) {
@@ -831,6 +1084,7 @@ nn_status nn_model_train_step_loss(nn_model *m, optim *opt, tensor *x, const nn_
         return nn_error(NN_ERR_ARG, "nn_model_train_step_loss: NULL argument (m, opt, x and loss "
                                     "are required): %s is NULL",
                         !m ? "m" : !opt ? "opt" : !x ? "x" : "loss");
+    NN_TRY(model_one_input(m, "nn_model_train_step_loss", MODEL_TRAIN_ONE_INPUT));
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 1);
     nn_model_zero_grad(m);
@@ -849,6 +1103,7 @@ nn_status nn_model_evaluate_loss(nn_model *m, tensor *x, const nn_loss *loss, co
     if (!m || !x)
         return nn_error(NN_ERR_ARG, "nn_model_evaluate_loss: NULL argument (m and x are required): "
                                     "%s is NULL", !m ? "m" : "x");
+    NN_TRY(model_one_input(m, "nn_model_evaluate_loss", MODEL_TRAIN_ONE_INPUT));
     nn_graph_reset(m->graph);
     nn_graph_set_grad_enabled(m->graph, 0);
     tensor *y;

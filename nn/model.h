@@ -21,6 +21,15 @@
  *     conv2d filters=16 kernel_size=3 padding=same activation=relu
  *     conv2d filters=16 kernel_size=3 padding=same
  *     add inputs=conv2d_1,conv2d_2
+ * A model may have further inputs, as a Keras functional Model(inputs=[a,
+ * b]): a line "input name=N shape=D1,D2,..." declares one (shape= is the
+ * per-sample shape; it may be left out and given to nn_model_build_inputs
+ * instead), and layers read it by name through inputs=:
+ *     input name=b shape=8,8,16
+ *     conv2d filters=16 kernel_size=3 padding=same
+ *     add inputs=conv2d_1,b
+ * "input" stays the first input's name; the others come after it in the
+ * order of their lines, and every input must be read by some layer.
  * An input must be defined on an earlier line, which rules out cycles; the
  * layers run in spec order. The last line's output is the model's output,
  * and every other layer's output must be read by some later layer. Building allocates
@@ -51,6 +60,8 @@
 #include "optim/optim.h"
 
 #define NN_MODEL_MAX_LAYERS 64
+/* Inputs of one model, the first ("input") included. */
+#define NN_MODEL_MAX_INPUTS 8
 
 typedef enum nn_mode {
     NN_MODE_DEFAULT = -1, /* the model's own mode */
@@ -58,17 +69,26 @@ typedef enum nn_mode {
     NN_MODE_TRAIN = 1
 } nn_mode;
 
+/* A further input of the model (the first is in_rank, in_shape). */
+typedef struct nn_model_input {
+    char name[NN_NAME_LEN];
+    int rank, shape[TENSOR_MAX_RANK]; /* per sample; rank 0 until it is known */
+} nn_model_input;
+
 typedef struct nn_model {
     nn_layer *layers[NN_MODEL_MAX_LAYERS];
     int n_layers;
     /* Layer i reads the outputs of layers inputs[i][0..n_inputs[i]), where
-     * -1 is the model's input; a sequential model has inputs[i] = {i - 1}. */
+     * -1 is the model's first input and -2 - k its further input k
+     * (extra_inputs[k]); a sequential model has inputs[i] = {i - 1}. */
     int n_inputs[NN_MODEL_MAX_LAYERS];
     int inputs[NN_MODEL_MAX_LAYERS][NN_LAYER_MAX_INPUTS];
     uint64_t seed;
     int training;
     int built;
     int in_rank, in_shape[TENSOR_MAX_RANK]; /* per sample */
+    int n_extra_inputs;                     /* inputs after the first */
+    nn_model_input extra_inputs[NN_MODEL_MAX_INPUTS - 1];
     float *params, *grads, *buffers;        /* the three blocks */
     size_t n_params, n_buffers;
     nn_graph *graph;
@@ -86,7 +106,10 @@ void nn_model_free(nn_model *m);
 /* Appends a layer of a registered type; config may hold the model-level
  * keys name= and inputs= (see above). Errors: unknown type, bad config,
  * model already built, too many layers, a bad or duplicate name, an input
- * not defined so far, the wrong number of inputs for the type. */
+ * not defined so far, the wrong number of inputs for the type.
+ * Type "input" declares a further model input instead, config "name=N"
+ * with an optional "shape=D1,D2,..."; errors: no name=, a name in use,
+ * more than NN_MODEL_MAX_INPUTS inputs, a bad shape, another key. */
 nn_status nn_model_add(nn_model *m, const char *type, const char *config);
 /* Appends every layer of a spec text; the message gives the line number and,
  * for an input defined on a later line, says so. All or nothing. */
@@ -108,8 +131,19 @@ int nn_model_is_sequential(const nn_model *m);
  * a layer's output that nothing reads (other than the last), a merge of
  * shapes that do not fit (the message lists the inputs and their shapes), a
  * layer that writes over its input (inplace=true) where another layer reads
- * that input too. */
+ * that input too, an input no layer reads. The shape is the first input's;
+ * further inputs must have declared theirs (shape=). */
 nn_status nn_model_build(nn_model *m, int rank, const int *shape);
+/* nn_model_build with every input's per-sample shape: n inputs in the
+ * model's order (the first, then the further ones as declared), input q of
+ * rank ranks[q] and shape shapes[q][0..ranks[q]). Errors as nn_model_build,
+ * and: n other than the model's input count, a shape other than the one a
+ * spec line declared (the message names the input and both shapes). */
+nn_status nn_model_build_inputs(nn_model *m, int n, const int *ranks, const int *const *shapes);
+/* The number of inputs (1 + n_extra_inputs) and the name of input q
+ * ("input" for q = 0; NULL out of range). */
+int nn_model_input_count(const nn_model *m);
+const char *nn_model_input_name(const nn_model *m, int q);
 
 void nn_model_set_training(nn_model *m, int training);
 int nn_model_is_training(const nn_model *m);
@@ -130,6 +164,19 @@ int nn_model_is_training(const nn_model *m);
  * A graph you reset yourself, or that held your tensors when the model's
  * forward began, is never reset by the model. */
 nn_status nn_model_forward(nn_model *m, tensor *x, tensor **y, nn_mode mode);
+/* y = model(xs[0], ..., xs[n-1]) for a model with n inputs, xs in the
+ * model's input order, all with one batch size; otherwise as
+ * nn_model_forward (with n = 1, the same call). nn_model_forward on a
+ * model with several inputs is an error that points here. Errors: n other
+ * than the input count, a NULL xs[q], a per-sample shape other than the
+ * built one or a different batch size (the message names xs[q], the input
+ * and both shapes). */
+nn_status nn_model_forward_inputs(nn_model *m, int n, tensor *const *xs, tensor **y,
+                                  nn_mode mode);
+
+/* Training and evaluation (train_step, predict, the _loss forms below and
+ * nn_fit) take a model with one input; a model with several is refused
+ * with a message saying so: run it with nn_model_forward_inputs. */
 
 /* One training step on a batch: reset the graph, zero gradients, forward in
  * training mode, softmax cross-entropy against labels (n = x->shape[0]
@@ -154,7 +201,7 @@ nn_graph *nn_model_graph(nn_model *m);
 /* Writes a table like Keras's model.summary(): layer (type), output shape,
  * parameter count, then the totals. A model that is not sequential gets a
  * first row for its input and a "Connected to" column, as Keras's summary
- * of a functional model. */
+ * of a functional model (one row per input). */
 nn_status nn_model_summary(const nn_model *m, FILE *out);
 
 #include "tensor/loss.h"

@@ -31,6 +31,15 @@ static nn_status model_load_checkpoint(const char *path, const uint8_t *data, si
     nn_status s = nn_checkpoint_describe(data, len, path, net);
     nn_model *m = s == NN_OK ? nn_model_create(net->seed) : NULL;
     if (s == NN_OK && !m) s = model_load_wrap(NN_ERR_MEMORY, path, "cannot create the model");
+    for (int k = 0; s == NN_OK && k < net->n_extra_inputs; k++) {
+        const nn_model_input *in = &net->extra_inputs[k];
+        char cfg[NN_NAME_LEN + 16 + TENSOR_MAX_RANK * 12] = "";
+        snprintf(cfg, sizeof cfg, "name=%s shape=", in->name);
+        for (int d = 0; d < in->rank; d++)
+            snprintf(cfg + strlen(cfg), sizeof cfg - strlen(cfg), d ? ",%d" : "%d", in->shape[d]);
+        if (nn_model_add(m, "input", cfg) != NN_OK)
+            s = model_load_wrap(NN_ERR_FORMAT, path, "a stored model input does not parse");
+    }
     for (int i = 0; s == NN_OK && i < net->n_layers; i++) {
         const nn_checkpoint_layer *l = &net->layers[i];
         if (nn_model_add(m, l->type, l->config) != NN_OK) {

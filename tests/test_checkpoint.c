@@ -324,10 +324,10 @@ static void test_corrupted_files(void **state)
     test_write_bytes(bad, b, len);
     expect_refused(bad, SPEC, NN_ERR_FORMAT, "not an nn checkpoint (bad magic at offset 0)", NULL);
     memcpy(b, good, len);
-    b[8] = 2;
+    b[8] = 9;
     test_write_bytes(bad, b, len);
-    expect_refused(bad, SPEC, NN_ERR_FORMAT, "checkpoint format version 2 at offset 8",
-                   "this build reads version 1");
+    expect_refused(bad, SPEC, NN_ERR_FORMAT, "checkpoint format version 9 at offset 8",
+                   "this build reads versions 1 and 2");
     /* Missing file. */
     expect_refused(test_path("absent.ckpt"), SPEC, NN_ERR_IO, "cannot open checkpoint", NULL);
     /* A blob larger than the caller's buffer. */

@@ -227,17 +227,26 @@ static int run_checker(const char *path)
     return WEXITSTATUS(rc);
 }
 
-/* Runs model on x with ONNX Runtime into y (same size as expected); 0 ran,
- * 2 runtime missing, 1 failed. */
-static int run_runtime(const char *model, const tensor *x, float *y, size_t n)
+/* Runs model on xs[0..n_in) (the graph's inputs in order) with ONNX
+ * Runtime into y (same size as expected); 0 ran, 2 runtime missing, 1
+ * failed. */
+static int run_runtime_inputs(const char *model, int n_in, tensor *const *xs, float *y, size_t n)
 {
     if (system("node --version >/dev/null 2>&1") != 0) return 2;
-    const char *in = test_path("x.f32"), *out = test_path("y.f32");
-    test_write_bytes(in, x->data, x->size * sizeof(float));
-    char dims[128] = "", cmd[1024];
-    for (int i = 0; i < x->rank; i++)
-        snprintf(dims + strlen(dims), sizeof dims - strlen(dims), i ? ",%d" : "%d", x->shape[i]);
-    snprintf(cmd, sizeof cmd, "node tests/onnx_run.js '%s' '%s' %s '%s'", model, in, dims, out);
+    const char *out = test_path("y.f32");
+    char args[2][1024] = {"", ""}, cmd[4096];
+    for (int k = 0; k < n_in; k++) {
+        char file[32], dims[128] = "";
+        snprintf(file, sizeof file, "x%d.f32", k);
+        const char *in = test_path(file);
+        test_write_bytes(in, xs[k]->data, xs[k]->size * sizeof(float));
+        for (int i = 0; i < xs[k]->rank; i++)
+            snprintf(dims + strlen(dims), sizeof dims - strlen(dims), i ? ",%d" : "%d",
+                     xs[k]->shape[i]);
+        snprintf(args[k ? 1 : 0] + strlen(args[k ? 1 : 0]), 1000 - strlen(args[k ? 1 : 0]),
+                 " '%s' %s", in, dims);
+    }
+    snprintf(cmd, sizeof cmd, "node tests/onnx_run.js '%s'%s '%s'%s", model, args[0], out, args[1]);
     const int rc = system(cmd);
     if (rc == -1 || !WIFEXITED(rc)) return 1;
     if (WEXITSTATUS(rc)) return WEXITSTATUS(rc) == 2 ? 2 : 1;
@@ -250,6 +259,11 @@ static int run_runtime(const char *model, const tensor *x, float *y, size_t n)
     memcpy(y, b, len);
     free(b);
     return 0;
+}
+
+static int run_runtime(const char *model, tensor *x, float *y, size_t n)
+{
+    return run_runtime_inputs(model, 1, &x, y, n);
 }
 
 static float max_diff(const float *a, const float *b, size_t n)
@@ -431,6 +445,70 @@ static void test_export_every_layer(void **state)
     }
 }
 
+/* A model with three inputs (an image, a second image added to a
+ * convolution's output, a feature vector joined after pooling), in both
+ * data formats: the checker, ONNX Runtime fed all three, and the import
+ * back (the same inputs, names and outputs). */
+static void test_export_inputs(void **state)
+{
+    (void)state;
+    for (int cf = 0; cf < 2; cf++) {
+        char spec[512];
+        snprintf(spec, sizeof spec,
+                 "input name=skip shape=%s\n"
+                 "conv2d filters=4 kernel_size=3 padding=same activation=relu\n"
+                 "add inputs=conv2d_1,skip\n"
+                 "input name=side shape=3\n"
+                 "global_avgpool2d\n"
+                 "concatenate inputs=global_avgpool2d_1,side\n"
+                 "dense units=5\n", cf ? "4,7,7" : "7,7,4");
+        assert_ok(nn_set_image_data_format(cf ? NN_CHANNELS_FIRST : NN_CHANNELS_LAST));
+        nn_model *m = nn_model_create(5);
+        assert_ok(nn_model_add_spec(m, spec));
+        const int shape[3] = {cf ? 2 : 7, 7, cf ? 7 : 2};
+        assert_ok(nn_model_build(m, 3, shape));
+        nn_reset_image_data_format();
+        const char *path = test_path("inputs.onnx");
+        assert_ok(nn_onnx_save(m, path));
+        const int s0[4] = {3, shape[0], shape[1], shape[2]};
+        const int s1[4] = {3, cf ? 4 : 7, 7, cf ? 7 : 4}, s2[2] = {3, 3};
+        tensor *xs[3] = {tensor_create(4, s0), tensor_create(4, s1), tensor_create(2, s2)};
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < xs[k]->size; i++)
+                xs[k]->data[i] = sinf((float)i * 0.37f + (float)k);
+        tensor *y;
+        assert_ok(nn_model_forward_inputs(m, 3, xs, &y, NN_MODE_EVAL));
+        float ref[15], got[15];
+        assert_int_equal(y->size, 15);
+        memcpy(ref, y->data, sizeof ref);
+        const int ck = run_checker(path);
+        if (ck == 2) skipped_checker = 1;
+        else assert_int_equal(ck, 0);
+        const int rt = run_runtime_inputs(path, 3, xs, got, 15);
+        if (rt == 2) skipped_runtime = 1;
+        else {
+            assert_int_equal(rt, 0);
+            const float d = max_diff(ref, got, 15);
+            print_message("three inputs (%s): ONNX Runtime vs nn: largest difference %.3g\n",
+                          cf ? "channels_first" : "channels_last", d);
+            if (!(d <= TOL)) fail_msg("runtime outputs differ from nn's by %g", d);
+        }
+        nn_model *back = NULL;
+        assert_ok(nn_onnx_load(path, &back));
+        assert_int_equal(nn_model_input_count(back), 3);
+        assert_string_equal(nn_model_input_name(back, 1), "skip");
+        assert_string_equal(nn_model_input_name(back, 2), "side");
+        assert_ok(nn_model_forward_inputs(back, 3, xs, &y, NN_MODE_EVAL));
+        const float d = max_diff(ref, y->data, 15);
+        print_message("three inputs (%s): imported into nn vs nn: largest difference %.3g\n",
+                      cf ? "channels_first" : "channels_last", d);
+        if (!(d <= TOL)) fail_msg("the imported model's outputs differ by %g", d);
+        nn_model_free(back);
+        for (int k = 0; k < 3; k++) tensor_free(xs[k]);
+        nn_model_free(m);
+    }
+}
+
 /* ---- import of models PyTorch 1.13 exported ---- */
 
 #define FX "tests/fixtures/onnx/"
@@ -606,12 +684,14 @@ static void test_import_damaged(void **state)
 }
 
 /* ---- conformance: ONNX's own node tests (Debian's libonnx-testdata) ----
- * Each test is a one-operator model with inputs and expected outputs. An
- * nn model has one input, so the operator's other inputs (weights, biases,
- * batchnorm statistics) are bound to their test values as initializers.
- * Not run: tests whose operator reads two activations (Add, Concat: nn's
- * merge layers need two layers feeding them) and the cases nn refuses on
- * purpose: padding other than none or TensorFlow's "same" (the *_pads
+ * Each test is a one-operator model with inputs and expected outputs. For
+ * most operators only input 0 is an activation: the others (weights,
+ * biases, batchnorm statistics) are bound to their test values as
+ * initializers. Add and Concat read activations only: every input is a
+ * model input, fed through nn_model_forward_inputs.
+ * Not run: the cases nn refuses on purpose: Add with broadcasting (nn adds
+ * equal shapes), Concat along the batch axis or of inputs without one (the
+ * *_axis_0 and 1d tests), padding other than none or TensorFlow's "same" (the *_pads
  * pooling tests pad 2 around a 3x3 window), auto_pad SAME_LOWER with odd
  * padding, ceil_mode, dilated pools, count_include_pad, a one-element bias
  * broadcast over the units, Softmax over other axes, inputs without a batch
@@ -635,7 +715,8 @@ static int load_pb(const char *path, nn_onnx_tensor *t)
     return 0;
 }
 
-static float conformance_case(const char *name)
+/* n_act: how many of the test's inputs are activations (model inputs). */
+static float conformance_case(const char *name, int n_act)
 {
     char dir[512], path[640];
     snprintf(dir, sizeof dir, "%s/%s", testdata_dir(), name);
@@ -645,10 +726,12 @@ static float conformance_case(const char *name)
     nn_onnx_graph g;
     assert_ok(nn_onnx_graph_parse(b, len, name, &g));
     free(b);
-    nn_onnx_tensor x = {0}, want = {0};
-    snprintf(path, sizeof path, "%s/test_data_set_0/input_0.pb", dir);
-    assert_int_equal(load_pb(path, &x), 0);
-    for (int k = 1;; k++) { /* the other inputs become initializers */
+    nn_onnx_tensor xs[NN_MODEL_MAX_INPUTS] = {{0}}, want = {0};
+    for (int k = 0; k < n_act; k++) {
+        snprintf(path, sizeof path, "%s/test_data_set_0/input_%d.pb", dir, k);
+        assert_int_equal(load_pb(path, &xs[k]), 0);
+    }
+    for (int k = n_act;; k++) { /* the other inputs become initializers */
         nn_onnx_tensor t = {0};
         snprintf(path, sizeof path, "%s/test_data_set_0/input_%d.pb", dir, k);
         if (load_pb(path, &t)) break;
@@ -665,17 +748,23 @@ static float conformance_case(const char *name)
         print_message("FAILED %s: %s\n", name, nn_last_error());
         return 1e30f;
     }
-    int shape[NN_ONNX_MAX_RANK];
-    for (int i = 0; i < x.rank; i++) shape[i] = (int)x.dims[i];
-    tensor *xt = tensor_create(x.rank, shape);
-    memcpy(xt->data, x.f, x.count * sizeof(float));
+    tensor *xt[NN_MODEL_MAX_INPUTS];
+    for (int k = 0; k < n_act; k++) {
+        int shape[NN_ONNX_MAX_RANK];
+        for (int i = 0; i < xs[k].rank; i++) shape[i] = (int)xs[k].dims[i];
+        xt[k] = tensor_create(xs[k].rank, shape);
+        memcpy(xt[k]->data, xs[k].f, xs[k].count * sizeof(float));
+    }
     tensor *y;
-    assert_ok(nn_model_predict(m, xt, NULL, &y, NULL, NULL));
+    if (n_act == 1) assert_ok(nn_model_predict(m, xt[0], NULL, &y, NULL, NULL));
+    else assert_ok(nn_model_forward_inputs(m, n_act, xt, &y, NN_MODE_EVAL));
     assert_int_equal(y->size, want.count);
     const float d = max_diff(want.f, y->data, want.count);
-    tensor_free(xt);
+    for (int k = 0; k < n_act; k++) {
+        tensor_free(xt[k]);
+        nn_onnx_tensor_free(&xs[k]);
+    }
     nn_model_free(m);
-    nn_onnx_tensor_free(&x);
     nn_onnx_tensor_free(&want);
     nn_onnx_graph_free(&g);
     return d;
@@ -701,6 +790,12 @@ static void test_conformance(void **state)
         "test_flatten_axis1", "test_flatten_default_axis", "test_gemm_default_no_bias",
         "test_gemm_default_vector_bias",
         "test_gemm_transposeB", "test_matmul_2d", NULL};
+    /* Two activations: Add of equal shapes, Concat along the channel axis
+     * ((N, C) and (N, C, L) inputs, axis 1 or the last, either sign). */
+    static const char *const two_inputs[] = {
+        "test_add", "test_concat_2d_axis_1", "test_concat_2d_axis_negative_1",
+        "test_concat_3d_axis_1", "test_concat_3d_axis_2", "test_concat_3d_axis_negative_1",
+        "test_concat_3d_axis_negative_2", NULL};
     char probe[600];
     snprintf(probe, sizeof probe, "%s/test_relu/model.onnx", testdata_dir());
     if (access(probe, R_OK) != 0) {
@@ -708,17 +803,23 @@ static void test_conformance(void **state)
                       "test installs it)\n", testdata_dir());
         skip();
     }
-    float worst = 0.0f;
+    float worst = 0.0f, worst_two = 0.0f;
     int n = 0, bad = 0;
-    for (int i = 0; cases[i]; i++, n++) {
-        const float d = conformance_case(cases[i]);
-        if (!(d <= TOL)) {
-            print_message("FAILED %s: nn differs from the expected output by %g\n", cases[i], d);
-            bad++;
-        } else if (d > worst)
-            worst = d;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *const *list = pass ? two_inputs : cases;
+        for (int i = 0; list[i]; i++, n++) {
+            const float d = conformance_case(list[i], pass ? 2 : 1);
+            if (!(d <= TOL)) {
+                print_message("FAILED %s: nn differs from the expected output by %g\n", list[i], d);
+                bad++;
+            } else {
+                if (d > worst) worst = d;
+                if (pass && d > worst_two) worst_two = d;
+            }
+        }
     }
-    print_message("ONNX node tests: %d of %d passed, largest difference %.3g\n", n - bad, n, worst);
+    print_message("ONNX node tests: %d of %d passed, largest difference %.3g (%.3g in the two-input "
+                  "tests)\n", n - bad, n, worst, worst_two);
     assert_int_equal(bad, 0);
 }
 
@@ -740,6 +841,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_protobuf_round_trip),
         cmocka_unit_test(test_export_every_layer),
+        cmocka_unit_test(test_export_inputs),
         cmocka_unit_test(test_export_mnist),
         cmocka_unit_test(test_export_resnet),
         cmocka_unit_test(test_import_pytorch),

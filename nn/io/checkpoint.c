@@ -2,8 +2,9 @@
  * The file is assembled in memory and written with one fwrite, and read
  * whole before it is checked: checkpoints of the models nn trains are a few
  * megabytes, and having all bytes at hand makes "verify everything, then
- * copy" simple. Deliberately omitted: reading older format versions (there
- * are none yet), partial loads (a subset of layers), memory-mapped reads. */
+ * copy" simple. Version 2 differs from 1 only by a model's further inputs,
+ * so a one-input model is written as version 1, byte for byte as before,
+ * and both are read. Deliberately omitted: partial loads (a subset of layers), memory-mapped reads. */
 #include "nn/io/checkpoint.h"
 
 #include <math.h>
@@ -191,7 +192,7 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
     const size_t opt_count = opt && opt->n ? optim_state_count(opt, opt->n) : 0;
     wbuf b = {0};
     checkpoint_put_bytes(&b, NN_CHECKPOINT_MAGIC, 8);
-    checkpoint_put_u32(&b, NN_CHECKPOINT_VERSION);
+    checkpoint_put_u32(&b, m->n_extra_inputs ? NN_CHECKPOINT_VERSION_INPUTS : NN_CHECKPOINT_VERSION);
     checkpoint_put_u32(&b, 0);
     checkpoint_put_u64(&b, 0); /* file size, patched below */
     checkpoint_put_u64(&b, 0); /* header length, patched below */
@@ -199,6 +200,15 @@ nn_status nn_checkpoint_save(const char *path, const nn_model *m, const optim *o
     checkpoint_put_u64(&b, m->seed);
     checkpoint_put_u32(&b, (uint32_t)m->in_rank);
     for (int i = 0; i < m->in_rank; i++) checkpoint_put_u32(&b, (uint32_t)m->in_shape[i]);
+    if (m->n_extra_inputs) {
+        checkpoint_put_u32(&b, (uint32_t)m->n_extra_inputs);
+        for (int k = 0; k < m->n_extra_inputs; k++) {
+            const nn_model_input *in = &m->extra_inputs[k];
+            checkpoint_put_str(&b, in->name);
+            checkpoint_put_u32(&b, (uint32_t)in->rank);
+            for (int d = 0; d < in->rank; d++) checkpoint_put_u32(&b, (uint32_t)in->shape[d]);
+        }
+    }
     checkpoint_put_u32(&b, (uint32_t)m->n_layers);
     for (int i = 0; i < m->n_layers; i++) {
         const nn_layer *l = m->layers[i];
@@ -352,12 +362,47 @@ static void checkpoint_config_difference(const char *path, int i, const nn_layer
              only_m[0] ? only_m : "(no such key)");
 }
 
+/* Version 2's further inputs, after the first input's extents (none in
+ * version 1). */
+static nn_status checkpoint_get_inputs(rbuf *r, uint32_t version, int *n, nn_model_input *ins)
+{
+    *n = 0;
+    if (version < NN_CHECKPOINT_VERSION_INPUTS) return NN_OK;
+    uint32_t count = checkpoint_get_u32(r);
+    if (r->failed) return NN_ERR_FORMAT;
+    if (count < 1 || count >= NN_MODEL_MAX_INPUTS)
+        return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: %u further inputs at offset %zu "
+                        "(1 to %d)", r->path, count, r->base + r->pos - 4, NN_MODEL_MAX_INPUTS - 1);
+    for (uint32_t k = 0; k < count; k++) {
+        nn_model_input *in = &ins[k];
+        memset(in, 0, sizeof *in);
+        checkpoint_get_str(r, in->name, sizeof in->name);
+        uint32_t rank = checkpoint_get_u32(r);
+        if (r->failed) return NN_ERR_FORMAT;
+        if (rank < 1 || rank > TENSOR_MAX_RANK)
+            return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input '%s' has rank %u at "
+                            "offset %zu", r->path, in->name, rank, r->base + r->pos - 4);
+        in->rank = (int)rank;
+        for (uint32_t d = 0; d < rank; d++) {
+            uint32_t e = checkpoint_get_u32(r);
+            if (r->failed) return NN_ERR_FORMAT;
+            if (e < 1 || e > INT32_MAX)
+                return nn_error(NN_ERR_FORMAT, "%s: malformed checkpoint: input '%s' has extent %u "
+                                "at offset %zu", r->path, in->name, e, r->base + r->pos - 4);
+            in->shape[d] = (int)e;
+        }
+    }
+    *n = (int)count;
+    return NN_OK;
+}
+
 /* Reads the header section and checks it against m. Only what decides the
  * parameters must match: the input shape, the layer types in order, their
  * names and inputs, and every parameter's name, kind and shape. Other keys
  * (a dropout rate, a seed, inplace=, an activation) may differ; the model
  * keeps its own. */
-static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header *h)
+static nn_status checkpoint_check_header(rbuf *r, uint32_t version, const nn_model *m,
+                                         ckpt_header *h)
 {
     const char *path = r->path;
     h->seed = checkpoint_get_u64(r);
@@ -377,6 +422,23 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
                         "built for %s", path,
                         checkpoint_shape_str((int)in_rank, in_shape, a, sizeof a),
                         checkpoint_shape_str(m->in_rank, m->in_shape, b, sizeof b));
+    }
+    nn_model_input ins[NN_MODEL_MAX_INPUTS - 1];
+    int n_ins;
+    NN_TRY(checkpoint_get_inputs(r, version, &n_ins, ins));
+    if (n_ins != m->n_extra_inputs)
+        return nn_error(NN_ERR_SHAPE, "%s: checkpoint was made for a model with %d inputs, the "
+                        "model has %d", path, 1 + n_ins, 1 + m->n_extra_inputs);
+    for (int k = 0; k < n_ins; k++) {
+        const nn_model_input *a = &ins[k], *b = &m->extra_inputs[k];
+        if (strcmp(a->name, b->name) || a->rank != b->rank ||
+            memcmp(a->shape, b->shape, (size_t)a->rank * sizeof *a->shape)) {
+            char sa[96], sb[96];
+            return nn_error(NN_ERR_SHAPE, "%s: input %d: checkpoint has '%s' of shape %s, the model "
+                            "has '%s' of shape %s", path, k + 1, a->name,
+                            checkpoint_shape_str(a->rank, a->shape, sa, sizeof sa), b->name,
+                            checkpoint_shape_str(b->rank, b->shape, sb, sizeof sb));
+        }
     }
     uint32_t n_layers = checkpoint_get_u32(r);
     if (r->failed) return NN_ERR_FORMAT;
@@ -467,7 +529,7 @@ static nn_status checkpoint_check_header(rbuf *r, const nn_model *m, ckpt_header
 /* The checks that need no model: magic, version, reserved field, size and
  * CRC-32; *header_len gets the header section's length. */
 static nn_status checkpoint_check_prefix(const char *path, const uint8_t *data, size_t len,
-                                         size_t *header_len)
+                                         size_t *header_len, uint32_t *version_out)
 {
     if (len < 8 || memcmp(data, NN_CHECKPOINT_MAGIC, 8))
         return nn_error(NN_ERR_FORMAT, "%s: not an nn checkpoint (bad magic at offset 0)", path);
@@ -476,9 +538,11 @@ static nn_status checkpoint_check_prefix(const char *path, const uint8_t *data, 
                         path, len, PREFIX_LEN + 4);
     rbuf r = {data, len, 8, path, 0, 0};
     uint32_t version = checkpoint_get_u32(&r);
-    if (version != NN_CHECKPOINT_VERSION)
+    if (version != NN_CHECKPOINT_VERSION && version != NN_CHECKPOINT_VERSION_INPUTS)
         return nn_error(NN_ERR_FORMAT, "%s: checkpoint format version %u at offset 8; this build "
-                        "reads version %u", path, version, NN_CHECKPOINT_VERSION);
+                        "reads versions %u and %u", path, version, NN_CHECKPOINT_VERSION,
+                        NN_CHECKPOINT_VERSION_INPUTS);
+    *version_out = version;
     /* Outside the CRC, like the version and the size, so checked on its own. */
     uint32_t reserved = checkpoint_get_u32(&r);
     if (reserved != 0)
@@ -514,10 +578,11 @@ static nn_status checkpoint_load_image(const char *path, const uint8_t *data, si
                                        size_t *extra_len)
 {
     size_t header_len = 0;
-    NN_TRY(checkpoint_check_prefix(path, data, len, &header_len));
+    uint32_t version = 0;
+    NN_TRY(checkpoint_check_prefix(path, data, len, &header_len, &version));
     rbuf hr = {data + PREFIX_LEN, header_len, 0, path, 0, PREFIX_LEN};
     ckpt_header h = {0};
-    NN_TRY(checkpoint_check_header(&hr, m, &h));
+    NN_TRY(checkpoint_check_header(&hr, version, m, &h));
 
     /* The payload's size follows from the header; check it before reading. */
     const size_t payload_len = len - 4 - PREFIX_LEN - header_len;
@@ -652,7 +717,8 @@ nn_status nn_checkpoint_describe(const void *buf, size_t len, const char *name,
     static const uint8_t empty[1];
     const uint8_t *data = buf ? buf : empty;
     size_t header_len = 0;
-    NN_TRY(checkpoint_check_prefix(name, data, len, &header_len));
+    uint32_t version = 0;
+    NN_TRY(checkpoint_check_prefix(name, data, len, &header_len, &version));
     memset(net, 0, sizeof *net);
     rbuf r = {data + PREFIX_LEN, header_len, 0, name, 0, PREFIX_LEN};
     net->seed = checkpoint_get_u64(&r);
@@ -670,6 +736,7 @@ nn_status nn_checkpoint_describe(const void *buf, size_t len, const char *name,
                             name, e, r.base + r.pos - 4);
         net->in_shape[d] = (int)e;
     }
+    NN_TRY(checkpoint_get_inputs(&r, version, &net->n_extra_inputs, net->extra_inputs));
     uint32_t n_layers = checkpoint_get_u32(&r);
     if (r.failed) return NN_ERR_FORMAT;
     if (n_layers > NN_MODEL_MAX_LAYERS)

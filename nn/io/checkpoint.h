@@ -66,6 +66,10 @@
 #include "optim/optim.h"
 
 #define NN_CHECKPOINT_VERSION 1u
+/* The version written for a model with several inputs: after the first
+ * input's extents, u32 count of further inputs and per input its name
+ * (string), rank u32 and extents u32; the rest as version 1. */
+#define NN_CHECKPOINT_VERSION_INPUTS 2u
 /* The file's first 8 bytes. */
 #define NN_CHECKPOINT_MAGIC "NNCKPT\0\n"
 
@@ -100,13 +104,16 @@ typedef struct nn_checkpoint_layer {
 } nn_checkpoint_layer;
 
 /* The network a checkpoint was saved from: enough to rebuild it with
- * nn_model_create(seed), nn_model_add(type, config) for each layer, and
+ * nn_model_create(seed), nn_model_add("input", "name=N shape=...") for
+ * each further input, nn_model_add(type, config) for each layer, and
  * nn_model_build(in_rank, in_shape). About 40 KB: allocate it, do not put it
  * on a small stack. */
 typedef struct nn_checkpoint_network {
     uint64_t seed;                   /* the model seed */
     int in_rank;                     /* per-sample input shape */
     int in_shape[TENSOR_MAX_RANK];
+    int n_extra_inputs;              /* the model's further inputs (version 2) */
+    nn_model_input extra_inputs[NN_MODEL_MAX_INPUTS - 1];
     int n_layers;
     nn_checkpoint_layer layers[NN_MODEL_MAX_LAYERS];
 } nn_checkpoint_network;

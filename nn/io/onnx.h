@@ -21,7 +21,8 @@
  *   dropout, spatial_dropout1d/2d/3d   nothing: the identity at inference
  *   activation= on conv2d, dense, batchnorm, add: a separate node after it
  * The graph input is "input", (N, per-sample shape) with N symbolic, in the
- * model's own layout; the output is named after the last layer. ONNX's
+ * model's own layout, followed by the model's further inputs under their
+ * names; the output is named after the last layer. ONNX's
  * Conv, pooling and BatchNormalization read NCHW, so a channels_last model
  * gets a Transpose into NCHW before the first of them and one back where the
  * nn layout is needed again (flatten, the output); channels_first models
@@ -40,7 +41,12 @@
  * makes the layers after it channels_last. Padding must be none or
  * TensorFlow's same for the layer's input size. Anything else is an error
  * naming the node, its operator and what nn cannot do; no model is returned
- * then and nothing is left allocated.
+ * then and nothing is left allocated. Every graph input that is not an
+ * initializer is a model input (at most NN_MODEL_MAX_INPUTS, one batch
+ * size), in the graph's order: the first is nn's "input", the others keep
+ * their ONNX names where those are valid layer names ("input_<q>"
+ * otherwise, q counting from 1); run such a model with
+ * nn_model_forward_inputs.
  *
  * Deliberately omitted: training graphs, external tensor data, dtypes other
  * than float32, symbolic per-sample dimensions (only the batch may be

@@ -58,7 +58,7 @@ typedef struct {
 
 typedef struct {
     char type[32], cfg[LOAD_CFG], name[NN_NAME_LEN];
-    int n_in, in[NN_LAYER_MAX_INPUTS]; /* layer indices, -1 the model input */
+    int n_in, in[NN_LAYER_MAX_INPUTS]; /* layer indices, -1 - q model input q */
     int n_params;
     onnx_load_param params[NN_LAYER_MAX_PARAMS];
     int rank, shape[TENSOR_MAX_RANK];
@@ -74,7 +74,9 @@ typedef struct {
     onnx_load_layer layers[NN_MODEL_MAX_LAYERS];
     int n_layers;
     int in_rank, in_shape[TENSOR_MAX_RANK];
-    int64_t in_batch; /* the graph input's batch size, -1 when symbolic */
+    int64_t in_batch; /* the graph inputs' batch size, -1 when symbolic */
+    int n_extra;      /* graph inputs after the first: the model's further inputs */
+    nn_model_input extra[NN_MODEL_MAX_INPUTS - 1];
     const nn_onnx_node *node; /* being translated, for messages */
     int counter;
 } onnx_load_ctx;
@@ -247,6 +249,8 @@ static int onnx_load_name_ok(const onnx_load_ctx *c, const char *s)
             return 0;
     for (int i = 0; i < c->n_layers; i++)
         if (!strcmp(c->layers[i].name, s)) return 0;
+    for (int k = 0; k < c->n_extra; k++)
+        if (!strcmp(c->extra[k].name, s)) return 0;
     return 1;
 }
 
@@ -1111,20 +1115,11 @@ static nn_status onnx_load_node(onnx_load_ctx *c, const nn_onnx_node *n)
 
 /* ---- the graph ---- */
 
-static nn_status onnx_load_graph_input(onnx_load_ctx *c)
+/* Graph input q (not an initializer) as model input q: the first is nn's
+ * "input", a further one keeps its ONNX name where that is a valid nn name
+ * ("input_<q+1>" otherwise). */
+static nn_status onnx_load_one_input(onnx_load_ctx *c, const nn_onnx_value *in, int q)
 {
-    const nn_onnx_graph *g = c->g;
-    const nn_onnx_value *in = NULL;
-    for (int i = 0; i < g->n_inputs; i++) {
-        int is_init = 0;
-        for (int k = 0; k < g->n_inits; k++) is_init |= !strcmp(g->inits[k].name, g->inputs[i].name);
-        if (is_init) continue; /* IR < 4 lists initializers as inputs too */
-        if (in)
-            return onnx_load_fail(c, "the graph has several inputs ('%s', '%s'); an nn model has one",
-                             in->name, g->inputs[i].name);
-        in = &g->inputs[i];
-    }
-    if (!in) return onnx_load_fail(c, "the graph has no input");
     if (in->elem != ONNX_DTYPE_FLOAT)
         return onnx_load_fail(c, "graph input '%s' has element type %d; nn reads float32 (type 1)",
                          in->name, in->elem);
@@ -1132,17 +1127,52 @@ static nn_status onnx_load_graph_input(onnx_load_ctx *c)
         return onnx_load_fail(c, "graph input '%s' has %s rank %d; nn needs (N, ...) of rank 2 to %d",
                          in->name, in->rank < 0 ? "no shape, so no" : "", in->rank,
                          TENSOR_MAX_RANK);
-    c->in_rank = in->rank - 1;
-    c->in_batch = in->dims[0] >= 1 ? in->dims[0] : -1;
+    const int64_t batch = in->dims[0] >= 1 ? in->dims[0] : -1;
+    if (q == 0)
+        c->in_batch = batch;
+    else if (batch != c->in_batch)
+        return onnx_load_fail(c, "graph input '%s' has batch size %lld, the first input %lld; the "
+                         "inputs of an nn model share one batch", in->name, (long long)batch,
+                         (long long)c->in_batch);
+    int rank = in->rank - 1, shape[TENSOR_MAX_RANK];
     for (int k = 1; k < in->rank; k++) {
         if (in->dims[k] < 1 || in->dims[k] > (1 << 24))
             return onnx_load_fail(c, "graph input '%s': dimension %d is not a fixed size (only the "
                              "batch may be symbolic)", in->name, k);
-        c->in_shape[k - 1] = (int)in->dims[k];
+        shape[k - 1] = (int)in->dims[k];
     }
-    onnx_load_value v = {.kind = V_INPUT, .layer = -1, .rank = c->in_rank};
-    memcpy(v.shape, c->in_shape, sizeof v.shape);
+    if (q == 0) {
+        c->in_rank = rank;
+        memcpy(c->in_shape, shape, sizeof shape);
+    } else {
+        nn_model_input *e = &c->extra[c->n_extra];
+        if (onnx_load_name_ok(c, in->name)) snprintf(e->name, sizeof e->name, "%s", in->name);
+        else snprintf(e->name, sizeof e->name, "input_%d", q + 1);
+        e->rank = rank;
+        memcpy(e->shape, shape, sizeof shape);
+        c->n_extra++;
+    }
+    onnx_load_value v = {.kind = V_INPUT, .layer = -1 - q, .rank = rank};
+    memcpy(v.shape, shape, sizeof v.shape);
     return onnx_load_define(c, in->name, &v);
+}
+
+static nn_status onnx_load_graph_input(onnx_load_ctx *c)
+{
+    const nn_onnx_graph *g = c->g;
+    int q = 0;
+    for (int i = 0; i < g->n_inputs; i++) {
+        int is_init = 0;
+        for (int k = 0; k < g->n_inits; k++) is_init |= !strcmp(g->inits[k].name, g->inputs[i].name);
+        if (is_init) continue; /* IR < 4 lists initializers as inputs too */
+        if (q == NN_MODEL_MAX_INPUTS)
+            return onnx_load_fail(c, "the graph has more than %d inputs ('%s' is one too many); an "
+                             "nn model takes at most %d", NN_MODEL_MAX_INPUTS, g->inputs[i].name,
+                             NN_MODEL_MAX_INPUTS);
+        NN_TRY(onnx_load_one_input(c, &g->inputs[i], q++));
+    }
+    if (!q) return onnx_load_fail(c, "the graph has no input");
+    return NN_OK;
 }
 
 static nn_status onnx_load_translate(onnx_load_ctx *c)
@@ -1183,12 +1213,25 @@ static nn_status onnx_load_build(onnx_load_ctx *c, nn_model **out)
     nn_model *m = nn_model_create(0);
     if (!m) return nn_error(NN_ERR_MEMORY, "%s: out of memory", c->file);
     nn_status s = NN_OK;
+    for (int k = 0; s == NN_OK && k < c->n_extra; k++) {
+        const nn_model_input *e = &c->extra[k];
+        char cfg[NN_NAME_LEN + 16 + TENSOR_MAX_RANK * 12];
+        snprintf(cfg, sizeof cfg, "name=%s shape=", e->name);
+        for (int d = 0; d < e->rank; d++)
+            snprintf(cfg + strlen(cfg), sizeof cfg - strlen(cfg), d ? ",%d" : "%d", e->shape[d]);
+        if (nn_model_add(m, "input", cfg) != NN_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", nn_last_error());
+            s = nn_error(NN_ERR_FORMAT, "%s: graph input %s: %s", c->file, e->name, msg);
+        }
+    }
     for (int i = 0; s == NN_OK && i < c->n_layers; i++) {
         const onnx_load_layer *L = &c->layers[i];
         char cfg[LOAD_CFG + 256], ins[NN_LAYER_MAX_INPUTS * NN_NAME_LEN] = "";
         for (int k = 0; k < L->n_in; k++)
             snprintf(ins + strlen(ins), sizeof ins - strlen(ins), "%s%s", k ? "," : "",
-                     L->in[k] < 0 ? "input" : c->layers[L->in[k]].name);
+                     L->in[k] == -1 ? "input" : L->in[k] < 0 ? c->extra[-2 - L->in[k]].name
+                                                             : c->layers[L->in[k]].name);
         snprintf(cfg, sizeof cfg, "name=%s inputs=%s %s", L->name, ins, L->cfg);
         if (nn_model_add(m, L->type, cfg) != NN_OK) {
             char msg[512];

@@ -31,13 +31,17 @@ typedef struct {
     int rank;             /* ONNX rank, the batch axis included */
 } onnx_save_value;
 
+#define SAVE_AT(j) ((j) + NN_MODEL_MAX_INPUTS)
+
 typedef struct {
     const nn_model *m;
     nn_pb_writer graph, inits;
-    /* vals[0] the input, vals[i + 1] layer i's output: its own pool entry,
-     * or for a dropout the very value it passes on, so both share one
-     * cached other form. */
-    onnx_save_value pool[NN_MODEL_MAX_LAYERS + 1], *vals[NN_MODEL_MAX_LAYERS + 1];
+    /* vals[SAVE_AT(j)] what index j of the model's inputs[][] denotes:
+     * -1 - q model input q, i >= 0 layer i's output: its own pool entry, or
+     * for a dropout the very value it passes on, so both share one cached
+     * other form. */
+    onnx_save_value pool[NN_MODEL_MAX_LAYERS + NN_MODEL_MAX_INPUTS];
+    onnx_save_value *vals[NN_MODEL_MAX_LAYERS + NN_MODEL_MAX_INPUTS];
     int have_gelu_consts;
     nn_status err;
 } onnx_save_ctx;
@@ -483,8 +487,8 @@ static void onnx_save_layer(onnx_save_ctx *c, int i)
         return;
     }
     onnx_save_value *x[NN_LAYER_MAX_INPUTS];
-    for (int k = 0; k < m->n_inputs[i]; k++) x[k] = c->vals[m->inputs[i][k] + 1];
-    onnx_save_value *y = c->vals[i + 1] = &c->pool[i + 1];
+    for (int k = 0; k < m->n_inputs[i]; k++) x[k] = c->vals[SAVE_AT(m->inputs[i][k])];
+    onnx_save_value *y = c->vals[SAVE_AT(i)] = &c->pool[SAVE_AT(i)];
     const char *act = NULL;
     static const char *const act_layers[] = {"relu", "sigmoid", "tanh", "leaky_relu", "elu",
                                              "gelu", "softmax", NULL};
@@ -496,13 +500,13 @@ static void onnx_save_layer(onnx_save_ctx *c, int i)
     else if (!strcmp(type, "avgpool2d")) onnx_save_pool(c, l, &cfg, x[0], y, "AveragePool");
     else if (!strcmp(type, "global_avgpool2d")) onnx_save_global_avgpool(c, l, &cfg, x[0], y);
     else if (!strcmp(type, "batchnorm")) onnx_save_batchnorm(c, l, &cfg, x[0], y);
-    else if (!strcmp(type, "flatten") && l->in_rank == 1) c->vals[i + 1] = x[0]; /* (N, features) */
+    else if (!strcmp(type, "flatten") && l->in_rank == 1) c->vals[SAVE_AT(i)] = x[0]; /* (N, features) */
     else if (!strcmp(type, "flatten")) onnx_save_flatten(c, l, x[0], y);
     else if (!strcmp(type, "add")) onnx_save_add(c, l, &cfg, x, m->n_inputs[i], y);
     else if (!strcmp(type, "concatenate")) onnx_save_concatenate(c, l, &cfg, x, m->n_inputs[i], y);
     else if (!strcmp(type, "dropout") || !strncmp(type, "spatial_dropout", 15)) {
         /* The identity at inference: the output is the input's value. */
-        c->vals[i + 1] = x[0];
+        c->vals[SAVE_AT(i)] = x[0];
     } else if (act) {
         const int axis = x[0]->nchw ? 1 : -1;
         onnx_save_set(y, onnx_save_activation(c, act, onnx_save_alpha(&cfg), x[0]->name, l->name, axis),
@@ -523,17 +527,23 @@ nn_status nn_onnx_encode(const nn_model *m, unsigned char **data, size_t *len)
     onnx_save_ctx *c = calloc(1, sizeof *c);
     if (!c) return nn_error(NN_ERR_MEMORY, "nn_onnx_save: out of memory");
     c->m = m;
-    c->vals[0] = &c->pool[0];
-    onnx_save_set(c->vals[0], "input", 0, m->in_rank + 1);
+    for (int q = 0; q < nn_model_input_count(m); q++) {
+        const int j = -1 - q, rank = q ? m->extra_inputs[q - 1].rank : m->in_rank;
+        c->vals[SAVE_AT(j)] = &c->pool[SAVE_AT(j)];
+        onnx_save_set(c->vals[SAVE_AT(j)], nn_model_input_name(m, q), 0, rank + 1);
+    }
     for (int i = 0; i < m->n_layers && c->err == NN_OK; i++) onnx_save_layer(c, i);
     nn_status s = c->err;
     nn_pb_writer model = {0};
     if (s == NN_OK) {
         const nn_layer *last = m->layers[m->n_layers - 1];
-        onnx_save_value *out = c->vals[m->n_layers];
+        onnx_save_value *out = c->vals[SAVE_AT(m->n_layers - 1)];
         const char *name = onnx_save_form(c, out, 0);
-        if (!strcmp(name, "input")) { /* a model of dropouts only */
-            const char *in[1] = {"input"};
+        int is_input = 0;
+        for (int q = 0; q < nn_model_input_count(m); q++)
+            is_input |= !strcmp(name, nn_model_input_name(m, q));
+        if (is_input) { /* a model of dropouts only */
+            const char *in[1] = {name};
             onnx_save_node(c, "Identity", "output", in, 1);
             name = "output";
         }
@@ -553,6 +563,9 @@ nn_status nn_onnx_encode(const nn_model *m, unsigned char **data, size_t *len)
         }
         if (c->inits.failed) c->graph.failed = 1;
         onnx_save_value_info(&c->graph, ONNX_GRAPH_INPUT, "input", m->in_rank, m->in_shape);
+        for (int k = 0; k < m->n_extra_inputs; k++)
+            onnx_save_value_info(&c->graph, ONNX_GRAPH_INPUT, m->extra_inputs[k].name,
+                                 m->extra_inputs[k].rank, m->extra_inputs[k].shape);
         onnx_save_value_info(&c->graph, ONNX_GRAPH_OUTPUT, name, last->out_rank, last->out_shape);
         nn_pb_writer opset = {0};
         nn_pb_write_string_field(&opset, ONNX_OPSET_DOMAIN, "");

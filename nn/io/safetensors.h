@@ -13,9 +13,10 @@
  *   "format"          "nn"
  *   "nn_version"      the library version that wrote the file
  *   "nn_input_shape"  the per-sample input shape the model was built for,
- *                     e.g. "28,28,1"
+ *                     e.g. "28,28,1" (its first input's)
  *   "nn_spec"         the model spec text (nn_model_spec_string), from which
- *                     the same network can be rebuilt
+ *                     the same network can be rebuilt; a model's further
+ *                     inputs are its "input name=... shape=..." lines
  *   "nn_layout"       a one-line reminder of the layouts below
  *
  * Tensor names are "<layer name>.<parameter name>", where the layer name is

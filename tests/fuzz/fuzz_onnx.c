@@ -1,8 +1,8 @@
 /* libFuzzer harness: the ONNX reader (nn/io/onnx.h, nn_onnx_parse over the
  * protobuf decoder of nn/io/onnx_parse.c and the graph translation of
  * nn/io/onnx_load.c). A refused input must leave no model and a message
- * naming the file; an accepted one must be a working model: it predicts on
- * a small batch (when its input is small), and nn's own export of it is read
+ * naming the file; an accepted one must be a working model: it runs on a
+ * small batch of each of its inputs (when they are small), and nn's own export of it is read
  * back into a model that predicts the same bits. Leaks are caught by the
  * sanitizer's leak check at exit. */
 #include <stdint.h>
@@ -11,26 +11,35 @@
 
 #include "fuzz_io.h"
 
-/* Predicts on a batch of 2 deterministic inputs; NULL if the input is too
- * large to try. The caller frees the result. */
+/* Runs the model in eval mode on a batch of 2 deterministic samples of
+ * each of its inputs; NULL if an input is too large to try. The caller
+ * frees the result. */
 static float *predict(nn_model *m, size_t *n)
 {
-    size_t per = 1;
-    for (int i = 0; i < m->in_rank; i++) per *= (size_t)m->in_shape[i];
-    if (per > 4096 || m->n_params > ((size_t)1 << 20)) return NULL;
-    int shape[TENSOR_MAX_RANK + 1] = {2};
-    memcpy(shape + 1, m->in_shape, (size_t)m->in_rank * sizeof(int));
-    tensor *x = tensor_create(m->in_rank + 1, shape);
-    if (!x) abort();
-    for (size_t i = 0; i < x->size; i++) x->data[i] = (float)(i % 7) * 0.25f - 0.5f;
-    tensor *y = NULL;
+    const int n_in = nn_model_input_count(m);
+    tensor *xs[NN_MODEL_MAX_INPUTS] = {NULL};
     float *out = NULL;
-    if (nn_model_predict(m, x, NULL, &y, NULL, NULL) == NN_OK) {
+    if (m->n_params > ((size_t)1 << 20)) return NULL;
+    for (int q = 0; q < n_in; q++) {
+        const int rank = q ? m->extra_inputs[q - 1].rank : m->in_rank;
+        const int *dims = q ? m->extra_inputs[q - 1].shape : m->in_shape;
+        size_t per = 1;
+        for (int i = 0; i < rank; i++) per *= (size_t)dims[i];
+        if (per > 4096) goto done;
+        int shape[TENSOR_MAX_RANK + 1] = {2};
+        memcpy(shape + 1, dims, (size_t)rank * sizeof(int));
+        xs[q] = tensor_create(rank + 1, shape);
+        if (!xs[q]) abort();
+        for (size_t i = 0; i < xs[q]->size; i++) xs[q]->data[i] = (float)((i + q) % 7) * 0.25f - 0.5f;
+    }
+    tensor *y = NULL;
+    if (nn_model_forward_inputs(m, n_in, xs, &y, NN_MODE_EVAL) == NN_OK) {
         *n = y->size;
         out = malloc(y->size * sizeof *out + 1);
         memcpy(out, y->data, y->size * sizeof *out);
     }
-    tensor_free(x);
+done:
+    for (int q = 0; q < n_in; q++) tensor_free(xs[q]);
     return out;
 }
 

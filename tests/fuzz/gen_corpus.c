@@ -201,12 +201,14 @@ static void onnx_seeds(void)
                       "add inputs=c,conv2d_2 activation=tanh\n"
                       "global_avgpool2d data_format=channels_first\n"
                       "dense units=2 activation=leaky_relu\nsigmoid\n"},
+        {"two_inputs", "input name=b shape=4,3\nadd inputs=input,b\ninput name=c shape=2\n"
+                       "flatten\nconcatenate inputs=flatten_1,c\ndense units=2\n"},
     };
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         nn_model *m = nn_model_create(3);
         const int flat[2] = {4, 3}, img[3] = {5, 5, 2}, imgf[3] = {2, 5, 5};
         check(nn_model_add_spec(m, specs[i][1]));
-        check(i == 0 ? nn_model_build(m, 2, flat) : nn_model_build(m, 3, i == 1 ? img : imgf));
+        check(i == 0 || i == 3 ? nn_model_build(m, 2, flat) : nn_model_build(m, 3, i == 1 ? img : imgf));
         unsigned char *b;
         size_t n;
         check(nn_onnx_encode(m, &b, &n));
