@@ -555,8 +555,10 @@ int main(int argc, char **argv)
         if (comm)
             printf("%d rank%s, %s\n", comm->size, comm->size == 1 ? "" : "s",
                    !o.fast            ? "exact mode (the same weights for any rank count)"
-                   : comm->wait_all   ? "fast mode (MPI_Iallreduce overlapped with backward)"
-                                      : "fast mode (MPI_Allreduce after backward)");
+                   : comm->wait_all   ? "fast mode (MPI_Iallreduce during backward; the same "
+                                        "bits at this rank count only)"
+                                      : "fast mode (MPI_Allreduce after backward; the same bits "
+                                        "at this rank count only)");
         if (comm && !o.fast)
             printf("micro-shards of %d samples\n", o.shard ? o.shard : NN_SHARD_DEFAULT);
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);
