@@ -22,8 +22,9 @@
  * (nn/shard.h): in exact mode (the default, --allreduce exact) the weights,
  * the log and the checkpoints are those of one process running the same
  * micro-shards (--shard N samples), bit for bit, for any number of ranks;
- * --allreduce fast sums with MPI_Allreduce instead (reproducible at a fixed
- * rank count only). Every rank reads the data; rank 0 prints, logs and
+ * --allreduce fast sums with MPI instead, started in buckets during
+ * backward (reproducible at a fixed rank count only; NN_MPI_OVERLAP=0: one
+ * MPI_Allreduce after backward, see nn/mpi.h). Every rank reads the data; rank 0 prints, logs and
  * writes checkpoints, --load/--resume files are read by rank 0 and sent to
  * the others, and an error on any rank ends them all naming the rank.
  * Started on its own with --shard or --allreduce exact, the program runs the
@@ -97,7 +98,7 @@ static void usage(FILE *f)
             "  --eval-only           only evaluate (with --load or --resume)\n"
             "  --log FILE            JSON Lines: one object per epoch, then a final one\n"
             "  --allreduce MODE      over MPI ranks: exact (any rank count, same bits)\n"
-            "                        | fast (MPI_Allreduce)           [exact]\n"
+            "                        | fast (MPI, during backward)    [exact]\n"
             "  --shard N             exact mode's micro-shard size   [32]\n"
             "  --quiet               print only the final result\n"
             "  --help                this text\n");
@@ -424,7 +425,7 @@ int main(int argc, char **argv)
                              "(make mpi)%s%s", "", "");
 #endif
         }
-        const nn_comm solo = {0, 1, NULL, solo_transfer, solo_recv, NULL, NULL, NULL};
+        const nn_comm solo = {.rank = 0, .size = 1, .send = solo_transfer, .recv = solo_recv};
         comm_store = solo;
         comm = &comm_store;
     }
@@ -553,8 +554,11 @@ int main(int argc, char **argv)
                nn_data_format_name(fmt));
         if (comm)
             printf("%d rank%s, %s\n", comm->size, comm->size == 1 ? "" : "s",
-                   o.fast ? "fast mode (MPI_Allreduce)"
-                          : "exact mode (the same weights for any rank count)");
+                   !o.fast            ? "exact mode (the same weights for any rank count)"
+                   : comm->wait_all   ? "fast mode (MPI_Iallreduce during backward; the same "
+                                        "bits at this rank count only)"
+                                      : "fast mode (MPI_Allreduce after backward; the same bits "
+                                        "at this rank count only)");
         if (comm && !o.fast)
             printf("micro-shards of %d samples\n", o.shard ? o.shard : NN_SHARD_DEFAULT);
         if (o.resume) printf("resuming %s after epoch %u\n", o.resume, st.epoch);

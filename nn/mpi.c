@@ -1,11 +1,12 @@
 /* nn_comm over MPI (see mpi.h). Large buffers go in pieces of at most
  * 1 GiB, as MPI counts are ints. Omitted: communicators other than
- * MPI_COMM_WORLD, non-blocking transfers. */
+ * MPI_COMM_WORLD, non-blocking point-to-point transfers. */
 #include "nn/mpi.h"
 
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MPI_CHUNK ((size_t)1 << 30)
 #define MPI_TAG_NN 7
@@ -89,6 +90,57 @@ static int mpi_allreduce_f64(void *ctx, double *buf, size_t n)
     return mpi_allreduce(buf, n, sizeof *buf, MPI_DOUBLE);
 }
 
+/* Fast mode's sums in flight (MPI_Iallreduce), until mpi_wait_all. MPI is
+ * one per process, and so is this list. */
+static MPI_Request *mpi_reqs;
+static int mpi_n_reqs, mpi_cap_reqs;
+
+static int mpi_iallreduce_f32(void *ctx, float *buf, size_t n)
+{
+    (void)ctx;
+    const size_t chunk = MPI_CHUNK / sizeof *buf;
+    while (n) {
+        if (mpi_n_reqs == mpi_cap_reqs) {
+            const int cap = mpi_cap_reqs ? 2 * mpi_cap_reqs : 16;
+            MPI_Request *r = realloc(mpi_reqs, (size_t)cap * sizeof *r);
+            if (!r) {
+                nn_error(NN_ERR_MEMORY, "MPI_Iallreduce: out of memory for %d requests", cap);
+                return 1;
+            }
+            mpi_reqs = r;
+            mpi_cap_reqs = cap;
+        }
+        const size_t k = n < chunk ? n : chunk;
+        const int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                      &mpi_reqs[mpi_n_reqs]);
+        if (rc != MPI_SUCCESS) return mpi_fail("MPI_Iallreduce", rc);
+        mpi_n_reqs++;
+        buf += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* OpenMPI moves a non-blocking collective's data only inside MPI calls
+ * (it has no progress thread by default): this is such a call. */
+static int mpi_progress(void *ctx)
+{
+    (void)ctx;
+    int done = 0;
+    const int rc = mpi_n_reqs ? MPI_Testall(mpi_n_reqs, mpi_reqs, &done, MPI_STATUSES_IGNORE)
+                              : MPI_SUCCESS;
+    return rc != MPI_SUCCESS ? mpi_fail("MPI_Testall", rc) : 0;
+}
+
+static int mpi_wait_all(void *ctx)
+{
+    (void)ctx;
+    const int rc = mpi_n_reqs ? MPI_Waitall(mpi_n_reqs, mpi_reqs, MPI_STATUSES_IGNORE)
+                              : MPI_SUCCESS;
+    mpi_n_reqs = 0;
+    return rc != MPI_SUCCESS ? mpi_fail("MPI_Waitall", rc) : 0;
+}
+
 int nn_mpi_launched(void)
 {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
@@ -103,6 +155,21 @@ int nn_mpi_local_size(void)
 
 nn_status nn_mpi_init(int *argc, char ***argv, nn_comm *comm)
 {
+    const char *ov = getenv("NN_MPI_OVERLAP"), *bb = getenv("NN_MPI_BUCKET_BYTES");
+    const int overlap = !ov || strcmp(ov, "0") != 0;
+    char *end = NULL;
+    const unsigned long long bucket = bb ? strtoull(bb, &end, 10) : 0;
+    if (bb && (end == bb || *end || *bb == '-')) {
+        nn_error(NN_ERR_ARG, "nn_mpi_init: NN_MPI_BUCKET_BYTES must be a number of bytes, "
+                 "but got '%s'", bb);
+        return NN_ERR_ARG;
+    }
+    /* OpenMPI's non-blocking allreduce (libnbc) picks a binomial tree
+     * (reduce to one rank, then broadcast) for fewer than 4 ranks or an
+     * in-place sum: 2.3 ms for MNIST's 4.8 MB on 2 ranks here, against
+     * 1.2 ms for MPI_Allreduce. Reduce-scatter then allgather (3) took
+     * 1.0 ms. Only a default: an --mca or environment setting wins. */
+    setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0);
     int provided = 0;
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     if (rc != MPI_SUCCESS) {
@@ -113,13 +180,28 @@ nn_status nn_mpi_init(int *argc, char ***argv, nn_comm *comm)
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    const nn_comm c = {rank, size, NULL, mpi_send, mpi_recv, mpi_bcast, mpi_allreduce_f32,
-                       mpi_allreduce_f64};
+    const nn_comm c = {.rank = rank,
+                       .size = size,
+                       .send = mpi_send,
+                       .recv = mpi_recv,
+                       .bcast = mpi_bcast,
+                       .allreduce_f32 = mpi_allreduce_f32,
+                       .allreduce_f64 = mpi_allreduce_f64,
+                       .iallreduce_f32 = overlap ? mpi_iallreduce_f32 : NULL,
+                       .progress = overlap ? mpi_progress : NULL,
+                       .wait_all = overlap ? mpi_wait_all : NULL,
+                       .bucket_bytes = (size_t)bucket};
     *comm = c;
     return NN_OK;
 }
 
-void nn_mpi_finalize(void) { MPI_Finalize(); }
+void nn_mpi_finalize(void)
+{
+    MPI_Finalize();
+    free(mpi_reqs);
+    mpi_reqs = NULL;
+    mpi_n_reqs = mpi_cap_reqs = 0;
+}
 
 _Noreturn void nn_mpi_abort(const nn_comm *comm, const char *prog, int code, const char *msg)
 {

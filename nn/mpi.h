@@ -6,7 +6,14 @@
  *
  * The comm moves bytes only: point-to-point sends and receives and a
  * broadcast for exact mode (the sums are the library's, in its fixed
- * order), and MPI_Allreduce of floats and doubles for fast mode.
+ * order), and for fast mode MPI_Iallreduce of gradient buckets (started
+ * during backward, driven by MPI_Testall between layers, completed by
+ * MPI_Waitall) and MPI_Allreduce of doubles. The environment variable
+ * NN_MPI_OVERLAP=0 (read by nn_mpi_init; give every rank the same, e.g.
+ * mpirun -x) leaves the non-blocking functions out: fast mode then sums
+ * everything in one MPI_Allreduce after backward, for comparison;
+ * NN_MPI_BUCKET_BYTES=n sets the comm's bucket_bytes (default
+ * NN_SHARD_BUCKET_BYTES).
  *
  * Faults: any error on any rank should end with nn_mpi_abort, which prints
  * the rank and the message and calls MPI_Abort, so no rank waits forever
@@ -26,8 +33,8 @@
 int nn_mpi_launched(void);
 
 /* MPI_Init_thread (funneled), errors returned rather than fatal, and *comm
- * over MPI_COMM_WORLD (rank, size, the functions). Errors: MPI could not
- * start (its message). */
+ * over MPI_COMM_WORLD (rank, size, the functions, bucket_bytes). Errors: MPI
+ * could not start (its message), NN_MPI_BUCKET_BYTES is not a number. */
 nn_status nn_mpi_init(int *argc, char ***argv, nn_comm *comm);
 
 /* The number of ranks on this machine (for threads per rank), or 1. */

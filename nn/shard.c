@@ -8,10 +8,11 @@
  * Reading order: nn_shard_step, then shard_run (one shard), shard_tree (the
  * fixed order of the sums), shard_gather and shard_exchange (who sends what
  * to rank 0), then shard_lockstep (a model with batchnorm: the rank's
- * shards as coroutines that meet inside the layers).
+ * shards as coroutines that meet inside the layers); fast mode's overlap
+ * last (shard_buckets_plan, shard_param_done, shard_fast_overlap).
  * Omitted: a reduction tree among the ranks themselves (rank 0 receives
  * every subtree: fine for a few ranks, see the README's cost model), and
- * overlap of communication with backward.
+ * overlap of communication with backward in exact mode.
  */
 #include "nn/shard.h"
 
@@ -49,6 +50,13 @@ enum { SHARD_CO_RUN, SHARD_CO_MEET, SHARD_CO_DONE };
  * memory. */
 #define SHARD_STACK ((size_t)8 << 20)
 
+/* Fast mode: gradients m->grads[lo, hi) of `params` whole parameters,
+ * summed over ranks in one call once backward has finished them all. */
+typedef struct shard_bucket {
+    size_t lo, hi;
+    int params, pending;
+} shard_bucket;
+
 struct nn_shard_trainer {
     nn_model *m;
     const nn_comm *c;
@@ -79,6 +87,10 @@ struct nn_shard_trainer {
     double *meet_recs;    /* slots * meet_cap: the partial sums of a meeting */
     size_t meet_cap;
     int *meet_given;
+    /* Fast mode's overlap (the comm's non-blocking sums): */
+    int overlap;
+    shard_bucket *buckets; /* n_buckets, from the end of m->grads down */
+    int n_buckets, started;
 };
 
 void nn_shard_split(int n, int ranks, int rank, int *lo, int *hi)
@@ -165,6 +177,7 @@ void nn_shard_trainer_free(nn_shard_trainer *t)
     free(t->goff);
     free(t->meet_recs);
     free(t->meet_given);
+    free(t->buckets);
     tensor_aligned_free(t->recs);
     free(t->given);
     free(t->saved);
@@ -174,6 +187,7 @@ void nn_shard_trainer_free(nn_shard_trainer *t)
 
 static void shard_meet(nn_batch_meet *bm, const nn_layer *l, double *sums, size_t n,
                        nn_meet_combine combine);
+static nn_status shard_buckets_plan(nn_shard_trainer *t);
 
 nn_shard_trainer *nn_shard_trainer_create(nn_model *m, const nn_comm *comm, nn_shard_mode mode,
                                           int shard, int max_batch)
@@ -199,6 +213,12 @@ nn_shard_trainer *nn_shard_trainer_create(nn_model *m, const nn_comm *comm, nn_s
     }
     if (mode == NN_SHARD_FAST && comm->size > 1 && (!comm->allreduce_f32 || !comm->allreduce_f64)) {
         nn_error(NN_ERR_ARG, "%s: fast mode needs the comm's allreduce_f32 and allreduce_f64", fn);
+        return NULL;
+    }
+    const int nonblocking = !!comm->iallreduce_f32 + !!comm->progress + !!comm->wait_all;
+    if (nonblocking != 0 && nonblocking != 3) {
+        nn_error(NN_ERR_ARG, "%s: the comm has %d of iallreduce_f32, progress and wait_all; "
+                 "overlap needs all three or none", fn, nonblocking);
         return NULL;
     }
     if (mode == NN_SHARD_EXACT && shard < 1) {
@@ -250,6 +270,11 @@ nn_shard_trainer *nn_shard_trainer_create(nn_model *m, const nn_comm *comm, nn_s
                     t->goff[j] = (size_t)(t->gparams[j]->grad - m->grads);
                     j++;
                 }
+    }
+    t->overlap = mode == NN_SHARD_FAST && comm->size > 1 && nonblocking == 3;
+    if (t->overlap && shard_buckets_plan(t) != NN_OK) {
+        nn_shard_trainer_free(t);
+        return NULL;
     }
     return t;
 oom:
@@ -372,7 +397,9 @@ static nn_status shard_run(nn_shard_trainer *t, int slot, tensor *x, const nn_lo
                       &correct));
     NN_TRY(nn_graph_backward_seed(m->graph, l, whole ? 1.0f : (float)n));
     float *r = shard_rec(t, slot);
-    memcpy(r, m->grads, m->n_params * sizeof *r);
+    /* With overlap the buckets took the gradients into the record already,
+     * and the transport holds them now. */
+    if (!t->overlap) memcpy(r, m->grads, m->n_params * sizeof *r);
     const float w = (float)n;
     for (size_t j = 0; j < m->n_buffers; j++) {
         r[m->n_params + j] = whole ? m->buffers[j] : (m->buffers[j] - t->saved[j]) * w;
@@ -678,6 +705,116 @@ static nn_status shard_lockstep(nn_shard_trainer *t, int S, int lo, int hi, int 
     return NN_OK;
 }
 
+/* ---- fast mode's overlap ----
+ *
+ * The buckets, planned once from the model: parameters from the last
+ * layer's last to the first layer's first, which is m->grads from its end
+ * down (build lays the layers' parameters out in order) and the order in
+ * which backward finishes them (reverse order of first use, tensor/graph.h); a
+ * bucket closes once it holds bucket_bytes. Which bucket a parameter is in
+ * depends on the model alone, so every rank starts the same sums. */
+static nn_status shard_buckets_plan(nn_shard_trainer *t)
+{
+    const nn_model *m = t->m;
+    const size_t cap = t->c->bucket_bytes ? t->c->bucket_bytes : NN_SHARD_BUCKET_BYTES;
+    int n = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i]->n_params; k++) n += m->layers[i]->params[k].trainable;
+    t->buckets = calloc((size_t)(n ? n : 1), sizeof *t->buckets);
+    if (!t->buckets)
+        return nn_error(NN_ERR_MEMORY, "nn_shard_trainer_create: out of memory for %d buckets", n);
+    shard_bucket *b = NULL;
+    size_t next = m->n_params; /* where the next bucket (going down) ends */
+    for (int i = m->n_layers - 1; i >= 0; i--)
+        for (int k = m->layers[i]->n_params - 1; k >= 0; k--) {
+            const nn_param *p = &m->layers[i]->params[k];
+            if (!p->trainable) continue;
+            const size_t lo = (size_t)(p->t->grad - m->grads);
+            NN_ASSERT(lo + p->t->size == next);
+            if (!b) {
+                b = &t->buckets[t->n_buckets++];
+                b->hi = next;
+            }
+            b->lo = next = lo;
+            b->params++;
+            if ((b->hi - b->lo) * sizeof(float) >= cap) b = NULL;
+        }
+    return NN_OK;
+}
+
+/* Starts the sums of the complete buckets that come next in bucket order
+ * (every bucket with `all`), each first copied from m->grads into record 0
+ * (`copy`; a rank without rows sends its zeroed record). */
+static nn_status shard_buckets_start(nn_shard_trainer *t, int all, int copy)
+{
+    const nn_comm *c = t->c;
+    float *r = shard_rec(t, 0);
+    while (t->started < t->n_buckets && (all || t->buckets[t->started].pending == 0)) {
+        const shard_bucket *b = &t->buckets[t->started++];
+        if (copy) memcpy(r + b->lo, t->m->grads + b->lo, (b->hi - b->lo) * sizeof *r);
+        nn_clear_error();
+        if (c->iallreduce_f32(c->ctx, r + b->lo, b->hi - b->lo))
+            return shard_comm_fail(c, "starting an allreduce", -1);
+    }
+    return NN_OK;
+}
+
+/* The parameter hook: p's gradient is final. Its bucket has one parameter
+ * less to wait for; the started sums get a turn to advance. */
+static nn_status shard_param_done(void *ctx, tensor *p)
+{
+    nn_shard_trainer *t = ctx;
+    const nn_model *m = t->m;
+    if (p->grad < m->grads || p->grad >= m->grads + m->n_params) return NN_OK;
+    const size_t off = (size_t)(p->grad - m->grads);
+    for (int k = 0; k < t->n_buckets; k++)
+        if (off >= t->buckets[k].lo && off < t->buckets[k].hi) {
+            t->buckets[k].pending--;
+            break;
+        }
+    NN_TRY(shard_buckets_start(t, 0, 1));
+    const nn_comm *c = t->c;
+    nn_clear_error();
+    if (t->started && c->progress(c->ctx)) return shard_comm_fail(c, "an allreduce", -1);
+    return NN_OK;
+}
+
+/* Fast mode with overlap: this rank's rows as one pass whose backward
+ * starts the buckets' sums as it finishes them, then what is left (buckets
+ * of parameters no node read, the moving statistics), the wait, and the
+ * loss and count; record 0 then holds the sums, as without overlap. */
+static nn_status shard_fast_overlap(nn_shard_trainer *t, tensor *x, const nn_loss *loss,
+                                    const int *labels, const tensor *targets, int b,
+                                    const uint64_t *calls0)
+{
+    nn_model *m = t->m;
+    const nn_comm *c = t->c;
+    int first, n;
+    nn_shard_rows(t, b, &first, &n);
+    t->started = 0;
+    for (int k = 0; k < t->n_buckets; k++) t->buckets[k].pending = t->buckets[k].params;
+    nn_status s = NN_OK;
+    if (n > 0) {
+        nn_graph_set_param_hook(m->graph, shard_param_done, t);
+        s = shard_run(t, 0, x, loss, labels, targets, first, n, 0);
+        nn_graph_set_param_hook(m->graph, NULL, NULL);
+    } else {
+        memset(shard_rec(t, 0), 0, t->rec_bytes);
+        memcpy(t->calls, calls0, (size_t)m->n_layers * sizeof *t->calls);
+    }
+    if (s == NN_OK) s = shard_buckets_start(t, 1, n > 0);
+    if (s != NN_OK) return s;
+    nn_clear_error();
+    if (m->n_buffers && c->iallreduce_f32(c->ctx, shard_rec(t, 0) + m->n_params, m->n_buffers))
+        return shard_comm_fail(c, "starting an allreduce", -1);
+    if (c->wait_all(c->ctx)) return shard_comm_fail(c, "an allreduce", -1);
+    if (c->allreduce_f64(c->ctx, shard_rec_tail(t, 0), 2))
+        return shard_comm_fail(c, "an allreduce", -1);
+    if (b < c->size)
+        s = nn_comm_bcast(c, t->calls, (size_t)m->n_layers * sizeof *t->calls);
+    return s;
+}
+
 nn_status nn_shard_step(nn_shard_trainer *t, optim *opt, tensor *x, const nn_loss *loss,
                         const int *labels, const tensor *targets, float *loss_mean,
                         long long *correct)
@@ -719,6 +856,8 @@ nn_status nn_shard_step(nn_shard_trainer *t, optim *opt, tensor *x, const nn_los
             t->given[i - lo] = 1;
         }
         if (s == NN_OK) s = shard_exchange(t, S, lo, hi);
+    } else if (t->overlap) {
+        s = shard_fast_overlap(t, x, loss, labels, targets, b, calls0);
     } else {
         int first, n;
         nn_shard_rows(t, b, &first, &n);
@@ -728,7 +867,7 @@ nn_status nn_shard_step(nn_shard_trainer *t, optim *opt, tensor *x, const nn_los
             memset(shard_rec(t, 0), 0, t->rec_bytes);
             memcpy(t->calls, calls0, (size_t)m->n_layers * sizeof *t->calls);
         }
-        nn_clear_error();
+        if (s == NN_OK) nn_clear_error();
         if (s == NN_OK && c->size > 1 && c->allreduce_f32(c->ctx, shard_rec(t, 0), t->nf))
             s = shard_comm_fail(c, "an allreduce", -1);
         if (s == NN_OK && c->size > 1 && c->allreduce_f64(c->ctx, shard_rec_tail(t, 0), 2))

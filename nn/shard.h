@@ -46,11 +46,24 @@
  *
  * Fast mode: rank r takes rows [ceil(r b / R), ceil((r+1) b / R)) of the
  * batch as one pass and the gradient sums of all ranks are added by the
- * comm's allreduce (MPI_Allreduce on one fused buffer: gradients and moving
- * statistics together). Reproducible for a fixed rank count only: the sum's
- * order depends on the rank count and on MPI's algorithm. It does not overlap
- * the reduction with backward (the library's backward has no per-layer hook
- * to start a reduction from).
+ * comm's allreduce. Reproducible for a fixed rank count only: the sum's
+ * order depends on the rank count and on MPI's algorithm. With the comm's
+ * non-blocking sums (iallreduce_f32, progress, wait_all) the reduction
+ * overlaps backward: the gradients are cut into buckets, contiguous ranges
+ * of m->grads of whole parameters taken from the last layer's backwards,
+ * each at least bucket_bytes (the last may be less), so fixed by the model
+ * and the comm, never by timing. A parameter hook on the tape
+ * (nn_graph_set_param_hook) counts each bucket's parameters as backward
+ * finishes them; a complete bucket is copied into the record and its sum
+ * started, in bucket order (the order every rank starts them in), and the
+ * hook calls progress between layers, since a transport without a progress
+ * thread (OpenMPI's default) moves data only inside its calls. After
+ * backward the moving statistics' changes go as one more sum, wait_all
+ * completes all, then the loss and count as before. Without those
+ * functions: one blocking allreduce of gradients and moving statistics
+ * after backward. Element by element both add the same values, so at 2
+ * ranks (a + b = b + a) they give the same bits; at 3 or more the transport
+ * may pick another order for another message size.
  *
  * Cost of exact mode per step: each rank sends at most log2(S) + 1 subtree
  * sums of (parameters + moving statistics) floats to rank 0, which receives
@@ -76,12 +89,18 @@
 #include "optim/optim.h"
 #include "tensor/loss.h"
 
-/* The transport: rank in [0, size), and blocking operations that return 0
- * or nonzero on failure (with a message in nn_last_error, or none). Every
+/* The transport: rank in [0, size), and operations that return 0 or
+ * nonzero on failure (with a message in nn_last_error, or none). Every
  * transfer's size is known to both sides. send/recv are required; bcast
  * (rank 0's buf to every rank) may be NULL, and is then made of sends;
  * allreduce_f32/_f64 (element-wise sums over ranks, in place) only fast
- * mode needs. */
+ * mode needs. The last four are optional, for fast mode's overlap (all of
+ * the three functions, or none): iallreduce_f32 starts such a sum and
+ * returns at once (buf is the transport's until wait_all; every rank starts
+ * the same sums in the same order); progress lets started sums advance;
+ * wait_all returns when every started sum is done. bucket_bytes: the
+ * smallest sum to start, in bytes (0: NN_SHARD_BUCKET_BYTES). Initialise an
+ * nn_comm with designated initialisers, so that fields added later are 0. */
 typedef struct nn_comm {
     int rank, size;
     void *ctx;
@@ -90,7 +109,16 @@ typedef struct nn_comm {
     int (*bcast)(void *ctx, void *buf, size_t bytes);
     int (*allreduce_f32)(void *ctx, float *buf, size_t n);
     int (*allreduce_f64)(void *ctx, double *buf, size_t n);
+    int (*iallreduce_f32)(void *ctx, float *buf, size_t n);
+    int (*progress)(void *ctx);
+    int (*wait_all)(void *ctx);
+    size_t bucket_bytes;
 } nn_comm;
+
+/* Fast mode's bucket size when the comm's bucket_bytes is 0: large enough
+ * that a sum's start-up cost is small against its bytes, small enough that
+ * the first sum starts well before backward ends. */
+#define NN_SHARD_BUCKET_BYTES ((size_t)4 << 20)
 
 typedef enum nn_shard_mode {
     NN_SHARD_EXACT = 0, /* micro-shards and a fixed tree: any rank count, same bits */

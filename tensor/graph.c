@@ -80,6 +80,8 @@ struct nn_graph {
     int recycling, floor;
     arena_span *dead;
     int n_dead, cap_dead;
+    nn_graph_param_fn param_hook; /* nn_graph_set_param_hook */
+    void *param_ctx;
 };
 
 static arena_block *graph_block_new(size_t size)
@@ -517,6 +519,44 @@ static int graph_in_place_inputs(const nn_node *n)
     return 1;
 }
 
+void nn_graph_set_param_hook(nn_graph *g, nn_graph_param_fn fn, void *ctx)
+{
+    g->param_hook = fn;
+    g->param_ctx = fn ? ctx : NULL;
+}
+
+static int graph_is_trainable(const tensor *t)
+{
+    return t && (t->flags & TENSOR_PARAM) && (t->flags & TENSOR_REQUIRES_GRAD);
+}
+
+/* For the parameter hook: marks in each node the parameters whose first
+ * reader (in recording order) it is, the last whose backward adds into
+ * their gradients. A mark on the tensor notes "seen" for the one pass. */
+static void graph_mark_param_final(nn_graph *g)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        nn_node *n = g->nodes[i];
+        n->param_final = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            tensor *p = n->in[k];
+            if (!graph_is_trainable(p) || (p->flags & TENSOR_GRAPH_MARK)) continue;
+            p->flags |= TENSOR_GRAPH_MARK;
+            n->param_final |= 1u << k;
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i]->n_in; k++)
+            if (g->nodes[i]->in[k]) g->nodes[i]->in[k]->flags &= ~TENSOR_GRAPH_MARK;
+}
+
+/* The parameters whose gradients node n's backward finished, to the hook. */
+static nn_status graph_report_params(nn_graph *g, const nn_node *n)
+{
+    for (int k = 0; k < n->n_in; k++)
+        if (n->param_final & (1u << k)) NN_TRY(g->param_hook(g->param_ctx, n->in[k]));
+    return NN_OK;
+}
 
 /* nn_graph_backward_seed and nn_graph_backward_recycle. */
 static nn_status graph_backward(nn_graph *g, tensor *loss, float seed, int recycle)
@@ -553,9 +593,13 @@ static nn_status graph_backward(nn_graph *g, tensor *loss, float seed, int recyc
         g->floor = g->n_nodes - 1;
         g->recycling = 1;
     }
+    if (g->param_hook) graph_mark_param_final(g);
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         nn_node *n = g->nodes[i];
-        if (!n->out->grad) continue; /* not on a path to the loss */
+        if (!n->out->grad) { /* not on a path to the loss */
+            if (g->param_hook) NN_TRY(graph_report_params(g, n));
+            continue;
+        }
         g->floor = i;
         tensor *x = n->in[0];
         /* Every consumer of out has run (reverse order), and x has no
@@ -569,6 +613,7 @@ static nn_status graph_backward(nn_graph *g, tensor *loss, float seed, int recyc
         for (int k = 0; k < n->n_in; k++) NN_TRY(graph_ensure_grad(g, n->in[k]));
         n->backward(n);
         graph_release_out_grad(g, n);
+        if (g->param_hook) NN_TRY(graph_report_params(g, n));
     }
     return NN_OK;
 }

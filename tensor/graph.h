@@ -77,9 +77,13 @@ struct nn_node {
     /* backward reads no input's data (only gradients, and out->data when
      * saves_output): add's. A recycling backward may then put gradients in
      * an input's storage when nothing else reads it (nn_graph_backward_recycle).
-     * Last, so the fields before keep their places for ops built earlier
-     * (nodes are only ever made by nn_graph_record, zeroed). */
+     * This field and the next are at the end, so the fields before keep
+     * their places for ops built earlier (nodes are only ever made by
+     * nn_graph_record, zeroed). */
     int inputs_unread;
+    /* Set and read by backward with a parameter hook only: bit k says in[k]
+     * is a parameter whose gradient this node's backward finishes. */
+    unsigned param_final;
 };
 
 typedef struct nn_graph nn_graph;
@@ -149,6 +153,28 @@ nn_status nn_graph_backward_seed(nn_graph *g, tensor *loss, float seed);
  * step holds undefined contents until the reset. Errors: as
  * nn_graph_backward_seed's. */
 nn_status nn_graph_backward_recycle(nn_graph *g, tensor *loss, float seed);
+
+/* A parameter hook: told during backward that a trainable parameter's
+ * gradient is final, so a caller can start using it (a data-parallel
+ * trainer starts summing it over ranks) while backward goes on. */
+typedef nn_status (*nn_graph_param_fn)(void *ctx, tensor *param);
+
+/* Sets g's parameter hook (fn NULL: none), kept across resets. Every later
+ * backward calls fn(ctx, p) once for each trainable parameter p (flags
+ * TENSOR_PARAM and TENSOR_REQUIRES_GRAD) that some recorded node reads, right
+ * after the backward of the earliest-recorded node that reads it (or where
+ * that backward would have run, for a node off the path to the loss): no
+ * later backward touches p->grad. So parameters come in the reverse order
+ * of their first use, for a model the last layer's first. Within one node,
+ * in input order. A parameter no node reads is not reported (its gradient
+ * stays as it was).
+ * fn may read any reported gradient and call code that leaves the graph
+ * alone (a transport); it must not change a gradient that backward has yet
+ * to finish, nor the graph. A status other than NN_OK from fn stops backward,
+ * which returns it (fn sets the message). ctx is borrowed: it must outlive
+ * the hook. Costs one pass over the nodes per backward when set, none
+ * otherwise. */
+void nn_graph_set_param_hook(nn_graph *g, nn_graph_param_fn fn, void *ctx);
 
 /* Keeps t's gradient after backward, until the next reset, when t is the
  * output of a recorded node (a leaf's is always kept; a tensor that needs no

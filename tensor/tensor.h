@@ -28,7 +28,8 @@ enum {
     TENSOR_OWNS_DATA = 1,     /* data is freed with the tensor */
     TENSOR_OWNS_GRAD = 2,     /* grad is freed with the tensor */
     TENSOR_REQUIRES_GRAD = 4, /* backward accumulates into grad */
-    TENSOR_PARAM = 8          /* a model parameter (a leaf of the graph) */
+    TENSOR_PARAM = 8,         /* a model parameter (a leaf of the graph) */
+    TENSOR_GRAPH_MARK = 16    /* nn_graph_backward's own, clear outside it */
 };
 
 struct nn_node;

@@ -7,7 +7,9 @@
  * unless retained, and their buffers reused. One test trains a small MLP for
  * 3,000 steps and checks that the arena and the gradient pool do not grow
  * after a warm-up; it prints the resident set size before and after (run it
- * under valgrind or ASan for leaks).
+ * under valgrind or ASan for leaks). The parameter hook reports every
+ * parameter once, in reverse order of first use, with its final gradient,
+ * before backward reaches the layers before it, and changes no gradient.
  * Not covered here: the numerical gradients of layers (test_gradcheck.c). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,6 +557,203 @@ static void test_arena_reused_over_training(void **state)
     nn_model_free(m);
 }
 
+/* --- the parameter hook (nn_graph_set_param_hook) ------------------------ */
+
+/* What the hook saw: each call's parameter, a copy of its gradient then,
+ * and what the caller asked to check at that moment. */
+#define HOOK_MAX 32
+typedef struct {
+    tensor *seen[HOOK_MAX];
+    float *grad_then[HOOK_MAX];
+    int n;
+    int fail_at; /* return an error at this call (-1: never) */
+    const nn_model *m; /* when set: the layers before the reported one are untouched */
+} hook_log;
+
+/* The index of the model layer that owns trainable parameter p, or -1. */
+static int hook_layer_of(const nn_model *m, const tensor *p)
+{
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i]->n_params; k++)
+            if (m->layers[i]->params[k].t == p) return i;
+    return -1;
+}
+
+static nn_status hook_record(void *ctx, tensor *p)
+{
+    hook_log *h = ctx;
+    if (h->n == h->fail_at) return nn_error(NN_ERR_IO, "hook_record: refused call %d", h->n);
+    assert_true(h->n < HOOK_MAX);
+    h->seen[h->n] = p;
+    h->grad_then[h->n] = malloc(p->size * sizeof(float));
+    assert_non_null(h->grad_then[h->n]);
+    memcpy(h->grad_then[h->n], p->grad, p->size * sizeof(float));
+    if (h->m) {
+        /* Reported as soon as final: backward has not reached the layers
+         * before this one, whose gradients are still the zeros of
+         * nn_model_zero_grad. */
+        const int layer = hook_layer_of(h->m, p);
+        assert_true(layer >= 0);
+        for (int i = 0; i < layer; i++)
+            for (int k = 0; k < h->m->layers[i]->n_params; k++) {
+                const tensor *q = h->m->layers[i]->params[k].t;
+                if (!h->m->layers[i]->params[k].trainable) continue;
+                for (size_t j = 0; j < q->size; j++)
+                    if (q->grad[j] != 0.0f)
+                        fail_msg("layer %d's gradient changed before layer %d's was reported", i, layer);
+            }
+    }
+    h->n++;
+    return NN_OK;
+}
+
+static void hook_log_free(hook_log *h)
+{
+    for (int i = 0; i < h->n; i++) free(h->grad_then[i]);
+    memset(h, 0, sizeof *h);
+}
+
+/* Each call's copy against the gradient backward left: nothing was added
+ * after the report. */
+static void hook_assert_final(const hook_log *h)
+{
+    for (int i = 0; i < h->n; i++)
+        if (memcmp(h->grad_then[i], h->seen[i]->grad, h->seen[i]->size * sizeof(float)))
+            fail_msg("report %d: the gradient changed after the hook was told it was final", i);
+}
+
+/* A tape by hand: p is read by two nodes (first and third), q once, r twice
+ * by one node, o only off the path to the loss, z by none:
+ *     u = p q, v = 2u, s = v p, t = r r, o2 = o, y = s + t, L = sum(w y).
+ * Reports: o (off the path, where its node would have run), r once, then p
+ * and q after their first reader's backward (input order); z never. The
+ * gradients at report time are the final ones, and the exact values
+ * dL/dp = 4 w p q, dL/dq = 2 w p^2, dL/dr = 2 w r, dL/do = 0. */
+static void test_param_hook_order(void **state)
+{
+    (void)state;
+    nn_graph *g = nn_graph_create(0);
+    const float pv[3] = {1, 2, -1}, qv[3] = {3, 0.5f, 2}, rv[3] = {-2, 1, 4}, wv[3] = {1, 2, 0.5f};
+    tensor *p = leaf(3, pv), *q = leaf(3, qv), *r = leaf(3, rv), *o = leaf(3, rv), *z = leaf(3, rv);
+    tensor *w = constant(3, wv);
+    tensor *all[5] = {p, q, r, o, z};
+    for (int i = 0; i < 5; i++) all[i]->flags |= TENSOR_PARAM;
+    hook_log h = {.fail_at = -1};
+    nn_graph_set_param_hook(g, hook_record, &h);
+    for (int round = 0; round < 2; round++) { /* the hook stays across resets */
+        nn_graph_reset(g);
+        for (int i = 0; i < 5; i++) memset(all[i]->grad, 0, 3 * sizeof(float));
+        tensor *u, *s, *t, *y, *loss;
+        assert_ok(nn_op_mul(g, p, q, &u));
+        tensor *v = scale_op(g, u, 2.0f, 1);
+        assert_ok(nn_op_mul(g, v, p, &s));
+        assert_ok(nn_op_mul(g, r, r, &t));
+        (void)scale_op(g, o, 1.0f, 2);
+        assert_ok(nn_op_add(g, s, t, &y));
+        assert_ok(nn_op_weighted_sum(g, y, w, &loss));
+        assert_ok(nn_graph_backward(g, loss));
+        assert_int_equal(h.n, 4);
+        assert_ptr_equal(h.seen[0], o);
+        assert_ptr_equal(h.seen[1], r);
+        assert_ptr_equal(h.seen[2], p);
+        assert_ptr_equal(h.seen[3], q);
+        hook_assert_final(&h);
+        float want_p[3], want_q[3], want_r[3];
+        const float zero[3] = {0, 0, 0};
+        for (int i = 0; i < 3; i++) {
+            want_p[i] = 4 * wv[i] * pv[i] * qv[i];
+            want_q[i] = 2 * wv[i] * pv[i] * pv[i];
+            want_r[i] = 2 * wv[i] * rv[i];
+        }
+        assert_floats(p->grad, want_p, 3, "p.grad");
+        assert_floats(q->grad, want_q, 3, "q.grad");
+        assert_floats(r->grad, want_r, 3, "r.grad");
+        assert_floats(o->grad, zero, 3, "o.grad");
+        for (int i = 0; i < 5; i++) assert_false(all[i]->flags & TENSOR_GRAPH_MARK);
+        hook_log_free(&h);
+        h.fail_at = -1;
+    }
+
+    /* A hook's error stops backward and comes back from it. */
+    nn_graph_reset(g);
+    h.fail_at = 1;
+    tensor *u, *t, *loss;
+    assert_ok(nn_op_mul(g, p, q, &u));
+    assert_ok(nn_op_mul(g, r, u, &t));
+    assert_ok(nn_op_weighted_sum(g, t, w, &loss));
+    assert_int_equal(nn_graph_backward(g, loss), NN_ERR_IO);
+    assert_error_contains("hook_record: refused call 1");
+    assert_int_equal(h.n, 1);
+    hook_log_free(&h);
+
+    /* Removed: not called. */
+    nn_graph_set_param_hook(g, NULL, NULL);
+    nn_graph_reset(g);
+    assert_ok(nn_op_mul(g, p, q, &u));
+    assert_ok(nn_op_weighted_sum(g, u, w, &loss));
+    assert_ok(nn_graph_backward(g, loss));
+    assert_int_equal(h.n, 0);
+    for (int i = 0; i < 5; i++) tensor_free(all[i]);
+    tensor_free(w);
+    nn_graph_free(g);
+}
+
+/* A model with convolutions, batchnorm, a residual add (one layer's output
+ * read twice) and dense layers: every trainable parameter is reported
+ * exactly once, layer by layer from the last, before backward touches an
+ * earlier layer's gradients, with its final gradient; and the gradients are
+ * those of the same step without a hook, bit for bit. */
+static void test_param_hook_model(void **state)
+{
+    (void)state;
+    static const char spec[] = "conv2d filters=4 kernel_size=3 padding=same\n"
+                               "batchnorm activation=relu\n"
+                               "conv2d filters=4 kernel_size=3 padding=same name=c2\n"
+                               "add inputs=batchnorm_1,c2\n"
+                               "conv2d filters=3 kernel_size=3 activation=relu use_bias=false\n"
+                               "flatten\n"
+                               "dense units=8 activation=relu\n"
+                               "dense units=3\n";
+    const int shape[3] = {6, 6, 2};
+    nn_model *a = test_make_model(spec, 3, shape, 7), *b = test_make_model(spec, 3, shape, 7);
+    int xs[4] = {5, 6, 6, 2};
+    tensor *x = tensor_create(4, xs);
+    tensor_rng rng;
+    tensor_rng_seed(&rng, 9);
+    tensor_init_normal(x, &rng, 0.0f, 1.0f);
+    const int labels[5] = {0, 2, 1, 1, 0};
+    hook_log h = {.fail_at = -1, .m = a};
+    nn_model *ms[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        nn_model *m = ms[k];
+        nn_graph *g = nn_model_graph(m);
+        if (m == a) nn_graph_set_param_hook(g, hook_record, &h);
+        nn_graph_reset(g);
+        nn_model_zero_grad(m);
+        tensor *y, *loss;
+        assert_ok(nn_model_forward(m, x, &y, NN_MODE_TRAIN));
+        assert_ok(nn_op_softmax_cross_entropy(g, y, labels, &loss, NULL));
+        assert_ok(nn_graph_backward(g, loss));
+    }
+    int trainable = 0, last_layer = a->n_layers;
+    for (int i = 0; i < a->n_layers; i++)
+        for (int k = 0; k < a->layers[i]->n_params; k++) trainable += a->layers[i]->params[k].trainable;
+    assert_int_equal(h.n, trainable);
+    for (int i = 0; i < h.n; i++) {
+        const int layer = hook_layer_of(a, h.seen[i]);
+        assert_true(layer >= 0 && layer <= last_layer);
+        last_layer = layer;
+        for (int j = 0; j < i; j++) assert_ptr_not_equal(h.seen[i], h.seen[j]);
+    }
+    hook_assert_final(&h);
+    assert_int_equal(a->n_params, b->n_params);
+    assert_memory_equal(a->grads, b->grads, a->n_params * sizeof(float));
+    hook_log_free(&h);
+    tensor_free(x);
+    nn_model_free(a);
+    nn_model_free(b);
+}
+
 /* A step bigger than the first arena block (1 MiB) chains blocks; the reset
  * after it merges them, and from then on the arena stays the same size. */
 static void test_arena_grows_once(void **state)
@@ -663,6 +862,8 @@ int main(void)
         cmocka_unit_test(test_arena_reused_over_training),
         cmocka_unit_test(test_arena_grows_once),
         cmocka_unit_test(test_backward_recycle),
+        cmocka_unit_test(test_param_hook_order),
+        cmocka_unit_test(test_param_hook_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

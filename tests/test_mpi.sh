@@ -8,7 +8,10 @@
 #     gives them too;
 #  2. a run saved after epoch 1 by 2 ranks and resumed by 4 gives those
 #     bytes as well;
-#  3. fast mode runs, twice the same bytes at 2 ranks;
+#  3. fast mode runs, twice the same bytes at 2 ranks, and the same bytes
+#     with its sums after backward (NN_MPI_OVERLAP=0) as during it, in one
+#     bucket (this network is small) or in one per parameter
+#     (NN_MPI_BUCKET_BYTES=1): at 2 ranks each element is a + b either way;
 #  4. faults: a checkpoint that rank 0 cannot write ends every rank, with
 #     a message naming rank 0, in bounded time; a rank killed with SIGKILL
 #     mid-training ends the job in bounded time and the last checkpoint
@@ -93,6 +96,12 @@ for k in a b; do
         { cat "$tmp/out" >&2; fail "fast mode"; }
 done
 cmp -s "$tmp/fa.ckpt" "$tmp/fb.ckpt" || fail "fast mode at 2 ranks is not reproducible"
+"${mpirun[@]}" -np 2 -x NN_MPI_OVERLAP=0 "$mnist" "${common[@]}" --allreduce fast --epochs 2 \
+    --save "$tmp/fp.ckpt" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; fail "fast mode without overlap"; }
+cmp -s "$tmp/fa.ckpt" "$tmp/fp.ckpt" || fail "fast mode's sums during backward differ from after it"
+"${mpirun[@]}" -np 2 -x NN_MPI_BUCKET_BYTES=1 "$mnist" "${common[@]}" --allreduce fast --epochs 2 \
+    --save "$tmp/fs.ckpt" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; fail "fast mode, bucket per parameter"; }
+cmp -s "$tmp/fa.ckpt" "$tmp/fs.ckpt" || fail "fast mode's sums in a bucket per parameter differ"
 
 # ---- 4. faults ----
 # Rank 0 cannot write its checkpoint: every rank ends, rank 0 named.
@@ -128,6 +137,7 @@ ended=$((SECONDS - t0))
     { cat "$tmp/check.out" >&2; fail "the last checkpoint does not load after the kill"; }
 
 echo "test_mpi: exact mode gave the same checkpoint bytes and log for 1, 2 and 4 ranks and one" \
-     "process, and after a resume from 2 ranks to 4; fast mode reproducible at 2 ranks; a failed" \
+     "process, and after a resume from 2 ranks to 4; fast mode reproducible at 2 ranks, with its" \
+     "sums during backward (one bucket or one per parameter) or after it; a failed" \
      "save on rank 0 and a SIGKILL of rank 1 ended the job (the latter in ${ended} s) with the" \
      "checkpoint whole ($((SECONDS - start)) s)"

@@ -18,7 +18,9 @@
  * micro-shard's dropout masks are the whole batch's rows; validation over
  * ranks equals nn_model_evaluate in one process; a run saved after one
  * epoch with 2 ranks and resumed with 3 equals a straight run with 1; fast
- * mode is reproducible at a fixed rank count and close to exact mode; bad
+ * mode is reproducible at a fixed rank count and close to exact mode; its
+ * overlap (sums started in buckets during backward) gives the bits of the
+ * sums after backward, in the model's bucket order, started early; bad
  * arguments are named.
  * Not covered here: MPI itself (tests/test_mpi.sh runs the MNIST program
  * under mpirun when OpenMPI is installed). */
@@ -79,9 +81,24 @@ typedef struct world {
     msg *head[MAX_RANKS][MAX_RANKS], *tail[MAX_RANKS][MAX_RANKS]; /* [from][to] */
 } world;
 
+/* Fast mode's overlap, emulated: a started sum waits (with a copy of what
+ * it was given) until wait_all runs the blocking sums in start order. */
+#define MAX_STARTED 64
+typedef struct started {
+    float *buf, *copy;
+    size_t n;
+} started;
+
 typedef struct endpoint {
     world *w;
     int rank;
+    const nn_model *m; /* whose first layer tells whether backward is done */
+    started st[MAX_STARTED];
+    int n_st;
+    size_t sizes[MAX_STARTED]; /* the first step's sums, in start order */
+    int n_sizes, steps;
+    long early;    /* steps whose first sum started before backward reached layer 0 */
+    long progress; /* progress calls with sums started */
 } endpoint;
 
 static int local_send(void *ctx, int to, const void *buf, size_t bytes)
@@ -138,6 +155,54 @@ static int local_allreduce(void *ctx, void *buf, size_t n, int dbl)
 static int local_allreduce_f32(void *ctx, float *buf, size_t n) { return local_allreduce(ctx, buf, n, 0); }
 static int local_allreduce_f64(void *ctx, double *buf, size_t n) { return local_allreduce(ctx, buf, n, 1); }
 
+static int local_iallreduce_f32(void *ctx, float *buf, size_t n)
+{
+    endpoint *e = ctx;
+    if (e->n_st == MAX_STARTED) return 1;
+    if (e->n_st == 0) {
+        /* The step's first sum: has backward reached the first layer? */
+        const tensor *k = e->m->layers[0]->params[0].t;
+        int untouched = 1;
+        for (size_t j = 0; j < k->size; j++) untouched &= k->grad[j] == 0.0f;
+        e->early += untouched;
+    }
+    if (e->steps == 0 && e->n_sizes < MAX_STARTED) e->sizes[e->n_sizes++] = n;
+    started *s = &e->st[e->n_st++];
+    s->buf = buf;
+    s->n = n;
+    s->copy = malloc((n ? n : 1) * sizeof *buf);
+    if (!s->copy) return 1;
+    memcpy(s->copy, buf, n * sizeof *buf);
+    return 0;
+}
+
+static int local_progress(void *ctx)
+{
+    endpoint *e = ctx;
+    e->progress += e->n_st > 0;
+    return 0;
+}
+
+/* The started sums, in start order; a buffer written after its start is
+ * an error (the transport owned it). */
+static int local_wait_all(void *ctx)
+{
+    endpoint *e = ctx;
+    int rc = 0;
+    for (int i = 0; i < e->n_st; i++) {
+        started *s = &e->st[i];
+        if (!rc && memcmp(s->buf, s->copy, s->n * sizeof *s->buf)) {
+            nn_error(NN_ERR_STATE, "sum %d of %zu floats changed after it started", i, s->n);
+            rc = 1;
+        }
+        if (!rc) rc = local_allreduce(ctx, s->buf, s->n, 0);
+        free(s->copy);
+    }
+    e->n_st = 0;
+    e->steps++;
+    return rc;
+}
+
 /* ---- one rank's run of nn_model_fit ---- */
 
 typedef struct job {
@@ -145,6 +210,8 @@ typedef struct job {
     world *w;
     int rank;
     nn_shard_mode mode;
+    int overlap;           /* fast mode: the non-blocking sums */
+    size_t bucket_bytes;
     int epochs, initial_epoch;
     const char *resume;    /* checkpoint to start from, or NULL */
     const char *save;      /* checkpoint after the last epoch, by rank 0, or NULL */
@@ -155,6 +222,7 @@ typedef struct job {
     optim *opt;
     nn_history h;
     tensor_rng order;      /* the data-order stream after the last epoch */
+    endpoint e;            /* what the comm saw */
 } job;
 
 static int job_on_epoch(nn_fit_epoch *ev, void *user)
@@ -173,12 +241,21 @@ static void *job_run(void *arg)
     job *j = arg;
     world *w = j->w;
     pthread_mutex_lock(&w->mu);
-    endpoint e = {w, j->rank};
-    const nn_comm comm = {j->rank, w->size, &e, local_send, local_recv, NULL,
-                          local_allreduce_f32, local_allreduce_f64};
+    endpoint *e = &j->e;
+    memset(e, 0, sizeof *e);
+    e->w = w;
+    e->rank = j->rank;
+    const nn_comm comm = {.rank = j->rank, .size = w->size, .ctx = e, .send = local_send,
+                          .recv = local_recv, .allreduce_f32 = local_allreduce_f32,
+                          .allreduce_f64 = local_allreduce_f64,
+                          .iallreduce_f32 = j->overlap ? local_iallreduce_f32 : NULL,
+                          .progress = j->overlap ? local_progress : NULL,
+                          .wait_all = j->overlap ? local_wait_all : NULL,
+                          .bucket_bytes = j->bucket_bytes};
     nn_status s = NN_OK;
     tensor_rng order;
     j->m = nn_model_create(5);
+    e->m = j->m;
     j->opt = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
     if (!j->m || !j->opt) s = NN_ERR_MEMORY;
     if (s == NN_OK) s = nn_model_add_spec(j->m, spec);
@@ -343,6 +420,51 @@ static void test_fast_mode(void **state)
     jobs_free(e, 2);
 }
 
+/* Fast mode with its sums started during backward, in buckets of one
+ * parameter each (bucket_bytes 1) and in one bucket (the default): the
+ * bits of the sums after backward, at 2 and 3 ranks (the stand-in adds
+ * element by element in rank order, whatever the message). The sums start
+ * from the last layer's parameters down, then the moving statistics; the
+ * first before backward reached the first layer, with progress calls in
+ * between; no bucket is written after its start (local_wait_all). */
+static void test_fast_mode_overlap(void **state)
+{
+    (void)state;
+    for (int ranks = 2; ranks <= 3; ranks++) {
+        const job plain = {.mode = NN_SHARD_FAST, .epochs = 2};
+        const job each = {.mode = NN_SHARD_FAST, .epochs = 2, .overlap = 1, .bucket_bytes = 1};
+        const job one = {.mode = NN_SHARD_FAST, .epochs = 2, .overlap = 1};
+        job a[MAX_RANKS], b[MAX_RANKS], c[MAX_RANKS];
+        run_world(ranks, &plain, a);
+        run_world(ranks, &each, b);
+        run_world(ranks, &one, c);
+        for (int r = 0; r < ranks; r++) {
+            assert_same_run(&a[0], &b[r]);
+            assert_same_run(&a[0], &c[r]);
+            const nn_model *m = b[r].m;
+            const endpoint *e = &b[r].e;
+            int k = 0;
+            for (int i = m->n_layers - 1; i >= 0; i--)
+                for (int q = m->layers[i]->n_params - 1; q >= 0; q--)
+                    if (m->layers[i]->params[q].trainable) {
+                        assert_true(k < e->n_sizes);
+                        assert_int_equal(e->sizes[k++], m->layers[i]->params[q].t->size);
+                    }
+            assert_int_equal(e->n_sizes, k + 1);
+            assert_int_equal(e->sizes[k], m->n_buffers);
+            assert_int_equal(e->early, e->steps);
+            assert_true(e->progress >= e->steps);
+            /* One bucket: it is complete only when backward is. */
+            assert_int_equal(c[r].e.n_sizes, 2);
+            assert_int_equal(c[r].e.sizes[0], m->n_params);
+            assert_int_equal(c[r].e.early, 0);
+        }
+        jobs_free(a, ranks);
+        jobs_free(b, ranks);
+        jobs_free(c, ranks);
+    }
+}
+
 /* ---- one step by hand ---- */
 
 /* One exact step on one rank over a batch of 36 in shards of 8 (four of 8
@@ -390,8 +512,8 @@ static void test_exact_tree_order(void **state)
         g[s] = malloc(P * sizeof(float));
         memcpy(g[s], h->grads, P * sizeof(float));
     }
-    endpoint e = {NULL, 0};
-    const nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+    endpoint e = {.rank = 0};
+    const nn_comm comm = {.rank = 0, .size = 1, .ctx = &e, .send = local_send, .recv = local_recv};
     nn_shard_trainer *t = nn_shard_trainer_create(m, &comm, NN_SHARD_EXACT, K, B);
     assert_non_null(t);
     int first, count;
@@ -433,8 +555,8 @@ static void test_exact_one_shard_is_plain_step(void **state)
         nn_model *a = test_make_model(spec, 3, in_shape, 4), *p = test_make_model(spec, 3, in_shape, 4);
         optim *oa = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
         optim *op = optim_adam_create(0.01f, 0.9f, 0.999f, 1e-7f, 0.0f, 0);
-        endpoint e = {NULL, 0};
-        const nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+        endpoint e = {.rank = 0};
+        const nn_comm comm = {.rank = 0, .size = 1, .ctx = &e, .send = local_send, .recv = local_recv};
         nn_shard_trainer *t = nn_shard_trainer_create(a, &comm, NN_SHARD_EXACT, shards[v], B);
         assert_non_null(t);
         float x[B * PIX];
@@ -585,8 +707,8 @@ static void test_exact_batchnorm_whole_batch(void **state)
     memcpy(prm, m->params, sizeof prm);
     /* beta away from 0: relu keeps part of every channel. */
     for (int h = 0; h < RH; h++) m->params[REF_BETA + h] = prm[REF_BETA + h] = 0.1f * (h % 3);
-    endpoint e = {NULL, 0};
-    const nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+    endpoint e = {.rank = 0};
+    const nn_comm comm = {.rank = 0, .size = 1, .ctx = &e, .send = local_send, .recv = local_recv};
     nn_shard_trainer *t = nn_shard_trainer_create(m, &comm, NN_SHARD_EXACT, RSHARD, RB);
     assert_non_null(t);
     optim *opt = optim_sgd_create(1e-3f, 0.0f, 0, 0.0f);
@@ -684,8 +806,8 @@ static void test_errors(void **state)
 {
     (void)state;
     nn_model *m = test_make_model(spec, 3, in_shape, 1);
-    endpoint e = {NULL, 0};
-    nn_comm comm = {0, 1, &e, local_send, local_recv, NULL, NULL, NULL};
+    endpoint e = {.rank = 0};
+    nn_comm comm = {.rank = 0, .size = 1, .ctx = &e, .send = local_send, .recv = local_recv};
     assert_null(nn_shard_trainer_create(m, &comm, NN_SHARD_EXACT, 0, 32));
     assert_error_contains("shard must be >= 1");
     assert_null(nn_shard_trainer_create(m, NULL, NN_SHARD_EXACT, 8, 32));
@@ -693,6 +815,12 @@ static void test_errors(void **state)
     comm.size = 2;
     assert_null(nn_shard_trainer_create(m, &comm, NN_SHARD_FAST, 8, 32));
     assert_error_contains("allreduce");
+    comm.allreduce_f32 = local_allreduce_f32;
+    comm.allreduce_f64 = local_allreduce_f64;
+    comm.iallreduce_f32 = local_iallreduce_f32;
+    assert_null(nn_shard_trainer_create(m, &comm, NN_SHARD_FAST, 8, 32));
+    assert_error_contains("the comm has 1 of iallreduce_f32, progress and wait_all");
+    comm.iallreduce_f32 = NULL;
     comm.rank = 2;
     assert_null(nn_shard_trainer_create(m, &comm, NN_SHARD_EXACT, 8, 32));
     assert_error_contains("rank 2 of 2");
@@ -726,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_exact_any_rank_count),
         cmocka_unit_test(test_exact_resume_other_rank_count),
         cmocka_unit_test(test_fast_mode),
+        cmocka_unit_test(test_fast_mode_overlap),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, test_dir_teardown);
