@@ -25,10 +25,10 @@
 #ifndef NN_NN_H
 #define NN_NN_H
 
-#define NN_VERSION_MAJOR 2
+#define NN_VERSION_MAJOR 3
 #define NN_VERSION_MINOR 0
 #define NN_VERSION_PATCH 0
-#define NN_VERSION_STRING "2.0.0"
+#define NN_VERSION_STRING "3.0.0"
 
 #include "tensor/status.h"
 #include "tensor/tensor.h"
